@@ -1,0 +1,427 @@
+"""The nspec IR: a typed dataflow graph of one time step.
+
+Grammar of the IR (what ``verify`` checks)::
+
+    Program  := Graph step, Graph init, Var* params, Var* states, Var* inputs, Var* outputs,
+                Monitor* monitors, dt, tick structure
+    Graph    := Node*  (in topological order: a node's inputs have smaller indices)
+                Result* (name, kind, node)         kind in {next, output, deriv, value}
+    Node     := (op: Op, inputs: int*, dtype: DType, shape: int*, attrs: (key, value)*, span)
+
+A program's ``step`` graph is the pure function ``step(P, S_t, X_t) -> (S_{t+1}, Y_t)``: its
+``ARG`` nodes read a parameter, a state or an input by path (``cortex/L4/v``), and its results
+give every state's next value (kind ``next``) and every output port (kind ``output``).  Before
+discretisation, continuous states have a ``deriv`` result instead of ``next``.
+
+Shapes are per sample and concrete (hyperparameters are bound before the IR is built).  The
+runtime adds one leading batch axis to every value that depends on a state or an input; a
+value that depends only on parameters and constants is unbatched.  ``batched(graph)`` computes
+that set, so every backend applies the same rule (einsum gets a batch letter, reductions and
+reshapes count axes from the end of the per-sample shape).
+
+Time structure is explicit: ``LOOP`` nodes run a body graph a fixed number of times (internal
+ticks, recurrent depth with tied weights) or until a condition holds (``attrs.until``, with a
+bound), carrying values between iterations.
+
+Loops.  ``LOOP`` has attrs ``body`` (a Graph), ``count`` (iterations, or the bound when
+``until`` is set), ``carried`` (names), ``invariant`` (names), ``stacked`` (names) and ``until``
+(a name or None).  Its inputs are the initial values of the carried names, then the values of
+the invariant names, in that order; the body reads them through ARG nodes with those names
+(role ``state`` for carried, ``input`` for invariant; a body never reads the outer graph
+directly).  Each iteration the body's ``next`` results give the carried values for the next
+iteration, and its ``output`` results named in ``stacked`` are collected.  The LOOP's value is a
+tuple read with ``ITEM``: first the final carried values, then each stacked output with a new
+leading (per-sample) axis of length ``count``.  With ``until``, the body's bool ``value`` result
+of that name is evaluated after each iteration; a sample whose condition holds keeps its
+carried values from then on (its stacked outputs repeat the last value), and the loop ends when
+every sample's holds or after ``count`` iterations.  The LOOP node's own dtype and shape are
+unused (``f32``, ``()``); each ``ITEM`` has the real ones.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from nspec.dsl.diagnostics import Span, UNKNOWN_SPAN
+
+
+class DType(enum.Enum):
+    f32 = "f32"
+    f64 = "f64"
+    i32 = "i32"
+    i64 = "i64"
+    bool = "bool"
+
+    @property
+    def numpy(self):
+        return np.dtype({"f32": "float32", "f64": "float64", "i32": "int32", "i64": "int64", "bool": "bool"}[self.value])
+
+    @property
+    def is_float(self) -> bool:
+        return self in (DType.f32, DType.f64)
+
+
+class Op(enum.Enum):
+    """Every operation of the IR.  Each backend has one rule per member (tests check that)."""
+
+    # -- leaves
+    CONST = "const"          # attrs: value (np.ndarray)
+    ARG = "arg"              # attrs: name, role in {param, state, input}
+    # -- elementwise arithmetic (numpy broadcasting on per-sample shapes)
+    ADD = "add"
+    SUB = "sub"
+    MUL = "mul"
+    DIV = "div"
+    POW = "pow"
+    MOD = "mod"
+    MAXIMUM = "maximum"
+    MINIMUM = "minimum"
+    NEG = "neg"
+    # -- elementwise functions
+    ABS = "abs"
+    EXP = "exp"
+    LOG = "log"
+    SQRT = "sqrt"
+    TANH = "tanh"
+    SIGMOID = "sigmoid"
+    RELU = "relu"
+    SILU = "silu"
+    SOFTPLUS = "softplus"
+    SIN = "sin"
+    COS = "cos"
+    FLOOR = "floor"
+    # -- comparison and logic (results are bool)
+    LT = "lt"
+    LE = "le"
+    GT = "gt"
+    GE = "ge"
+    EQ = "eq"
+    NE = "ne"
+    AND = "and"
+    OR = "or"
+    NOT = "not"
+    WHERE = "where"          # where(cond, a, b)
+    CAST = "cast"            # to the node's dtype
+    # -- spikes: heaviside(x) as float, with the surrogate used for gradients
+    SPIKE = "spike"          # attrs: surrogate (name), surrogate_args (tuple)
+    # -- reductions over axes (attrs: axes, keepdims), normalisations over the last axis
+    SUM = "sum"
+    MEAN = "mean"
+    MAX = "max"
+    MIN = "min"
+    ARGMAX = "argmax"        # attrs: axis
+    SOFTMAX = "softmax"      # attrs: axis
+    LOGSUMEXP = "logsumexp"  # attrs: axis
+    LAYERNORM = "layernorm"  # attrs: eps; inputs: x [, weight, bias]
+    # -- contractions
+    EINSUM = "einsum"        # attrs: equation (per sample, explicit output)
+    # -- shape and indexing
+    RESHAPE = "reshape"      # to the node's shape
+    TRANSPOSE = "transpose"  # attrs: perm
+    BROADCAST = "broadcast"  # to the node's shape
+    CONCAT = "concat"        # attrs: axis
+    SLICE = "slice"          # attrs: starts, stops, steps (one per axis)
+    GATHER = "gather"        # gather(x, idx) along attrs.axis (take)
+    SCATTER_ADD = "scatter_add"  # scatter_add(base, idx, values) along attrs.axis
+    # -- synaptic propagation: post[j] = sum over pre i with spikes[i] of w[k] for k in row i
+    PROPAGATE = "propagate"  # inputs: spikes[n_pre], indptr, indices, weights[nnz]; attrs: n_post
+    # -- time structure
+    LOOP = "loop"            # see "Loops" in the module docstring
+    ITEM = "item"            # attrs: index; the index-th value of a LOOP
+    # -- initialisation only (run on the host by the reference interpreter, never in a step graph)
+    RANDOM = "random"        # attrs: dist in {uniform, normal, orthogonal}; inputs: two scalars (lo, hi | mean, std)
+
+
+ELEMENTWISE_BINARY = {Op.ADD, Op.SUB, Op.MUL, Op.DIV, Op.POW, Op.MOD, Op.MAXIMUM, Op.MINIMUM,
+                      Op.LT, Op.LE, Op.GT, Op.GE, Op.EQ, Op.NE, Op.AND, Op.OR}
+ELEMENTWISE_UNARY = {Op.NEG, Op.ABS, Op.EXP, Op.LOG, Op.SQRT, Op.TANH, Op.SIGMOID, Op.RELU, Op.SILU,
+                     Op.SOFTPLUS, Op.SIN, Op.COS, Op.FLOOR, Op.NOT, Op.CAST, Op.SPIKE}
+REDUCTIONS = {Op.SUM, Op.MEAN, Op.MAX, Op.MIN}
+INIT_ONLY = {Op.RANDOM}  # backends lower step graphs only; init graphs run on the host
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    op: Op
+    inputs: tuple[int, ...]
+    dtype: DType
+    shape: tuple[int, ...]
+    attrs: tuple[tuple[str, Any], ...] = ()
+    span: Span = UNKNOWN_SPAN
+
+    def attr(self, key: str, default: Any = None) -> Any:
+        for k, v in self.attrs:
+            if k == key:
+                return v
+        return default
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    name: str   # a path: "P/v" for states, "y" or "box/y" for outputs
+    kind: str   # "next" | "output" | "deriv" | "value"
+    node: int
+
+
+@dataclass(frozen=True, slots=True)
+class Graph:
+    nodes: tuple[Node, ...]
+    results: tuple[Result, ...]
+
+    def result(self, name: str, kind: str | None = None) -> Result | None:
+        for r in self.results:
+            if r.name == name and (kind is None or r.kind == kind):
+                return r
+        return None
+
+    def args(self) -> dict[str, int]:
+        """Path -> index of its ARG node."""
+        return {n.attr("name"): i for i, n in enumerate(self.nodes) if n.op is Op.ARG}
+
+
+@dataclass(frozen=True, slots=True)
+class Var:
+    """A named graph argument: a parameter, a state variable, an input or an output port."""
+
+    name: str
+    dtype: DType
+    shape: tuple[int, ...]
+    span: Span = UNKNOWN_SPAN
+    unit: str = ""              # the SI unit the value is stored in, for reports ("V", "s", "")
+    key: str | None = None      # external weight name (a reference state_dict key)
+    learnable: bool = True      # params: by gradient; states: False unless declared
+    plastic: bool = False       # a synaptic state changed by a local rule
+    reparam: tuple = ()         # ("bounded", lo, hi, "sigmoid") | ("positive", "relu") | ("clamp", lo, hi)
+    stack: bool = False         # outputs: stacked over internal ticks
+
+
+@dataclass(frozen=True, slots=True)
+class Monitor:
+    """``record v of E every 1 ms as M``: what the runtime records after each step."""
+
+    name: str                   # the monitor's name (keys "M.v", "M.t", or "M.i"/"M.t")
+    kind: str                   # "spikes" | "state"
+    variables: tuple[str, ...]  # state paths, or the spike value's path
+    indices: tuple[int, ...] | None
+    every: int                  # record every this many steps
+    span: Span = UNKNOWN_SPAN
+
+
+@dataclass(frozen=True, slots=True)
+class Program:
+    """A compiled model: the step graph, how to initialise it, and how to run it."""
+
+    name: str
+    step: Graph
+    init: Graph                 # results: one "value" per param and state (initial values)
+    params: tuple[Var, ...]
+    states: tuple[Var, ...]
+    inputs: tuple[Var, ...]
+    outputs: tuple[Var, ...]
+    monitors: tuple[Monitor, ...] = ()
+    dt: float = 1.0             # seconds per step for spiking models; 1 for data-time models
+    seed: int = 0
+    duration_steps: int | None = None
+    spans: tuple[tuple[str, Span], ...] = ()  # span of every named var, for error messages
+    hyper: tuple[tuple[str, Any], ...] = ()
+
+    def var(self, name: str) -> Var | None:
+        for group in (self.params, self.states, self.inputs, self.outputs):
+            for v in group:
+                if v.name == name:
+                    return v
+        return None
+
+
+def batched(graph: Graph, unbatched_args: set[str] | frozenset[str] = frozenset()) -> list[bool]:
+    """For each node: does its value carry the runtime's leading batch axis?
+
+    An ARG is batched unless it is a parameter (or named in ``unbatched_args``); any other node
+    is batched iff one of its inputs is.  LOOP bodies follow the same rule inside.
+    """
+    out: list[bool] = []
+    for n in graph.nodes:
+        if n.op is Op.ARG:
+            out.append(n.attr("role") != "param" and n.attr("name") not in unbatched_args)
+        elif n.op is Op.CONST:
+            out.append(False)
+        else:
+            out.append(any(out[i] for i in n.inputs))
+    return out
+
+
+# ---------------------------------------------------------------- building
+class GraphBuilder:
+    """Appends nodes in topological order and deduplicates identical pure nodes (CSE)."""
+
+    def __init__(self):
+        self.nodes: list[Node] = []
+        self.results: list[Result] = []
+        self._memo: dict[tuple, int] = {}
+
+    def add(self, op: Op, inputs, dtype: DType, shape, attrs=(), span: Span = UNKNOWN_SPAN) -> int:
+        inputs = tuple(int(i) for i in inputs)
+        shape = tuple(int(s) for s in shape)
+        attrs = tuple(attrs)
+        key = None
+        if op is not Op.CONST:
+            try:
+                key = (op, inputs, dtype, shape, attrs)
+                hash(key)
+            except TypeError:
+                key = None
+        else:
+            value = attrs[0][1]
+            if isinstance(value, np.ndarray) and value.size <= 16:
+                key = (op, dtype, shape, value.tobytes())
+        if key is not None and key in self._memo:
+            return self._memo[key]
+        self.nodes.append(Node(op, inputs, dtype, shape, attrs, span))
+        idx = len(self.nodes) - 1
+        if key is not None:
+            self._memo[key] = idx
+        return idx
+
+    def const(self, value, dtype: DType = DType.f32, span: Span = UNKNOWN_SPAN) -> int:
+        arr = np.asarray(value, dtype=dtype.numpy)
+        return self.add(Op.CONST, (), dtype, arr.shape, (("value", arr),), span)
+
+    def arg(self, name: str, role: str, dtype: DType, shape, span: Span = UNKNOWN_SPAN) -> int:
+        return self.add(Op.ARG, (), dtype, shape, (("name", name), ("role", role)), span)
+
+    def result(self, name: str, kind: str, node: int) -> None:
+        self.results.append(Result(name, kind, node))
+
+    def build(self) -> Graph:
+        return Graph(tuple(self.nodes), tuple(self.results))
+
+
+# ---------------------------------------------------------------- verifying and printing
+class IRError(Exception):
+    """An IR invariant does not hold: a compiler bug, never a user error."""
+
+
+def verify(graph: Graph, where: str = "") -> None:
+    """Check the IR's invariants; raise ``IRError`` naming the node that breaks one."""
+    for i, n in enumerate(graph.nodes):
+        ctx = f"{where}%{i} ({n.op.value}, {n.span})"
+        if not isinstance(n.op, Op):
+            raise IRError(f"{ctx}: not an Op")
+        for j in n.inputs:
+            if not 0 <= j < i:
+                raise IRError(f"{ctx}: input %{j} is not defined before use")
+        if any((not isinstance(s, int)) or s < 0 for s in n.shape):
+            raise IRError(f"{ctx}: bad shape {n.shape}")
+        if n.op is Op.CONST:
+            v = n.attr("value")
+            if not isinstance(v, np.ndarray) or tuple(v.shape) != n.shape:
+                raise IRError(f"{ctx}: constant does not match its shape {n.shape}")
+        elif n.op is Op.ARG:
+            if n.attr("role") not in ("param", "state", "input") or not n.attr("name"):
+                raise IRError(f"{ctx}: an ARG needs a name and a role")
+        elif n.op in ELEMENTWISE_BINARY:
+            if len(n.inputs) != 2:
+                raise IRError(f"{ctx}: takes 2 inputs")
+            a, b = (graph.nodes[j].shape for j in n.inputs)
+            try:
+                shape = np.broadcast_shapes(a, b)
+            except ValueError:
+                raise IRError(f"{ctx}: shapes {a} and {b} do not broadcast") from None
+            if shape != n.shape:
+                raise IRError(f"{ctx}: broadcast shape {shape} != declared {n.shape}")
+        elif n.op in ELEMENTWISE_UNARY:
+            if len(n.inputs) != 1 or graph.nodes[n.inputs[0]].shape != n.shape:
+                raise IRError(f"{ctx}: elementwise op must keep its input's shape")
+        elif n.op is Op.WHERE:
+            shapes = [graph.nodes[j].shape for j in n.inputs]
+            if len(shapes) != 3 or np.broadcast_shapes(*shapes) != n.shape:
+                raise IRError(f"{ctx}: where(c, a, b) shape mismatch {shapes} -> {n.shape}")
+        elif n.op is Op.RESHAPE:
+            src = graph.nodes[n.inputs[0]].shape
+            if int(np.prod(src)) != int(np.prod(n.shape)):
+                raise IRError(f"{ctx}: reshape {src} -> {n.shape} changes the size")
+        elif n.op is Op.LOOP:
+            body = n.attr("body")
+            if not isinstance(body, Graph):
+                raise IRError(f"{ctx}: a LOOP needs a body graph")
+            verify(body, f"{ctx}/body: ")
+    for r in graph.results:
+        if not 0 <= r.node < len(graph.nodes):
+            raise IRError(f"{where}result {r.name}: node %{r.node} does not exist")
+        if r.kind not in ("next", "output", "deriv", "value"):
+            raise IRError(f"{where}result {r.name}: unknown kind {r.kind}")
+    seen = set()
+    for r in graph.results:
+        if (r.name, r.kind) in seen:
+            raise IRError(f"{where}result {r.name} ({r.kind}) is defined twice")
+        seen.add((r.name, r.kind))
+
+
+def verify_program(p: Program) -> None:
+    verify(p.step, "step: ")
+    verify(p.init, "init: ")
+    args = p.step.args()
+    declared = {v.name for v in p.params + p.states + p.inputs}
+    for name, i in args.items():
+        if name not in declared:
+            raise IRError(f"step: %{i} reads {name!r}, which is not a declared param, state or input")
+    for s in p.states:
+        if p.step.result(s.name, "next") is None and p.step.result(s.name, "deriv") is None:
+            raise IRError(f"step: state {s.name!r} has no next value")
+    for o in p.outputs:
+        if p.step.result(o.name, "output") is None:
+            raise IRError(f"step: output {o.name!r} is not computed")
+
+
+def _fmt_attr(v: Any) -> str:
+    if isinstance(v, np.ndarray):
+        if v.size <= 8:
+            return np.array2string(v.reshape(-1), precision=6, separator=",").replace("\n", "")
+        return f"<{v.dtype}{list(v.shape)}>"
+    if isinstance(v, Graph):
+        return "<graph>"
+    if isinstance(v, float):
+        return f"{v:.9g}"
+    return repr(v)
+
+
+def print_graph(graph: Graph, indent: str = "") -> str:
+    """A stable text form: one line per node, then the results (golden tests use it)."""
+    lines = []
+    for i, n in enumerate(graph.nodes):
+        args = ", ".join(f"%{j}" for j in n.inputs)
+        attrs = " ".join(f"{k}={_fmt_attr(v)}" for k, v in n.attrs if k != "body")
+        shape = "x".join(str(s) for s in n.shape) or "scalar"
+        loc = f"  # {n.span.line}:{n.span.col}" if n.span.line else ""
+        lines.append(f"{indent}%{i} = {n.op.value}({args}) {attrs} : {n.dtype.value}[{shape}]{loc}".replace(")  :", ") :"))
+        body = n.attr("body")
+        if isinstance(body, Graph):
+            lines.append(print_graph(body, indent + "    "))
+    for r in graph.results:
+        lines.append(f"{indent}{r.kind} {r.name} = %{r.node}")
+    return "\n".join(lines)
+
+
+def print_program(p: Program) -> str:
+    out = [f"program {p.name} dt={p.dt:.9g}s seed={p.seed}"]
+    for title, group in (("param", p.params), ("state", p.states), ("input", p.inputs), ("output", p.outputs)):
+        for v in group:
+            shape = "x".join(str(s) for s in v.shape) or "scalar"
+            extra = f" [{v.unit}]" if v.unit else ""
+            extra += f" key={v.key!r}" if v.key else ""
+            out.append(f"{title} {v.name}: {v.dtype.value}[{shape}]{extra}")
+    for m in p.monitors:
+        out.append(f"monitor {m.name}: {m.kind} {', '.join(m.variables)} every {m.every}")
+    out.append("init:")
+    out.append(print_graph(p.init, "  "))
+    out.append("step:")
+    out.append(print_graph(p.step, "  "))
+    return "\n".join(out)
+
+
+__all__ = ["DType", "Op", "Node", "Result", "Graph", "Var", "Monitor", "Program", "GraphBuilder",
+           "IRError", "verify", "verify_program", "print_graph", "print_program", "batched", "replace"]

@@ -1,0 +1,422 @@
+"""AST -> systems -> Program: binds hyperparameters, checks every statement, builds the IR.
+
+``elaborate_file`` compiles a spec's run target; ``check_module`` elaborates every declaration
+of a file that can be instantiated on its own and returns all diagnostics.  The work per kind:
+
+* ``system`` / ``neuron``: ``compiler/bodies.py`` (equations, state, events) -> ``Primitive``
+* ``composite`` / ``workspace``: ``compiler/composites.py`` -> ``Composite`` / ``Primitive``
+* ``network``: ``compiler/networks.py`` desugars populations and projections into a ``Composite``
+
+then ``passes/flatten_systems.py`` substitutes the wiring diagram down to one primitive, which
+becomes the ``Program``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nspec.dsl import ast as A
+from nspec.dsl.diagnostics import Collector, Diagnostic, NspecError, SourceMap, Span
+
+from .expressions import Abort, ExprBuilder, Val, fmt_type, static
+from .ir import DType, GraphBuilder, Program
+from .modules import Loader, Scope
+from .units import DIMENSIONLESS, describe, quantity
+
+DEFAULT_DT = 1e-4  # 0.1 ms, Brian2's default
+
+
+class Statics:
+    """Compile-time values of a module's hyperparameters and constants (evaluated on demand)."""
+
+    def __init__(self, elab: "Elaborator", scope: Scope):
+        self.elab = elab
+        self.scope = scope
+        self.values: dict[str, Val] = {}
+        self._busy: set[str] = set()
+
+    def get(self, name: str, span: Span) -> Val | None:
+        if name in self.values:
+            return self.values[name]
+        found = self.scope.find(name)
+        if found is None or not isinstance(found[0], (A.Hyper, A.Const)):
+            return None
+        decl, home = found
+        if home is not self.scope:
+            return self.elab.statics(home).get(decl.name, span)
+        if name in self._busy:
+            self.elab.diags.error(decl.span, f"'{name}' is defined in terms of itself")
+            raise Abort
+        self._busy.add(name)
+        try:
+            value = self._evaluate(decl)
+        finally:
+            self._busy.discard(name)
+        self.values[name] = value
+        return value
+
+    def _evaluate(self, decl) -> Val:
+        b = ExprBuilder(GraphBuilder(), self.elab.diags, lambda n, s: self.get(n, s))
+        if isinstance(decl, A.Const):
+            v = b.expr(decl.value)
+            if not v.is_static:
+                b.fail(decl.value.span, f"'{decl.name}' must be known at compile time")
+            return v
+        default = b.expr(decl.default)
+        if not default.is_static:
+            b.fail(decl.default.span, f"the default of hyperparameter '{decl.name}' must be known at compile time")
+        value = default
+        if decl.name in self.elab.overrides:
+            self.elab.used_overrides.add(decl.name)
+            value = self._override(decl, default, self.elab.overrides[decl.name], b)
+        kind = decl.type.dtype if decl.type is not None else None
+        _check_hyper_type(b, decl, value, kind)
+        if decl.choices is not None:
+            options = [b.expr(c).static for c in decl.choices]
+            if value.static not in options:
+                b.fail(decl.span, f"hyperparameter '{decl.name}' = {value.static!r} is not one of "
+                                  f"{', '.join(repr(o) for o in options)}")
+        return value
+
+    def _override(self, decl: A.Hyper, default: Val, raw: Any, b: ExprBuilder) -> Val:
+        if isinstance(raw, str) and not isinstance(default.static, str):
+            parsed = _parse_quantity(raw)
+            if parsed is None:
+                b.fail(decl.span, f"--param {decl.name}={raw!r}: expected a {type(default.static).__name__} "
+                                  f"like the default {default.static!r}")
+            return parsed
+        v = static(raw, default.dim) if not isinstance(raw, (list, str)) else Val(DType.f32, (), default.dim, static=raw)
+        return v
+
+
+def _parse_quantity(text: str) -> Val | None:
+    """'0.1 ms' or '2' -> a static value, for overrides given as strings."""
+    from nspec.dsl.parser import parse
+
+    module, diags = parse(f"let v = {text}", "<param>")
+    if diags or module is None:
+        return None
+    b = ExprBuilder(GraphBuilder(), Collector(), lambda n, s: None)
+    try:
+        v = b.expr(module.items[0].value)
+    except Abort:
+        return None
+    return v if v.is_static else None
+
+
+def _check_hyper_type(b: ExprBuilder, decl: A.Hyper, value: Val, kind: str | None) -> None:
+    v = value.static
+    ok = {
+        None: True,
+        "int": isinstance(v, (int, np.integer)) and not isinstance(v, bool),
+        "float": isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool),
+        "f32": isinstance(v, (int, float)) and not isinstance(v, bool),
+        "f64": isinstance(v, (int, float)) and not isinstance(v, bool),
+        "i64": isinstance(v, int) and not isinstance(v, bool),
+        "str": isinstance(v, str),
+        "bool": isinstance(v, bool),
+    }.get(kind, True)
+    if not ok:
+        b.fail(decl.span, f"hyperparameter '{decl.name}' is declared {kind} but its value is {v!r}")
+    if decl.type is not None and decl.type.unit is not None:
+        from .bodies import unit_of
+
+        want = unit_of(b, decl.type.unit)
+        if value.dim != want[1]:
+            b.fail(decl.span, f"hyperparameter '{decl.name}' must be in {describe(want[1])}, got "
+                              f"{describe(value.dim)}")
+
+
+class Elaborator:
+    """Holds the loaded modules and instantiates declarations with bound template arguments."""
+
+    def __init__(self, sources: SourceMap, overrides: dict[str, Any]):
+        self.sources = sources
+        self.diags = Collector(sources)
+        self.loader = Loader(sources, self.diags)
+        self.overrides = dict(overrides)
+        self.used_overrides: set[str] = set()
+        self._statics: dict[int, Statics] = {}
+        self._instances: dict[tuple, Any] = {}
+        self.dt = DEFAULT_DT
+        self.seed = 0
+        self._stack: list[str] = []
+
+    def statics(self, scope: Scope) -> Statics:
+        key = id(scope)
+        if key not in self._statics:
+            self._statics[key] = Statics(self, scope)
+        return self._statics[key]
+
+    # ------------------------------------------------------------ instantiation
+    def bind_args(self, decl: A.SystemDecl, scope: Scope, ref: A.TypeRef | None, caller: ExprBuilder | None,
+                  extra: dict[str, Val] | None = None) -> dict[str, Val]:
+        """Template arguments of ``decl`` from a reference ``Name(a, k = v)``, defaults filled in."""
+        values: dict[str, Val] = {}
+        params = {p.name: p for p in decl.params}
+        order = [p.name for p in decl.params]
+        if ref is not None and caller is not None:
+            if len(ref.args) > len(order):
+                caller.fail(ref.span, f"{decl.name} takes {len(order)} template argument(s), got {len(ref.args)}")
+            for name, arg in zip(order, ref.args):
+                values[name] = caller.static_value(arg, f"template argument '{name}' of {decl.name}")
+            for kw in ref.kwargs:
+                if kw.name not in params:
+                    caller.fail(kw.span, f"{decl.name} has no template parameter '{kw.name}'"
+                                + (f"; it takes {', '.join(order)}" if order else ""))
+                if kw.name in values:
+                    caller.fail(kw.span, f"template argument '{kw.name}' given twice")
+                values[kw.name] = caller.static_value(kw.value, f"template argument '{kw.name}' of {decl.name}")
+        values.update(extra or {})
+        statics = self.statics(scope)
+        b = ExprBuilder(GraphBuilder(), self.diags, lambda n, s: values.get(n) or statics.get(n, s))
+        for p in decl.params:
+            if p.name not in values:
+                if p.default is None:
+                    where = ref.span if ref is not None else decl.span
+                    self.diags.error(where, f"{decl.name} needs a value for template parameter '{p.name}'")
+                    raise Abort
+                values[p.name] = b.static_value(p.default, f"the default of '{p.name}'")
+            if p.type is not None and p.type.unit is not None:
+                from .bodies import unit_of
+
+                want = unit_of(b, p.type.unit)[1]
+                if values[p.name].dim != want:
+                    where = ref.span if ref is not None else p.span
+                    b.fail(where, f"template parameter '{p.name}' of {decl.name} must be in {describe(want)}, got "
+                                  f"{describe(values[p.name].dim)}")
+        return values
+
+    def instantiate(self, decl: A.SystemDecl, scope: Scope, args: dict[str, Val], span: Span, **options):
+        key = (id(decl), tuple(sorted((k, _freeze(v.static), str(v.dim)) for k, v in args.items())),
+               tuple(sorted(options.items())))
+        if key in self._instances:
+            return self._instances[key]
+        if decl.name in self._stack:
+            self.diags.error(span, f"{decl.name} contains itself: " + " -> ".join(self._stack + [decl.name]))
+            raise Abort
+        self._stack.append(decl.name)
+        try:
+            result = self._build(decl, scope, args, span, **options)
+        finally:
+            self._stack.pop()
+        self._instances[key] = result
+        return result
+
+    def _build(self, decl: A.SystemDecl, scope: Scope, args: dict[str, Val], span: Span, **options):
+        if decl.kind in ("system", "neuron", "synapse"):
+            from .bodies import build_body
+
+            return build_body(self, decl, scope, args, **options)
+        if decl.kind in ("composite",):
+            from .composites import build_composite
+
+            return build_composite(self, decl, scope, args)
+        if decl.kind == "workspace":
+            from .composites import build_workspace
+
+            return build_workspace(self, decl, scope, args)
+        from .networks import build_network
+
+        return build_network(self, decl, scope, args)
+
+    def lookup_system(self, scope: Scope, ref: A.TypeRef, b: ExprBuilder, kinds: tuple[str, ...]):
+        found = scope.find(ref.name)
+        if found is None or not isinstance(found[0], A.SystemDecl):
+            known = sorted(n for n, (d, _) in scope.decls.items() if isinstance(d, A.SystemDecl))
+            hint = f"; known: {', '.join(known)}" if known else ""
+            b.fail(ref.span, f"unknown system '{ref.name}'{hint}")
+        decl, home = found
+        if decl.kind not in kinds:
+            b.fail(ref.span, f"'{ref.name}' is a {decl.kind}; here a {' or '.join(kinds)} is needed")
+        return decl, home
+
+
+def _freeze(v):
+    if isinstance(v, list):
+        return tuple(_freeze(x) for x in v)
+    if isinstance(v, np.ndarray):
+        return (v.shape, v.tobytes())
+    return v
+
+
+# ---------------------------------------------------------------- programs
+def _program_from(elab: Elaborator, system, name: str, span: Span) -> Program:
+    from .passes.flatten_systems import flatten, to_program
+
+    prim = flatten(system, elab.diags)
+    return to_program(prim, name, elab.dt, elab.seed, tuple(sorted(
+        (k, _freeze(v)) for k, v in elab.overrides.items())))
+
+
+def _run_target(scope: Scope, target: str | None, diags: Collector) -> tuple[A.SystemDecl | None, A.Simulate | None]:
+    sims = [i for i in scope.module.items if isinstance(i, A.Simulate)]
+    if target is not None:
+        found = scope.find(target)
+        if found is None or not isinstance(found[0], A.SystemDecl):
+            names = ", ".join(d.name for d in scope.systems()) or "none"
+            diags.error(Span(scope.path, 1, 1), f"no system named '{target}' in {scope.path} (declared: {names})")
+            return None, None
+        sim = next((s for s in sims if s.target.name == target), None)
+        return found[0], sim
+    if len(sims) > 1:
+        diags.error(sims[1].span, "a file may have one 'simulate' item")
+    if sims:
+        sim = sims[0]
+        found = scope.find(sim.target.name)
+        if found is None or not isinstance(found[0], A.SystemDecl):
+            diags.error(sim.target.span, f"simulate: unknown system '{sim.target.name}'")
+            return None, None
+        return found[0], sim
+    runnable = [d for d in scope.systems() if d.kind in ("network", "composite", "system")]
+    if not runnable:
+        diags.error(Span(scope.path, 1, 1), "nothing to run: the file declares no network, composite or system")
+        return None, None
+    return runnable[-1], None
+
+
+def _apply_simulate(elab: Elaborator, scope: Scope, sim: A.Simulate | None) -> int | None:
+    """Reads dt, seed and the duration from a `simulate` item; returns the number of steps."""
+    if "dt" in elab.overrides:
+        elab.used_overrides.add("dt")
+        raw = elab.overrides["dt"]
+        v = _parse_quantity(raw) if isinstance(raw, str) else static(raw)
+        if v is None or not isinstance(v.static, (int, float)):
+            elab.diags.error(Span(scope.path, 1, 1), f"--param dt={raw!r} is not a duration")
+            raise Abort
+        elab.dt = float(v.static)
+    if "seed" in elab.overrides:
+        elab.used_overrides.add("seed")
+        elab.seed = int(elab.overrides["seed"])
+    if sim is None:
+        return None
+    statics = elab.statics(scope)
+    b = ExprBuilder(GraphBuilder(), elab.diags, lambda n, s: statics.get(n, s))
+    duration = b.static_value(sim.duration, "the simulated duration")
+    from .units import unit
+
+    time = unit("s")[1]
+    for opt in sim.options:
+        if opt.name == "dt":
+            if "dt" not in elab.overrides:
+                v = b.static_value(opt.value, "dt")
+                if v.dim != time:
+                    b.fail(opt.value.span, f"dt must be a duration, got {describe(v.dim)}")
+                if not float(v.static) > 0:
+                    b.fail(opt.value.span, "dt must be positive")
+                elab.dt = float(v.static)
+        elif opt.name == "seed":
+            if "seed" not in elab.overrides:
+                elab.seed = b.static_int(opt.value, "seed")
+        elif opt.name == "method":
+            continue  # the default integration method, read by bodies through elab.default_method
+        else:
+            b.fail(opt.span, f"unknown simulate option '{opt.name}'; options are dt, seed, method")
+    if duration.dim == time:
+        return max(int(round(float(duration.static) / elab.dt)), 1)
+    if duration.dim.dimensionless and isinstance(duration.static, int):
+        return duration.static  # a number of steps (data time)
+    b.fail(sim.duration.span, f"'simulate ... for' needs a duration (like 1 s) or a number of steps, got "
+                              f"{describe(duration.dim)}")
+
+
+def _default_method(scope: Scope, sim: A.Simulate | None) -> str | None:
+    if sim is None:
+        return None
+    for opt in sim.options:
+        if opt.name == "method" and isinstance(opt.value, A.Name):
+            return opt.value.id
+    return None
+
+
+def elaborate_file(path: str, sources: SourceMap, hyper: dict, target: str | None = None) -> Program:
+    """Compile the run target of the spec at ``path``; raises ``NspecError`` on any error."""
+    elab = Elaborator(sources, hyper)
+    scope = elab.loader.load(path)
+    elab.diags.check()
+    program = None
+    try:
+        decl, sim = _run_target(scope, target, elab.diags)
+        elab.diags.check()
+        steps = _apply_simulate(elab, scope, sim)
+        elab.default_method = _default_method(scope, sim)
+        args = elab.bind_args(decl, scope, None, None)
+        system = elab.instantiate(decl, scope, args, decl.span)
+        _check_overrides(elab, scope)
+        elab.diags.check()
+        program = _program_from(elab, system, decl.name, decl.span)
+        from dataclasses import replace as _replace
+
+        program = _replace(program, duration_steps=steps)
+    except Abort:
+        pass
+    elab.diags.check()
+    return program
+
+
+def _check_overrides(elab: Elaborator, scope: Scope) -> None:
+    unknown = sorted(set(elab.overrides) - elab.used_overrides - {"dt", "seed"})
+    declared = sorted(n for n, (d, _) in scope.decls.items() if isinstance(d, A.Hyper))
+    for name in unknown:
+        hint = f"; it declares {', '.join(declared)}" if declared else "; it declares none"
+        elab.diags.error(Span(scope.path, 1, 1), f"unknown hyperparameter '{name}' for {scope.path}{hint}")
+
+
+def check_module(path: str, sources: SourceMap, hyper: dict) -> list[Diagnostic]:
+    """Every diagnostic of one file: each declaration instantiated with its defaults, plus the run target."""
+    elab = Elaborator(sources, hyper)
+    scope = elab.loader.load(path)
+    if scope is None or elab.diags.has_errors:
+        return elab.diags.items
+    statics = elab.statics(scope)
+    for item in scope.module.items:
+        try:
+            if isinstance(item, (A.Hyper, A.Const)):
+                statics.get(item.name, item.span)
+        except Abort:
+            pass
+    sims = [i for i in scope.module.items if isinstance(i, A.Simulate)]
+    try:
+        sim_steps = _apply_simulate(elab, scope, sims[0] if sims else None)
+        del sim_steps
+    except Abort:
+        pass
+    elab.default_method = _default_method(scope, sims[0] if sims else None)
+    for s in sims:
+        if scope.find(s.target.name) is None:
+            elab.diags.error(s.target.span, f"simulate: unknown system '{s.target.name}'")
+    for decl in scope.systems():
+        if any(p.default is None for p in decl.params):
+            continue  # a template: checked where it is instantiated
+        try:
+            system = elab.instantiate(decl, scope, elab.bind_args(decl, scope, None, None), decl.span)
+            if decl.kind in ("network", "composite"):
+                from .passes.flatten_systems import flatten
+
+                flatten(system, elab.diags)
+        except Abort:
+            pass
+    _check_overrides(elab, scope)
+    _check_test_blocks(elab, scope)
+    return _dedupe(elab.diags.items)
+
+
+def _check_test_blocks(elab: Elaborator, scope: Scope) -> None:
+    for test in (i for i in scope.module.items if isinstance(i, A.Test)):
+        for stmt in test.body:
+            if isinstance(stmt, A.Run) and stmt.target is not None and scope.find(stmt.target.name) is None:
+                elab.diags.error(stmt.target.span, f"test \"{test.name}\": unknown system '{stmt.target.name}'")
+
+
+def _dedupe(diags: list[Diagnostic]) -> list[Diagnostic]:
+    seen, out = set(), []
+    for d in diags:
+        key = (d.span.path, d.span.line, d.span.col, d.message)
+        if key not in seen:
+            seen.add(key)
+            out.append(d)
+    return out

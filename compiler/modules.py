@@ -1,0 +1,132 @@
+"""Loading a spec and its imports, and resolving top-level names.
+
+``load(path)`` parses the file and, transitively, every file it imports (paths relative to the
+importing file; ``std/...`` means the shipped ``specs/lib/``).  Missing files, import cycles and
+unknown imported names are located diagnostics at the ``import`` line.  Each module gets a
+``Scope``: its own declarations plus the names it imports.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nspec.dsl import ast as A
+from nspec.dsl.diagnostics import Collector, SourceMap, Span
+
+STD_LIB = Path(__file__).resolve().parent.parent / "specs" / "lib"
+
+Decl = A.SystemDecl | A.Hyper | A.Const
+
+
+@dataclass
+class Scope:
+    """The top-level names visible in one module."""
+
+    module: A.Module
+    decls: dict[str, tuple[Decl, "Scope"]] = field(default_factory=dict)  # name -> (declaration, its home scope)
+    aliases: dict[str, "Scope"] = field(default_factory=dict)             # `import "x" as x`
+
+    @property
+    def path(self) -> str:
+        return self.module.path
+
+    def find(self, name: str) -> tuple[Decl, "Scope"] | None:
+        if name in self.decls:
+            return self.decls[name]
+        if "." in name:
+            alias, rest = name.split(".", 1)
+            if alias in self.aliases:
+                return self.aliases[alias].find(rest)
+        return None
+
+    def systems(self) -> list[A.SystemDecl]:
+        return [d for d, home in self.decls.values() if isinstance(d, A.SystemDecl) and home is self]
+
+
+def _decl_name(item) -> str | None:
+    return getattr(item, "name", None) if isinstance(item, (A.SystemDecl, A.Hyper, A.Const)) else None
+
+
+class Loader:
+    """Parses files once each and builds their scopes; collects diagnostics as it goes."""
+
+    def __init__(self, sources: SourceMap, diags: Collector):
+        self.sources = sources
+        self.diags = diags
+        self.scopes: dict[str, Scope | None] = {}
+        self._active: list[str] = []
+
+    def resolve_path(self, importer: str, target: str) -> Path:
+        if target.startswith("std/"):
+            return STD_LIB / target[4:]
+        return (Path(importer).parent / target)
+
+    def load(self, path: str, span: Span | None = None) -> Scope | None:
+        from .driver import parse_file
+
+        key = str(Path(path))
+        if key in self._active:
+            cycle = self._active[self._active.index(key):] + [key]
+            self.diags.error(span or Span(key, 1, 1), "import cycle: " + " -> ".join(cycle))
+            return None
+        if key in self.scopes:
+            return self.scopes[key]
+        module, parse_diags = parse_file(key, self.sources)
+        if module is None:
+            if span is not None and parse_diags and parse_diags[0].message.startswith("no such file"):
+                self.diags.error(span, f"cannot import {Path(key).as_posix()}: no such file")
+            else:
+                self.diags.extend(parse_diags)
+            self.scopes[key] = None
+            return None
+        self._active.append(key)
+        try:
+            scope = self._build_scope(module)
+        finally:
+            self._active.pop()
+        self.scopes[key] = scope
+        return scope
+
+    def _build_scope(self, module: A.Module) -> Scope:
+        scope = Scope(module)
+        seen: dict[str, Span] = {}
+        for item in module.items:
+            name = _decl_name(item)
+            if name is None:
+                continue
+            if name in seen:
+                first = seen[name]
+                self.diags.error(item.span, f"'{name}' is declared twice (first at line {first.line})")
+                continue
+            seen[name] = item.span
+            scope.decls[name] = (item, scope)
+        for item in module.items:
+            if not isinstance(item, A.Import):
+                continue
+            target = self.resolve_path(module.path, item.path)
+            if not target.is_file():
+                self.diags.error(item.span, f"cannot import \"{item.path}\": no such file ({target.as_posix()})")
+                continue
+            other = self.load(str(target), item.span)
+            if other is None:
+                continue
+            if item.names is None and item.alias is not None:
+                scope.aliases[item.alias] = other
+            elif item.names is None:
+                for name, (decl, home) in other.decls.items():
+                    if home is other and name not in scope.decls:
+                        scope.decls[name] = (decl, home)
+            else:
+                for imp in item.names:
+                    found = other.decls.get(imp.name)
+                    if found is None:
+                        self.diags.error(imp.span, f"\"{item.path}\" has no declaration named '{imp.name}'")
+                        continue
+                    local = imp.alias or imp.name
+                    if local in seen:
+                        self.diags.error(imp.span, f"importing '{local}' clashes with the declaration at line "
+                                                   f"{seen[local].line}")
+                        continue
+                    scope.decls[local] = found
+        return scope

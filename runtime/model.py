@@ -1,0 +1,333 @@
+"""The embedded API: ``nspec.load(path, **hyperparameters) -> Model``.
+
+A ``Model`` holds a compiled ``Program`` and its parameters.  ``run`` initialises state on the
+host (the reference interpreter's ``initialize``, so every backend starts from the same arrays),
+hands the time loop to a backend through the executor protocol, and turns recorded values into
+monitor arrays (``M.i``/``M.t`` for spikes, ``M.<var>``/``M.t`` for state traces).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from nspec.compiler.driver import compile_file, parse_file
+from nspec.compiler.ir import Monitor, Program
+from nspec.dsl.diagnostics import SourceMap
+
+from .executor import RunRequest, executor_class
+from .reference import initialize
+
+
+class WeightsError(ValueError):
+    """A weights file does not fit the model: unknown or missing keys, wrong shapes, unreadable file."""
+
+
+class InputError(ValueError):
+    """Inputs given to ``run`` do not fit the model's input ports."""
+
+
+def load(path: str | Path, target: str | None = None, **hyper) -> "Model":
+    """Compile the spec at ``path`` (its ``simulate`` target, or ``target``) with the given hyperparameters."""
+    sources = SourceMap()
+    program = compile_file(str(path), hyper, target, sources=sources)
+    module, _ = parse_file(str(path), sources)
+    return Model(program, str(path), dict(hyper), module)
+
+
+class Model:
+    """A compiled model with its parameters; run it on any backend."""
+
+    def __init__(self, program: Program, path: str = "<program>", hyper: dict | None = None, module=None):
+        self.program = program
+        self.path = path
+        self.hyper = hyper or {}
+        self.module = module
+        self.params: dict[str, np.ndarray] | None = None
+        self.state: dict[str, np.ndarray] | None = None
+        self.last_timing: dict[str, float] = {}
+        self._executors: dict[tuple, Any] = {}
+
+    # ------------------------------------------------------------ facts
+    @property
+    def dt(self) -> float:
+        return self.program.dt
+
+    @property
+    def default_steps(self) -> int | None:
+        return self.program.duration_steps
+
+    @property
+    def monitors(self) -> tuple[Monitor, ...]:
+        return self.program.monitors
+
+    @property
+    def populations(self) -> dict[str, int]:
+        """Spiking populations: path -> size (every ``<path>/spike`` value of the step graph)."""
+        out = {}
+        for r in self.program.step.results:
+            if r.kind == "value" and r.name.endswith("/spike"):
+                out[r.name[: -len("/spike")]] = self.program.step.nodes[r.node].shape[0]
+            elif r.kind == "value" and r.name == "spike":
+                out[""] = self.program.step.nodes[r.node].shape[0]
+        return out
+
+    # ------------------------------------------------------------ parameters
+    def initial(self, batch: int, seed: int | None) -> tuple[dict, dict]:
+        params, state = initialize(self.program, batch, self.program.seed if seed is None else seed)
+        if self.params is not None:
+            params = dict(self.params)
+        return params, state
+
+    def load_weights(self, source: str | Path | Mapping[str, Any], strict: bool = True) -> None:
+        """Load parameters by their declared external names (``key "..."``) or paths.
+
+        Accepts ``.safetensors``, ``.npz``, a ``torch.save``d state_dict (loaded with
+        ``weights_only=True``) or a mapping.  Every key must be consumed and every shape must match.
+        """
+        tensors = read_weights(source)
+        by_key = {}
+        for v in self.program.params:
+            by_key[v.key or v.name] = v
+        unknown = sorted(set(tensors) - set(by_key))
+        missing = sorted(set(by_key) - set(tensors))
+        problems = []
+        if unknown:
+            problems.append(f"unknown key(s) {', '.join(unknown)} (the model's keys: {', '.join(sorted(by_key))})")
+        if missing and strict:
+            problems.append(f"missing key(s) {', '.join(missing)}")
+        params = dict(self.params) if self.params is not None else initialize(self.program, 1, self.program.seed)[0]
+        for key, value in tensors.items():
+            var = by_key.get(key)
+            if var is None:
+                continue
+            arr = np.asarray(value)
+            if tuple(arr.shape) != tuple(var.shape):
+                if arr.size == int(np.prod(var.shape)) and arr.size == 1:
+                    arr = arr.reshape(var.shape)
+                else:
+                    problems.append(f"'{key}' has shape {list(arr.shape)}, the model's {var.name} needs {list(var.shape)}")
+                    continue
+            params[var.name] = arr.astype(var.dtype.numpy)
+        if problems:
+            raise WeightsError("weights do not fit the model: " + "; ".join(problems))
+        self.params = params
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        params = self.params if self.params is not None else initialize(self.program, 1, self.program.seed)[0]
+        return {(v.key or v.name): params[v.name] for v in self.program.params}
+
+    # ------------------------------------------------------------ running
+    def executor(self, backend: str, **options):
+        key = (backend, tuple(sorted(options.items())))
+        if key not in self._executors:
+            t0 = time.perf_counter()
+            self._executors[key] = executor_class(backend)(self.program, **options)
+            self.last_timing["compile_s"] = time.perf_counter() - t0
+        else:
+            self.last_timing["compile_s"] = 0.0
+        return self._executors[key]
+
+    def _steps(self, steps, duration, inputs) -> int:
+        if steps is not None:
+            return int(steps)
+        if duration is not None:
+            return max(int(round(float(duration) / self.dt)), 1)
+        if self.default_steps is not None:
+            return self.default_steps
+        lengths = {a.shape[1] for a in inputs.values()}
+        if lengths:
+            return min(lengths)
+        return 1
+
+    def _inputs(self, inputs: Mapping[str, Any] | None, batch: int | None) -> tuple[dict[str, np.ndarray], bool, int]:
+        """Inputs as [B, T, *shape]; also whether every input was given without a time axis."""
+        inputs = dict(inputs or {})
+        ports = {v.name: v for v in self.program.inputs}
+        unknown = sorted(set(inputs) - set(ports))
+        if unknown:
+            raise InputError(f"unknown input(s) {', '.join(unknown)}; the model's inputs are "
+                             f"{', '.join(ports) or 'none'}")
+        out, timeless, b = {}, True, batch
+        for name, value in inputs.items():
+            var = ports[name]
+            arr = np.asarray(value)
+            rank = len(var.shape)
+            lead = arr.ndim - rank
+            if lead < 0 or tuple(arr.shape[lead:]) != tuple(var.shape):
+                raise InputError(f"input '{name}' has shape {list(arr.shape)}; the port is {var.dtype.value}"
+                                 f"{list(var.shape)} (with optional leading batch and time axes)")
+            if batch is None:
+                if lead == 0:
+                    arr = arr[None, None]
+                elif lead == 1:
+                    arr, timeless = arr[None], False
+                else:
+                    raise InputError(f"input '{name}': with batch=None give [time, *shape] or [*shape]")
+            else:
+                if lead == 1:
+                    arr = arr[:, None]
+                elif lead == 2:
+                    timeless = False
+                else:
+                    raise InputError(f"input '{name}': with a batch give [batch, time, *shape] or [batch, *shape]")
+                if arr.shape[0] != batch:
+                    raise InputError(f"input '{name}' has batch size {arr.shape[0]}, expected {batch}")
+            out[name] = arr.astype(var.dtype.numpy, copy=False)
+            b = arr.shape[0]
+        missing = sorted(set(ports) - set(inputs))
+        if missing:
+            raise InputError(f"missing input(s) {', '.join(missing)}")
+        return out, timeless, (b or 1)
+
+    def run(self, inputs: Mapping[str, Any] | None = None, steps: int | None = None, duration: float | None = None,
+            record=None, backend: str = "reference", seed: int | None = None, batch: int | None = None,
+            progress: bool = False, **options) -> dict[str, np.ndarray]:
+        """Run from the initial state; returns outputs, monitor arrays and recorded values by name."""
+        arrays, timeless, b = self._inputs(inputs, batch)
+        b = batch or b
+        steps = self._steps(steps, duration, arrays)
+        for name, arr in arrays.items():
+            if arr.shape[1] == 1 and steps > 1:
+                arrays[name] = np.broadcast_to(arr, (arr.shape[0], steps) + arr.shape[2:])
+            elif arr.shape[1] < steps:
+                raise InputError(f"input '{name}' covers {arr.shape[1]} steps; the run needs {steps}")
+        params, state = self.initial(b, seed)
+        wanted = self._record_list(record)
+        ex = self.executor(backend, **options)
+        request = RunRequest(params, state, arrays, steps, tuple(wanted))
+        if progress and hasattr(ex, "run_progress"):
+            runner = ex.run_progress
+        else:
+            runner = ex.run
+        t0 = time.perf_counter()
+        result = runner(request)
+        self.last_timing["run_s"] = time.perf_counter() - t0
+        self.last_timing["steps"] = steps
+        self.state = result.state
+        return self._collect(result, steps, batch, timeless and steps == 1, record)
+
+    def _record_list(self, record) -> list[tuple[str, int]]:
+        wanted: dict[str, int] = {}
+        for m in self.monitors:
+            for v in m.variables:
+                wanted[v] = min(wanted.get(v, m.every), m.every)
+        for name in record or ():
+            wanted[name] = 1
+        return sorted(wanted.items())
+
+    def _collect(self, result, steps: int, batch: int | None, drop_time: bool, record) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        for v in self.program.outputs:
+            arr = result.outputs[v.name]
+            if drop_time:
+                arr = arr[:, 0]
+            out[v.name] = arr[0] if batch is None else arr
+        for m in self.monitors:
+            if m.kind == "spikes":
+                rec = result.records[m.variables[0]]  # [T, B, n]
+                every = 1
+                if batch is None:
+                    t_idx, i_idx = np.nonzero(rec[:, 0] > 0)
+                    out[f"{m.name}.i"] = i_idx.astype(np.int64)
+                    out[f"{m.name}.t"] = t_idx * self.dt * every
+                else:
+                    t_idx, b_idx, i_idx = np.nonzero(rec > 0)
+                    out[f"{m.name}.i"], out[f"{m.name}.trial"] = i_idx.astype(np.int64), b_idx
+                    out[f"{m.name}.t"] = t_idx * self.dt
+            else:
+                for var in m.variables:
+                    rec = result.records[var]
+                    if m.indices is not None:
+                        rec = rec[..., list(m.indices)]
+                    short = var.rsplit("/", 1)[-1]
+                    out[f"{m.name}.{short}"] = rec[:, 0] if batch is None else rec
+                n = next(iter(result.records[m.variables[0]].shape[:1]), 0)
+                out[f"{m.name}.t"] = np.arange(n) * m.every * self.dt
+        for name in record or ():
+            rec = result.records[name]
+            out[name] = rec[:, 0] if batch is None else rec
+        return out
+
+    def step(self, inputs: Mapping[str, Any] | None = None, backend: str = "reference") -> dict[str, np.ndarray]:
+        """Advance the held state by one step (initialising it on first use); returns the outputs."""
+        if self.state is None:
+            _, self.state = self.initial(1, None)
+        params, _ = self.initial(1, None)
+        arrays, _, _ = self._inputs(inputs, None)
+        ex = self.executor(backend)
+        result = ex.run(RunRequest(params, self.state, arrays, 1, ()))
+        self.state = result.state
+        return {k: v[0, 0] for k, v in result.outputs.items()}
+
+    def get_state(self) -> dict[str, np.ndarray]:
+        if self.state is None:
+            _, self.state = self.initial(1, None)
+        return {k: v.copy() for k, v in self.state.items()}
+
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        current = self.get_state()
+        for k, v in state.items():
+            if k not in current:
+                raise KeyError(f"unknown state '{k}'; the model's states are {', '.join(current)}")
+            arr = np.asarray(v)
+            if arr.shape != current[k].shape:
+                raise ValueError(f"state '{k}' has shape {list(current[k].shape)}, got {list(arr.shape)}")
+            current[k] = arr.astype(current[k].dtype)
+        self.state = current
+
+    def to_torch(self):
+        """A ``torch.nn.Module`` of this model (see ``nspec.lowering.to_torch``)."""
+        from nspec.lowering.to_torch import to_module
+
+        module = to_module(self.program)
+        if self.params is not None:
+            module.load_state_dict({k: __import__("torch").as_tensor(v) for k, v in self.state_dict().items()},
+                                   strict=False)
+        return module
+
+    def export_onnx(self, path: str | Path, **options) -> None:
+        from nspec.lowering.to_onnx import export
+
+        export(self.program, str(path), **options)
+
+
+def read_weights(source) -> dict[str, np.ndarray]:
+    """Tensors by name from a safetensors/npz/torch file or a mapping (torch tensors become arrays)."""
+    if isinstance(source, Mapping):
+        return {k: _to_numpy(v) for k, v in source.items()}
+    path = Path(source)
+    if not path.is_file():
+        raise WeightsError(f"no such weights file: {path}")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".safetensors":
+            from safetensors.numpy import load_file
+
+            return dict(load_file(str(path)))
+        if suffix == ".npz":
+            with np.load(path, allow_pickle=False) as data:
+                return {k: data[k] for k in data.files}
+        if suffix in (".pt", ".pth", ".bin", ".ckpt"):
+            import torch
+
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+            if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
+                obj = obj["state_dict"]
+            if not isinstance(obj, Mapping):
+                raise WeightsError(f"{path} does not hold a state_dict")
+            return {k: _to_numpy(v) for k, v in obj.items()}
+    except WeightsError:
+        raise
+    except Exception as exc:  # a corrupt file surfaces as whatever its reader raises
+        raise WeightsError(f"cannot read weights from {path}: {exc}") from exc
+    raise WeightsError(f"unsupported weights format '{suffix}' (use .safetensors, .npz or a torch .pt state_dict)")
+
+
+def _to_numpy(v) -> np.ndarray:
+    if hasattr(v, "detach"):
+        return v.detach().cpu().numpy()
+    return np.asarray(v)

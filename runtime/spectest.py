@@ -4,8 +4,8 @@ A test body is declarative about its setup and sequential about its checks:
 
 * ``set h = v`` binds a hyperparameter for this test's compile, ``input I = v`` drives a model
   input with a constant; both apply to every ``run`` of the test, wherever they are written.
-* ``run [Target] [for d] [, seed = s]`` compiles the spec and runs it, recording the spikes of
-  every population; a test with checks but no ``run`` gets the file's default run first.
+* ``run [Target] [for d] [, seed = s]`` compiles the spec and runs it for a time (``200 ms``) or
+  a number of steps (``4``, for data-time models), recording the spikes of every population; a test with checks but no ``run`` gets the file's default run first.
 * ``let x = e`` names a value; ``expect e [, "msg"]`` checks a condition over the latest run.
 * ``expect_error "fragment"``: the spec (with the test's ``set`` values) must fail to compile
   with a diagnostic containing the fragment.
@@ -342,10 +342,22 @@ def _allclose(args, kwargs, span):
     return Q(bool(np.all(diff <= tol.mag)))
 
 
+def _filled(value: float) -> Callable:
+    def fill(args, kwargs, span):
+        _arity(args, 1, span, "ones" if value else "zeros")
+        _no_kwargs(kwargs, span)
+        shape = _as_q(args[0], span)
+        if shape.dim != DIMLESS or np.asarray(shape.mag).dtype.kind not in "iu":
+            raise SpecFailure(span, f"expected a shape such as [6, 7], got {fmt(args[0])}")
+        return Q(np.full(np.atleast_1d(shape.mag), value, dtype=float))
+    return fill
+
+
 # value functions: evaluated arguments -> value
 FUNCTIONS: dict[str, Callable] = {
     "mean": _reduce(np.mean), "max": _reduce(np.max), "min": _reduce(np.min), "sum": _reduce(np.sum),
     "std": _reduce(np.std), "abs": _abs, "shape": _shape, "len": _len, "allclose": _allclose,
+    "zeros": _filled(0.0), "ones": _filled(1.0),
 }
 
 
@@ -605,16 +617,23 @@ class _Runner:
         model = self.compile(stmt.span, target)
         steps = None
         if stmt.duration is not None:
-            duration = _as_q(constants.eval(stmt.duration), stmt.duration.span)
-            if duration.dim != TIME or np.ndim(duration.mag) != 0 or float(duration.mag) <= 0:
-                self.fail(stmt.duration.span, f"a run lasts a positive time, as in 'run for 200 ms'; got {fmt(duration)}")
-            steps = max(int(round(float(duration.mag) / model.dt)), 1)
+            steps = self.steps(stmt.duration, constants, model.dt)
         record = [f"{pop}/spike" for pop in model.populations]
         try:
             results = model.run(inputs=self.input_arrays(model, steps), steps=steps, record=record, seed=seed)
         except NspecError as exc:
             self.fail(stmt.span, "the run failed:\n" + exc.render())
         return RunData.from_model(model, results)
+
+    def steps(self, expr: A.Expr, constants: Evaluator, dt: float) -> int:
+        """A run's length: a time (``200 ms``, in steps of ``dt``) or a step count (``4``)."""
+        d = _as_q(constants.eval(expr), expr.span)
+        if np.ndim(d.mag) == 0 and d.dim == TIME and float(d.mag) > 0:
+            return max(int(round(float(d.mag) / dt)), 1)
+        if np.ndim(d.mag) == 0 and d.dim == DIMLESS and float(d.mag) >= 1 and float(d.mag) == int(d.mag):
+            return int(d.mag)
+        self.fail(expr.span, f"a run lasts a positive time or a number of steps ('run for 200 ms', "
+                             f"'run for 4'); got {fmt(d)}")
 
     def input_arrays(self, model, steps: int | None) -> dict[str, np.ndarray] | None:
         """Each ``input`` as an array ``[T, *shape]`` holding its constant value."""

@@ -1,0 +1,519 @@
+"""The ``nspec`` command line: check, compile, run and test specs.
+
+    nspec check FILE|DIR...             every diagnostic; exit 1 on errors
+    nspec compile SPEC [--emit STAGE | --target T -o OUT]
+    nspec run SPEC [--param k=v]... [--output out.npz] [--backend B] [--duration 1s | --steps N]
+    nspec test [FILE|DIR...]            the spec-level ``test`` blocks
+
+Exit codes (``nspec.compiler.driver``): 0 ok, 1 user error (diagnostics printed), 2 usage error,
+3 internal error.  A user error never prints a Python traceback; an internal error prints one
+only with ``--debug`` or ``NSPEC_DEBUG=1``.  Heavy modules (numpy, pint, the backends, torch,
+tvm, matplotlib) are imported inside the command that needs them, so ``nspec --help`` and
+``nspec check`` start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import re
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from nspec import __version__
+from nspec.compiler.driver import EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, EXIT_USER_ERROR
+from nspec.dsl.diagnostics import NspecError, SourceMap
+
+# Folders never searched for specs when a directory is given.
+_SKIP_DIRS = {"__pycache__", "node_modules", "build", "dist"}
+_PLOT_SUFFIXES = (".png", ".pdf", ".svg")
+
+
+class CliError(Exception):
+    """A user error the command line finds itself (an existing output file, a missing backend)."""
+
+    code = EXIT_USER_ERROR
+
+
+# ---------------------------------------------------------------- argument types
+def param(text: str) -> tuple[str, object]:
+    """``k=v`` with ``v`` read as a JSON literal where it is one (``2``, ``1e-3``, ``true``,
+    ``[1, 2]``) and as a string otherwise (``routing=neuronio``)."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected name=value, got {text!r}")
+    try:
+        return key, json.loads(raw)
+    except json.JSONDecodeError:
+        return key, raw
+
+
+def duration(text: str) -> float:
+    """A positive time with a unit (``1s``, ``200ms``, ``0.5 s``), in seconds."""
+    m = re.fullmatch(r"\s*((?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)\s*([A-Za-z]+)\s*", text)
+    if m is None:
+        raise argparse.ArgumentTypeError(f"expected a time such as 1s or 200ms, got {text!r}")
+    from nspec.compiler import units
+
+    if not units.is_unit(m[2]) or units.unit(m[2])[1] != units.unit("s")[1]:
+        raise argparse.ArgumentTypeError(f"{m[2]!r} is not a unit of time (use s, ms, us)")
+    seconds = float(m[1]) * units.unit(m[2])[0]
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError("the duration must be positive")
+    return seconds
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _hyper(pairs) -> dict:
+    hyper: dict = {}
+    for key, value in pairs or ():
+        if key in hyper:
+            raise CliError(f"--param {key} is given twice")
+        hyper[key] = value
+    return hyper
+
+
+# ---------------------------------------------------------------- files
+def spec_paths(args: list[str]) -> list[Path]:
+    """Spec files named on the command line; a directory stands for every ``*.nspec`` below
+    it, except hidden folders and the deliberately broken ``specs/errors/``."""
+    out: list[Path] = []
+    for arg in args:
+        root = Path(arg)
+        if not root.is_dir():
+            out.append(root)  # a missing file is reported by the checker, with its name
+            continue
+        found = []
+        for folder, dirs, files in os.walk(root):
+            dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in _SKIP_DIRS
+                             and not (d == "errors" and Path(folder).name == "specs"))
+            found.extend(Path(folder) / f for f in files if f.endswith(".nspec"))
+        if not found:
+            raise CliError(f"no .nspec files in {arg}")
+        out.extend(sorted(found))
+    return out
+
+
+def _refuse_overwrite(path: Path, force: bool, flag: str) -> None:
+    """Check an output path before any work, so a long run is never wasted."""
+    if path.exists() and not force:
+        raise CliError(f"{path} already exists; pass --force to overwrite it ({flag})")
+    if path.exists() and path.is_dir():
+        raise CliError(f"{path} is a directory ({flag})")
+    if not path.parent.is_dir():
+        raise CliError(f"the folder {path.parent} does not exist ({flag})")
+
+
+def _lowering(module: str, function: str):
+    """``nspec.lowering.<module>.<function>``, or a user-facing 'backend not available' error."""
+    name = f"nspec.lowering.{module}"
+    try:
+        mod = importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name == name:
+            raise CliError(f"backend not available: {name} is not part of this installation") from None
+        if exc.name and exc.name.split(".")[0] == "nspec":
+            raise
+        raise CliError(f"backend not available: the package {exc.name!r} is not installed") from None
+    fn = getattr(mod, function, None)
+    if fn is None:
+        raise CliError(f"backend not available: {name} has no {function}()")
+    return fn
+
+
+# ---------------------------------------------------------------- check
+def cmd_check(args) -> int:
+    from nspec.compiler.driver import check_files
+
+    paths = spec_paths(args.paths)
+    diags, sources = check_files(paths, _hyper(args.param))
+    for d in diags:
+        print(d.render(sources), file=sys.stderr)
+    errors = [d for d in diags if d.severity == "error"]
+    if errors:
+        files = len({d.span.path for d in errors})
+        print(f"{len(errors)} error{'s' * (len(errors) != 1)} in {files} file{'s' * (files != 1)}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    print(f"ok: {len(paths)} file{'s' * (len(paths) != 1)}")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- compile
+def _out_path(out: str | None, spec: Path, suffix: str) -> Path:
+    if out is None:
+        return Path(spec.stem + suffix)
+    if out.endswith(("/", os.sep)) or Path(out).is_dir():
+        Path(out).mkdir(parents=True, exist_ok=True)
+        return Path(out) / (spec.stem + suffix)
+    return Path(out)
+
+
+def _export_onnx(program, path: Path, args) -> None:
+    export = _lowering("to_onnx", "export")
+    export(program, str(path), mode="step" if args.step else "whole-run", steps=args.steps, force=args.force)
+
+
+def _export_tvm(program, path: Path, args) -> None:
+    export = _lowering("to_relax", "export")
+    export(program, str(path), target=args.target.removeprefix("tvm-"), force=args.force)
+
+
+def _export_torch(program, path: Path, args) -> None:
+    to_module = _lowering("to_torch", "to_module")
+    import torch
+
+    torch.save(to_module(program).state_dict(), path)
+
+
+# --target -> (file suffix, exporter)
+TARGETS = {
+    "onnx": (".onnx", _export_onnx),
+    "tvm-llvm": (".so", _export_tvm),
+    "tvm-cuda": (".so", _export_tvm),
+    "torch": (".pt", _export_torch),
+}
+
+
+def _emit_onnx(program, args) -> str:
+    from onnx import printer
+
+    if args.step:
+        model = _lowering("to_onnx", "step_model")(program)
+    else:
+        model = _lowering("to_onnx", "run_model")(program, args.steps)
+    return printer.to_text(model)
+
+
+def _emit_relax(program, args) -> str:
+    target = (args.target or "tvm-llvm").removeprefix("tvm-")
+    return _lowering("to_relax", "lower")(program, target=target).script()
+
+
+def cmd_compile(args) -> int:
+    from nspec.compiler import driver
+
+    hyper = _hyper(args.param)
+    spec = Path(args.spec)
+    if args.emit in ("ast", "ir", "ir-opt"):
+        print(driver.emit(spec, args.emit, hyper, args.entry))
+        return EXIT_OK
+    if args.emit == "onnx" and args.target not in (None, "onnx"):
+        raise CliError("--emit onnx shows the ONNX lowering; drop --target or use --target onnx")
+    if args.emit == "relax" and args.target not in (None, "tvm-llvm", "tvm-cuda"):
+        raise CliError("--emit relax needs --target tvm-llvm or tvm-cuda")
+    path = None
+    if args.target and not args.emit:
+        path = _out_path(args.output, spec, TARGETS[args.target][0])
+        _refuse_overwrite(path, args.force, "-o")
+    program = driver.compile_file(spec, hyper, args.entry)
+    if args.emit:
+        print((_emit_onnx if args.emit == "onnx" else _emit_relax)(program, args))
+        return EXIT_OK
+    if path is None:
+        print(f"ok: {program.name}: {len(program.params)} params, {len(program.states)} states, "
+              f"{len(program.inputs)} inputs, {len(program.outputs)} outputs, {len(program.step.nodes)} step nodes")
+        return EXIT_OK
+    TARGETS[args.target][1](program, path, args)
+    print(f"wrote {path}")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- run
+def _load_inputs(path: str) -> dict:
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except FileNotFoundError:
+        raise CliError(f"--inputs: no such file: {path}") from None
+    except (OSError, ValueError) as exc:
+        raise CliError(f"--inputs: {path} is not a readable .npz file ({exc})") from None
+
+
+def _save_npz(path: Path, results: dict, force: bool) -> None:
+    import numpy as np
+
+    # write beside the target and rename, so an interrupted save never leaves half a file
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, **results)
+        if path.exists() and not force:
+            raise CliError(f"{path} appeared during the run; pass --force to overwrite it")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _plot_kind(model, requested: str) -> str:
+    kinds = {m.kind for m in model.monitors}
+    kind = requested if requested != "auto" else ("raster" if "spikes" in kinds else "traces")
+    needed = {"raster": ("spikes", "record spikes of P"), "traces": ("state", "record v of P[0:10] as trace")}[kind]
+    if needed[0] not in kinds:
+        raise CliError(f"--plot {kind}: the model records no {needed[0]}; add a monitor such as '{needed[1]}'")
+    return kind
+
+
+def _plot(path: Path, model, results: dict, kind: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    if kind == "raster":
+        m = next(m for m in model.monitors if m.kind == "spikes")
+        fig, ax = plt.subplots(figsize=(8, 4))
+        ax.plot(results[f"{m.name}.t"], results[f"{m.name}.i"], ".k", markersize=1)
+        ax.set_xlabel("time (s)")
+        ax.set_ylabel("neuron index")
+        ax.set_title(f"{model.program.name}: {m.name}")
+    else:
+        m = next(m for m in model.monitors if m.kind == "state")
+        fig, axes = plt.subplots(len(m.variables), 1, sharex=True, squeeze=False,
+                                 figsize=(8, 2.5 * len(m.variables)))
+        t = results[f"{m.name}.t"]
+        for ax, var in zip(axes[:, 0], m.variables):
+            name = var.rsplit("/", 1)[-1]
+            data = np.asarray(results[f"{m.name}.{name}"]).reshape(len(t), -1)
+            ax.plot(t, data[:, :10], linewidth=0.8)  # a few traces stay readable
+            declared = model.program.var(var)
+            ax.set_ylabel(f"{name} ({declared.unit})" if declared is not None and declared.unit else name)
+        axes[-1, 0].set_xlabel("time (s)")
+        axes[0, 0].set_title(f"{model.program.name}: {m.name}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _summary(model, results: dict, steps: int | None, backend: str, run_s: float) -> list[str]:
+    import numpy as np
+
+    seconds = steps * model.dt if steps else None
+    when = f"{steps} steps" + (f" ({seconds:.6g} s of model time)" if seconds and model.dt != 1.0 else "") if steps else "done"
+    lines = [f"ran {model.program.name}: {when} on {backend} in {run_s:.3g} s"]
+    for m in model.monitors:
+        if m.kind != "spikes" or f"{m.name}.i" not in results:
+            continue
+        count = int(np.size(results[f"{m.name}.i"]))
+        size = len(m.indices) if m.indices is not None else model.populations.get(m.variables[0].rsplit("/", 1)[0])
+        rate = f", mean rate {count / (size * seconds):.4g} Hz" if size and seconds else ""
+        lines.append(f"  {m.name}: {count} spikes" + (f" from {size} neurons" if size else "") + rate)
+    for v in model.program.outputs:
+        if v.name in results:
+            lines.append(f"  output {v.name}: shape {list(np.shape(results[v.name]))}")
+    return lines
+
+
+def cmd_run(args) -> int:
+    hyper = _hyper(args.param)
+    outputs = [(args.output, "--output"), (args.plot, "--plot"), (args.timing_json, "--timing-json")]
+    for path, flag in outputs:
+        if path is not None:
+            _refuse_overwrite(Path(path), args.force, flag)
+    if args.plot is not None and Path(args.plot).suffix.lower() not in _PLOT_SUFFIXES:
+        raise CliError(f"--plot writes {', '.join(_PLOT_SUFFIXES)} files, not {args.plot}")
+    if args.weights is not None and not Path(args.weights).is_file():
+        raise CliError(f"--weights: no such file: {args.weights}")
+    inputs = _load_inputs(args.inputs) if args.inputs else None
+
+    from nspec.runtime.model import load
+
+    start = time.perf_counter()
+    model = load(args.spec, target=args.entry, **hyper)
+    if args.weights is not None:
+        model.load_weights(args.weights)
+    load_s = time.perf_counter() - start
+    kind = _plot_kind(model, args.plot_kind) if args.plot else None
+    steps = args.steps if args.steps else (max(round(args.duration / model.dt), 1) if args.duration else None)
+
+    start = time.perf_counter()
+    # the progress bar costs time in the loop, so a timed run goes without it
+    results = model.run(inputs=inputs, steps=steps, backend=args.backend, seed=args.seed, batch=args.batch,
+                        progress=not (args.quiet or args.timing_json))
+    wall_s = time.perf_counter() - start
+    timing = getattr(model, "last_timing", None)
+    if isinstance(timing, dict) and "run_s" in timing:
+        compile_s, run_s, source = load_s + float(timing.get("compile_s", 0.0)), float(timing["run_s"]), "model"
+        steps = timing.get("steps", steps)
+    else:
+        compile_s, run_s, source = load_s, wall_s, "wall clock of Model.run (includes any backend compile)"
+    steps = steps if steps is not None else model.default_steps
+
+    if args.output is not None:
+        _save_npz(Path(args.output), results, args.force)
+    if args.plot is not None:
+        _plot(Path(args.plot), model, results, kind)
+    if args.timing_json is not None:
+        record = {"backend": args.backend, "compile_s": compile_s, "run_s": run_s, "steps": steps, "run_s_source": source}
+        Path(args.timing_json).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    if not args.quiet:
+        print("\n".join(_summary(model, results, steps, args.backend, run_s)))
+        for path, flag in outputs:
+            if path is not None:
+                print(f"wrote {path}")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- test
+def cmd_test(args) -> int:
+    from nspec.runtime.spectest import collect, run_test
+
+    passed = failed = internal = 0
+    for path in spec_paths(args.paths or ["."]):
+        sources = SourceMap()
+        tests, diags = collect(path, sources)
+        if diags:
+            print("\n".join(d.render(sources) for d in diags), file=sys.stderr)
+            print(f"FAIL {path}: the spec does not parse, so its tests cannot run")
+            failed += 1
+            continue
+        for test in tests:
+            if args.k and args.k not in test.name:
+                continue
+            start = time.perf_counter()
+            try:
+                outcome = run_test(test, sources)
+            except Exception as exc:  # a bug in nspec: report it and go on with the other tests
+                if args.debug:
+                    traceback.print_exc()
+                print(f"FAIL {path}::{test.name}\n  {test.span}: internal error: {type(exc).__name__}: {exc}")
+                failed += 1
+                internal += 1
+                continue
+            took = time.perf_counter() - start
+            if outcome.passed:
+                passed += 1
+                print(f"PASS {path}::{test.name} ({took:.2f} s)")
+            else:
+                failed += 1
+                print(f"FAIL {path}::{test.name} ({took:.2f} s)")
+                print("\n".join("  " + line for line in outcome.message.splitlines()))
+    print(f"{passed} passed, {failed} failed")
+    if internal:
+        print(f"{internal} test{'s' * (internal != 1)} hit an internal error; {_REPORT_HINT}", file=sys.stderr)
+        return EXIT_INTERNAL
+    return EXIT_USER_ERROR if failed else EXIT_OK
+
+
+# ---------------------------------------------------------------- the parser and main
+_REPORT_HINT = ("this is a bug in nspec, not in your spec: please report it with the command and the spec "
+                "(run with --debug or NSPEC_DEBUG=1 to see the traceback)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="print the Python traceback of an internal error")
+    hyper = argparse.ArgumentParser(add_help=False)
+    hyper.add_argument("--param", "-p", action="append", type=param, metavar="NAME=VALUE",
+                       help="set a hyperparameter (JSON literal or string); repeatable")
+
+    parser = argparse.ArgumentParser(prog="nspec", description="A declarative graph compiler for brain-inspired "
+                                     "neural models.", parents=[common])
+    parser.set_defaults(debug=False)
+    parser.add_argument("--version", action="version", version=f"nspec {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("check", parents=[common, hyper], help="report every diagnostic of the given specs",
+                       description="Check specs: parse, resolve and elaborate every declaration. Exit 1 on errors.")
+    p.add_argument("paths", nargs="+", metavar="FILE|DIR", help="spec files, or folders searched for *.nspec")
+    p.set_defaults(handler=cmd_check)
+
+    p = sub.add_parser("compile", parents=[common, hyper], help="compile a spec and show a stage or export it",
+                       description="Compile a spec's run target. --emit shows a stage; --target exports it.")
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("--entry", metavar="NAME", help="the declaration to compile (default: the simulate target)")
+    p.add_argument("--emit", choices=["ast", "ir", "ir-opt", "onnx", "relax"], help="print this stage to stdout")
+    p.add_argument("--target", choices=list(TARGETS), help="export for this backend")
+    p.add_argument("-o", "--output", metavar="OUT", help="output file, or a folder ending in '/'")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--whole-run", action="store_true", help="ONNX: the whole time loop in one graph (default)")
+    mode.add_argument("--step", action="store_true", help="ONNX: one step per call, state in and out")
+    p.add_argument("--steps", type=positive_int, metavar="N", help="ONNX whole-run: a fixed number of steps")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output")
+    p.set_defaults(handler=cmd_compile)
+
+    p = sub.add_parser("run", parents=[common, hyper], help="run a spec and save its results",
+                       description="Run a spec's default simulation (or --entry) and save outputs and monitors.")
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("--entry", metavar="NAME", help="the declaration to run (default: the simulate target)")
+    p.add_argument("--weights", metavar="FILE", help="weights: .safetensors, .npz or a torch state_dict")
+    p.add_argument("--inputs", metavar="FILE.npz", help="named input arrays")
+    p.add_argument("--output", "-o", metavar="FILE.npz", help="save outputs and monitors (never overwrites "
+                   "without --force)")
+    p.add_argument("--backend", default="reference", metavar="NAME",
+                   help="reference (default), onnxruntime, tvm or torch")
+    when = p.add_mutually_exclusive_group()
+    when.add_argument("--duration", type=duration, metavar="TIME", help="model time to run: 1s, 200ms, 0.5 s")
+    when.add_argument("--steps", type=positive_int, metavar="N", help="number of steps to run")
+    p.add_argument("--seed", type=int, help="seed for initial values and connectivity")
+    p.add_argument("--batch", type=positive_int, metavar="B", help="run B samples at once")
+    p.add_argument("--plot", metavar="FILE.png", help="draw a spike raster or state traces")
+    p.add_argument("--plot-kind", choices=["auto", "raster", "traces"], default="auto",
+                   help="raster of the first spike monitor or traces of the first state monitor "
+                        "(default: raster if the model records spikes)")
+    p.add_argument("--timing-json", metavar="FILE", help="write {backend, compile_s, run_s, steps} as JSON "
+                   "(the run goes without a progress bar)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary")
+    p.add_argument("--force", action="store_true", help="overwrite existing output files")
+    p.set_defaults(handler=cmd_run)
+
+    p = sub.add_parser("test", parents=[common], help="run the spec-level test blocks",
+                       description="Run the `test` blocks of specs; prints PASS/FAIL and 'N passed, M failed'.")
+    p.add_argument("paths", nargs="*", metavar="FILE|DIR", help="spec files or folders (default: .)")
+    p.add_argument("-k", metavar="TEXT", help="only tests whose name contains TEXT")
+    p.set_defaults(handler=cmd_test)
+    return parser
+
+
+def _user_errors() -> tuple[type, ...]:
+    errors: list[type] = [NspecError, CliError]
+    executor = sys.modules.get("nspec.runtime.executor")
+    if executor is not None:  # only a command that imported the backends can raise this
+        errors.append(executor.BackendError)
+    return tuple(errors)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code (the console script exits with it)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error already printed by argparse
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    args.debug = args.debug or os.environ.get("NSPEC_DEBUG", "") not in ("", "0")
+    try:
+        return args.handler(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if isinstance(exc, _user_errors()):
+            code = getattr(exc, "code", EXIT_USER_ERROR)
+            print(exc.render() if isinstance(exc, NspecError) else f"error: {exc}", file=sys.stderr)
+            return code
+        if args.debug:
+            traceback.print_exc()
+        print(f"internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(_REPORT_HINT, file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+__all__ = ["main", "build_parser", "param", "duration", "spec_paths", "CliError"]

@@ -37,13 +37,15 @@ class Context:
     """What rules may read besides their inputs.
 
     ``env`` maps an ARG path to its value; ``batch`` is the batch size B (None when nothing is
-    batched); ``rng`` draws RANDOM values; ``plans`` caches compiled LOOP bodies across steps.
+    batched); ``rng`` draws RANDOM values; ``plans`` caches compiled LOOP bodies across steps;
+    ``check_finite`` makes the first node that turns finite inputs into inf or nan an error.
     """
 
     env: dict[str, np.ndarray]
     batch: int | None = None
     rng: np.random.Generator | None = None
     plans: dict[tuple[int, frozenset], tuple[Graph, "Plan"]] = field(default_factory=dict)
+    check_finite: bool = False
 
     def body_plan(self, body: Graph, unbatched: frozenset) -> "Plan":
         """The compiled plan of a LOOP body for this pattern of batched names (compiled once)."""
@@ -175,8 +177,7 @@ def _logsumexp(node, xs, bs, ctx):
     ax = _axis(node.attr("axis"), x.ndim - bs[0], bs[0])
     m = np.max(x, axis=ax, keepdims=True)
     m = np.where(np.isfinite(m), m, 0)  # all -inf (or an inf) must not turn into inf - inf = nan
-    with np.errstate(divide="ignore"):  # log(0) = -inf is the answer for an all -inf slice
-        return np.squeeze(np.log(np.sum(np.exp(x - m), axis=ax, keepdims=True)) + m, axis=ax)
+    return np.squeeze(np.log(np.sum(np.exp(x - m), axis=ax, keepdims=True)) + m, axis=ax)
 
 
 def _layernorm(node, xs, bs, ctx):
@@ -350,7 +351,7 @@ def _loop(node, xs, bs, ctx):
     for _ in range(spec.count):
         env = dict(invariant)
         env.update(zip(spec.carried, carry))
-        vals = plan.run(Context(env, batch, ctx.rng, ctx.plans))
+        vals = plan.run(Context(env, batch, ctx.rng, ctx.plans, ctx.check_finite))
         new = [lift(vals[k], plan.flags[k]) for k in next_nodes]
         outs = [lift(vals[k], plan.flags[k]) for k in out_nodes]
         if until_node is not None:
@@ -492,6 +493,13 @@ class _Step:
     rank: int               # the stored value's rank (per-sample rank + batch axis)
 
 
+def _turns_non_finite(v: np.ndarray, xs: list) -> bool:
+    def finite(x):
+        return not isinstance(x, np.ndarray) or x.dtype.kind != "f" or bool(np.isfinite(x).all())
+
+    return not finite(v) and all(finite(x) for x in xs)
+
+
 class Plan:
     """A graph compiled for repeated evaluation: the nodes to run, in order, with their rules and
     static batched flags (``unbatched`` names ARGs that carry no batch axis besides params)."""
@@ -518,17 +526,23 @@ class Plan:
             vals[k] = v
         step = None
         try:
-            for step in self.steps:
-                v = step.rule(step.node, [vals[j] for j in step.inputs], step.flags, ctx)
-                if step.dtype is not None:
-                    if type(v) is not np.ndarray:
-                        v = np.asarray(v)
-                    if v.dtype != step.dtype:
-                        v = v.astype(step.dtype)
-                    if v.ndim != step.rank or v.shape[step.batched:] != step.node.shape:
-                        raise EvaluationError(f"value of shape {v.shape} (batched: {step.batched}) does not "
-                                              f"match the declared shape {step.node.shape}")
-                vals[step.index] = v
+            # IEEE results (log(0) = -inf, 0/0 = nan) are the semantics, not warnings; ``check_finite``
+            # turns the first non-finite value computed from finite inputs into a located error.
+            with np.errstate(all="ignore"):
+                for step in self.steps:
+                    xs = [vals[j] for j in step.inputs]
+                    v = step.rule(step.node, xs, step.flags, ctx)
+                    if step.dtype is not None:
+                        if type(v) is not np.ndarray:
+                            v = np.asarray(v)
+                        if v.dtype != step.dtype:
+                            v = v.astype(step.dtype)
+                        if v.ndim != step.rank or v.shape[step.batched:] != step.node.shape:
+                            raise EvaluationError(f"value of shape {v.shape} (batched: {step.batched}) does not "
+                                                  f"match the declared shape {step.node.shape}")
+                        if ctx.check_finite and _turns_non_finite(v, xs):
+                            raise EvaluationError("produced a non-finite value (inf or nan) from finite inputs")
+                    vals[step.index] = v
         except Exception as exc:
             if step is None:
                 raise
@@ -538,18 +552,20 @@ class Plan:
 
 
 def evaluate(graph: Graph, env: dict[str, np.ndarray], batch: int | None = None,
-             rng: np.random.Generator | None = None) -> dict[tuple[str, str], np.ndarray]:
+             rng: np.random.Generator | None = None, *, check_finite: bool = False
+             ) -> dict[tuple[str, str], np.ndarray]:
     """Evaluate ``graph`` once: ``{(name, kind): value}`` for every result.
 
     Without ``batch`` no value carries a batch axis; with it, states and inputs in ``env`` carry a
     leading axis of size ``batch`` and parameters do not (the batching rule of ``compiler/ir.py``).
+    ``check_finite`` reports the first node that turns finite values into inf or nan.
     """
     args = graph.args()
     missing = sorted(set(args) - set(env))
     if missing:
         raise EvaluationError(f"no value given for {', '.join(missing)}")
     unbatched = frozenset(args) if batch is None else frozenset()
-    vals = Plan(graph, unbatched).run(Context(dict(env), batch, rng))
+    vals = Plan(graph, unbatched).run(Context(dict(env), batch, rng, check_finite=check_finite))
     return {(r.name, r.kind): vals[r.node] for r in graph.results}
 
 
@@ -603,7 +619,11 @@ def initialize(program: Program, batch: int, seed: int) -> tuple[dict[str, np.nd
 
 # ---------------------------------------------------------------- the executor
 class ReferenceExecutor:
-    """Runs a discretised program step by step with the reference interpreter."""
+    """Runs a discretised program step by step with the reference interpreter.
+
+    Option ``check_finite=True`` stops at the first node (with its source span) that computes inf
+    or nan from finite inputs.
+    """
 
     name = "reference"
 
@@ -617,7 +637,7 @@ class ReferenceExecutor:
         if init_only:
             raise BackendError(f"the step graph holds initialisation-only nodes: {', '.join(init_only)}")
         self.program = program
-        self.options = options
+        self.check_finite = bool(options.get("check_finite", False))
         self.plan = Plan(step)
         self.next_nodes = {}
         for s in program.states:
@@ -673,7 +693,7 @@ class ReferenceExecutor:
             env.update(state)
             for name, x in inputs.items():
                 env[name] = x[:, t]
-            vals = self.plan.run(Context(env, batch, None, plans))
+            vals = self.plan.run(Context(env, batch, None, plans, self.check_finite))
             for name, every, node in recorded:
                 if t % every == 0 and t // every < len(records[name]):
                     records[name][t // every] = state[name] if node is None else vals[node]

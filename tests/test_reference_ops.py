@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from nspec.compiler.ir import DType, Graph, GraphBuilder, Monitor, Op, Program, Var
+from nspec.dsl.diagnostics import Span
 from nspec.runtime.executor import BackendError, RunRequest
 from nspec.runtime.reference import RULES, EvaluationError, ReferenceExecutor, evaluate, initialize
 
@@ -569,3 +570,15 @@ def test_declared_shape_mismatch_is_located():
     g.result("y", "output", g.add(Op.SUM, (x,), f32, (3,), (("axes", (0,)), ("keepdims", False))))
     with pytest.raises(EvaluationError, match=r"%1 \(sum\).*declared shape"):
         evaluate(g.build(), {"x": np.ones(3, np.float32)})
+
+
+def test_check_finite_locates_the_first_non_finite_node():
+    g = GraphBuilder()
+    x = g.arg("x", "param", f32, (2,))
+    logx = g.add(Op.LOG, (x,), f32, (2,), span=Span("n.nspec", 5, 7))
+    g.result("y", "output", g.add(Op.MUL, (logx, g.const(2.0)), f32, (2,)))
+    graph = g.build()
+    out = evaluate(graph, {"x": np.array([1.0, 0.0], np.float32)})  # IEEE semantics by default
+    np.testing.assert_array_equal(out[("y", "output")], [0.0, -np.inf])
+    with pytest.raises(EvaluationError, match=r"n\.nspec:5:7: %1 \(log\): produced a non-finite"):
+        evaluate(graph, {"x": np.array([1.0, 0.0], np.float32)}, check_finite=True)

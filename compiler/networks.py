@@ -1,0 +1,563 @@
+"""Networks desugar into wiring diagrams: populations and projections become boxes.
+
+* ``population P: LIF[n]`` -> a box holding the neuron's primitive replicated n times.  Its
+  outputs are ``spike`` and every state (``state.v``, read by projections); for each state that
+  projections increment it has an input ``inc.<state>`` (merge: sum), added after integration and
+  before the reset (Brian2's order).
+* ``projection p: A[a:b] -> B[c:d] via Syn { connect ...; on_pre { ... } }`` -> a box whose
+  per-synapse variables have a leading axis of the synapse count.  It reads ``pre_spike`` (and
+  ``post_spike``, ``pre.<v>``, ``post.<v>`` as needed) and sends ``inc.<v>`` to the post population
+  (event-driven PROPAGATE over the CSR connectivity), or ``drive.<port>`` every step for summed
+  continuous coupling (``I += w * pre.r`` outside an event block).  ``delay`` puts a FIFO of
+  increments between the two.
+* ``record`` items become monitors over the flattened names (``P/spike``, ``P/v``).
+
+Connectivity is generated here, at compile time, from the run's seed and the projection's name,
+so the same seed gives the same synapses on every backend and every run.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from nspec.dsl import ast as A
+from nspec.dsl.diagnostics import Span
+
+from .bodies import Body, Env, _where, resolve_type
+from .expressions import Abort, ExprBuilder, Val, fmt_shape, static
+from .ir import DType, GraphBuilder, Monitor, Op, Var
+from .systems import BoxIR, Composite, PortSig, Primitive, WireIR
+from .units import DIMENSIONLESS, describe, unit
+
+_TIME = unit("s")[1]
+
+
+@dataclass
+class _Pop:
+    name: str
+    decl: A.SystemDecl
+    scope: object
+    args: dict
+    size: int
+    span: Span
+    increments: set[str] = field(default_factory=set)
+    states: dict[str, Val] = field(default_factory=dict)
+    inputs: dict[str, PortSig] = field(default_factory=dict)
+
+
+def _static_builder(elab, scope, args) -> ExprBuilder:
+    statics = elab.statics(scope)
+    return ExprBuilder(GraphBuilder(), elab.diags, lambda n, s: args.get(n) or (
+        static(elab.dt, _TIME) if n == "dt" else statics.get(n, s)))
+
+
+def _slice_of(b: ExprBuilder, ref: A.PopRef, size: int) -> tuple[int, int]:
+    if not ref.subscripts:
+        return 0, size
+    if len(ref.subscripts) != 1:
+        b.fail(ref.span, "a population slice has one range, like P[0:100]")
+    s = ref.subscripts[0]
+    if isinstance(s, A.Slice):
+        if s.step is not None:
+            b.fail(s.span, "population slices take no step")
+        lo = b.static_int(s.start, "a slice bound") if s.start is not None else 0
+        hi = b.static_int(s.stop, "a slice bound") if s.stop is not None else size
+    else:
+        lo = b.static_int(s, "an index")
+        hi = lo + 1
+    if not 0 <= lo < hi <= size:
+        b.fail(ref.span, f"slice [{lo}:{hi}] is out of range for population '{ref.name}' of size {size}")
+    return lo, hi
+
+
+def build_network(elab, decl: A.SystemDecl, scope, args: dict) -> Composite:
+    b = _static_builder(elab, scope, args)
+    pops: dict[str, _Pop] = {}
+    declared: dict[str, Span] = {}
+    ports_in, ports_out, wires, boxes, monitors = [], [], [], [], []
+    allowed = (A.Population, A.Projection, A.Record, A.Port, A.Wire, A.Assert)
+    for stmt in decl.body:
+        if not isinstance(stmt, allowed):
+            elab.diags.error(stmt.span, f"'{type(stmt).__name__.lower()}' is not allowed in a network; a network holds "
+                                        "populations, projections, records, ports and wires")
+    # populations first: projections may refer to any of them
+    for stmt in decl.body:
+        try:
+            if isinstance(stmt, A.Population):
+                if stmt.name in declared:
+                    b.fail(stmt.span, f"'{stmt.name}' is already declared (line {declared[stmt.name].line})")
+                ndecl, home = elab.lookup_system(scope, stmt.neuron, b, ("neuron",))
+                nargs = elab.bind_args(ndecl, home, stmt.neuron, b)
+                size = b.static_int(stmt.size, "a population size")
+                if size <= 0:
+                    b.fail(stmt.size.span, f"a population size must be positive, got {size}")
+                pops[stmt.name] = _Pop(stmt.name, ndecl, home, nargs, size, stmt.span)
+                declared[stmt.name] = stmt.span
+            elif isinstance(stmt, A.Port):
+                dtype, shape, dim = resolve_type(b, stmt.type)
+                sig = PortSig(stmt.name, dtype, shape, dim, stmt.merge or "sum", stmt.stack, stmt.span)
+                (ports_in if stmt.direction == "in" else ports_out).append(sig)
+                declared[stmt.name] = stmt.span
+            elif isinstance(stmt, A.Assert):
+                v = b.expr(stmt.condition)
+                if not (v.is_static and v.static is True):
+                    b.fail(stmt.span, f"assertion failed: {stmt.message or 'condition is false'}")
+        except Abort:
+            continue
+    projections = []
+    for stmt in decl.body:
+        if isinstance(stmt, A.Projection):
+            try:
+                if stmt.name in declared:
+                    b.fail(stmt.span, f"'{stmt.name}' is already declared (line {declared[stmt.name].line})")
+                declared[stmt.name] = stmt.span
+                projections.append(_Projection(elab, scope, args, stmt, pops, b))
+            except Abort:
+                continue
+    # population boxes, now that the increments they receive are known
+    for proj in projections:
+        for target in proj.increment_targets:
+            pops[proj.post].increments.add(target)
+    for pop in pops.values():
+        try:
+            prim = _population(elab, pop)
+        except Abort:
+            continue
+        boxes.append(BoxIR(pop.name, prim, pop.name, pop.name, pop.span))
+    for proj in projections:
+        try:
+            prim = proj.build()
+        except Abort:
+            continue
+        boxes.append(BoxIR(proj.name, prim, proj.name, proj.name, proj.stmt.span))
+        wires.extend(proj.wires())
+    for stmt in decl.body:
+        try:
+            if isinstance(stmt, A.Wire):
+                wires.extend(_network_wires(b, stmt, pops, ports_in, ports_out))
+            elif isinstance(stmt, A.Record):
+                monitors.append(_monitor(elab, b, stmt, pops, monitors))
+        except Abort:
+            continue
+    return Composite(decl.name, tuple(ports_in), tuple(ports_out), tuple(boxes), tuple(wires), tuple(monitors), decl.span)
+
+
+def _population(elab, pop: _Pop) -> Primitive:
+    from .bodies import build_body
+
+    prim = build_body(elab, pop.decl, pop.scope, pop.args, replicas=pop.size,
+                      increments=frozenset(pop.increments), name=pop.name)
+    missing = sorted(pop.increments - {s.name for s in prim.states})
+    if missing:
+        raise Abort
+    g = GraphBuilder()
+    g.nodes = list(prim.step.nodes)
+    g.results = list(prim.step.results)
+    outputs = list(prim.outputs)
+    args = prim.step.args()
+    for s in prim.states:
+        if s.name in args:
+            g.result(f"state.{s.name}", "output", args[s.name])
+            outputs.append(PortSig(f"state.{s.name}", s.dtype, s.shape, DIMENSIONLESS, "sum", False, s.span))
+    return replace(prim, outputs=tuple(outputs), step=g.build())
+
+
+def _network_wires(b: ExprBuilder, stmt: A.Wire, pops, ports_in, ports_out) -> list[WireIR]:
+    out = []
+    src = stmt.source
+    if src.box is not None:
+        b.fail(src.span, "in a network, wires start at the network's own input ports")
+    if src.port not in {p.name for p in ports_in}:
+        b.fail(src.span, f"unknown input port '{src.port}' of the network")
+    for t in stmt.targets:
+        if t.box is None or t.box not in pops:
+            b.fail(t.span, f"wire target '{t.box or t.port}' is not a population of this network")
+        ndecl = pops[t.box].decl
+        ports = {s.name for s in ndecl.body if isinstance(s, A.Port) and s.direction == "in"}
+        if t.port not in ports:
+            b.fail(t.span, f"neuron {ndecl.name} has no input port '{t.port}'")
+        out.append(WireIR(None, src.port, t.box, t.port, None, stmt.span))
+    return out
+
+
+def _monitor(elab, b: ExprBuilder, stmt: A.Record, pops, existing) -> Monitor:
+    if stmt.of is None or stmt.of.name not in pops:
+        what = stmt.of.name if stmt.of else "nothing"
+        b.fail(stmt.of.span if stmt.of else stmt.span, f"record ... of '{what}': not a population of this network")
+    pop = pops[stmt.of.name]
+    lo, hi = _slice_of(b, stmt.of, pop.size)
+    indices = None if (lo, hi) == (0, pop.size) else tuple(range(lo, hi))
+    every = 1
+    if stmt.every is not None:
+        v = b.static_value(stmt.every, "the recording interval")
+        if v.dim != _TIME:
+            b.fail(stmt.every.span, f"'every' needs a duration, got {describe(v.dim)}")
+        every = max(int(round(float(v.static) / elab.dt)), 1)
+    names = {m.name for m in existing}
+    if stmt.variables == ("spikes",):
+        name = stmt.alias or ("spikes" if "spikes" not in names else f"spikes_{pop.name}")
+        return Monitor(name, "spikes", (f"{pop.name}/spike",), indices, every, stmt.span)
+    states = {s.name for s in pop.decl.body if isinstance(s, A.State)}
+    for v in stmt.variables:
+        if v not in states:
+            b.fail(stmt.span, f"cannot record '{v}': neuron {pop.decl.name} has no state '{v}'")
+    name = stmt.alias or f"{'_'.join(stmt.variables)}_{pop.name}"
+    if name in names:
+        b.fail(stmt.span, f"a monitor named '{name}' already exists; give this one a name with 'as'")
+    return Monitor(name, "state", tuple(f"{pop.name}/{v}" for v in stmt.variables), indices, every, stmt.span)
+
+
+# ---------------------------------------------------------------- connectivity
+def connectivity(b: ExprBuilder, rule: A.Connect | None, n_pre: int, n_post: int, rng: np.random.Generator,
+                 span: Span) -> tuple[np.ndarray, np.ndarray]:
+    """CSR (indptr over pre, post indices sorted within each row) for a connection rule."""
+    if rule is None:
+        b.fail(span, "a projection needs a 'connect' rule (all_to_all, one_to_one, p = ..., fixed_in_degree k, ...)")
+    if rule.rule == "all_to_all":
+        return _csr_from_pairs(np.repeat(np.arange(n_pre), n_post), np.tile(np.arange(n_post), n_pre), n_pre)
+    if rule.rule == "one_to_one":
+        if n_pre != n_post:
+            b.fail(rule.span, f"one_to_one needs equal sizes, got {n_pre} -> {n_post}")
+        return _csr_from_pairs(np.arange(n_pre), np.arange(n_post), n_pre)
+    if rule.rule == "prob":
+        v = b.static_value(rule.args[0], "a connection probability")
+        p = float(v.static)
+        if not v.dim.dimensionless or not 0.0 <= p <= 1.0:
+            b.fail(rule.args[0].span, f"a connection probability must be a number in [0, 1], got {v.static!r}")
+        rows, cols = [], []
+        chunk = max(1, 2_000_000 // max(n_post, 1))
+        for start in range(0, n_pre, chunk):
+            block = rng.random((min(chunk, n_pre - start), n_post)) < p
+            r, c = np.nonzero(block)
+            rows.append(r + start)
+            cols.append(c)
+        return _csr_from_pairs(np.concatenate(rows), np.concatenate(cols), n_pre)
+    if rule.rule in ("in_degree", "out_degree"):
+        k = b.static_int(rule.args[0], "a degree")
+        limit = n_pre if rule.rule == "in_degree" else n_post
+        if not 0 < k <= limit:
+            b.fail(rule.args[0].span, f"degree {k} must be in 1..{limit}")
+        if rule.rule == "in_degree":
+            pre = np.concatenate([rng.choice(n_pre, k, replace=False) for _ in range(n_post)])
+            post = np.repeat(np.arange(n_post), k)
+        else:
+            post = np.concatenate([rng.choice(n_post, k, replace=False) for _ in range(n_pre)])
+            pre = np.repeat(np.arange(n_pre), k)
+        return _csr_from_pairs(pre, post, n_pre)
+    if rule.rule == "indices":
+        pre = np.asarray(b.static_value(rule.args[0], "pre indices").static, dtype=np.int64).reshape(-1)
+        post = np.asarray(b.static_value(rule.args[1], "post indices").static, dtype=np.int64).reshape(-1)
+        if pre.shape != post.shape:
+            b.fail(rule.span, f"indices(pre, post) need equal lengths, got {pre.size} and {post.size}")
+        if pre.size and (pre.min() < 0 or pre.max() >= n_pre or post.min() < 0 or post.max() >= n_post):
+            b.fail(rule.span, f"an index is out of range (pre size {n_pre}, post size {n_post})")
+        return _csr_from_pairs(pre, post, n_pre)
+    # where <condition over i (pre) and j (post)>
+    grid = {"i": static(np.arange(n_pre)[:, None]), "j": static(np.arange(n_post)[None, :])}
+    wb = ExprBuilder(GraphBuilder(), b.diags, lambda n, s: grid.get(n) or b.lookup(n, s))
+    v = wb.expr(rule.args[0])
+    if not v.is_static or v.dtype is not DType.bool:
+        b.fail(rule.args[0].span, "a 'where' connection rule must be a bool expression of i (pre) and j (post)")
+    mask = np.broadcast_to(np.asarray(v.static, dtype=bool), (n_pre, n_post))
+    r, c = np.nonzero(mask)
+    return _csr_from_pairs(r, c, n_pre)
+
+
+def _csr_from_pairs(pre: np.ndarray, post: np.ndarray, n_pre: int) -> tuple[np.ndarray, np.ndarray]:
+    order = np.lexsort((post, pre))
+    pre, post = pre[order], post[order]
+    indptr = np.zeros(n_pre + 1, dtype=np.int64)
+    np.add.at(indptr, pre + 1, 1)
+    return np.cumsum(indptr), post.astype(np.int64)
+
+
+# ---------------------------------------------------------------- projections
+class _SynapseBody(Body):
+    ALLOWED = {"synapse": (A.Param, A.State, A.Let, A.Ode, A.Next, A.Update, A.Method, A.Event, A.Connect,
+                           A.Delay, A.Assert)}
+
+
+class _Projection:
+    """One projection: connectivity, synapse variables and events -> a primitive box."""
+
+    def __init__(self, elab, scope, args, stmt: A.Projection, pops: dict[str, _Pop], b: ExprBuilder):
+        self.elab, self.stmt, self.name = elab, stmt, stmt.name
+        self.pops = pops
+        for ref in (stmt.pre, stmt.post):
+            if ref.name not in pops:
+                b.fail(ref.span, f"projection '{stmt.name}': unknown population '{ref.name}'")
+        self.pre, self.post = stmt.pre.name, stmt.post.name
+        self.pre_range = _slice_of(b, stmt.pre, pops[self.pre].size)
+        self.post_range = _slice_of(b, stmt.post, pops[self.post].size)
+        body = list(stmt.body)
+        syn_scope, syn_args = scope, dict(args)
+        syn_params = ()
+        if stmt.via is not None:
+            sdecl, home = elab.lookup_system(scope, stmt.via, b, ("synapse",))
+            syn_args = elab.bind_args(sdecl, home, stmt.via, b)
+            syn_scope = home
+            body = list(sdecl.body) + body
+            syn_params = sdecl.params
+        self.decl = A.SystemDecl(stmt.span, "synapse", stmt.name, syn_params, tuple(body))
+        self.scope, self.args = syn_scope, syn_args
+        connects = [s for s in body if isinstance(s, A.Connect)]
+        if len(connects) > 1:
+            b.fail(connects[1].span, "a projection has one 'connect' rule")
+        n_pre = self.pre_range[1] - self.pre_range[0]
+        n_post = self.post_range[1] - self.post_range[0]
+        seed = zlib.crc32(f"{elab.seed}:{stmt.name}".encode())
+        self.indptr, self.indices = connectivity(b, connects[0] if connects else None, n_pre, n_post,
+                                                 np.random.default_rng(seed), stmt.span)
+        self.nnz = int(self.indices.size)
+        self.syn_pre = np.repeat(np.arange(n_pre), np.diff(self.indptr)).astype(np.int64)
+        post_neuron_states = {s.name for s in pops[self.post].decl.body if isinstance(s, A.State)}
+        post_inputs = {s.name for s in pops[self.post].decl.body if isinstance(s, A.Port) and s.direction == "in"}
+        local = {s.name for s in body if isinstance(s, (A.State, A.Param, A.Let))}
+        self.increment_targets: set[str] = set()
+        self.drive_targets: set[str] = set()
+        for s in body:
+            stmts = s.body if isinstance(s, A.Event) else (s,) if isinstance(s, A.Update) else ()
+            for u in stmts:
+                if not isinstance(u, (A.Update, A.Assign)):
+                    continue
+                t = u.target.name
+                if t in local:
+                    continue
+                if isinstance(s, A.Event) and t in post_neuron_states:
+                    if s.kind != "on_pre":
+                        b.fail(u.target.span, f"'{t}' is a post-neuron state; only on_pre may increment it")
+                    self.increment_targets.add(t)
+                elif not isinstance(s, A.Event) and t in post_inputs:
+                    self.drive_targets.add(t)
+                else:
+                    what = "on_pre/on_post target" if isinstance(s, A.Event) else "summed target"
+                    b.fail(u.target.span, f"{what} '{t}' is neither a variable of this synapse nor "
+                                          f"{'a state' if isinstance(s, A.Event) else 'an input port'} of the post "
+                                          f"population '{self.post}' ({pops[self.post].decl.name})")
+        self.delay_steps = 0
+        delays = [s for s in body if isinstance(s, A.Delay)]
+        if delays:
+            db = _static_builder(elab, syn_scope, syn_args)
+            d = db.static_value(delays[0].value, "a delay")
+            if d.dim != _TIME or float(d.static) < 0:
+                b.fail(delays[0].value.span, f"a delay must be a non-negative duration, got {d.static!r} "
+                                             f"{describe(d.dim)}")
+            self.delay_steps = int(round(float(d.static) / elab.dt))
+        self.reads: set[tuple[str, str]] = set()
+        self.uses_post_spike = any(isinstance(s, A.Event) and s.kind == "on_post" for s in body)
+
+    # -------------------------------------------------------- building the box
+    def build(self) -> Primitive:
+        elab = self.elab
+        body = _SynapseBody(elab, self.decl, self.scope, self.args, replicas=self.nnz, name=self.name)
+        body.decl = self.decl
+        g = body.g
+        n_pre_pop, n_post_pop = self.pops[self.pre].size, self.pops[self.post].size
+        pre_spike = Val(DType.f32, (n_pre_pop,), DIMENSIONLESS, g.arg("pre_spike", "input", DType.f32, (n_pre_pop,)))
+        body.inputs.append(PortSig("pre_spike", DType.f32, (n_pre_pop,)))
+        b0 = Env(body, g).b
+        pre_local = self._slice(b0, pre_spike, self.pre_range)
+        self.g_pre_local = pre_local
+        syn_pre = static(self.syn_pre)
+        post_of_syn = static(self.indices)
+        gathered: dict[str, Val] = {}
+
+        def lookup_extra(name: str, span: Span) -> Val | None:
+            side, _, var = name.partition(".")
+            if side not in ("pre", "post") or (var == "" and name not in ("pre", "post")):
+                return None
+            if name in gathered:
+                return gathered[name]
+            pop = self.pops[self.pre if side == "pre" else self.post]
+            rng_ = self.pre_range if side == "pre" else self.post_range
+            idx = syn_pre if side == "pre" else post_of_syn
+            if var == "":
+                self.uses_post_spike = self.uses_post_spike or side == "post"
+                if side == "pre":
+                    full = pre_spike
+                else:
+                    full = self._post_spike(body)
+            else:
+                states = {s.name: s for s in pop.decl.body if isinstance(s, A.State)}
+                if var not in states:
+                    b0.fail(span, f"'{name}': neuron {pop.decl.name} has no state '{var}'")
+                prim_dtype = DType.f32
+                port = f"{side}.{var}"
+                node = g.arg(port, "input", prim_dtype, (pop.size,), span)
+                dim = resolve_type(b0, states[var].type)[2] if states[var].type is not None else DIMENSIONLESS
+                full = Val(prim_dtype, (pop.size,), dim, node)
+                body.inputs.append(PortSig(port, prim_dtype, (pop.size,), dim))
+                self.reads.add((side, var))
+            local = self._slice(b0, full, rng_)
+            v = b0.add(Op.GATHER, [local, idx], local.dtype, (self.nnz,), local.dim, span, (("axis", 0),))
+            gathered[name] = v
+            return v
+
+        base_lookup = Env.lookup
+
+        class SynEnv(Env):
+            def lookup(self, name, span):
+                if name in self.overrides:
+                    return self.overrides[name]
+                extra = lookup_extra(name, span)
+                return extra if extra is not None else base_lookup(self, name, span)
+
+        body.run()
+        values = {n: d.val for n, d in body.decls.items() if d.kind == "state"}
+        env = SynEnv(body, g)
+        odes = {s.var: s for s in self.decl.body if isinstance(s, A.Ode)}
+        if odes:
+            for name in odes:
+                body.require_state(env.b, name, odes[name].span, f"an equation 'd{name}/dt'")
+            values.update(body.integrate(env, odes, None, None))
+        increments: dict[str, Val] = {}
+        drives: dict[str, Val] = {}
+        for s in self.decl.body:
+            try:
+                if isinstance(s, A.Next):
+                    body.require_state(env.b, s.target.name, s.target.span, "'next'")
+                    e = SynEnv(body, g, overrides=values).b
+                    d = body.decls[s.target.name]
+                    values[s.target.name] = body.fit(e, e.expr(s.value), d.val.dtype, d.val.shape, d.val.dim,
+                                                     s.value.span, f"state '{s.target.name}'")
+                elif isinstance(s, A.Update) and s.target.name in self.drive_targets:
+                    e = SynEnv(body, g, overrides=values).b
+                    per_syn = e.as_float(e.expr(s.value), s.value.span)
+                    drives[s.target.name] = self._sum_into_post(e, per_syn, drives.get(s.target.name), s.span)
+                elif isinstance(s, A.Event):
+                    fired = self.g_pre_local if s.kind == "on_pre" else self._slice(
+                        env.b, self._post_spike(body), self.post_range)
+                    values = self._event(body, SynEnv, s, values, fired, increments)
+            except Abort:
+                continue
+        for var in body.states:
+            g.result(var.name, "next", env.b.node(values[var.name], var.span))
+        outputs = []
+        for target, inc in sorted(increments.items()):
+            out = self._delayed(body, env.b, target, inc)
+            g.result(f"inc.{target}", "output", env.b.node(out, self.stmt.span))
+            outputs.append(PortSig(f"inc.{target}", DType.f32, (n_post_pop,), inc.dim))
+        for target, drv in sorted(drives.items()):
+            g.result(f"drive.{target}", "output", env.b.node(drv, self.stmt.span))
+            outputs.append(PortSig(f"drive.{target}", DType.f32, (n_post_pop,), drv.dim))
+        body.outputs = outputs
+        return body.primitive()
+
+    def _post_spike(self, body: Body) -> Val:
+        n = self.pops[self.post].size
+        if not any(p.name == "post_spike" for p in body.inputs):
+            body.inputs.append(PortSig("post_spike", DType.f32, (n,)))
+        return Val(DType.f32, (n,), DIMENSIONLESS, body.g.arg("post_spike", "input", DType.f32, (n,)))
+
+    def _slice(self, b: ExprBuilder, v: Val, rng: tuple[int, int]) -> Val:
+        lo, hi = rng
+        if (lo, hi) == (0, v.shape[0]):
+            return v
+        return b.add(Op.SLICE, [v], v.dtype, (hi - lo,), v.dim, self.stmt.span,
+                     (("starts", (lo,)), ("stops", (hi,)), ("steps", (1,))))
+
+    def _pad_post(self, b: ExprBuilder, v: Val) -> Val:
+        lo, hi = self.post_range
+        n = self.pops[self.post].size
+        if (lo, hi) == (0, n):
+            return v
+        parts = []
+        if lo:
+            parts.append(static(np.zeros(lo, np.float32), v.dim))
+        parts.append(v)
+        if hi < n:
+            parts.append(static(np.zeros(n - hi, np.float32), v.dim))
+        return b.add(Op.CONCAT, parts, v.dtype, (n,), v.dim, self.stmt.span, (("axis", 0),))
+
+    def _sum_into_post(self, b: ExprBuilder, per_syn: Val, acc: Val | None, span: Span) -> Val:
+        n_local = self.post_range[1] - self.post_range[0]
+        if per_syn.shape != (self.nnz,):
+            per_syn = b.add(Op.BROADCAST, [per_syn], per_syn.dtype, (self.nnz,), per_syn.dim, span)
+        zeros = static(np.zeros(n_local, np.float32), per_syn.dim)
+        summed = b.add(Op.SCATTER_ADD, [zeros, static(self.indices), per_syn], DType.f32, (n_local,), per_syn.dim,
+                       span, (("axis", 0),))
+        full = self._pad_post(b, summed)
+        return full if acc is None else b.binary("+", acc, full, span)
+
+    def _event(self, body: Body, env_cls, ev: A.Event, values: dict[str, Val], fired_local: Val,
+               increments: dict[str, Val]) -> dict[str, Val]:
+        values = dict(values)
+        idx = static(self.syn_pre if ev.kind == "on_pre" else self.indices)
+        g = body.g
+        fired_syn = None
+        for stmt in ev.body:
+            env = env_cls(body, g, overrides=values)
+            b = env.b
+            try:
+                if not isinstance(stmt, (A.Update, A.Assign)):
+                    b.fail(stmt.span, f"{ev.kind} holds updates like 'ge += w' or 'w = clip(w + apost, 0, wmax)'")
+                name = stmt.target.name
+                value = b.as_float(b.expr(stmt.value), stmt.value.span)
+                if name in self.increment_targets and name not in values:
+                    if isinstance(stmt, A.Assign) or stmt.op != "+=" and stmt.op != "-=":
+                        b.fail(stmt.span, f"'{name}' is a post-neuron variable: {ev.kind} may only add to it ('+=' or '-=')")
+                    if stmt.op == "-=":
+                        value = b.add(Op.NEG, [value], value.dtype, value.shape, value.dim, stmt.span)
+                    post_states = {s.name: s for s in self.pops[self.post].decl.body if isinstance(s, A.State)}
+                    pdim = resolve_type(b, post_states[name].type)[2] if post_states[name].type else DIMENSIONLESS
+                    if value.dim != pdim:
+                        b.fail(stmt.value.span, f"unit mismatch: '{name}' of {self.post} is {describe(pdim)}, the "
+                                                f"increment is {describe(value.dim)}")
+                    weights = value if value.shape == (self.nnz,) else (
+                        value if value.shape == () else b.fail(stmt.value.span, "an increment is one value per synapse"))
+                    n_local = self.post_range[1] - self.post_range[0]
+                    prop = b.add(Op.PROPAGATE, [fired_local, static(self.indptr), static(self.indices), weights],
+                                 DType.f32, (n_local,), value.dim, stmt.span, (("n_post", n_local),))
+                    full = self._pad_post(b, prop)
+                    prev = increments.get(name)
+                    increments[name] = full if prev is None else b.binary("+", prev, full, stmt.span)
+                    continue
+                d = body.decls.get(name)
+                if d is None or d.kind != "state":
+                    b.fail(stmt.target.span, f"{ev.kind} assigns '{name}', which is not a state of this synapse")
+                if isinstance(stmt, A.Update):
+                    value = b.binary(stmt.op[0], values[name], value, stmt.span)
+                value = body.fit(b, value, d.val.dtype, d.val.shape, d.val.dim, stmt.value.span, f"state '{name}'")
+                if fired_syn is None:
+                    per = b.add(Op.GATHER, [fired_local, idx], DType.f32, (self.nnz,), DIMENSIONLESS, ev.span,
+                                (("axis", 0),))
+                    fired_syn = b.binary(">", per, static(0.0), ev.span)
+                values[name] = _where(b, fired_syn, value, values[name], stmt.span)
+            except Abort:
+                continue
+        return values
+
+    def _delayed(self, body: Body, b: ExprBuilder, target: str, inc: Val) -> Val:
+        d = self.delay_steps
+        if d == 0:
+            return inc
+        n = inc.shape[0]
+        name = f"delay.{target}"
+        buf = body.add_state(name, DType.f32, (d, n), 0.0, self.stmt.span)
+        buf = replace(buf, dim=inc.dim)
+        head = b.add(Op.SLICE, [buf], DType.f32, (1, n), inc.dim, self.stmt.span,
+                     (("starts", (0, 0)), ("stops", (1, n)), ("steps", (1, 1))))
+        out = b.add(Op.RESHAPE, [head], DType.f32, (n,), inc.dim, self.stmt.span)
+        row = b.add(Op.RESHAPE, [inc], DType.f32, (1, n), inc.dim, self.stmt.span)
+        rest = b.add(Op.SLICE, [buf], DType.f32, (d - 1, n), inc.dim, self.stmt.span,
+                     (("starts", (1, 0)), ("stops", (d, n)), ("steps", (1, 1)))) if d > 1 else None
+        nxt = b.add(Op.CONCAT, [rest, row] if rest is not None else [row], DType.f32, (d, n), inc.dim,
+                    self.stmt.span, (("axis", 0),))
+        body.g.result(name, "next", nxt.node)
+        return out
+
+    def wires(self) -> list[WireIR]:
+        w = [WireIR(self.pre, "spike", self.name, "pre_spike", None, self.stmt.span)]
+        if self.uses_post_spike or ("post", "") in self.reads:
+            w.append(WireIR(self.post, "spike", self.name, "post_spike", None, self.stmt.span))
+        for side, var in sorted(self.reads):
+            pop = self.pre if side == "pre" else self.post
+            w.append(WireIR(pop, f"state.{var}", self.name, f"{side}.{var}", None, self.stmt.span))
+        for target in sorted(self.increment_targets):
+            w.append(WireIR(self.name, f"inc.{target}", self.post, f"inc.{target}", None, self.stmt.span))
+        for target in sorted(self.drive_targets):
+            w.append(WireIR(self.name, f"drive.{target}", self.post, target, None, self.stmt.span))
+        return w

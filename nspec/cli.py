@@ -279,7 +279,7 @@ def _plot(path: Path, model, results: dict, kind: str) -> None:
     if kind == "raster":
         m = next(m for m in model.monitors if m.kind == "spikes")
         fig, ax = plt.subplots(figsize=(8, 4))
-        ax.plot(results[f"{m.name}.t"], results[f"{m.name}.i"], ".k", markersize=1)
+        ax.plot(results[f"{m.name}.t"], results[f"{m.name}.i"], ".k", markersize=2)
         ax.set_xlabel("time (s)")
         ax.set_ylabel("neuron index")
         ax.set_title(f"{model.program.name}: {m.name}")
@@ -484,10 +484,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _user_errors() -> tuple[type, ...]:
+    """Exceptions that describe a mistake in the user's spec, files or flags (exit 1)."""
     errors: list[type] = [NspecError, CliError]
+    # only a command that imported these modules can raise their errors
     executor = sys.modules.get("nspec.runtime.executor")
-    if executor is not None:  # only a command that imported the backends can raise this
+    if executor is not None:
         errors.append(executor.BackendError)
+    model = sys.modules.get("nspec.runtime.model")
+    if model is not None:
+        errors.extend((model.WeightsError, model.InputError))
     return tuple(errors)
 
 

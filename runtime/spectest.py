@@ -116,6 +116,11 @@ def _dim_of_text(text: str) -> U.Dim | None:
     return dim
 
 
+def spike_key(population: str) -> str:
+    """The recorded name of a population's spikes (``P/spike``; ``spike`` for a top-level neuron)."""
+    return f"{population}/spike" if population else "spike"
+
+
 @dataclass
 class RunData:
     """What one ``run`` produced, with what the evaluator needs to read it."""
@@ -145,7 +150,7 @@ class RunData:
             dims[f"{m.name}.t"] = TIME
             monitors[m.name] = (*names, "t")
         for pop in model.populations:
-            dims[f"{pop}/spike"] = DIMLESS
+            dims[spike_key(pop)] = DIMLESS
         return RunData(results, {k: dims.get(k) for k in results}, dict(model.populations), monitors, model.dt)
 
 
@@ -524,7 +529,7 @@ class Evaluator:
         if run is None or target.id not in run.populations:
             known = ", ".join(run.populations) if run is not None else ""
             raise SpecFailure(arg.span, f"{target.id!r} is not a population" + (f"; populations: {known}" if known else ""))
-        spikes = run.results.get(f"{target.id}/spike")
+        spikes = run.results.get(spike_key(target.id))
         if spikes is None:
             raise SpecFailure(arg.span, f"the run did not record the spikes of {target.id}")
         spikes = np.asarray(spikes)
@@ -618,11 +623,16 @@ class _Runner:
         steps = None
         if stmt.duration is not None:
             steps = self.steps(stmt.duration, constants, model.dt)
-        record = [f"{pop}/spike" for pop in model.populations]
+        from nspec.runtime.executor import BackendError
+        from nspec.runtime.model import InputError
+
+        record = [spike_key(pop) for pop in model.populations]
         try:
             results = model.run(inputs=self.input_arrays(model, steps), steps=steps, record=record, seed=seed)
         except NspecError as exc:
             self.fail(stmt.span, "the run failed:\n" + exc.render())
+        except (InputError, BackendError) as exc:
+            self.fail(stmt.span, f"the run failed: {exc}")
         return RunData.from_model(model, results)
 
     def steps(self, expr: A.Expr, constants: Evaluator, dt: float) -> int:

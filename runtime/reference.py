@@ -57,6 +57,7 @@ class Context:
 
 
 Rule = Callable[[Node, list, list, Context], Any]
+NUMPY = {d: d.numpy for d in DType}  # looked up once per rule call, so kept as a plain dict
 
 
 # ---------------------------------------------------------------- batching helpers
@@ -100,7 +101,7 @@ def _arith(fn) -> Rule:
     """A binary op computed in the node's dtype."""
 
     def rule(node, xs, bs, ctx):
-        dt = node.dtype.numpy
+        dt = NUMPY[node.dtype]
         a, b = _align([x.astype(dt, copy=False) for x in xs], bs, len(node.shape))
         return fn(a, b)
 
@@ -137,17 +138,17 @@ def _softplus(x):
 
 def _where(node, xs, bs, ctx):
     c, a, b = _align(xs, bs, len(node.shape))
-    dt = node.dtype.numpy
+    dt = NUMPY[node.dtype]
     return np.where(c, a.astype(dt, copy=False), b.astype(dt, copy=False))
 
 
 def _cast(node, xs, bs, ctx):
-    return xs[0].astype(node.dtype.numpy)
+    return xs[0].astype(NUMPY[node.dtype])
 
 
 def _spike(node, xs, bs, ctx):
     # Heaviside forward pass; the surrogate attrs only shape gradients.
-    return (xs[0] > 0).astype(node.dtype.numpy)
+    return (xs[0] > 0).astype(NUMPY[node.dtype])
 
 
 # ---------------------------------------------------------------- reductions and normalisations
@@ -181,7 +182,7 @@ def _logsumexp(node, xs, bs, ctx):
 
 
 def _layernorm(node, xs, bs, ctx):
-    dt = node.dtype.numpy
+    dt = NUMPY[node.dtype]
     x, *affine = _align([v.astype(dt, copy=False) for v in xs], bs, len(node.shape))
     mean = np.mean(x, axis=-1, keepdims=True)
     var = np.mean(np.square(x - mean), axis=-1, keepdims=True)  # biased, as torch.nn.LayerNorm
@@ -201,7 +202,7 @@ def _einsum(node, xs, bs, ctx):
         letter = next(c for c in string.ascii_letters if c not in equation)
         lhs = ",".join(letter + s if b else s for s, b in zip(lhs.split(","), bs))
         out = letter + out
-    dt = node.dtype.numpy
+    dt = NUMPY[node.dtype]
     return np.einsum(f"{lhs}->{out}", *(x.astype(dt, copy=False) for x in xs), optimize=len(xs) > 1)
 
 
@@ -256,7 +257,7 @@ def _gather(node, xs, bs, ctx):
 def _scatter_add(node, xs, bs, ctx):
     base, idx, values = xs
     axis = _axis(node.attr("axis"), len(node.shape), False)
-    dt = node.dtype.numpy
+    dt = NUMPY[node.dtype]
     if not any(bs):
         out = base.astype(dt, copy=True)
         np.add.at(out, (slice(None),) * axis + (idx,), values.astype(dt, copy=False))
@@ -284,7 +285,7 @@ def _propagate(node, xs, bs, ctx):
     spikes, indptr, indices, weights = xs
     if bs[1] or bs[2]:
         raise EvaluationError("PROPAGATE needs unbatched connectivity (indptr and indices)")
-    dt = node.dtype.numpy
+    dt = NUMPY[node.dtype]
     n_post = int(node.attr("n_post"))
     out_batched = bs[0] or bs[3]
     batch = (spikes if bs[0] else weights).shape[0] if out_batched else 1
@@ -502,17 +503,25 @@ def _turns_non_finite(v: np.ndarray, xs: list) -> bool:
 
 class Plan:
     """A graph compiled for repeated evaluation: the nodes to run, in order, with their rules and
-    static batched flags (``unbatched`` names ARGs that carry no batch axis besides params)."""
+    static batched flags (``unbatched`` names ARGs that carry no batch axis besides params).
+    Constants are converted to their declared dtype once, here, rather than on every run."""
 
     def __init__(self, graph: Graph, unbatched: frozenset = frozenset(), only: set[int] | None = None):
         self.graph = graph
         self.flags = batched(graph, unbatched)
+        self.initial: list = [None] * len(graph.nodes)
         steps = []
         for i, n in enumerate(graph.nodes):
             if only is not None and i not in only:
                 continue
             if n.op not in RULES:
                 raise EvaluationError(f"{n.span}: %{i}: the reference interpreter has no rule for {n.op.value}")
+            if n.op is Op.CONST:
+                value = np.asarray(n.attr("value"), NUMPY[n.dtype])
+                if value.shape != n.shape:
+                    raise EvaluationError(f"{n.span}: %{i} (const): value of shape {value.shape}, declared {n.shape}")
+                self.initial[i] = value
+                continue
             b = self.flags[i]
             dtype = None if n.op is Op.LOOP else n.dtype.numpy
             steps.append(_Step(i, RULES[n.op], n, n.inputs, [self.flags[j] for j in n.inputs], b, dtype,
@@ -521,7 +530,7 @@ class Plan:
 
     def run(self, ctx: Context, preset: dict[int, Any] | None = None) -> list:
         """Every node's value (None for nodes outside the plan), given the context's arguments."""
-        vals: list = [None] * len(self.graph.nodes)
+        vals = self.initial.copy()
         for k, v in (preset or {}).items():
             vals[k] = v
         step = None
@@ -612,8 +621,10 @@ def initialize(program: Program, batch: int, seed: int) -> tuple[dict[str, np.nd
     preset = {i: pvals[i] for i in param_nodes}
     trials = [state_plan.run(Context(dict(params), None, np.random.default_rng([seed, b])), preset)
               for b in range(batch)]
-    states = {v.name: np.stack([_as_var(t[state_roots[v.name]], v) for t in trials]) if batch
-              else np.zeros((0,) + v.shape, v.dtype.numpy) for v in program.states}
+    states = {}
+    for v in program.states:
+        values = [_as_var(t[state_roots[v.name]], v) for t in trials]
+        states[v.name] = np.stack(values) if values else np.zeros((0,) + v.shape, NUMPY[v.dtype])
     return params, states
 
 
@@ -639,13 +650,14 @@ class ReferenceExecutor:
         self.program = program
         self.check_finite = bool(options.get("check_finite", False))
         self.plan = Plan(step)
-        self.next_nodes = {}
-        for s in program.states:
-            r = step.result(s.name, "next")
-            if r is None:
-                raise BackendError(f"state {s.name!r} has no next value")
-            self.next_nodes[s.name] = r.node
-        self.output_nodes = {o.name: step.result(o.name, "output").node for o in program.outputs}
+        self.next_nodes = {s.name: self._result_node(s.name, "next") for s in program.states}
+        self.output_nodes = {o.name: self._result_node(o.name, "output") for o in program.outputs}
+
+    def _result_node(self, name: str, kind: str) -> int:
+        r = self.program.step.result(name, kind)
+        if r is None:
+            raise BackendError(f"the step graph has no {kind} result for {name!r}")
+        return r.node
 
     def _recorded_node(self, name: str) -> int | None:
         """The step-graph node a record name reads, or None for a state (recorded before its update)."""
@@ -681,9 +693,11 @@ class ReferenceExecutor:
         records = {}
         recorded = []
         for name, every in request.record:
+            if int(every) < 1:
+                raise BackendError(f"cannot record {name!r} every {every} steps: the interval must be at least 1")
             node = self._recorded_node(name)
             shape = state[name].shape if node is None else (batch,) + p.step.nodes[node].shape
-            dtype = state[name].dtype if node is None else p.step.nodes[node].dtype.numpy
+            dtype = state[name].dtype if node is None else NUMPY[p.step.nodes[node].dtype]
             records[name] = np.empty((steps // every,) + shape, dtype)
             recorded.append((name, int(every), node))
 

@@ -1,0 +1,408 @@
+"""One ONNX lowering rule per IR op (``RULES``); PROPAGATE lives in ``onnx_propagate``.
+
+A rule is ``rule(e: Emit, node: ir.Node, args: list[Val], batched: bool) -> Val`` (a LOOP
+returns a ``Tuple_``).  ``args`` are the lowered inputs, ``batched`` says whether the node's own
+value carries the batch axis (``ir.batched``).  Per-sample axes become ONNX axes through
+``Val.axis`` (shifted by one on batched values); batched operands of lower rank than the result
+are lifted (``Emit.lift``) so that numpy broadcasting of per-sample shapes still holds.
+"""
+
+from __future__ import annotations
+
+import string
+
+import numpy as np
+from onnx import helper
+
+from nspec.compiler import ir
+from nspec.compiler.ir import DType, Op
+from nspec.lowering.onnx_builder import INT64_MAX, ONNX_DTYPE, Emit, Tuple_, Val, value_info
+from nspec.lowering.onnx_propagate import propagate
+
+
+def _val(n: ir.Node, name: str, batched: bool) -> Val:
+    return Val(name, n.dtype, n.shape, batched)
+
+
+def _common(args: list[Val]) -> DType:
+    """The dtype numpy would compute a mixed comparison in."""
+    kind = np.result_type(*(a.dtype.numpy for a in args))
+    return next(d for d in DType if d.numpy == kind)
+
+
+# ---------------------------------------------------------------- leaves
+def _const(e: Emit, n, args, b):
+    return _val(n, e.const(np.asarray(n.attr("value"), dtype=n.dtype.numpy)), False)
+
+
+# ---------------------------------------------------------------- elementwise
+def _binary(op_type: str, compare: bool = False):
+    def rule(e: Emit, n, args, b):
+        dtype = _common(args) if compare else n.dtype
+        x, y = (e.lift(e.cast(a, dtype), len(n.shape)) for a in args)
+        return _val(n, e.op(op_type, x, y), b)
+    return rule
+
+
+def _ne(e: Emit, n, args, b):
+    return _val(n, e.op("Not", _binary("Equal", compare=True)(e, n, args, b).name), b)
+
+
+def _div(e: Emit, n, args, b):
+    # true division in the node's dtype; integer Div truncates toward zero, as the reference's
+    # float quotient cast back to int does.
+    return _binary("Div")(e, n, args, b)
+
+
+def _mod(e: Emit, n, args, b):
+    x, y = (e.lift(e.cast(a, n.dtype), len(n.shape)) for a in args)
+    if not n.dtype.is_float:
+        return _val(n, e.op("Mod", x, y), b)  # integer Mod (fmod=0) takes the divisor's sign, as numpy
+    # numpy's float mod: fmod, then add the divisor where the signs differ and the remainder is nonzero.
+    r = e.op("Mod", x, y, fmod=1)
+    zero = e.scalar(0, n.dtype)
+    fix = e.op("And", e.op("Not", e.op("Equal", r, zero)), e.op("Xor", e.op("Less", r, zero), e.op("Less", y, zero)))
+    return _val(n, e.op("Where", fix, e.op("Add", r, y), r), b)
+
+
+def _unary(*op_types: str):
+    def rule(e: Emit, n, args, b):
+        name = e.cast(args[0], n.dtype).name
+        for op_type in op_types:
+            name = e.op(op_type, name)
+        return _val(n, name, b)
+    return rule
+
+
+def _silu(e: Emit, n, args, b):
+    x = e.cast(args[0], n.dtype).name
+    return _val(n, e.op("Mul", x, e.op("Sigmoid", x)), b)
+
+
+def _cast(e: Emit, n, args, b):
+    (x,) = args
+    return _val(n, e.cast(x, n.dtype).name if x.dtype is not n.dtype else e.op("Identity", x.name), b)
+
+
+def _spike(e: Emit, n, args, b):
+    """heaviside(x) = 1 where x > 0 (so ``spike when v > Vt`` is SPIKE(v - Vt)); the surrogate only shapes gradients."""
+    (x,) = args
+    fired = e.op("Greater", x.name, e.scalar(0, x.dtype))
+    return _val(n, e.op("Cast", fired, to=ONNX_DTYPE[n.dtype]), b)
+
+
+def _where(e: Emit, n, args, b):
+    c, x, y = args
+    rank = len(n.shape)
+    cond = e.lift(e.cast(c, DType.bool), rank)
+    x, y = (e.lift(e.cast(a, n.dtype), rank) for a in (x, y))
+    return _val(n, e.op("Where", cond, x, y), b)
+
+
+# ---------------------------------------------------------------- reductions and normalisations
+def _axes(x: Val, n: ir.Node) -> list[int]:
+    axes = n.attr("axes")
+    if axes is None:
+        axes = range(len(x.shape))
+    elif isinstance(axes, int):
+        axes = (axes,)
+    return sorted({x.axis(a) for a in axes})
+
+
+def _reduce(op_type: str, accumulate: bool):
+    def rule(e: Emit, n, args, b):
+        x = e.cast(args[0], n.dtype) if accumulate else args[0]
+        axes = _axes(x, n)
+        if not axes:
+            return _val(n, e.op("Identity", x.name), b)
+        keep = int(len(n.shape) == len(x.shape))
+        out = e.op(op_type, x.name, e.i64(axes), keepdims=keep)
+        return _val(n, e.cast(Val(out, x.dtype, n.shape, b), n.dtype).name, b)
+    return rule
+
+
+def _argmax(e: Emit, n, args, b):
+    (x,) = args
+    keep = int(len(n.shape) == len(x.shape))
+    idx = Val(e.op("ArgMax", x.name, axis=x.axis(n.attr("axis", -1)), keepdims=keep), DType.i64, n.shape, b)
+    return _val(n, e.cast(idx, n.dtype).name, b)
+
+
+def _softmax(e: Emit, n, args, b):
+    x = e.cast(args[0], n.dtype)
+    return _val(n, e.op("Softmax", x.name, axis=x.axis(n.attr("axis", -1))), b)
+
+
+def _logsumexp(e: Emit, n, args, b):
+    """m + log(sum(exp(x - m))) with m the max, or 0 where the max is not finite (as the reference)."""
+    x = e.cast(args[0], n.dtype)
+    axes = e.i64([x.axis(n.attr("axis", -1))])
+    m = e.op("ReduceMax", x.name, axes, keepdims=1)
+    finite = e.op("Not", e.op("Or", e.op("IsInf", m), e.op("IsNaN", m)))
+    m = e.op("Where", finite, m, e.scalar(0, n.dtype))
+    s = e.op("ReduceSum", e.op("Exp", e.op("Sub", x.name, m)), axes, keepdims=1)
+    return _val(n, e.op("Squeeze", e.op("Add", e.op("Log", s), m), axes), b)
+
+
+def _layernorm(e: Emit, n, args, b):
+    """(x - mean) / sqrt(var + eps) over the last axis, two-pass like the reference (ORT's fused
+    LayerNormalization computes the variance as E[x^2] - E[x]^2, which loses digits)."""
+    x = e.cast(args[0], n.dtype)
+    last = e.i64([-1])
+    c = e.op("Sub", x.name, e.op("ReduceMean", x.name, last, keepdims=1))
+    var = e.op("ReduceMean", e.op("Mul", c, c), last, keepdims=1)
+    out = e.op("Div", c, e.op("Sqrt", e.op("Add", var, e.scalar(n.attr("eps", 1e-5), n.dtype))))
+    rank = len(n.shape)
+    if len(args) > 1:
+        out = e.op("Mul", out, e.lift(e.cast(args[1], n.dtype), rank))
+    if len(args) > 2:
+        out = e.op("Add", out, e.lift(e.cast(args[2], n.dtype), rank))
+    return _val(n, out, b)
+
+
+# ---------------------------------------------------------------- contraction
+def _einsum(e: Emit, n, args, b):
+    """The per-sample equation, with a fresh batch letter on batched operands and the result."""
+    eq = n.attr("equation").replace(" ", "")
+    lhs, rhs = eq.split("->")
+    letter = next(c for c in string.ascii_letters if c not in eq)
+    terms = [letter + t if a.batched else t for t, a in zip(lhs.split(","), args)]
+    equation = ",".join(terms) + "->" + (letter + rhs if b else rhs)
+    ops = [e.cast(a, n.dtype).name for a in args]
+    return _val(n, e.op("Einsum", *ops, equation=equation), b)
+
+
+# ---------------------------------------------------------------- shape and indexing
+def _reshape_to(e: Emit, x: Val, shape) -> str:
+    if not x.batched:
+        return e.op("Reshape", x.name, e.i64(shape), allowzero=1)
+    if 0 in shape:
+        return e.op("Reshape", x.name, e.op("Concat", e.batch(), e.i64(shape), axis=0), allowzero=1)
+    # 0 copies the input's batch dimension, which keeps "B" symbolic through shape inference.
+    return e.op("Reshape", x.name, e.i64((0, *shape)))
+
+
+def _reshape(e: Emit, n, args, b):
+    return _val(n, _reshape_to(e, args[0], n.shape), b)
+
+
+def _transpose(e: Emit, n, args, b):
+    (x,) = args
+    perm = n.attr("perm")
+    perm = list(perm) if perm is not None else list(reversed(range(len(x.shape))))
+    perm = [0] + [p % len(x.shape) + 1 for p in perm] if x.batched else [p % len(x.shape) for p in perm]
+    return _val(n, e.op("Transpose", x.name, perm=perm), b)
+
+
+def _broadcast(e: Emit, n, args, b):
+    (x,) = args
+    x = e.cast(x, n.dtype)
+    shape = (1, *n.shape) if x.batched else n.shape
+    return _val(n, e.op("Expand", e.lift(x, len(n.shape)), e.i64(shape)), b)
+
+
+def _concat(e: Emit, n, args, b):
+    vals = [e.to_batch(e.cast(a, n.dtype)) if b else e.cast(a, n.dtype) for a in args]
+    axis = n.attr("axis", 0) % len(n.shape) + b
+    return _val(n, e.op("Concat", *(v.name for v in vals), axis=axis), b)
+
+
+def _slice(e: Emit, n, args, b):
+    (x,) = args
+    steps = [1 if s is None else int(s) for s in n.attr("steps") or [1] * len(n.attr("starts"))]
+    starts = [(0 if st > 0 else INT64_MAX) if s is None else int(s) for s, st in zip(n.attr("starts"), steps)]
+    stops = [(INT64_MAX if st > 0 else -INT64_MAX - 1) if s is None else int(s) for s, st in zip(n.attr("stops"), steps)]
+    axes = [x.axis(a) for a in range(len(starts))]
+    return _val(n, e.op("Slice", x.name, e.i64(starts), e.i64(stops), e.i64(axes), e.i64(steps)), b)
+
+
+def _moveaxis(e: Emit, name: str, rank: int, src: int, dst: int) -> str:
+    if src == dst:
+        return name
+    perm = [a for a in range(rank) if a != src]
+    perm.insert(dst, src)
+    return e.op("Transpose", name, perm=perm)
+
+
+def _gather(e: Emit, n, args, b):
+    """numpy ``take(x, idx, axis)`` per sample."""
+    x, idx = args
+    idx = e.cast(idx, DType.i64)
+    axis = n.attr("axis", 0) % len(x.shape)
+    if not idx.batched:
+        return _val(n, e.op("Gather", x.name, idx.name, axis=x.axis(axis)), b)
+    if not x.batched:
+        # take puts idx's dims (batch first) at `axis`; move the batch axis to the front.
+        out = e.op("Gather", x.name, idx.name, axis=axis)
+        return _val(n, _moveaxis(e, out, len(n.shape) + 1, axis, 0), b)
+    # both batched: gather whole sub-arrays per sample with GatherND(batch_dims=1) on axis 1.
+    size = e.scalar(x.shape[axis], DType.i64)
+    pos = e.op("Where", e.op("Less", idx.name, e.scalar(0, DType.i64)), e.op("Add", idx.name, size), idx.name)
+    data = _moveaxis(e, x.name, x.rank, axis + 1, 1)
+    out = e.op("GatherND", data, e.op("Unsqueeze", pos, e.i64([-1])), batch_dims=1)
+    k = len(idx.shape)
+    if axis:  # [B, *idx, *before, *after] -> [B, *before, *idx, *after]
+        perm = [0] + list(range(1 + k, 1 + k + axis)) + list(range(1, 1 + k)) + list(range(1 + k + axis, len(n.shape) + 1))
+        out = e.op("Transpose", out, perm=perm)
+    return _val(n, out, b)
+
+
+def _scatter_add(e: Emit, n, args, b):
+    """``np.add.at(base, (:,)*axis + (idx,), values)`` per sample: the adjoint of GATHER.
+
+    ScatterElements needs one index per update, so idx (flattened to k entries) is broadcast
+    over the other axes of ``values``; updates are applied in row-major order, like add.at.
+    """
+    base, idx, values = args
+    axis = n.attr("axis", 0) % len(base.shape)
+    k = int(np.prod(idx.shape, dtype=np.int64))
+    flat = (*base.shape[:axis], k, *base.shape[axis + 1:])
+    base, values = e.cast(base, n.dtype), e.cast(values, n.dtype)
+    if b:
+        base, values = e.to_batch(base), e.to_batch(values)
+    upd = _reshape_to(e, values, flat)
+    ind = e.op("Reshape", e.cast(idx, DType.i64).name, e.i64((0, k) if idx.batched else (k,)))
+    others = [d + idx.batched for d in range(len(flat)) if d != axis]
+    if others:
+        ind = e.op("Unsqueeze", ind, e.i64(others))
+    if b and not idx.batched:
+        ind = e.op("Unsqueeze", ind, e.i64([0]))
+    ind = e.op("Expand", ind, e.op("Concat", e.batch(), e.i64(flat), axis=0) if b else e.i64(flat))
+    return _val(n, e.op("ScatterElements", base.name, ind, upd, axis=axis + b, reduction="add"), b)
+
+
+# ---------------------------------------------------------------- time structure
+def _item(e: Emit, n, args, b):
+    (loop,) = args
+    return loop.items[n.attr("index")]
+
+
+def _loop(e: Emit, n, args, b):
+    """An ONNX ``Loop``: carried names are loop-carried values, stacked outputs are scan outputs.
+
+    Invariants are read from the enclosing scope (ONNX bodies see outer values).  In a batched
+    loop every carried value is batched.  With ``until``, a per-sample ``done`` flag is carried:
+    a finished sample keeps its carried values and repeats its last stacked output, the loop
+    condition is "some sample still running", and stacked outputs of an early exit are padded
+    to ``count`` with their last value.
+    """
+    body: ir.Graph = n.attr("body")
+    carried, invariant = tuple(n.attr("carried", ())), tuple(n.attr("invariant", ()))
+    stacked, until, count = tuple(n.attr("stacked", ())), n.attr("until"), int(n.attr("count"))
+    inits = [e.to_batch(v) if b else v for v in args[:len(carried)]]
+    if count == 0:  # no iteration: the initial values, and empty stacks
+        empty = [body.nodes[(body.result(s, "output") or body.result(s)).node] for s in stacked]
+        return Tuple_(tuple(inits) + tuple(Val(e.zeros(x.dtype, (0, *x.shape), b), x.dtype, (0, *x.shape), b)
+                                           for x in empty))
+    env = dict(zip(invariant, args[len(carried):]))
+    unbatched = {k for k, v in env.items() if not v.batched} | (set() if b else set(carried))
+    flags = ir.batched(body, unbatched)
+    sub = e.scope.child(f"{e.label}/")
+    fresh = e.builder.fresh
+    it, cond_in = fresh(f"{sub.prefix}iter"), fresh(f"{sub.prefix}cond")
+    ins = [value_info(it, DType.i64, (), False), value_info(cond_in, DType.bool, (), False)]
+    state_in = []
+    for name, v in zip(carried, inits):
+        state_in.append(Val(fresh(f"{sub.prefix}{name}"), v.dtype, v.shape, v.batched))
+        env[name] = state_in[-1]
+    kinds = {r.name: r.kind for r in body.results}
+    stack_res = [body.result(s, "output") or body.result(s) for s in stacked]
+    loop_inits = list(inits)
+    if until is not None:  # extra carried: done flags, then each stacked output's last value
+        done = Val(fresh(f"{sub.prefix}done"), DType.bool, (), b)
+        state_in.append(done)
+        loop_inits.append(Val(e.zeros(DType.bool, (), b), DType.bool, (), b))
+        for r in stack_res:
+            node = body.nodes[r.node]
+            state_in.append(Val(fresh(f"{sub.prefix}last.{r.name}"), node.dtype, node.shape, b))
+            loop_inits.append(Val(e.zeros(node.dtype, node.shape, b), node.dtype, node.shape, b))
+    ins += [value_info(v.name, v.dtype, v.shape, v.batched) for v in state_in]
+    vals = e.lower(sub, body, env, flags)
+    be = Emit(sub, e.label, e.span, e.options, e.lower)
+    nexts = []
+    for name, v in zip(carried, state_in):
+        r = body.result(name, "next")
+        if r is None:
+            raise ir.IRError(f"{n.span}: loop body has no next value for carried {name!r} (results: {kinds})")
+        nv = be.cast(vals[r.node], v.dtype)
+        nexts.append(be.to_batch(nv) if b else nv)
+    outs = [be.to_batch(vals[r.node]) if b else vals[r.node] for r in stack_res]
+    if until is None:
+        cond_out = be.op("Identity", cond_in)
+        extra = []
+    else:
+        done = state_in[len(carried)]
+        frozen = lambda v: be.lift(done, len(v.shape))  # noqa: E731 - done, lifted to v's rank
+        nexts = [Val(be.op("Where", frozen(v), v.name, nv.name), v.dtype, v.shape, v.batched)
+                 for v, nv in zip(state_in, nexts)]
+        lasts = state_in[len(carried) + 1:]
+        outs = [Val(be.op("Where", frozen(last), last.name, o.name), o.dtype, o.shape, o.batched)
+                for last, o in zip(lasts, outs)]
+        u = vals[body.result(until, "value").node]
+        done_next = be.op("Or", done.name, be.cast(u, DType.bool).name)
+        running = be.op("Not", done_next)
+        if b:
+            running = be.op("Cast", be.op("ReduceMax", be.op("Cast", running, to=ONNX_DTYPE[DType.i32]),
+                                          keepdims=0), to=ONNX_DTYPE[DType.bool])
+        cond_out = running
+        extra = [Val(done_next, DType.bool, (), b)] + outs
+    body_outs = [cond_out] + [be.op("Identity", v.name) for v in nexts + extra] + [be.op("Identity", o.name) for o in outs]
+    out_infos = [value_info(body_outs[0], DType.bool, (), False)]
+    for name, v in zip(body_outs[1:], nexts + extra + outs):
+        out_infos.append(value_info(name, v.dtype, v.shape, v.batched))
+    graph = helper.make_graph(sub.nodes, f"{e.label}_body", ins, out_infos)
+    results = e.op("Loop", e.const(np.asarray(count, dtype=np.int64)), e.const(np.asarray(True)),
+                   *(v.name for v in loop_inits), outputs=len(loop_inits) + len(outs), body=graph)
+    results = results if isinstance(results, list) else [results]
+    items = [Val(results[j], v.dtype, v.shape, v.batched) for j, v in enumerate(inits)]
+    for j, o in enumerate(outs):
+        seq = results[len(loop_inits) + j]
+        if until is not None:  # pad an early exit to `count` iterations with the last value
+            last = e.op("Slice", seq, e.i64([-1]), e.i64([INT64_MAX]), e.i64([0]))
+            missing = e.op("Sub", e.i64([count]), e.op("Shape", seq, start=0, end=1))
+            seq = e.op("Concat", seq, e.op("Expand", last, e.op("Concat", missing, e.i64([1] * o.rank), axis=0)), axis=0)
+        if b:  # [count, B, ...] -> [B, count, ...]
+            seq = e.op("Transpose", seq, perm=[1, 0] + list(range(2, o.rank + 1)))
+        items.append(Val(seq, o.dtype, (count, *o.shape), b))
+    return Tuple_(tuple(items))
+
+
+UNARY_ONNX = {Op.NEG: "Neg", Op.ABS: "Abs", Op.EXP: "Exp", Op.LOG: "Log", Op.SQRT: "Sqrt", Op.TANH: "Tanh",
+              Op.SIGMOID: "Sigmoid", Op.RELU: "Relu", Op.SOFTPLUS: "Softplus", Op.SIN: "Sin", Op.COS: "Cos",
+              Op.FLOOR: "Floor", Op.NOT: "Not"}
+BINARY_ONNX = {Op.ADD: "Add", Op.SUB: "Sub", Op.MUL: "Mul", Op.POW: "Pow", Op.MAXIMUM: "Max", Op.MINIMUM: "Min",
+               Op.AND: "And", Op.OR: "Or"}
+COMPARE_ONNX = {Op.LT: "Less", Op.LE: "LessOrEqual", Op.GT: "Greater", Op.GE: "GreaterOrEqual", Op.EQ: "Equal"}
+
+RULES = {
+    Op.CONST: _const,
+    **{op: _binary(t) for op, t in BINARY_ONNX.items()},
+    **{op: _binary(t, compare=True) for op, t in COMPARE_ONNX.items()},
+    Op.NE: _ne,
+    Op.DIV: _div,
+    Op.MOD: _mod,
+    **{op: _unary(t) for op, t in UNARY_ONNX.items()},
+    Op.SILU: _silu,
+    Op.CAST: _cast,
+    Op.SPIKE: _spike,
+    Op.WHERE: _where,
+    Op.SUM: _reduce("ReduceSum", True),
+    Op.MEAN: _reduce("ReduceMean", True),
+    Op.MAX: _reduce("ReduceMax", False),
+    Op.MIN: _reduce("ReduceMin", False),
+    Op.ARGMAX: _argmax,
+    Op.SOFTMAX: _softmax,
+    Op.LOGSUMEXP: _logsumexp,
+    Op.LAYERNORM: _layernorm,
+    Op.EINSUM: _einsum,
+    Op.RESHAPE: _reshape,
+    Op.TRANSPOSE: _transpose,
+    Op.BROADCAST: _broadcast,
+    Op.CONCAT: _concat,
+    Op.SLICE: _slice,
+    Op.GATHER: _gather,
+    Op.SCATTER_ADD: _scatter_add,
+    Op.PROPAGATE: propagate,
+    Op.LOOP: _loop,
+    Op.ITEM: _item,
+}

@@ -381,7 +381,7 @@ class Body:
         for s in stmts:
             try:
                 if isinstance(s, A.Ode):
-                    self.require_state(b, s.var, s.span, "an equation 'd{0}/dt'".format(s.var))
+                    self.require_state(b, s.var, s.span, "'d{0}/dt'".format(s.var))
                     if s.var in odes or s.var in nexts:
                         b.fail(s.span, f"state '{s.var}' already has an equation (line "
                                        f"{(odes.get(s.var) or nexts[s.var]).span.line})")

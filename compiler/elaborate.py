@@ -78,7 +78,7 @@ class Statics:
         if decl.choices is not None:
             options = [b.expr(c).static for c in decl.choices]
             if value.static not in options:
-                b.fail(decl.span, f"hyperparameter '{decl.name}' = {value.static!r} is not one of "
+                b.fail(decl.default.span, f"hyperparameter '{decl.name}' = {value.static!r} is not one of "
                                   f"{', '.join(repr(o) for o in options)}")
         return value
 
@@ -121,7 +121,7 @@ def _check_hyper_type(b: ExprBuilder, decl: A.Hyper, value: Val, kind: str | Non
         "bool": isinstance(v, bool),
     }.get(kind, True)
     if not ok:
-        b.fail(decl.span, f"hyperparameter '{decl.name}' is declared {kind} but its value is {v!r}")
+        b.fail(decl.default.span, f"hyperparameter '{decl.name}' is declared {kind} but its value is {v!r}")
     if decl.type is not None and decl.type.unit is not None:
         from .bodies import unit_of
 
@@ -390,8 +390,8 @@ def check_module(path: str, sources: SourceMap, hyper: dict) -> list[Diagnostic]
         if scope.find(s.target.name) is None:
             elab.diags.error(s.target.span, f"simulate: unknown system '{s.target.name}'")
     for decl in scope.systems():
-        if any(p.default is None for p in decl.params):
-            continue  # a template: checked where it is instantiated
+        if any(p.default is None for p in decl.params) or decl.kind == "synapse":
+            continue  # templates and synapses are checked where they are used
         try:
             system = elab.instantiate(decl, scope, elab.bind_args(decl, scope, None, None), decl.span)
             if decl.kind in ("network", "composite"):
@@ -406,8 +406,12 @@ def check_module(path: str, sources: SourceMap, hyper: dict) -> list[Diagnostic]
 
 
 def _check_test_blocks(elab: Elaborator, scope: Scope) -> None:
+    hypers = {n for n, (d, _) in scope.decls.items() if isinstance(d, A.Hyper)}
     for test in (i for i in scope.module.items if isinstance(i, A.Test)):
         for stmt in test.body:
+            if isinstance(stmt, A.SetStmt) and stmt.name not in hypers and stmt.name not in ("dt", "seed"):
+                hint = f"; it declares {', '.join(sorted(hypers))}" if hypers else "; the file declares none"
+                elab.diags.error(stmt.span, f"test \"{test.name}\": unknown hyperparameter '{stmt.name}'{hint}")
             if isinstance(stmt, A.Run) and stmt.target is not None and scope.find(stmt.target.name) is None:
                 elab.diags.error(stmt.target.span, f"test \"{test.name}\": unknown system '{stmt.target.name}'")
 

@@ -130,6 +130,8 @@ class ExprBuilder:
         if is_unit(e.id):
             scale, dim = unit(e.id)
             return static(scale, dim)
+        if e.id in ("zeros", "ones", "orthogonal"):
+            return FUNCTIONS[e.id](self, A.Call(e.span, e, (), ()))
         if e.id in FUNCTIONS:
             self.fail(e.span, f"'{e.id}' is a function; call it: {e.id}(...)")
         self.fail(e.span, f"unknown name '{e.id}'")
@@ -233,6 +235,8 @@ class ExprBuilder:
             return self.add(Op.AND if op == "and" else Op.OR, [a, b], DType.bool, shape, DIMENSIONLESS, span)
         if op == "@":
             return self.matmul(a, b, span)
+        if op in ("==", "!=") and a.is_static and b.is_static and (isinstance(a.static, str) or isinstance(b.static, str)):
+            return static((a.static == b.static) == (op == "=="))
         for v in (a, b):
             self.require_numeric(v, span, {"+": "add", "-": "subtract", "*": "multiply", "/": "divide",
                                            "^": "raise", "%": "take the remainder of"}.get(op, "compare"))

@@ -9,6 +9,7 @@ unknown imported names are located diagnostics at the ``import`` line.  Each mod
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+import os
 from pathlib import Path
 
 from nspec.dsl import ast as A
@@ -65,7 +66,7 @@ class Loader:
     def load(self, path: str, span: Span | None = None) -> Scope | None:
         from .driver import parse_file
 
-        key = str(Path(path))
+        key = os.path.normpath(str(path))
         if key in self._active:
             cycle = self._active[self._active.index(key):] + [key]
             self.diags.error(span or Span(key, 1, 1), "import cycle: " + " -> ".join(cycle))

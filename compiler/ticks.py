@@ -39,7 +39,8 @@ def wrap_ticks(body: Body, prim: Primitive, stmts) -> Primitive:
         until_name = "until"
         body.g.result(until_name, "value", b.node(cond, untils[0].span))
     if count <= 0:
-        b.fail(span, f"the number of ticks must be positive, got {count}")
+        what, node = ("the number of ticks", ticks[0].count) if ticks else ("the bound of 'until'", untils[0].bound)
+        b.fail(node.span, f"{what} must be positive, got {count}")
     inner = body.g.build()
     carried = tuple(s.name for s in prim.states)
     invariant = tuple(p.name for p in prim.inputs) + tuple(p.name for p in prim.params)

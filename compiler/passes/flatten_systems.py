@@ -174,7 +174,10 @@ def flatten(system, diags: Collector) -> Primitive:
     flat = {b.name: flatten(b.system, diags) for b in system.boxes}
     cycle = instantaneous_cycle(system, flat)
     if cycle is not None:
-        diags.error(system.span, f"instantaneous cycle in {system.name}: " + " -> ".join(cycle),
+        steps = set(zip(cycle, cycle[1:]))
+        in_cycle = [w for w in system.wires if (w.source(), w.target()) in steps]
+        where = min((w.span for w in in_cycle), key=lambda s: (s.line, s.col), default=system.span)
+        diags.error(where, f"instantaneous cycle in {system.name}: " + " -> ".join(cycle),
                     "every loop must pass through state: break it with a delay or a box whose output does not "
                     "read its input in the same step")
         raise Abort

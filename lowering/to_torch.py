@@ -1,0 +1,906 @@
+"""Lowering to PyTorch: an interpreter over the IR with one rule per op, a trainable module, an executor.
+
+A graph is compiled once into a ``Plan``: its live nodes in topological order, each a ``Site`` with
+its rule and the static batched flags of ``ir.batched``.  A rule is called as
+``rule(site, xs, frame)``; ``xs`` are the input tensors and ``frame`` holds the ARG values, the
+constants (module buffers, so they follow ``.to(device)``), the batch size and the run options.
+Batched values carry a leading batch axis, so elementwise operands are aligned per sample, einsum
+gets a batch letter, and axes count from the per-sample shape, exactly as ``runtime/reference.py``.
+
+``to_module(program)`` gives a ``ProgramModule``: parameters registered under their external names
+(``Var.key``, else the path with ``/`` -> ``.``) in nested submodules, frozen ones as buffers; the
+time loop runs in ``forward`` with the state handled functionally, so backpropagation through time,
+optimisers over ``module.parameters()`` and ``torch.compile`` work.  ``TorchExecutor`` runs the
+executor protocol of ``runtime/executor.py`` on CPU or CUDA.
+
+Assumptions (the IR leaves them open): a parameter's ``Var.reparam`` is applied where the step graph
+reads it (its ARG), the stored value being raw (``apply_reparam``); states marked ``plastic`` are
+updated without gradients unless ``plasticity_grad=True``.
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass, replace
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nspec.compiler.ir import INIT_ONLY, DType, Graph, Node, Op, Program, Var, batched, verify_program
+from nspec.lowering import surrogates
+from nspec.lowering.surrogates import SURROGATES
+from nspec.runtime.executor import BackendError, RunRequest, RunResult
+
+TORCH_DTYPES = {DType.f32: torch.float32, DType.f64: torch.float64, DType.i32: torch.int32,
+                DType.i64: torch.int64, DType.bool: torch.bool}
+
+
+# ---------------------------------------------------------------- plans
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """What rules read besides their inputs: ARG values, constants, batch size and run options."""
+
+    args: dict[str, torch.Tensor]
+    consts: dict[str, torch.Tensor]
+    batch: int | None
+    plasticity_grad: bool = False
+    propagate: str = "auto"       # "dense" | "event" | "auto" (event-driven when no gradient is needed)
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    """One node ready to run: its rule, the batched flags of its inputs and of its value."""
+
+    index: int
+    node: Node
+    rule: Callable
+    batched: tuple[bool, ...]
+    out: bool
+    dtype: torch.dtype | None     # None for LOOP, whose value is a tuple
+    extra: Any = None             # per op: a CONST's buffer name, a LOOP's ``Loop``, the batched einsum
+                                  # equation, a SPIKE's surrogate (name, args)
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A graph compiled for repeated runs; ``local`` holds the nodes only plastic updates need."""
+
+    graph: Graph
+    flags: tuple[bool, ...]
+    sites: tuple[Site, ...]
+    local: tuple[Site, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Loop:
+    """A LOOP node's attributes with its compiled body and the body nodes it reads."""
+
+    body: Plan
+    count: int
+    carried: tuple[str, ...]
+    invariant: tuple[str, ...]
+    next_nodes: tuple[int, ...]
+    out_nodes: tuple[int, ...]
+    until_node: int | None
+
+
+def _reachable(graph: Graph, roots) -> set[int]:
+    seen: set[int] = set()
+    todo = list(roots)
+    while todo:
+        i = todo.pop()
+        if i not in seen:
+            seen.add(i)
+            todo.extend(graph.nodes[i].inputs)
+    return seen
+
+
+def _fail(node: Node, index: int, message: str) -> BackendError:
+    return BackendError(f"{node.span}: error: %{index} ({node.op.value}): {message}")
+
+
+def compile_plan(graph: Graph, consts: dict[str, np.ndarray], unbatched=frozenset(), prefix: str = "c",
+                 local_results: frozenset[str] = frozenset(), roots=None) -> Plan:
+    """Compile ``graph`` (the nodes that ``roots``, by default every result, depend on).
+
+    Constants are added to ``consts`` under unique names (the caller makes them buffers).  Nodes
+    that only the ``next`` results named in ``local_results`` need go to ``Plan.local``.
+    """
+    flags = tuple(batched(graph, unbatched))
+    if roots is None:
+        roots = [r.node for r in graph.results]
+    live = _reachable(graph, roots)
+    local_roots = [r.node for r in graph.results if r.kind == "next" and r.name in local_results]
+    other_roots = [r.node for r in graph.results if not (r.kind == "next" and r.name in local_results)]
+    local = _reachable(graph, local_roots) - _reachable(graph, other_roots) if local_roots else set()
+    sites, tail = [], []
+    for i, n in enumerate(graph.nodes):
+        if i not in live:
+            continue
+        if n.op not in RULES:
+            raise _fail(n, i, "the torch backend has no rule for this op (initialisation-only ops run on the host)")
+        extra = None
+        if n.op is Op.CONST:
+            extra = f"{prefix}{i}"
+            consts[extra] = np.asarray(n.attr("value"), dtype=n.dtype.numpy)
+        elif n.op is Op.LOOP:
+            extra = _compile_loop(graph, i, flags, consts, f"{prefix}{i}_")
+        elif n.op is Op.EINSUM:
+            extra = _batched_equation(n.attr("equation"), tuple(flags[j] for j in n.inputs))
+        elif n.op is Op.SPIKE:
+            try:
+                extra = surrogates.resolve(n.attr("surrogate"), n.attr("surrogate_args"))
+            except (KeyError, ValueError) as exc:
+                raise _fail(n, i, str(exc).strip("'\"")) from None
+        dtype = None if n.op is Op.LOOP else TORCH_DTYPES[n.dtype]
+        site = Site(i, n, RULES[n.op], tuple(flags[j] for j in n.inputs), flags[i], dtype, extra)
+        (tail if i in local else sites).append(site)
+    return Plan(graph, flags, tuple(sites), tuple(tail))
+
+
+def _compile_loop(graph: Graph, i: int, flags, consts, prefix: str) -> Loop:
+    n = graph.nodes[i]
+    body = n.attr("body")
+    carried, invariant = tuple(n.attr("carried", ())), tuple(n.attr("invariant", ()))
+    stacked, until = tuple(n.attr("stacked", ())), n.attr("until")
+    in_flags = [flags[j] for j in n.inputs]
+    # In a batched loop every carried value is batched (its ITEMs are); invariants keep their own flag.
+    unbatched = {name for name, b in zip(invariant, in_flags[len(carried):]) if not b}
+    if not flags[i]:
+        unbatched |= set(carried)
+
+    def node_of(name, kind):
+        r = body.result(name, kind)
+        if r is None:
+            raise _fail(n, i, f"the LOOP body has no {kind} result {name!r}")
+        return r.node
+
+    next_nodes = tuple(node_of(c, "next") for c in carried)
+    out_nodes = tuple(node_of(s, "output") for s in stacked)
+    until_node = node_of(until, "value") if until else None
+    plan = compile_plan(body, consts, frozenset(unbatched), prefix,
+                        roots=next_nodes + out_nodes + ((until_node,) if until_node is not None else ()))
+    return Loop(plan, int(n.attr("count")), carried, invariant, next_nodes, out_nodes, until_node)
+
+
+def execute(plan: Plan, frame: Frame) -> list:
+    """Every live node's value (None elsewhere); plastic-only nodes run without gradients."""
+    vals: list = [None] * len(plan.flags)
+    _run_sites(plan.sites, vals, frame)
+    if plan.local:
+        with torch.set_grad_enabled(frame.plasticity_grad and torch.is_grad_enabled()):
+            _run_sites(plan.local, vals, frame)
+    return vals
+
+
+def _run_sites(sites, vals, frame):
+    for s in sites:
+        v = s.rule(s, [vals[j] for j in s.node.inputs], frame)
+        if s.dtype is not None and v.dtype != s.dtype:
+            v = v.to(s.dtype)
+        vals[s.index] = v
+
+
+# ---------------------------------------------------------------- batching helpers
+def _align(xs, bs, rank: int, dtype: torch.dtype | None = None) -> list:
+    """Give batched values size-1 axes after the batch axis up to ``rank`` per-sample axes, so
+    right-aligned broadcasting pairs per-sample axes; cast to ``dtype`` when given."""
+    out = []
+    for x, b in zip(xs, bs):
+        if dtype is not None and x.dtype != dtype:
+            x = x.to(dtype)
+        missing = rank - (x.dim() - b)
+        if b and missing > 0:
+            x = x.reshape(x.shape[:1] + (1,) * missing + x.shape[1:])
+        out.append(x)
+    return out
+
+
+def _axis(axis: int, rank: int, b: bool) -> int:
+    """A per-sample axis (possibly negative) as an axis of the stored tensor."""
+    return (axis % rank if rank else 0) + int(b)
+
+
+def _batch_of(xs, bs) -> int:
+    return next(x.shape[0] for x, b in zip(xs, bs) if b)
+
+
+def _with_batch(x, b: bool, batch: int):
+    """A value as [B, ...]: batched as is, unbatched broadcast (a view) over the batch."""
+    return x if b else x.expand((batch,) + tuple(x.shape))
+
+
+# ---------------------------------------------------------------- rules: leaves and elementwise
+def _const(s, xs, frame):
+    return frame.consts[s.extra]
+
+
+def _arg(s, xs, frame):
+    return frame.args[s.node.attr("name")]
+
+
+def _arith(fn) -> Callable:
+    """A binary op computed in the node's dtype (inputs are cast to it, as the reference does)."""
+
+    def rule(s, xs, frame):
+        a, b = _align(xs, s.batched, len(s.node.shape), s.dtype)
+        return fn(a, b)
+
+    return rule
+
+
+def _compare(fn) -> Callable:
+    """A binary op on the operands' own dtypes (comparisons and logic give bool)."""
+
+    def rule(s, xs, frame):
+        a, b = _align(xs, s.batched, len(s.node.shape))
+        return fn(a, b)
+
+    return rule
+
+
+def _unary(fn) -> Callable:
+    return lambda s, xs, frame: fn(xs[0])
+
+
+def _where(s, xs, frame):
+    c, a, b = _align(xs, s.batched, len(s.node.shape))
+    return torch.where(c.bool(), a.to(s.dtype), b.to(s.dtype))
+
+
+def _cast(s, xs, frame):
+    return xs[0].to(s.dtype)
+
+
+def _spike(s, xs, frame):
+    name, args = s.extra
+    return surrogates.spike(xs[0].to(s.dtype), name, args)
+
+
+# ---------------------------------------------------------------- rules: reductions, normalisation
+def _reduce(fn) -> Callable:
+    def rule(s, xs, frame):
+        x, b = xs[0], s.batched[0]
+        rank = x.dim() - b
+        dims = tuple(_axis(a, rank, b) for a in s.node.attr("axes"))
+        if not dims:
+            return x
+        if fn is torch.mean and not x.dtype.is_floating_point:
+            x = x.to(s.dtype)
+        return fn(x, dim=dims, keepdim=bool(s.node.attr("keepdims", False)))
+
+    return rule
+
+
+def _along(fn) -> Callable:
+    """An op over one per-sample axis (``attrs.axis``)."""
+
+    def rule(s, xs, frame):
+        x, b = xs[0], s.batched[0]
+        return fn(x, _axis(s.node.attr("axis"), x.dim() - b, b))
+
+    return rule
+
+
+def _layernorm(s, xs, frame):
+    x, *affine = _align(xs, s.batched, len(s.node.shape), s.dtype)
+    eps = float(s.node.attr("eps"))
+    if not any(s.batched[1:]):
+        return F.layer_norm(x, x.shape[-1:], *affine, eps=eps)
+    y = F.layer_norm(x, x.shape[-1:], eps=eps)
+    if affine:
+        y = y * affine[0]
+    if len(affine) > 1:
+        y = y + affine[1]
+    return y
+
+
+# ---------------------------------------------------------------- rules: contractions, shapes, indexing
+def _batched_equation(equation: str, bs: tuple[bool, ...]) -> str:
+    """The einsum equation of a node with a batch letter on its batched operands and its output."""
+    equation = equation.replace(" ", "")
+    if not any(bs):
+        return equation
+    lhs, out = equation.split("->")
+    letter = next(c for c in string.ascii_letters if c not in equation)
+    lhs = ",".join(letter + term if b else term for term, b in zip(lhs.split(","), bs))
+    return f"{lhs}->{letter}{out}"
+
+
+def _einsum(s, xs, frame):
+    xs = [x.to(s.dtype) for x in xs]
+    return torch.einsum(s.extra, *xs)
+
+
+def _reshape(s, xs, frame):
+    x = xs[0]
+    return x.reshape(x.shape[:1] + s.node.shape if s.batched[0] else s.node.shape)
+
+
+def _broadcast(s, xs, frame):
+    (x,) = _align(xs, s.batched, len(s.node.shape))
+    return x.expand(x.shape[:1] + s.node.shape if s.batched[0] else s.node.shape)
+
+
+def _transpose(s, xs, frame):
+    perm = tuple(s.node.attr("perm"))
+    if s.batched[0]:
+        perm = (0,) + tuple(p + 1 for p in perm)
+    return xs[0].permute(perm)
+
+
+def _concat(s, xs, frame):
+    rank = len(s.node.shape)
+    if s.out:
+        batch = _batch_of(xs, s.batched)
+        xs = [_with_batch(x, b, batch) for x, b in zip(xs, s.batched)]
+    return torch.cat([x.to(s.dtype) for x in xs], dim=_axis(s.node.attr("axis"), rank, s.out))
+
+
+def _slice(s, xs, frame):
+    n = s.node
+    index = tuple(slice(a, b, c) for a, b, c in zip(n.attr("starts"), n.attr("stops"), n.attr("steps")))
+    return xs[0][(slice(None),) * s.batched[0] + index]
+
+
+def _index(idx: torch.Tensor, size: int) -> torch.Tensor:
+    """Indices as int64, negative ones counted from the end (as ``np.take`` does)."""
+    idx = idx.long()
+    return torch.where(idx < 0, idx + size, idx)
+
+
+def _gather(s, xs, frame):
+    x, idx = xs
+    bx, bi = s.batched
+    axis = _axis(s.node.attr("axis"), x.dim() - bx, False)
+    idx = _index(idx, x.shape[axis + bx])
+    if not bi:
+        out = torch.index_select(x, axis + bx, idx.reshape(-1))
+        return out.reshape(x.shape[:axis + bx] + idx.shape + x.shape[axis + bx + 1:])
+    # Batched indices: per-sample take through torch.gather on x viewed as [B, pre, n, post].
+    batch = idx.shape[0]
+    xb = _with_batch(x, bx, batch)
+    pre, size, post = xb.shape[1:axis + 1], xb.shape[axis + 1], xb.shape[axis + 2:]
+    p, q, k = pre.numel(), post.numel(), idx[0].numel()
+    taken = torch.gather(xb.reshape(batch, p, size, q), 2, idx.reshape(batch, 1, k, 1).expand(batch, p, k, q))
+    return taken.reshape((batch,) + pre + idx.shape[1:] + post)
+
+
+def _scatter_add(s, xs, frame):
+    base, idx, values = xs
+    bb, bi, bv = s.batched
+    axis = _axis(s.node.attr("axis"), len(s.node.shape), False)
+    size = s.node.shape[axis]
+    idx = _index(idx, size)
+    values = values.to(s.dtype)
+    base = base.to(s.dtype)
+    if not s.out:
+        flat = values.reshape(base.shape[:axis] + (-1,) + base.shape[axis + 1:])
+        return base.index_add(axis, idx.reshape(-1), flat)
+    # One path for every batched pattern: [B, pre, n, post] with the indices expanded over pre and post.
+    batch = _batch_of(xs, s.batched)
+    pre, post = s.node.shape[:axis], s.node.shape[axis + 1:]
+    p, q = int(np.prod(pre)), int(np.prod(post))
+    out = _with_batch(base, bb, batch).reshape(batch, p, size, q)
+    idx = _with_batch(idx, bi, batch).reshape(batch, 1, -1, 1)
+    k = idx.shape[2]
+    vals = _with_batch(values, bv, batch).reshape(batch, p, k, q)
+    return out.scatter_add(2, idx.expand(batch, p, k, q), vals).reshape((batch,) + s.node.shape)
+
+
+def _propagate(s, xs, frame):
+    spikes, indptr, indices, weights = xs
+    bs, bp, bi, bw = s.batched
+    if bp or bi:
+        raise BackendError(f"{s.node.span}: error: PROPAGATE needs unbatched connectivity (indptr and indices)")
+    n_post = int(s.node.attr("n_post"))
+    spikes, weights, indices = spikes.to(s.dtype), weights.to(s.dtype), indices.long()
+    needs_grad = torch.is_grad_enabled() and (spikes.requires_grad or weights.requires_grad)
+    mode = frame.propagate
+    if mode == "auto":
+        mode = "dense" if needs_grad or torch.compiler.is_compiling() else "event"
+    if mode == "event":
+        return _propagate_events(spikes, indptr.long(), indices, weights, n_post, s.out, bs, bw)
+    # Dense: every synapse contributes spikes[pre] * w; index_add sums in CSR order, which keeps
+    # the reference's summation order (a non-spiking row adds zeros) and is differentiable.
+    counts = indptr[1:] - indptr[:-1]
+    rows = torch.repeat_interleave(torch.arange(counts.shape[0], device=counts.device), counts,
+                                   output_size=indices.shape[0])
+    contrib = spikes[..., rows] * weights
+    lead = contrib.shape[:-1]
+    return torch.zeros(lead + (n_post,), dtype=s.dtype, device=contrib.device).index_add(len(lead), indices, contrib)
+
+
+def _propagate_events(spikes, indptr, indices, weights, n_post, out_batched, bs, bw):
+    """Event-driven PROPAGATE: only the rows of neurons that spiked are read (no gradient)."""
+    batch = (spikes if bs else weights).shape[0] if out_batched else 1
+    s = _with_batch(spikes, bs, batch) if out_batched else spikes[None]
+    b, i = s.nonzero(as_tuple=True)
+    starts = indptr[i]
+    counts = indptr[i + 1] - starts
+    event = torch.repeat_interleave(counts)                    # the event each synapse belongs to
+    first = torch.cumsum(counts, 0) - counts                    # where each event's synapses start
+    k = torch.arange(event.shape[0], device=spikes.device) - first[event] + starts[event]
+    trial = b[event]
+    wk = weights[trial, k] if bw else weights[k]
+    values = wk * s[b, i][event]
+    out = torch.zeros(batch * n_post, dtype=values.dtype, device=values.device)
+    out = out.index_add(0, trial * n_post + indices[k], values).reshape(batch, n_post)
+    return out if out_batched else out[0]
+
+
+# ---------------------------------------------------------------- rules: time structure
+def _loop(s, xs, frame):
+    loop: Loop = s.extra
+    n = len(loop.carried)
+    batch = _batch_of(xs, s.batched) if s.out else None
+    flags = loop.body.flags
+
+    def lift(v, b):
+        # In a batched loop every carried and stacked value is batched (ITEMs are batched).
+        return _with_batch(v, b, batch) if s.out else v
+
+    carry = [lift(x, b) for x, b in zip(xs[:n], s.batched[:n])]
+    invariant = dict(zip(loop.invariant, xs[n:]))
+    done = None  # per sample (a scalar in an unbatched loop): has the `until` condition held yet?
+    frames: list[list] = []
+    for _ in range(loop.count):
+        args = dict(invariant)
+        args.update(zip(loop.carried, carry))
+        vals = execute(loop.body, replace(frame, args=args, batch=batch))
+        new = [lift(vals[k], flags[k]) for k in loop.next_nodes]
+        outs = [lift(vals[k], flags[k]) for k in loop.out_nodes]
+        if loop.until_node is not None:
+            if done is not None:
+                # Samples already done keep their carried values and repeat their last outputs.
+                new = [torch.where(_frozen(done, c), c, v) for c, v in zip(carry, new)]
+                outs = [torch.where(_frozen(done, p), p, o) for p, o in zip(frames[-1], outs)]
+            cond = lift(vals[loop.until_node], flags[loop.until_node]).bool()
+            done = cond if done is None else done | cond
+        carry = new
+        frames.append(outs)
+        if done is not None and bool(done.all()):
+            break
+    frames += [frames[-1]] * (loop.count - len(frames)) if frames else []
+    stacked = []
+    for j, k in enumerate(loop.out_nodes):
+        if frames:
+            stacked.append(torch.stack([f[j] for f in frames], dim=1 if s.out else 0))
+        else:
+            node = loop.body.graph.nodes[k]
+            shape = ((batch,) if s.out else ()) + (0,) + node.shape
+            stacked.append(torch.zeros(shape, dtype=TORCH_DTYPES[node.dtype], device=_device_of(xs, frame)))
+    return tuple(carry) + tuple(stacked)
+
+
+def _device_of(xs, frame) -> torch.device:
+    return next(iter(list(xs) + list(frame.consts.values())), torch.zeros(())).device
+
+
+def _frozen(done, v):
+    """``done`` shaped to broadcast against a [B, ...] value."""
+    return done.reshape(done.shape + (1,) * (v.dim() - done.dim()))
+
+
+def _item(s, xs, frame):
+    return xs[0][s.node.attr("index")]
+
+
+RULES: dict[Op, Callable] = {
+    Op.CONST: _const,
+    Op.ARG: _arg,
+    Op.ADD: _arith(torch.add),
+    Op.SUB: _arith(torch.sub),
+    Op.MUL: _arith(torch.mul),
+    Op.DIV: _arith(torch.true_divide),
+    Op.POW: _arith(torch.pow),
+    Op.MOD: _arith(torch.remainder),
+    Op.MAXIMUM: _arith(torch.maximum),
+    Op.MINIMUM: _arith(torch.minimum),
+    Op.NEG: _unary(torch.neg),
+    Op.ABS: _unary(torch.abs),
+    Op.EXP: _unary(torch.exp),
+    Op.LOG: _unary(torch.log),
+    Op.SQRT: _unary(torch.sqrt),
+    Op.TANH: _unary(torch.tanh),
+    Op.SIGMOID: _unary(torch.sigmoid),
+    Op.RELU: _unary(torch.relu),
+    Op.SILU: _unary(F.silu),
+    Op.SOFTPLUS: _unary(F.softplus),
+    Op.SIN: _unary(torch.sin),
+    Op.COS: _unary(torch.cos),
+    Op.FLOOR: _unary(torch.floor),
+    Op.LT: _compare(torch.lt),
+    Op.LE: _compare(torch.le),
+    Op.GT: _compare(torch.gt),
+    Op.GE: _compare(torch.ge),
+    Op.EQ: _compare(torch.eq),
+    Op.NE: _compare(torch.ne),
+    Op.AND: _compare(torch.logical_and),
+    Op.OR: _compare(torch.logical_or),
+    Op.NOT: _unary(torch.logical_not),
+    Op.WHERE: _where,
+    Op.CAST: _cast,
+    Op.SPIKE: _spike,
+    Op.SUM: _reduce(torch.sum),
+    Op.MEAN: _reduce(torch.mean),
+    Op.MAX: _reduce(torch.amax),
+    Op.MIN: _reduce(torch.amin),
+    Op.ARGMAX: _along(lambda x, ax: torch.argmax(x, dim=ax)),
+    Op.SOFTMAX: _along(lambda x, ax: torch.softmax(x, dim=ax)),
+    Op.LOGSUMEXP: _along(lambda x, ax: torch.logsumexp(x, dim=ax)),
+    Op.LAYERNORM: _layernorm,
+    Op.EINSUM: _einsum,
+    Op.RESHAPE: _reshape,
+    Op.TRANSPOSE: _transpose,
+    Op.BROADCAST: _broadcast,
+    Op.CONCAT: _concat,
+    Op.SLICE: _slice,
+    Op.GATHER: _gather,
+    Op.SCATTER_ADD: _scatter_add,
+    Op.PROPAGATE: _propagate,
+    Op.LOOP: _loop,
+    Op.ITEM: _item,
+}
+
+
+def evaluate(graph: Graph, env: dict[str, Any], batch: int | None = None) -> dict[tuple[str, str], torch.Tensor]:
+    """Evaluate ``graph`` once with torch: ``{(name, kind): tensor}`` for every result.
+
+    The counterpart of ``reference.evaluate``: without ``batch`` nothing is batched; with it,
+    states and inputs in ``env`` carry a leading batch axis and parameters do not.
+    """
+    args = graph.args()
+    unbatched = frozenset(args) if batch is None else frozenset()
+    consts: dict[str, np.ndarray] = {}
+    plan = compile_plan(graph, consts, unbatched)
+    frame = Frame({k: torch.as_tensor(v) for k, v in env.items()},
+                  {k: torch.from_numpy(np.array(v)) for k, v in consts.items()}, batch)
+    vals = execute(plan, frame)
+    return {(r.name, r.kind): vals[r.node] for r in graph.results}
+
+
+# ---------------------------------------------------------------- parameters
+def apply_reparam(var: Var, raw: torch.Tensor) -> torch.Tensor:
+    """The value a parameter's reader sees: ``Var.reparam`` applied to the stored (raw) tensor."""
+    if not var.reparam:
+        return raw
+    kind, *rest = var.reparam
+    if kind == "positive" and rest[0] in ("relu", "softplus"):
+        return torch.relu(raw) if rest[0] == "relu" else F.softplus(raw)
+    if kind == "bounded" and len(rest) == 3 and rest[2] == "sigmoid":
+        lo, hi = float(rest[0]), float(rest[1])
+        return lo + (hi - lo) * torch.sigmoid(raw)
+    if kind == "clamp" and len(rest) == 2:
+        return torch.clamp(raw, float(rest[0]), float(rest[1]))
+    raise BackendError(f"{var.span}: error: parameter {var.name!r} has an unknown reparameterisation {var.reparam!r}")
+
+
+def external_name(var: Var) -> str:
+    """The state_dict key of a parameter: its ``key``, else its path with ``/`` -> ``.``."""
+    return var.key or var.name.replace("/", ".")
+
+
+def _register(root: nn.Module, var: Var, value: torch.Tensor) -> tuple[nn.Module, str]:
+    """Register ``value`` under ``external_name(var)`` with submodules for the dotted prefix."""
+    key = external_name(var)
+    *path, leaf = key.split(".")
+    if not all(path) or not leaf:
+        raise BackendError(f"{var.span}: error: parameter {var.name!r} has an invalid weight name {key!r}")
+    module = root
+    for part in path:
+        child = module._modules.get(part)
+        if child is None:
+            if hasattr(module, part):
+                raise BackendError(f"{var.span}: error: weight name {key!r} of {var.name!r} clashes with "
+                                   f"another weight or a torch.nn.Module attribute ({part!r}); give it a `key`")
+            child = nn.Module()
+            module.add_module(part, child)
+        module = child
+    if hasattr(module, leaf):
+        raise BackendError(f"{var.span}: error: weight name {key!r} of {var.name!r} is used twice or clashes "
+                           "with a torch.nn.Module attribute; give it a distinct `key`")
+    if var.learnable and var.dtype.is_float:
+        module.register_parameter(leaf, nn.Parameter(value))
+    else:
+        module.register_buffer(leaf, value)  # frozen weights and index tensors: saved, never trained
+    return module, leaf
+
+
+# ---------------------------------------------------------------- the module
+@dataclass(frozen=True, slots=True)
+class _Lowered:
+    """What a ProgramModule keeps besides tensors (a plain object, so nn.Module leaves it alone)."""
+
+    program: Program
+    step: Plan
+    weights: tuple[tuple[Var, nn.Module, str], ...]
+    init_plans: dict[str, tuple[Plan, int]]   # states with a RANDOM-free initial value, run in torch
+    init_cache: dict[int, dict[str, np.ndarray]]
+    next_nodes: dict[str, int]
+    output_nodes: dict[str, int]
+    plastic: frozenset[str]
+    seed: int
+    options: dict[str, Any]
+
+
+class ProgramModule(nn.Module):
+    """A compiled nspec program as a torch module (build it with ``to_module``).
+
+    ``forward(steps=None, state=None, return_state=None, batch=None, **inputs)`` takes every input as
+    [B, T, *shape] and returns ``{output: [B, T, *shape]}`` (plus ``"state/<path>"``: the final
+    state, when ``return_state``).  The initial state is ``initial_state(B)`` unless ``state`` gives
+    some or all of it as [B, *shape].
+    """
+
+    def __init__(self, program: Program, params: dict[str, Any], *, seed: int | None = None,
+                 plasticity_grad: bool = False, return_state: bool = False, propagate: str = "auto"):
+        super().__init__()
+        verify_program(program)
+        step = program.step
+        derivs = [r.name for r in step.results if r.kind == "deriv"]
+        if derivs:
+            raise BackendError(f"the torch backend needs a discretised program, but {', '.join(derivs)} "
+                               "still have derivatives (run the discretisation pass first)")
+        init_only = [f"%{i} ({n.op.value})" for i, n in enumerate(step.nodes) if n.op in INIT_ONLY]
+        if init_only:
+            raise BackendError(f"the step graph holds initialisation-only nodes: {', '.join(init_only)}")
+        if propagate not in ("auto", "dense", "event"):
+            raise BackendError(f"propagate must be 'auto', 'dense' or 'event', not {propagate!r}")
+        missing = [v.name for v in program.params if v.name not in params]
+        if missing:
+            raise BackendError(f"no value given for parameters {', '.join(missing)}")
+        weights = []
+        for v in program.params:
+            value = torch.as_tensor(np.array(np.broadcast_to(params[v.name], v.shape), dtype=v.dtype.numpy))
+            weights.append((v, *_register(self, v, value)))
+        for v in program.params:
+            apply_reparam(v, torch.zeros(()))  # an unknown reparameterisation fails now, not mid-training
+
+        consts: dict[str, np.ndarray] = {}
+        plastic = frozenset(s.name for s in program.states if s.plastic)
+        step_plan = compile_plan(step, consts, local_results=plastic)
+        next_nodes = {s.name: step.result(s.name, "next").node for s in program.states}
+        output_nodes = {o.name: step.result(o.name, "output").node for o in program.outputs}
+        init_plans = self._init_plans(program, consts)
+        holder = nn.Module()
+        for name, value in consts.items():
+            holder.register_buffer(name, torch.from_numpy(np.array(value)), persistent=False)
+        self._nspec_consts = holder
+        self._nspec = _Lowered(program, step_plan, tuple(weights), init_plans, {}, next_nodes, output_nodes,
+                               plastic, program.seed if seed is None else int(seed),
+                               {"plasticity_grad": plasticity_grad, "return_state": return_state,
+                                "propagate": propagate})
+
+    @staticmethod
+    def _init_plans(program: Program, consts) -> dict[str, tuple[Plan, int]]:
+        """Plans for states whose initial value is computed from constants and parameters only.
+
+        Those are evaluated in torch from the current (raw) parameters, so a learned start state
+        gets gradients and follows ``load_state_dict``; states with random draws come from the
+        reference ``initialize`` instead (per trial, with the module's seed).
+        """
+        init = program.init
+        params = {v.name for v in program.params}
+        plans = {}
+        for v in program.states:
+            r = init.result(v.name, "value")
+            if r is None:
+                continue
+            cone = _reachable(init, [r.node])
+            nodes = [init.nodes[i] for i in cone]
+            if any(n.op not in RULES or (n.op is Op.ARG and n.attr("name") not in params) for n in nodes):
+                continue
+            plan = compile_plan(init, consts, frozenset(init.args()), f"i{len(plans)}_", roots=[r.node])
+            plans[v.name] = (plan, r.node)
+        return plans
+
+    # -- values
+    def weight(self, name: str) -> torch.Tensor:
+        """The stored (raw) tensor of the parameter with path ``name``."""
+        for v, module, leaf in self._nspec.weights:
+            if v.name == name:
+                return getattr(module, leaf)
+        raise KeyError(name)
+
+    def param_values(self) -> dict[str, torch.Tensor]:
+        """Every parameter as its readers see it (reparameterised), by path."""
+        return {v.name: apply_reparam(v, getattr(module, leaf)) for v, module, leaf in self._nspec.weights}
+
+    def _device(self) -> torch.device:
+        for t in self._nspec_consts.buffers():
+            return t.device
+        for _, module, leaf in self._nspec.weights:
+            return getattr(module, leaf).device
+        return torch.device("cpu")
+
+    def _frame(self, args, batch) -> Frame:
+        o = self._nspec.options
+        return Frame(args, dict(self._nspec_consts.named_buffers()), batch, o["plasticity_grad"], o["propagate"])
+
+    def initial_state(self, batch: int) -> dict[str, torch.Tensor]:
+        """Every state's initial value as [batch, *shape]."""
+        low = self._nspec
+        raw = {v.name: getattr(module, leaf) for v, module, leaf in low.weights}
+        out = self._random_initial_state(batch)
+        for v in low.program.states:
+            if v.name in low.init_plans:
+                plan, node = low.init_plans[v.name]
+                value = execute(plan, self._frame(raw, None))[node].to(TORCH_DTYPES[v.dtype])
+                out[v.name] = value.expand(v.shape).expand((batch,) + v.shape)
+        return out
+
+    @torch.compiler.disable
+    def _random_initial_state(self, batch: int) -> dict[str, torch.Tensor]:
+        low = self._nspec
+        wanted = [v for v in low.program.states if v.name not in low.init_plans]
+        if not wanted:
+            return {}
+        if batch not in low.init_cache:
+            from nspec.runtime.reference import initialize  # the host draws every backend's random init
+            low.init_cache[batch] = initialize(low.program, batch, low.seed)[1]
+        device = self._device()
+        return {v.name: torch.as_tensor(low.init_cache[batch][v.name], device=device) for v in wanted}
+
+    # -- running
+    def simulate(self, state: dict[str, torch.Tensor], inputs: dict[str, torch.Tensor], steps: int,
+                 record: tuple[tuple[str, int], ...] = ()):
+        """Run ``steps`` steps from ``state`` ([B, *shape]) with ``inputs`` ([B, T, *shape]).
+
+        Returns ``(outputs, state, records)``: outputs [B, steps, *shape], the final state, and for
+        each ``(name, every)`` the recorded values [steps // every, B, *shape] (a state before its
+        update at that step, a step result that step's value).
+        """
+        low = self._nspec
+        program = low.program
+        batch = next((x.shape[0] for x in list(state.values()) + list(inputs.values())), 1)
+        params = self.param_values()
+        states = {s.name: s for s in program.states}
+        recorded = []
+        for name, every in record:
+            node = None
+            if name not in states:
+                r = program.step.result(name, "output") or program.step.result(name, "value")
+                if r is None:
+                    raise BackendError(f"cannot record {name!r}: it is neither a state nor a step result")
+                node = r.node
+            recorded.append((name, int(every), node))
+        flags = low.step.flags
+        outputs = {name: [] for name in low.output_nodes}
+        records: dict[str, list] = {name: [] for name, _, _ in recorded}
+        for t in range(steps):
+            args = dict(params)
+            args.update(state)
+            for name, x in inputs.items():
+                args[name] = x[:, t]
+            vals = execute(low.step, self._frame(args, batch))
+            for name, every, node in recorded:
+                if t % every == 0 and t // every < steps // every:
+                    v = state[name] if node is None else _batched(vals[node], flags[node], batch)
+                    records[name].append(v)
+            for name, node in low.output_nodes.items():
+                outputs[name].append(_batched(vals[node], flags[node], batch))
+            new = {}
+            for name, node in low.next_nodes.items():
+                v = _batched(vals[node], flags[node], batch)
+                new[name] = v.detach() if name in low.plastic and not low.options["plasticity_grad"] else v
+            state = new
+        out = {name: _stack(vs, 1, (batch, 0) + program.var(name).shape) for name, vs in outputs.items()}
+        recs = {}
+        for name, every, node in recorded:
+            shape = (0,) + (state[name].shape if node is None else (batch,) + program.step.nodes[node].shape)
+            recs[name] = _stack(records[name], 0, shape)
+        return out, state, recs
+
+    def forward(self, steps: int | None = None, state: dict[str, Any] | None = None,
+                return_state: bool | None = None, batch: int | None = None, **inputs):
+        """Run the program over its inputs ([B, T, *shape] each); see the class docstring."""
+        program = self._nspec.program
+        unknown = sorted(set(inputs) - {v.name for v in program.inputs})
+        missing = [v.name for v in program.inputs if v.name not in inputs]
+        if unknown or missing:
+            raise BackendError(f"inputs: unknown {unknown}, missing {missing}")
+        device = self._device()
+        xs = {v.name: torch.as_tensor(inputs[v.name], device=device).to(TORCH_DTYPES[v.dtype]) for v in program.inputs}
+        given = {k: torch.as_tensor(v, device=device) for k, v in (state or {}).items()}
+        leading = [x.shape[0] for x in list(xs.values()) + list(given.values())]
+        if batch is None:
+            batch = leading[0] if leading else 1
+        if any(n != batch for n in leading):
+            raise BackendError(f"inputs and state disagree on the batch size: {sorted(set(leading + [batch]))}")
+        if steps is None:
+            steps = min((x.shape[1] for x in xs.values()), default=program.duration_steps)
+            if steps is None:
+                raise BackendError(f"{program.name} has no inputs: give the number of steps")
+        short = [n for n, x in xs.items() if x.shape[1] < steps]
+        if short:
+            raise BackendError(f"inputs {', '.join(short)} have fewer than {steps} steps")
+        init = self.initial_state(batch) if set(given) != {s.name for s in program.states} else {}
+        start = {s.name: given[s.name].to(TORCH_DTYPES[s.dtype]) if s.name in given else init[s.name]
+                 for s in program.states}
+        outputs, final, _ = self.simulate(start, xs, int(steps))
+        if self._nspec.options["return_state"] if return_state is None else return_state:
+            outputs.update({f"state/{k}": v for k, v in final.items()})
+        return outputs
+
+
+def _batched(v: torch.Tensor, b: bool, batch: int) -> torch.Tensor:
+    return v if b else v.expand((batch,) + tuple(v.shape))
+
+
+def _stack(vs: list, dim: int, empty_shape) -> torch.Tensor:
+    return torch.stack(vs, dim=dim) if vs else torch.zeros(empty_shape)
+
+
+def to_module(program: Program, params: dict[str, Any] | None = None, *, seed: int | None = None,
+              plasticity_grad: bool = False, return_state: bool = False, propagate: str = "auto") -> ProgramModule:
+    """A trainable torch module for ``program``.
+
+    ``params`` (by path) default to the reference ``initialize`` with ``seed`` (default: the
+    program's), so every backend starts from the same values.  ``plasticity_grad`` lets gradients
+    flow through local plasticity updates; ``propagate`` picks PROPAGATE's algorithm ("auto": event-
+    driven when no gradient is needed, dense otherwise).
+    """
+    if params is None:
+        from nspec.runtime.reference import initialize
+        params = initialize(program, 1, program.seed if seed is None else int(seed))[0]
+    return ProgramModule(program, params, seed=seed, plasticity_grad=plasticity_grad,
+                         return_state=return_state, propagate=propagate)
+
+
+# ---------------------------------------------------------------- the executor
+class TorchExecutor:
+    """The executor protocol on torch: ``device`` "cpu" or "cuda", ``compile=True`` for torch.compile."""
+
+    name = "torch"
+
+    def __init__(self, program: Program, device: str = "cpu", compile: bool = False, propagate: str = "auto",
+                 **options):
+        if str(device).startswith("cuda") and not torch.cuda.is_available():
+            raise BackendError("the torch backend was asked for CUDA, but torch sees no CUDA device")
+        zeros = {v.name: np.zeros(v.shape, v.dtype.numpy) for v in program.params}
+        self.program = program
+        self.module = ProgramModule(program, zeros, propagate=propagate).to(device).eval()
+        self._simulate = torch.compile(self.module.simulate) if compile else self.module.simulate
+        self.options = options
+
+    def run(self, request: RunRequest) -> RunResult:
+        """Run ``request.steps`` steps; see ``runtime/executor.py`` for the array conventions."""
+        p = self.program
+        missing = [v.name for v in p.params if v.name not in request.params]
+        missing += [v.name for v in p.states if v.name not in request.state]
+        missing += [v.name for v in p.inputs if v.name not in request.inputs]
+        if missing:
+            raise BackendError(f"no value given for {', '.join(missing)}")
+        steps = int(request.steps)
+        device = self.module._device()
+        leading = [np.shape(request.state[v.name])[0] for v in p.states]
+        leading += [np.shape(request.inputs[v.name])[0] for v in p.inputs]
+        if leading and any(n != leading[0] for n in leading):
+            raise BackendError(f"state and inputs disagree on the batch size: {sorted(set(leading))}")
+
+        def tensor(value, var):
+            return torch.as_tensor(np.asarray(value, var.dtype.numpy), device=device)
+
+        with torch.no_grad():
+            for v, module, leaf in self.module._nspec.weights:
+                getattr(module, leaf).copy_(tensor(request.params[v.name], v).expand(v.shape))
+            state = {v.name: tensor(request.state[v.name], v) for v in p.states}
+            inputs = {v.name: tensor(request.inputs[v.name], v) for v in p.inputs}
+            short = [n for n, x in inputs.items() if x.shape[1] < steps]
+            if short:
+                raise BackendError(f"inputs {', '.join(short)} have fewer than {steps} steps")
+            outputs, state, records = self._simulate(state, inputs, steps, tuple(request.record))
+        return RunResult({k: _numpy(v) for k, v in state.items()}, {k: _numpy(v) for k, v in outputs.items()},
+                         {k: _numpy(v) for k, v in records.items()})
+
+
+def _numpy(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy().copy()
+
+
+__all__ = ["RULES", "SURROGATES", "Frame", "Site", "Plan", "compile_plan", "execute", "evaluate", "apply_reparam",
+           "external_name", "ProgramModule", "to_module", "TorchExecutor"]

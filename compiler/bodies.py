@@ -677,9 +677,10 @@ class Body:
         overrides: dict[str, Val] = {}
         for n, d in self.decls.items():
             if d.kind in ("in", "state", "param") and d.val is not None and n != "refractory_steps":
-                node = scratch.arg(n, "param", d.val.dtype, d.val.shape)
-                overrides[n] = replace(d.val, node=node)
-                args[n] = (d.val.dtype, d.val.shape)
+                dtype = DType.f64 if d.val.dtype.is_float else d.val.dtype  # probes need the precision
+                node = scratch.arg(n, "param", dtype, d.val.shape)
+                overrides[n] = replace(d.val, node=node, dtype=dtype)
+                args[n] = (dtype, d.val.shape)
         env = Env(self, scratch, overrides=overrides)
         try:
             for name, ode in odes.items():

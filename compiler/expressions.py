@@ -541,7 +541,8 @@ def _unary_dimensionless(name: str):
             b.fail(arg.span, f"{name}() needs a dimensionless argument, got {describe(x.dim)}",
                    "divide by a quantity of the same unit first, e.g. exp(-t / tau)")
         if x.is_static and not isinstance(x.static, list):
-            return static(float(_NP_UNARY[name](np.float64(x.static))))
+            value = _NP_UNARY[name](np.asarray(x.static, dtype=np.float64))
+            return static(value.item() if value.ndim == 0 else value.astype(np.float32))
         x = b.as_float(x, e.span)
         return b.add(_UNARY[name], [x], x.dtype, x.shape, DIMENSIONLESS, e.span)
     return fn
@@ -558,7 +559,8 @@ def _unit_preserving(b: ExprBuilder, e: A.Call) -> Val:
     x = b.expr(arg)
     b.require_numeric(x, e.span, f"apply {name} to")
     if x.is_static and not isinstance(x.static, list):
-        return static({"relu": lambda v: max(v, 0), "abs": abs, "floor": math.floor}[name](x.static), x.dim)
+        value = {"relu": lambda v: np.maximum(v, 0), "abs": np.abs, "floor": np.floor}[name](np.asarray(x.static))
+        return static(value.item() if value.ndim == 0 else value, x.dim)
     op = {"relu": Op.RELU, "abs": Op.ABS, "floor": Op.FLOOR}[name]
     return b.add(op, [x], x.dtype, x.shape, x.dim, e.span)
 

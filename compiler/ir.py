@@ -268,7 +268,9 @@ class GraphBuilder:
         shape = tuple(int(s) for s in shape)
         attrs = tuple(attrs)
         key = None
-        if op is not Op.CONST:
+        if op in INIT_ONLY:
+            pass  # every random draw is its own stream position: never merge two of them
+        elif op is not Op.CONST:
             try:
                 key = (op, inputs, dtype, shape, attrs)
                 hash(key)

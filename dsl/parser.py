@@ -8,10 +8,11 @@ or a comma), so long expressions wrap naturally.  Lark errors become located ``D
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from importlib import resources
 
-from lark import Lark, Token
+from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
 from . import ast as A
@@ -54,106 +55,554 @@ class StatementBreaks:
 def _parser() -> Lark:
     grammar = resources.files("nspec.dsl").joinpath("nspec.lark").read_text(encoding="utf-8")
     return Lark(grammar, parser="lalr", lexer="contextual", postlex=StatementBreaks(),
-                propagate_positions=True, maybe_placeholders=True, cache=False)
+                propagate_positions=True, maybe_placeholders=True, cache=True)
 
 
-# Named mistakes: label -> snippets that fail the same way (Lark's match_examples).
+# Named mistakes: label -> snippets that fail the same way.  A snippet names the LALR state where
+# the parser stops and the token it stops on; an error in the same state gets the label (an
+# exact token match wins over a state-only match), whatever the nesting depth around it.  Labels
+# may say {found} (the offending token) and {prev} (the token before it).  Mistakes that depend
+# on brackets, keywords or the text around the error have rules in ``_diagnose`` instead.
 ERROR_EXAMPLES: dict[str, list[str]] = {
-    "a statement must end before the next one starts (add a newline or ';')": [
-        "neuron A { param a = 1 param b = 2 }",
-        "system S { let a = 1 let b = 2 }",
-    ],
-    "a unit or '*' is missing between a number and a name: write '20 ms' or '2 * x'": [],
-    "unbalanced '{': the block is not closed before the end of the file": [
-        "neuron A {",
-        "neuron A { param a = 1",
-        "system S { let a = f(1) \n",
-    ],
-    "expected an expression after '='": [
-        "neuron A { param a = }",
-        "system S { let x = }",
-        "hyper n = \n",
-    ],
-    "a declaration needs a name: 'neuron LIF { ... }'": [
-        "neuron { }",
-        "system { }",
-        "composite { }",
+    "missing '=' before {found}: a value is given as 'param w = 1'": [
+        "neuron A { param a 1 }",
+        "system S { state s 0 }",
+        "system S { let x 1 }",
+        "let x 1",
+        "hyper n 3",
+        "test \"t\" { set n 2 }",
+        "test \"t\" { input I 2 }",
+        "simulate N for 1 s, dt 1 ms",
     ],
     "a differential equation needs a right-hand side: 'dv/dt = ...'": [
         "neuron A { dv/dt }",
+        "neuron A { dv/dt v }",
         "neuron A { dv/dt = }",
     ],
-    "'spike' needs a condition: 'spike when v > v_th'": [
+    "'spike' needs a condition after 'when': 'spike when v > v_th'": [
         "neuron A { spike v > 1 }",
         "neuron A { spike }",
+        "neuron A { spike when }",
     ],
     "a wire connects a source to targets: 'wire a.y -> b.x'": [
         "composite C { wire a.y }",
         "composite C { wire a.y b.x }",
+        "composite C { wire x b.x }",
         "composite C { wire -> b.x }",
+        "composite C { wire a.y -> }",
+        "composite C { wire a.y -> b.x, }",
     ],
-    "a port declaration needs a type: 'in x: f32[n]'": [
+    "a port needs a type: 'in x: f32[n]'": [
         "system S { in x }",
         "system S { out y }",
         "system S { in x: }",
+        "system S { in x f32 }",
     ],
-    "top-level items are declarations (module, import, hyper, let, neuron, system, composite, network, simulate, test)": [
+    "top-level items are declarations (module, import, hyper, let, neuron, synapse, system, "
+    "composite, network, workspace, simulate, test), found {found}": [
         "v = 1",
         "param a = 1",
         "state v = 1",
+        "dv/dt = 1",
+        "box a: B",
+        "1",
+        "neuron A { }\nv = 1",
+        "neuron A { }\nparam a = 1",
+        "neuron A { }\n1",
+    ],
+    "a test needs a name in double quotes: 'test \"fires sparsely\" { ... }'": [
+        "test foo { }",
+        "test { }",
+    ],
+    "'simulate' needs a target and a duration: 'simulate Net for 1 s'": [
+        "simulate for 1 s",
+        "simulate Net",
+        "simulate Net 1 s",
+        "simulate",
+    ],
+    "a population needs a neuron type and a size: 'population P: LIF[100]'": [
+        "network N { population P: LIF }",
+        "network N { population P LIF[4] }",
+        "network N { population P: [4] }",
+        "network N { population P: LIF(a = 1) }",
+    ],
+    "a projection needs '->' between its source and target: 'projection e: A -> B'": [
+        "network N { projection p: A B }",
+        "network N { projection p: A }",
+        "network N { projection p: A[0:2] B }",
+        "network N { projection p A -> B }",
+    ],
+    "unknown connection rule {found}: use all_to_all, one_to_one, p = <probability>, "
+    "fixed_in_degree <k>, fixed_out_degree <k>, indices(<pre>, <post>) or where <condition>": [
+        "network N { projection q: A -> B { connect maybe } }",
+        "network N { projection q: A -> B { connect } }",
+        "network N { projection q: A -> B { connect 0.1 } }",
+    ],
+    "a connection probability is written 'connect p = 0.1'": [
+        "network N { projection q: A -> B { connect p 0.1 } }",
+    ],
+    "a box needs ':' and a system: 'box a: Dense(D = 8)'": [
+        "composite C { box a Dense }",
+        "composite C { box a: }",
+        "composite C { box a }",
+        "composite C { box a: 3 }",
+    ],
+    "'expose' needs 'as' and the outer name: 'expose b.h as hidden'": [
+        "composite C { expose a.y }",
+        "composite C { expose a.y hidden }",
+    ],
+    "'reset' takes a block of statements: 'reset { v = Vr }'": [
+        "neuron A { reset v = 1 }",
+        "neuron A { reset }",
+    ],
+    "'until' needs a bound on the number of ticks: 'until done max 50'": [
+        "system S { until x > 1 }",
+    ],
+    "a slice has at most three parts: 'start:stop:step'": [
+        "system S { let x = a[1:2:3:4] }",
+    ],
+    "a reparameterisation needs 'via' and a function: 'positive via relu', 'bounded(0, 1) via sigmoid'": [
+        "system S { param w = 1 positive }",
+        "system S { param w = 1 bounded(0, 1) }",
+        "system S { param w = 1 positive relu }",
+    ],
+    "'expect_error' needs the expected message in double quotes: 'expect_error \"cannot add\"'": [
+        "test \"t\" { expect_error }",
+        "test \"t\" { expect_error foo }",
+    ],
+    "a message is a string in double quotes: 'assert D > 0, \"D must be positive\"'": [
+        "system S { assert x, hello }",
+        "test \"t\" { expect x, hello }",
+    ],
+    "'one_of' takes a list of choices: 'one_of [\"a\", \"b\"]'": [
+        "hyper n: int = 1 one_of 1, 2",
+        "hyper n: int = 1 one_of",
+    ],
+    "'import' needs the names to bring in: 'from \"lib/neurons.nspec\" import LIF'": [
+        "from \"x.nspec\" import",
+        "from \"x.nspec\" import ,",
+        "from \"x.nspec\" import A,",
+        "from \"x.nspec\" A",
+    ],
+    "an import path is a string in double quotes: 'import \"lib/neurons.nspec\"'": [
+        "import x",
+        "from x import y",
+        "import",
+    ],
+    "a declaration's body is a block in braces: 'neuron LIF { ... }'": [
+        "neuron A param",
+        "system S(D) x",
+        "system S(D) = 1",
+    ],
+    "the '{' of a declaration goes on the line of its name: 'neuron LIF {'": [
+        "neuron A\n{ }",
+        "system S(D)\n{ }",
+    ],
+    "'method' needs an integration method: exact, euler, exp_euler or rk4": [
+        "neuron N { dv/dt = 1 method }",
+        "neuron N { method }",
+        "neuron N { dv/dt = 1 method 1 }",
+    ],
+    "'unless' needs a condition: 'unless refractory'": [
+        "neuron N { dv/dt = 1 unless }",
+    ],
+    "'surrogate' needs a function: 'surrogate fast_sigmoid(25)'": [
+        "neuron N { spike when v > 1 surrogate }",
+        "neuron N { spike when v > 1 surrogate 25 }",
+    ],
+    "'record' needs the variables to record: 'record v, ge of P'": [
+        "network N { record of P }",
+        "network N { record }",
+    ],
+    "'write' needs 'by' and a rule: 'write by softmax'": [
+        "workspace W { write softmax }",
+        "workspace W { write }",
+    ],
+    "a hyperparameter needs a default value: 'hyper n_layer: int = 6'": [
+        "hyper n: int",
+        "hyper n",
+    ],
+    "expected a name after '.'": [
+        "system S { let x = a. }",
+        "system S { let x = a..b }",
+        "system S { let x = a.1 }",
+        "composite C { wire a. -> b.x }",
+    ],
+    "a type is expected after ':': f32[n], i64, bool, spike, or a unit such as mV": [
+        "system S { let x: = 1 }",
+        "system S { param w: = 1 }",
+        "system S { state s: = 1 }",
+        "hyper n: = 1",
+        "system S(D:) { }",
+    ],
+    "a unit power needs an integer exponent: 'm^2', 's^-1'": [
+        "system S { in x: mV^ }",
+        "system S { in x: mV^a }",
+        "system S { in x: mV^- }",
+    ],
+    "a unit is expected after {prev}: 'mV/ms', 'nS*mV'": [
+        "system S { in x: mV/ }",
+        "system S { in x: mV* }",
+        "system S { in x: f32 mV/ }",
+    ],
+    "'merge' needs a rule: sum, max, or, or exclusive": [
+        "system S { in x: f32[2] merge }",
+        "system S { in x: f32[2] merge 1 }",
+    ],
+    "'of' needs a population: 'record v of P[0:10]'": [
+        "network N { record v of }",
+        "network N { record v of 1 }",
+    ],
+    "an assignment needs '=' and a value after {prev}: 'y = h @ W', 'next S = S + 1', 'ge += w'": [
+        "system S { next S }",
+        "system S { y }",
+        "system S { y 1 }",
+        "neuron N { on_pre { ge } }",
+    ],
+    "'ticks' needs a count: 'ticks 5'": [
+        "system S { ticks }",
+    ],
+    "a template parameter needs a name: 'system S(D, N = 4)'": [
+        "system S(D, ) { }",
+        "system S(, D) { }",
+        "system S(1) { }",
     ],
 }
+
+_CLOSER = {"(": ")", "[": "]", "{": "}"}
+_OPENER = {v: k for k, v in _CLOSER.items()}
+_OPENER_TYPES = {"LPAR", "LSQB", "LBRACE"}
+_ASSIGN_OPS = {"=", "+=", "-=", "*=", "/="}
+# Keywords followed by the name they declare or assign; '=' right after one means the name is missing.
+_NAMING_KEYWORDS = {"module", "hyper", "let", "param", "state", "next", "in", "out", "box", "population",
+                    "projection", "input", "set", "system", "neuron", "synapse", "composite", "network",
+                    "workspace"}
+_SPECIAL_WORDS = {"NAME": "a name", "NUMBER": "a number", "STRING": "a string in double quotes",
+                  _SEP: "a newline or ';'", "DERIV": "'dv/dt'", "$END": "the end of the file"}
+_NUMBER = re.compile(r"(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?")  # the grammar's NUMBER
+
+
+@lru_cache(maxsize=1)
+def _terminal_words() -> dict[str, str]:
+    """Terminal name -> its spelling in a message ("LBRACE" -> "'{'", "NAME" -> "a name")."""
+    words = {t.name: f"'{t.pattern.value}'" for t in _parser().terminals if t.pattern.type == "str"}
+    words.update(_SPECIAL_WORDS)
+    return words
+
+
+@lru_cache(maxsize=1)
+def _statement_starts() -> frozenset[str]:
+    """Terminals that begin a statement or a top-level item (keywords such as PARAM, and DERIV)."""
+    starts = set()
+    for rule in _parser().rules:
+        origin = str(rule.origin.name)
+        if origin.endswith(("_stmt", "_decl")) or origin in ("import_all", "import_from", "kind", "port_dir",
+                                                              "event_kind"):
+            if rule.expansion and rule.expansion[0].is_term:
+                starts.add(rule.expansion[0].name)
+    return frozenset(starts)
+
+
+@lru_cache(maxsize=1)
+def _continuations() -> frozenset[str]:
+    """What may follow an operand: operators, including 'in', which also starts an input port."""
+    return _accepted_after("let x = a b")
+
+
+@lru_cache(maxsize=1)
+def _top_level_only() -> frozenset[str]:
+    """Keywords that start a top-level item but no statement inside a block ('network', 'test', ...)."""
+    return _accepted_after("let x = 1\n)") - _accepted_after("system S { )")
+
+
+def _keyword(tok: Token | None) -> str | None:
+    """The keyword a NAME token spells, if it is one that starts a statement ('param', 'reset')."""
+    if tok is None or tok.type != "NAME":
+        return None
+    words = _terminal_words()
+    return str(tok) if any(words.get(t) == f"'{tok}'" for t in _statement_starts()) else None
+
+
+def _accepted_after(prefix: str) -> frozenset[str]:
+    try:
+        _parser().parse(prefix)
+    except UnexpectedToken as exc:
+        return frozenset(_accepted(exc))
+    return frozenset()
+
+
+@lru_cache(maxsize=1)
+def _expression_start() -> frozenset[str]:
+    """The terminals that can begin an operand, wherever one is expected (after '=', '+', '^', ...)."""
+    return _accepted_after("let x =") & _accepted_after("let x = 1 +") & _accepted_after("let x = 1 ^")
+
+
+@lru_cache(maxsize=1)
+def _type_start() -> frozenset[str]:
+    """The terminals that can begin a type annotation (what the parser accepts after 'let x:')."""
+    return _accepted_after("let x:")
+
+
+def _position(exc: UnexpectedToken):
+    return getattr(exc.state, "position", None)
+
+
+def _accepted(exc: UnexpectedToken) -> set[str]:
+    """The terminals the parser state really accepts.
+
+    ``exc.expected`` also lists the post-lexer's always-accepted ``_SEP`` when the contextual
+    lexer raised the error, so the parse table is asked directly.
+    """
+    try:
+        return {t for t in exc.state.parse_conf.states[exc.state.position] if t.isupper()}
+    except (AttributeError, KeyError, TypeError):
+        return set(exc.expected or ())
+
+
+@lru_cache(maxsize=1)
+def _example_table() -> dict[tuple, str]:
+    """(statement keyword, parser state, token type or None) -> label, from ``ERROR_EXAMPLES``."""
+    table: dict[tuple, str] = {}
+    for label, snippets in ERROR_EXAMPLES.items():
+        for snippet in snippets:
+            exc = _first_error(snippet)
+            if isinstance(exc, UnexpectedToken) and exc.token.type == "$END":
+                exc = _first_error(snippet + "\n")  # as in a file, which ends with a newline
+            if isinstance(exc, UnexpectedToken):
+                if _after_operand(_accepted(exc)):
+                    continue  # the state after an operand is shared by every expression: not a named mistake
+                key = (_context(exc), _position(exc))
+                table.setdefault((*key, exc.token.type), label)
+                table.setdefault((*key, None), label)
+                table.setdefault(("*", _position(exc), exc.token.type), label)
+    return table
+
+
+def _context(exc: UnexpectedToken) -> str | None:
+    """The keyword of the statement being parsed ('wire', 'expose', ...), to tell apart statements
+    whose parts share an LALR state."""
+    stack = getattr(exc.state, "value_stack", None) or ()
+    starts = _statement_starts()
+    return next((v.type for v in reversed(stack) if isinstance(v, Token) and v.type in starts), None)
+
+
+def _first_error(text: str) -> UnexpectedInput | None:
+    try:
+        _parser().parse(text)
+    except UnexpectedInput as exc:
+        return exc
+    return None
+
+
+def _after_operand(accepted: set[str]) -> bool:
+    """True in a state that has just read an operand (it accepts a binary operator next)."""
+    return any(_terminal_words().get(t) in ("'*'", "'@'") for t in accepted)
+
+
+def _expected_words(expected) -> str:
+    """What a parser state accepts, in the language's words: "an expression, ')' or ','"."""
+    expected = set(expected)
+    words = []
+    for group, word in ((_type_start(), "a type"), (_expression_start(), "an expression")):
+        if group and group <= expected:
+            expected -= group
+            words.append(word)
+    spelled = _terminal_words()
+    named = sorted(spelled[e] for e in expected if e in spelled and spelled[e][0] != "'")
+    quoted = sorted(spelled[e] for e in expected if e in spelled and spelled[e][0] == "'")
+    tail = [w for w in named if w in ("a newline or ';'", "the end of the file")]
+    words += [w for w in named if w not in tail] + quoted + tail
+    if len(words) > 7:
+        words = words[:6] + ["..."]
+    if not words:
+        return "something else"
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
 
 
 def _token_name(tok: Token) -> str:
     if tok.type == "$END":
         return "the end of the file"
     if tok.type == _SEP:
-        return "the end of the line"
-    return f"'{tok}'"
+        return "';'" if str(tok) == ";" else "the end of the line"
+    text = str(tok) if len(tok) <= 24 else str(tok)[:20] + "..."
+    return f"the string {text}" if tok.type == "STRING" else f"'{text}'"
 
 
-def _expected_words(expected) -> str:
-    names = {
-        "NAME": "a name", "NUMBER": "a number", "STRING": "a string", "_SEP": "a newline or ';'",
-        "LPAR": "'('", "RPAR": "')'", "LSQB": "'['", "RSQB": "']'", "LBRACE": "'{'", "RBRACE": "'}'",
-        "COMMA": "','", "EQUAL": "'='", "COLON": "':'", "DERIV": "'dv/dt'", "$END": "the end of the file",
-    }
-    words = sorted({names.get(e, f"'{e.lower()}'" if e.isupper() and not e.startswith("__") else e) for e in expected})
-    words = [w for w in words if not w.startswith("__")]
-    if len(words) > 6:
-        return ", ".join(words[:6]) + ", ..."
-    return ", ".join(words)
+def _last_leaf(value) -> Token | None:
+    """The last token inside a parse-stack value (a token or a partly reduced tree)."""
+    while isinstance(value, Tree):
+        kids = [c for c in value.children if c is not None]
+        if not kids:
+            return None
+        value = kids[-1]
+    return value if isinstance(value, Token) else None
+
+
+def _end_of(value) -> tuple[int, int] | None:
+    """(line, column) just after a parse-stack value."""
+    if isinstance(value, Token):
+        return (value.end_line, value.end_column) if value.end_line else None
+    meta = getattr(value, "meta", None)
+    if meta is None or getattr(meta, "empty", True):
+        return None
+    return meta.end_line, meta.end_column
+
+
+def _tok_span(path: str, tok: Token) -> Span:
+    end = tok.end_column if tok.end_line == tok.line and tok.end_column and tok.end_column > tok.column else tok.column + 1
+    return Span(path, tok.line, tok.column, tok.line, end)
+
+
+def _end_span(path: str, text: str) -> Span:
+    body = text.rstrip()
+    line = body.count("\n") + 1
+    col = len(body) - (body.rfind("\n") + 1) + 1
+    return Span(path, line, col, line, col + 1)
+
+
+def _bad_character(exc: UnexpectedCharacters, text: str, path: str) -> Diagnostic:
+    pos = exc.pos_in_stream
+    ch = text[pos] if 0 <= pos < len(text) else ""
+    span = Span(path, exc.line or 1, exc.column or 1, exc.line or 1, (exc.column or 1) + 1)
+    if ch == "'":
+        msg = "strings use double quotes: write \"...\", not '...'"
+    elif ch == '"':
+        msg = "unterminated string: a string must end with '\"' on the same line"
+    elif ch in ("&", "|"):
+        msg = f"unexpected character '{ch}': write 'and', 'or' and 'not' for logic"
+    elif ch == "!":
+        msg = "unexpected character '!': write 'not x' for negation and '!=' for inequality"
+    elif ch == "\\":
+        msg = "a '\\' continues a statement only as the last character of a line"
+    elif not ch.isprintable():
+        msg = f"unexpected control character U+{ord(ch):04X}" if ch else "unexpected character"
+    elif ord(ch) > 127:
+        msg = f"unexpected character '{ch}' (U+{ord(ch):04X}): names and operators are ASCII"
+    else:
+        msg = f"unexpected character '{ch}'"
+    return error(span, msg)
+
+
+def _bad_number(tok: Token, text: str, path: str, expected: set[str]) -> Diagnostic | None:
+    """'1.2.3' lexes as '1.2' '.' '3', and '1x' as a number and a unit: say what was meant."""
+    if tok.type not in ("NUMBER", "DOT", "NAME") or tok.start_pos is None:
+        return None
+    line_start = text.rfind("\n", 0, tok.start_pos) + 1
+    start = end = tok.start_pos
+    while start > line_start and (text[start - 1].isalnum() or text[start - 1] in "._"):
+        start -= 1
+    while end < len(text) and (text[end].isalnum() or text[end] in "._"):
+        end += 1
+    word = text[start:end]
+    number = _NUMBER.match(word)
+    if number is None or not word[:1].isdigit() and word[:1] != ".":
+        return None
+    rest = word[number.end():]
+    col = start - line_start + 1
+    span = Span(path, tok.line, col, tok.line, col + len(word))
+    if rest[:1] == "." or rest[:1].isdigit():
+        return error(span, f"malformed number '{word}'")
+    if rest and tok.type == "NUMBER" and "NAME" in expected:
+        return error(span, f"a name cannot start with a digit: '{word}'")
+    return None
 
 
 def _diagnose(exc: UnexpectedInput, text: str, path: str) -> Diagnostic:
-    line = getattr(exc, "line", 0) or 1
-    col = getattr(exc, "column", 0) or 1
-    if isinstance(exc, UnexpectedEOF) or (isinstance(exc, UnexpectedToken) and exc.token.type == "$END"):
-        lines = text.splitlines() or [""]
-        line, col = len(lines), len(lines[-1]) + 1
-    span = Span(path, line, col, line, col + 1)
-    label = None
-    try:
-        label = exc.match_examples(_parser().parse, ERROR_EXAMPLES, use_accepts=True)
-    except Exception:  # match_examples re-parses snippets; a failure there must not hide the error
-        label = None
+    """One located diagnostic for a syntax error, in the language's terms (see ERROR_EXAMPLES)."""
     if isinstance(exc, UnexpectedCharacters):
-        ch = text[exc.pos_in_stream] if 0 <= exc.pos_in_stream < len(text) else "?"
-        msg = f"unexpected character {ch!r}"
-        if ch == "'":
-            msg += "; strings use double quotes"
-        return error(span, label or msg)
-    if isinstance(exc, UnexpectedToken):
-        tok = exc.token
-        if tok.type not in ("$END",):
-            end = (tok.end_column or col + 1) if (tok.end_line or line) == line else col + 1
-            span = Span(path, line, col, line, end)
-        got = _token_name(tok)
-        if label:
-            return error(span, f"{label} (found {got})")
-        return error(span, f"unexpected {got}; expected {_expected_words(exc.expected)}")
-    return error(span, label or "the file ends in the middle of a construct")
+        return _bad_character(exc, text, path)
+    if not isinstance(exc, UnexpectedToken):  # LALR reports the end of the file as a '$END' token
+        return error(_end_span(path, text), "the file ends in the middle of a statement")
+    tok = exc.token
+    at_end = tok.type == "$END"
+    if at_end and not text.endswith("\n"):
+        # Files end with a newline, and so do the snippets of ERROR_EXAMPLES: diagnose that way.
+        again = _first_error(text + "\n")
+        if isinstance(again, UnexpectedToken):
+            return _diagnose(again, text + "\n", path)
+    span = _end_span(path, text) if at_end else _tok_span(path, tok)
+    got = _token_name(tok)
+    expected = _accepted(exc)
+    stack = list(getattr(exc.state, "value_stack", None) or ())
+    prev = _last_leaf(stack[-1]) if stack else None
+    raw_prev = stack[-1] if stack and isinstance(stack[-1], Token) else None
+    openers = [v for v in stack if isinstance(v, Token) and v.type in _OPENER_TYPES]
+    starts = _statement_starts()
+    words = _terminal_words()
+
+    # A keyword written without its separator after a quantity: '1 param b' reads as the unit 'param'.
+    if (prev is not None and prev is raw_prev and _keyword(prev) is not None and len(stack) > 1
+            and isinstance(stack[-2], Token) and stack[-2].type == "NUMBER"):
+        if openers and str(openers[-1]) in "([":
+            inner = openers[-1]
+            return error(_tok_span(path, prev), f"unclosed '{inner}' (opened at {inner.line}:{inner.column}): "
+                                                f"expected '{_CLOSER[str(inner)]}' before '{prev}'")
+        return error(_tok_span(path, prev), f"missing newline or ';' before '{prev}'")
+
+    # Brackets next: they explain most other symptoms.
+    if openers:
+        inner = openers[-1]
+        want = _CLOSER[str(inner)]
+        if at_end:
+            return error(_tok_span(path, inner), f"unclosed '{inner}': no matching '{want}' before the end of the file")
+        closes_nothing = str(tok) in _CLOSER.values() and not any(_CLOSER[str(o)] == str(tok) for o in openers)
+        if tok.type in ("RPAR", "RSQB", "RBRACE") and closes_nothing:
+            return error(span, f"unmatched {got}: no '{_OPENER[str(tok)]}' is open here")
+        top_words = {words.get(t) for t in _top_level_only()}
+        if want == "}" and raw_prev is not None and raw_prev.type == "NAME" and f"'{raw_prev}'" in top_words:
+            return error(_tok_span(path, raw_prev), f"unclosed '{{' (opened at {inner.line}:{inner.column}): "
+                                                    f"expected '}}' before '{raw_prev}'")
+        want_type = next((k for k, v in words.items() if v == f"'{want}'"), None)
+        breaks_out = tok.type in _top_level_only() if want == "}" else (
+            tok.type in ("RPAR", "RSQB", "RBRACE", "LBRACE") or tok.type in starts)
+        if want_type in expected and breaks_out:
+            return error(span, f"unclosed '{inner}' (opened at {inner.line}:{inner.column}): "
+                               f"expected '{want}' before {got}")
+    elif tok.type in ("RPAR", "RSQB", "RBRACE"):
+        what = "no block is open here" if tok.type == "RBRACE" else "no bracket is open here"
+        return error(span, f"unmatched {got}: {what}")
+
+    bad = _bad_number(tok, text, path, expected)
+    if bad is not None:
+        return bad
+
+    # A keyword where a name belongs, or a keyword used as a name.
+    if raw_prev is not None and raw_prev.type in starts and raw_prev.type != "DERIV":
+        naming = str(raw_prev) in _NAMING_KEYWORDS
+        if str(tok) in _ASSIGN_OPS and not naming:
+            return error(_tok_span(path, raw_prev), f"'{raw_prev}' is a keyword and cannot be assigned; "
+                                                    "use another name")
+        if naming and "NAME" in expected and tok.type != "NAME":
+            return error(span, f"missing name after '{raw_prev}'")
+
+    at_statement_start = bool(expected & (starts - _continuations()))
+    if tok.type in starts and not at_statement_start and expected & {_SEP, "RBRACE", "$END"}:
+        return error(span, f"missing newline or ';' before {got}")
+
+    # What is missing belongs right after the last token read, when the line (or file) ended first.
+    end = _end_of(stack[-1]) if stack else None
+    if end is not None and (tok.type in (_SEP, "$END") or tok.line > end[0]):
+        span = Span(path, end[0], end[1], end[0], end[1] + 1)
+
+    table = _example_table()
+    key = (_context(exc), _position(exc))
+    label = table.get((*key, tok.type)) or table.get((*key, None)) or table.get(("*", key[1], tok.type))
+    if label:
+        prev_text = f"'{prev}'" if prev is not None else "the start"
+        return error(span, label.replace("{found}", got).replace("{prev}", prev_text))
+
+    if _expression_start() <= expected:
+        after = f" after '{prev}'" if prev is not None else ""
+        return error(span, f"expected an expression{after}, found {got}")
+    if openers and str(openers[-1]) in "([" and "COMMA" in expected and tok.type in ("NAME", "NUMBER", "STRING"):
+        return error(span, f"missing ',' or an operator before {got}")
+    if _SEP in expected and tok.type in ("NAME", "NUMBER", "STRING", "DERIV"):
+        return error(span, f"expected an operator, a newline or ';' before {got}")
+    if tok.type == _SEP and str(tok) != ";":
+        return error(span, f"the line ends before the statement is complete: expected {_expected_words(expected)}")
+    if at_end:
+        return error(span, f"the file ends before the statement is complete: expected {_expected_words(expected)}")
+    return error(span, f"unexpected {got}; expected {_expected_words(expected)}")
 
 
 def parse(text: str, path: str = "<string>") -> tuple[A.Module | None, list[Diagnostic]]:

@@ -134,7 +134,8 @@ class Scope:
 class Emit:
     """Writes the ONNX nodes that lower one IR node (``label`` such as ``add_12``) into ``scope``."""
 
-    def __init__(self, scope: Scope, label: str, span, options=None, lower=None, static: Scope | None = None):
+    def __init__(self, scope: Scope, label: str, span, options=None, lower=None, static: Scope | None = None,
+                 env: dict | None = None):
         self.scope = scope
         self.builder = scope.builder
         self.label = label
@@ -142,6 +143,7 @@ class Emit:
         self.options = options   # the lowering options (to_onnx.Options)
         self.lower = lower       # the interpreter, for rules that lower a body graph (LOOP)
         self.static_scope = static or scope  # where this graph's unbatched values live (hoisted out of the time loop)
+        self.env = env or {}     # ARG name -> lowered value
         self._k = 0
         self._static: Emit | None = None
 

@@ -35,6 +35,10 @@ def _const(e: Emit, n, args, b):
     return _val(n, e.const(np.asarray(n.attr("value"), dtype=n.dtype.numpy)), False)
 
 
+def _arg(e: Emit, n, args, b):
+    return e.env[n.attr("name")]
+
+
 # ---------------------------------------------------------------- elementwise
 def _binary(op_type: str, compare: bool = False):
     def rule(e: Emit, n, args, b):
@@ -376,6 +380,7 @@ COMPARE_ONNX = {Op.LT: "Less", Op.LE: "LessOrEqual", Op.GT: "Greater", Op.GE: "G
 
 RULES = {
     Op.CONST: _const,
+    Op.ARG: _arg,
     **{op: _binary(t) for op, t in BINARY_ONNX.items()},
     **{op: _binary(t, compare=True) for op, t in COMPARE_ONNX.items()},
     Op.NE: _ne,

@@ -80,13 +80,10 @@ def lower_graph(scope: Scope, graph: ir.Graph, env: dict[str, Val], flags: list[
 
     vals: list = []
     for i, n in enumerate(graph.nodes):
-        if n.op is Op.ARG:
-            vals.append(env[n.attr("name")])
-            continue
         rule = RULES.get(n.op)
         if rule is None:
             raise NspecError([error(n.span, f"the onnxruntime backend cannot lower '{n.op.value}'")])
-        e = Emit(scope if flags[i] else static, f"{n.op.value}_{i}", n.span, options, lower, static)
+        e = Emit(scope if flags[i] else static, f"{n.op.value}_{i}", n.span, options, lower, static, env)
         vals.append(rule(e, n, [vals[j] for j in n.inputs], flags[i]))
     return vals
 
@@ -281,11 +278,12 @@ def run_model(program: ir.Program, steps: int | None = None, record=(), options:
 
 # ---------------------------------------------------------------- files
 def export(program: ir.Program, path, mode: str = "whole-run", steps: int | None = None, external_data: bool = False,
-           force: bool = False, record=(), options: Options = Options()) -> Path:
+           force: bool = False, record=(), params: dict | None = None, options: Options = Options()) -> Path:
     """Write the program's ONNX model to ``path`` (never over an existing file unless ``force``).
 
     ``mode`` is "whole-run" (``run_model``; ``steps=None`` makes the step count an input) or
-    "step" (``step_model``).  With ``external_data`` the initializers go to ``<path>.data``
+    "step" (``step_model``).  ``params`` (name -> array) are stored in the model as constants
+    instead of being inputs.  With ``external_data`` the initializers go to ``<path>.data``
     beside the model (for large weight sets; ONNX protobufs stop at 2 GB).
     """
     path = Path(path)
@@ -296,9 +294,9 @@ def export(program: ir.Program, path, mode: str = "whole-run", steps: int | None
         if target.exists() and not force:
             raise FileExistsError(f"{target} exists; pass force=True to overwrite it")
     if mode == "step":
-        model = step_model(program, record, options)
+        model = step_model(program, record, options, params)
     else:
-        model = run_model(program, steps, record, options)
+        model = run_model(program, steps, record, options, params)
     if external_data:
         if data.exists():
             data.unlink()  # save_model appends to an existing data file

@@ -13,9 +13,10 @@ time loop runs in ``forward`` with the state handled functionally, so backpropag
 optimisers over ``module.parameters()`` and ``torch.compile`` work.  ``TorchExecutor`` runs the
 executor protocol of ``runtime/executor.py`` on CPU or CUDA.
 
-Assumptions (the IR leaves them open): a parameter's ``Var.reparam`` is applied where the step graph
-reads it (its ARG), the stored value being raw (``apply_reparam``); states marked ``plastic`` are
-updated without gradients unless ``plasticity_grad=True``.
+Parameters are stored raw: the elaborator already follows a reparameterised parameter's ARG with the
+reparameterisation's ops (``compiler/bodies.py``), so ``Var.reparam`` is only a description here and
+gradients reach the raw value through those ops.  States marked ``plastic`` are updated without
+gradients unless ``plasticity_grad=True``.
 """
 
 from __future__ import annotations
@@ -564,21 +565,6 @@ def evaluate(graph: Graph, env: dict[str, Any], batch: int | None = None) -> dic
 
 
 # ---------------------------------------------------------------- parameters
-def apply_reparam(var: Var, raw: torch.Tensor) -> torch.Tensor:
-    """The value a parameter's reader sees: ``Var.reparam`` applied to the stored (raw) tensor."""
-    if not var.reparam:
-        return raw
-    kind, *rest = var.reparam
-    if kind == "positive" and rest[0] in ("relu", "softplus"):
-        return torch.relu(raw) if rest[0] == "relu" else F.softplus(raw)
-    if kind == "bounded" and len(rest) == 3 and rest[2] == "sigmoid":
-        lo, hi = float(rest[0]), float(rest[1])
-        return lo + (hi - lo) * torch.sigmoid(raw)
-    if kind == "clamp" and len(rest) == 2:
-        return torch.clamp(raw, float(rest[0]), float(rest[1]))
-    raise BackendError(f"{var.span}: error: parameter {var.name!r} has an unknown reparameterisation {var.reparam!r}")
-
-
 def external_name(var: Var) -> str:
     """The state_dict key of a parameter: its ``key``, else its path with ``/`` -> ``.``."""
     return var.key or var.name.replace("/", ".")
@@ -657,8 +643,6 @@ class ProgramModule(nn.Module):
         for v in program.params:
             value = torch.as_tensor(np.array(np.broadcast_to(params[v.name], v.shape), dtype=v.dtype.numpy))
             weights.append((v, *_register(self, v, value)))
-        for v in program.params:
-            apply_reparam(v, torch.zeros(()))  # an unknown reparameterisation fails now, not mid-training
 
         consts: dict[str, np.ndarray] = {}
         plastic = frozenset(s.name for s in program.states if s.plastic)
@@ -707,8 +691,8 @@ class ProgramModule(nn.Module):
         raise KeyError(name)
 
     def param_values(self) -> dict[str, torch.Tensor]:
-        """Every parameter as its readers see it (reparameterised), by path."""
-        return {v.name: apply_reparam(v, getattr(module, leaf)) for v, module, leaf in self._nspec.weights}
+        """Every parameter's stored (raw) tensor, by path: what the step graph's ARGs read."""
+        return {v.name: getattr(module, leaf) for v, module, leaf in self._nspec.weights}
 
     def _device(self) -> torch.device:
         for t in self._nspec_consts.buffers():
@@ -724,7 +708,7 @@ class ProgramModule(nn.Module):
     def initial_state(self, batch: int) -> dict[str, torch.Tensor]:
         """Every state's initial value as [batch, *shape]."""
         low = self._nspec
-        raw = {v.name: getattr(module, leaf) for v, module, leaf in low.weights}
+        raw = self.param_values()
         out = self._random_initial_state(batch)
         for v in low.program.states:
             if v.name in low.init_plans:
@@ -902,5 +886,4 @@ def _numpy(t: torch.Tensor) -> np.ndarray:
     return t.detach().cpu().numpy().copy()
 
 
-__all__ = ["RULES", "SURROGATES", "Frame", "Site", "Plan", "compile_plan", "execute", "evaluate", "apply_reparam",
-           "external_name", "ProgramModule", "to_module", "TorchExecutor"]
+__all__ = ["RULES", "SURROGATES", "Frame", "Site", "Plan", "compile_plan", "execute", "evaluate", "external_name", "ProgramModule", "to_module", "TorchExecutor"]

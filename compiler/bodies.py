@@ -659,6 +659,8 @@ class Body:
             a = replace(a, dim=a.dim / x.dim)
             dt = static(self.elab.dt, _TIME)
             adt = b.binary("*", a, dt, ode.span)
+            if adt.is_static or adt.weak:
+                adt = replace(adt, dtype=x.dtype, weak=False)  # keep the state's precision in exp()
             decay = b.add(Op.EXP, [adt], adt.dtype, adt.shape, DIMENSIONLESS, ode.span)
             safe_a = _where(b, b.binary("==", a, static(0.0, a.dim), ode.span), static(1.0, a.dim), a, ode.span)
             ratio = b.binary("/", f0, safe_a, ode.span)

@@ -374,7 +374,9 @@ def _example_table() -> dict[tuple, str]:
                 key = (_context(exc), _position(exc))
                 table.setdefault((*key, exc.token.type), label)
                 table.setdefault((*key, None), label)
-                table.setdefault(("*", _position(exc), exc.token.type), label)
+                if any(isinstance(v, Token) and v.type in ("LPAR", "LSQB") for v in exc.state.value_stack):
+                    # inside brackets the mistake is in an expression, whatever the statement around it
+                    table.setdefault(("*", _position(exc), exc.token.type), label)
     return table
 
 

@@ -1,0 +1,130 @@
+"""The embedded API: load, run, step, state, weights, inputs, and their errors."""
+
+import numpy as np
+import pytest
+import torch
+from safetensors.numpy import save_file
+
+import nspec
+from nspec.dsl import NspecError
+from nspec.runtime.model import InputError, WeightsError
+
+SPEC = """
+hyper n: int = 3
+system Leaky(n) {
+  in u: f32[n]
+  out y: f32[n]
+  param a: f32[n] = 0.5 key "leak.weight"
+  param b: f32[n] = 1
+  state x: f32[n] = 0
+  y = b * x
+  next x = a * x + u
+}
+system Main {
+  in u: f32[n]
+  out y: f32[n]
+  param a: f32[n] = 0.5 key "leak.weight"
+  param b: f32[n] = 1
+  state x: f32[n] = 0
+  y = b * x
+  next x = a * x + u
+}
+"""
+
+
+@pytest.fixture
+def path(tmp_path):
+    p = tmp_path / "leaky.nspec"
+    p.write_text(SPEC)
+    return p
+
+
+def reference(a, b, u):
+    x, ys = np.zeros(u.shape[-1]), []
+    for t in range(u.shape[0]):
+        ys.append(b * x)
+        x = a * x + u[t]
+    return np.array(ys)
+
+
+def test_run_matches_a_numpy_loop(path):
+    m = nspec.load(path)
+    u = np.random.default_rng(0).normal(size=(6, 3)).astype(np.float32)
+    np.testing.assert_allclose(m.run(inputs={"u": u})["y"], reference(0.5, 1.0, u), rtol=1e-6)
+
+
+def test_hyperparameters_change_sizes(path):
+    m = nspec.load(path, n=5)
+    assert m.program.var("x").shape == (5,)
+    with pytest.raises(NspecError, match="unknown hyperparameter 'm'"):
+        nspec.load(path, m=5)
+
+
+def test_batch_and_time_axes(path):
+    m = nspec.load(path)
+    u = np.ones((2, 4, 3), np.float32)
+    out = m.run(inputs={"u": u}, batch=2)
+    assert out["y"].shape == (2, 4, 3)
+    timeless = m.run(inputs={"u": np.ones(3, np.float32)}, steps=4)
+    assert timeless["y"].shape == (4, 3)
+    with pytest.raises(InputError, match="input 'u' has shape"):
+        m.run(inputs={"u": np.ones((4, 2))})
+    with pytest.raises(InputError, match="missing input"):
+        m.run()
+    with pytest.raises(InputError, match="unknown input"):
+        m.run(inputs={"u": np.ones(3), "v": np.ones(3)})
+
+
+def test_step_and_state(path):
+    m = nspec.load(path)
+    m.step({"u": np.ones(3, np.float32)})
+    m.step({"u": np.ones(3, np.float32)})
+    np.testing.assert_allclose(m.get_state()["x"], [[1.5, 1.5, 1.5]])
+    m.set_state({"x": np.zeros((1, 3))})
+    assert m.step({"u": np.ones(3, np.float32)})["y"].tolist() == [0, 0, 0]
+    with pytest.raises(KeyError):
+        m.set_state({"nope": np.zeros(3)})
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "npz", "pt", "dict"])
+def test_load_weights_by_declared_keys(path, tmp_path, fmt):
+    m = nspec.load(path)
+    weights = {"leak.weight": np.full(3, 0.25, np.float32), "b": np.full(3, 2.0, np.float32)}
+    source = tmp_path / f"w.{fmt}"
+    if fmt == "safetensors":
+        save_file(weights, str(source))
+    elif fmt == "npz":
+        np.savez(source, **weights)
+    elif fmt == "pt":
+        torch.save({k: torch.as_tensor(v) for k, v in weights.items()}, source)
+    else:
+        source = weights
+    m.load_weights(source)
+    u = np.ones((5, 3), np.float32)
+    np.testing.assert_allclose(m.run(inputs={"u": u})["y"], reference(0.25, 2.0, u), rtol=1e-6)
+
+
+def test_weight_errors_are_specific(path, tmp_path):
+    m = nspec.load(path)
+    with pytest.raises(WeightsError, match="unknown key"):
+        m.load_weights({"leak.weight": np.zeros(3), "b": np.zeros(3), "extra": np.zeros(1)})
+    with pytest.raises(WeightsError, match="missing key"):
+        m.load_weights({"leak.weight": np.zeros(3)})
+    with pytest.raises(WeightsError, match=r"'b' has shape \[4\]"):
+        m.load_weights({"leak.weight": np.zeros(3), "b": np.zeros(4)})
+    with pytest.raises(WeightsError, match="no such weights file"):
+        m.load_weights(tmp_path / "missing.safetensors")
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a safetensors file")
+    with pytest.raises(WeightsError, match="cannot read weights"):
+        m.load_weights(bad)
+
+
+def test_bad_spec_raises_located_diagnostics(tmp_path):
+    p = tmp_path / "bad.nspec"
+    p.write_text("system S {\n  out y: f32\n  y = 1 ms + 1 mV\n}\n")
+    with pytest.raises(NspecError) as info:
+        nspec.load(p)
+    text = str(info.value)
+    assert f"{p}:3:7: error: unit mismatch" in text
+    assert "^" in text

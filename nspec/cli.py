@@ -169,7 +169,7 @@ def _export_onnx(program, path: Path, args) -> None:
 
 def _export_tvm(program, path: Path, args) -> None:
     export = _lowering("to_relax", "export")
-    export(program, str(path), target=args.target.removeprefix("tvm-"), force=args.force)
+    export(program, str(path), target=args.target, force=args.force)
 
 
 def _export_torch(program, path: Path, args) -> None:
@@ -199,8 +199,12 @@ def _emit_onnx(program, args) -> str:
 
 
 def _emit_relax(program, args) -> str:
-    target = (args.target or "tvm-llvm").removeprefix("tvm-")
-    return _lowering("to_relax", "lower")(program, target=target).script()
+    # the TVM backend lowers the whole time loop to one TIR function of an IRModule
+    build, options = _lowering("tvm_tir", "build_primfunc"), _lowering("tvm_tir", "Options")
+    import tvm
+
+    func, _ = build(program, options(device="cuda" if args.target == "tvm-cuda" else "cpu"))
+    return tvm.IRModule({"main": func}).script()
 
 
 def cmd_compile(args) -> int:
@@ -427,7 +431,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="nspec", description="A declarative graph compiler for brain-inspired "
                                      "neural models.", parents=[common])
-    parser.set_defaults(debug=False)
     parser.add_argument("--version", action="version", version=f"nspec {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -440,7 +443,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Compile a spec's run target. --emit shows a stage; --target exports it.")
     p.add_argument("spec", metavar="SPEC")
     p.add_argument("--entry", metavar="NAME", help="the declaration to compile (default: the simulate target)")
-    p.add_argument("--emit", choices=["ast", "ir", "ir-opt", "onnx", "relax"], help="print this stage to stdout")
+    p.add_argument("--emit", choices=["ast", "ir", "ir-opt", "onnx", "relax"],
+                   help="print this stage to stdout (relax: the TVM IRModule, whose time loop is TIR)")
     p.add_argument("--target", choices=list(TARGETS), help="export for this backend")
     p.add_argument("-o", "--output", metavar="OUT", help="output file, or a folder ending in '/'")
     mode = p.add_mutually_exclusive_group()
@@ -503,12 +507,19 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a usage error already printed by argparse
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-    args.debug = args.debug or os.environ.get("NSPEC_DEBUG", "") not in ("", "0")
+    # --debug is accepted before and after the command; its default is SUPPRESS so that a
+    # subcommand's parser does not reset a flag given before it
+    args.debug = getattr(args, "debug", False) or os.environ.get("NSPEC_DEBUG", "") not in ("", "0")
     try:
         return args.handler(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader went away (`nspec compile --emit ir | head`): stop quietly, as on SIGPIPE;
+        # pointing stdout at /dev/null keeps Python's exit-time flush from failing again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except Exception as exc:
         if isinstance(exc, _user_errors()):
             code = getattr(exc, "code", EXIT_USER_ERROR)

@@ -209,6 +209,14 @@ def _same_dim(a: Q, b: Q, span: Span, what: str) -> U.Dim | None:
 
 
 def _arith(op: str, a: Q, b: Q, span: Span) -> Q:
+    try:
+        return _arith_unchecked(op, a, b, span)
+    except ValueError as exc:  # numpy: shapes that do not broadcast (or matmul dimensions)
+        raise SpecFailure(span, f"cannot combine values of shapes {list(np.shape(a.mag))} and "
+                                f"{list(np.shape(b.mag))} with {op!r}") from exc
+
+
+def _arith_unchecked(op: str, a: Q, b: Q, span: Span) -> Q:
     with np.errstate(all="ignore"):
         if op in ("+", "-", "%"):
             dim = _same_dim(a, b, span, {"+": "add", "-": "subtract", "%": "take the remainder of"}[op])

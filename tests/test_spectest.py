@@ -19,6 +19,7 @@ DT = 1e-4
 
 def write(tmp_path, text: str, name: str = "t.nspec"):
     path = tmp_path / name
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(textwrap.dedent(text), encoding="utf-8")
     return path
 
@@ -146,6 +147,7 @@ def test_shapes_lists_and_functions(tmp_path):
     ("y[2000, 0] > 0", "index out of range"),
     ("mean(y) ^ 1 mV > 0", "exponent must be a dimensionless number"),
     ("count(P) in [1]", "'in' needs a range of two values"),
+    ("max(y - [1, 2]) > 0", "cannot combine values of shapes [1000, 4] and [2] with '-'"),
 ])
 def test_bad_expressions_fail_with_a_located_message(tmp_path, expr, fragment):
     res = outcomes(tmp_path, f'test "bad" {{\n  expect {expr}\n}}\n')
@@ -289,3 +291,23 @@ def test_expect_error_uses_the_tests_hyperparameters(tmp_path):
     path = write(tmp_path, PACER + f'test "bad n" {{ set n = "many"; expect_error "{messages[0][:20]}" }}\n', "h.nspec")
     (outcome,) = run_file(path)[0]
     assert outcome.passed, outcome.message
+
+
+def test_pytest_plugin_collects_one_item_per_test_block(tmp_path):
+    import subprocess
+    import sys
+
+    per_neuron = pacer_spikes_per_neuron(1000)
+    write(tmp_path, PACER + f'test "passes" {{ expect count(P) == {10 * per_neuron} }}\n'
+                            'test "fails" {\n  expect count(P) < 0\n}\n', "specs/m.nspec")
+    write(tmp_path, 'test "never collected" { expect 1 > }\n', "specs/errors/broken.nspec")
+    write(tmp_path, PACER, "specs/library.nspec")  # no test blocks: not collected
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rf", str(tmp_path / "specs")],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    out = proc.stdout
+    assert proc.returncode == 1, out + proc.stderr
+    assert "1 failed, 1 passed" in out
+    line = (tmp_path / "specs" / "m.nspec").read_text().splitlines().index("  expect count(P) < 0") + 1
+    assert f'm.nspec:{line}:3: test "fails" failed: count(P) was {10 * per_neuron} (expected count(P) < 0)' in out
+    assert "FAILED specs/m.nspec::fails" in out
+    assert "broken" not in out and "Traceback" not in out

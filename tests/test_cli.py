@@ -1,0 +1,299 @@
+"""The ``nspec`` command line: in-process through ``main([...])`` for output, and as a subprocess
+for the exit codes a shell sees.  Run results are checked against an independent NumPy
+simulation of the same neurons."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from nspec.cli import CliError, _lowering, duration, main, param, spec_paths
+from nspec.dsl import ast as A
+from nspec.dsl import parse
+
+PACER = """\
+neuron Pacer {
+  param tau = 10 ms;  param El = 20 mV;  param Vt = 10 mV;  param Vr = 0 mV
+  state v: mV = Vr
+  dv/dt = (El - v) / tau
+  spike when v > Vt;  reset { v = Vr }
+}
+hyper n: int = 10
+network Net {
+  population P: Pacer[n]
+  record spikes of P as raster
+  record v of P[0:3] as trace
+}
+simulate Net for 100 ms, dt = 0.1 ms, seed = 1
+"""
+BROKEN = "neuron A { param a = 1 param b = 2 }\n"
+
+
+def pacer_spike_steps(steps: int) -> list[int]:
+    """Independent simulation of one Pacer neuron: the steps at which it spikes."""
+    v, out, decay = 0.0, [], np.exp(-1e-4 / 0.01)
+    for k in range(steps):
+        v = 0.02 + (v - 0.02) * decay
+        if v > 0.01:
+            out.append(k)
+            v = 0.0
+    return out
+
+
+@pytest.fixture
+def spec(tmp_path):
+    def write(text=PACER, name="m.nspec"):
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text), encoding="utf-8")
+        return path
+    return write
+
+
+def cli(capsys, *args):
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def shell(*args, env=None, cwd=None):
+    return subprocess.run([sys.executable, "-m", "nspec", *map(str, args)], capture_output=True, text=True,
+                          env=env, cwd=cwd, timeout=300)
+
+
+# ---------------------------------------------------------------- argument types
+@pytest.mark.parametrize("text, expected", [
+    ("n_layer=2", ("n_layer", 2)), ("lr=1e-3", ("lr", 0.001)), ("flag=true", ("flag", True)),
+    ("dims=[1, 2]", ("dims", [1, 2])), ("routing=neuronio", ("routing", "neuronio")),
+    ('name="quoted"', ("name", "quoted")), ("empty=", ("empty", "")), ("x=-0.5", ("x", -0.5)),
+])
+def test_param_values_are_json_literals_else_strings(text, expected):
+    assert param(text) == expected
+
+
+@pytest.mark.parametrize("text", ["novalue", "=3", "1x=2", "a b=1"])
+def test_param_needs_a_name(text):
+    with pytest.raises(argparse.ArgumentTypeError):
+        param(text)
+
+
+@pytest.mark.parametrize("text, seconds", [("1s", 1.0), ("200ms", 0.2), ("0.5 s", 0.5), ("250 us", 250e-6),
+                                           ("1e-3 s", 1e-3)])
+def test_duration_accepts_times(text, seconds):
+    assert duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["5", "5 mV", "ms", "0 s", "1 parsec"])
+def test_duration_rejects_non_times(text):
+    with pytest.raises(argparse.ArgumentTypeError):
+        duration(text)
+
+
+# ---------------------------------------------------------------- usage
+def test_help_and_version(capsys):
+    code, out, _ = cli(capsys, "--help")
+    assert code == 0 and all(c in out for c in ("check", "compile", "run", "test"))
+    code, out, _ = cli(capsys, "--version")
+    assert code == 0 and out.startswith("nspec ")
+
+
+@pytest.mark.parametrize("args", [[], ["frobnicate"], ["run"], ["run", "x.nspec", "--param", "novalue"],
+                                  ["run", "x.nspec", "--duration", "5 mV"], ["run", "x.nspec", "--steps", "0"],
+                                  ["run", "x.nspec", "--steps", "5", "--duration", "1s"],
+                                  ["compile", "x.nspec", "--target", "fpga"]])
+def test_usage_errors_exit_2(capsys, args):
+    code, _, err = cli(capsys, *args)
+    assert code == 2 and "usage:" in err
+
+
+# ---------------------------------------------------------------- check
+def test_check_valid_and_invalid(capsys, spec):
+    good, bad = spec(), spec(BROKEN, "bad.nspec")
+    code, out, err = cli(capsys, "check", good)
+    assert (code, out.strip(), err) == (0, "ok: 1 file", "")
+    code, out, err = cli(capsys, "check", good, bad)
+    assert code == 1 and out == ""
+    assert f"{bad}:1:24: error:" in err and "^" in err and "Traceback" not in err
+    assert "1 error in 1 file" in err
+
+
+def test_check_reports_missing_files(capsys, tmp_path):
+    code, _, err = cli(capsys, "check", tmp_path / "nope.nspec")
+    assert code == 1 and "no such file" in err
+
+
+def test_directories_recurse_but_skip_specs_errors(capsys, spec, tmp_path):
+    good = spec(name="specs/a/good.nspec")
+    spec(BROKEN, "specs/errors/bad.nspec")
+    spec(BROKEN, "specs/.hidden/bad.nspec")
+    assert spec_paths([str(tmp_path)]) == [good]
+    assert cli(capsys, "check", tmp_path)[:2] == (0, "ok: 1 file\n")
+    # named explicitly, the error specs are checked
+    code, _, err = cli(capsys, "check", tmp_path / "specs" / "errors")
+    assert code == 1 and "bad.nspec:1:24" in err
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CliError, match="no .nspec files"):
+        spec_paths([str(tmp_path / "empty")])
+
+
+# ---------------------------------------------------------------- compile
+def test_emit_ast_prints_the_parsers_dump(capsys, spec):
+    path = spec()
+    code, out, _ = cli(capsys, "compile", path, "--emit", "ast")
+    module, diags = parse(PACER, str(path))
+    assert code == 0 and diags == [] and out == A.dump(module) + "\n"
+
+
+def test_emit_ast_of_a_broken_spec_is_a_located_error(capsys, spec):
+    code, out, err = cli(capsys, "compile", spec(BROKEN), "--emit", "ast")
+    assert code == 1 and out == "" and ":1:24: error:" in err
+
+
+def test_emit_ir_names_the_program(capsys, spec):
+    code, out, _ = cli(capsys, "compile", spec(), "--emit", "ir", "--param", "n=4")
+    assert code == 0 and out.startswith("program ") and "f32[4]" in out
+
+
+def test_compile_to_onnx_refuses_to_overwrite(capsys, spec, tmp_path):
+    import onnx
+
+    path = spec()
+    out = tmp_path / "out" / ""
+    code, stdout, err = cli(capsys, "compile", path, "--target", "onnx", "-o", f"{out}/")
+    assert code == 0, err
+    written = tmp_path / "out" / "m.onnx"
+    onnx.checker.check_model(onnx.load(str(written)))
+    before = written.read_bytes()
+    code, _, err = cli(capsys, "compile", path, "--target", "onnx", "-o", written, "--step")
+    assert code == 1 and "already exists" in err and written.read_bytes() == before
+    assert cli(capsys, "compile", path, "--target", "onnx", "-o", written, "--step", "--force")[0] == 0
+    assert written.read_bytes() != before
+
+
+def test_missing_backend_is_a_user_error():
+    with pytest.raises(CliError, match="backend not available: nspec.lowering.no_such_backend"):
+        _lowering("no_such_backend", "export")
+    with pytest.raises(CliError, match="has no no_such_function"):
+        _lowering("to_onnx", "no_such_function")
+
+
+# ---------------------------------------------------------------- run
+def test_run_saves_spikes_that_match_an_independent_simulation(capsys, spec, tmp_path):
+    out = tmp_path / "spikes.npz"
+    code, stdout, err = cli(capsys, "run", spec(), "--output", out, "--param", "n=4", "--duration", "50ms")
+    assert code == 0, err
+    data = np.load(out)
+    steps = pacer_spike_steps(500)
+    assert sorted(data["raster.i"].tolist()) == sorted(list(range(4)) * len(steps))
+    np.testing.assert_allclose(np.unique(data["raster.t"]), np.array(steps) * 1e-4, atol=1e-9)
+    assert data["trace.v"].shape == (500, 3)
+    assert f"raster: {4 * len(steps)} spikes from 4 neurons" in stdout
+    assert f"mean rate {len(steps) / 0.05:.4g} Hz" in stdout
+
+
+def test_run_refuses_to_overwrite_before_running(capsys, spec, tmp_path, monkeypatch):
+    out = tmp_path / "spikes.npz"
+    out.write_bytes(b"keep me")
+    import nspec.runtime.model as model
+
+    def never(*a, **k):
+        raise AssertionError("the spec was compiled although the output exists")
+    monkeypatch.setattr(model, "load", never)
+    code, _, err = cli(capsys, "run", spec(), "--output", out)
+    assert code == 1 and "already exists" in err and "--force" in err
+    assert out.read_bytes() == b"keep me"
+    monkeypatch.undo()
+    code, _, err = cli(capsys, "run", spec(), "--output", out, "--force", "--steps", "20", "-q")
+    assert code == 0, err
+    assert set(np.load(out).files) == {"raster.i", "raster.t", "trace.v", "trace.t"}
+
+
+def test_run_plots_and_timing(capsys, spec, tmp_path):
+    plot, timing = tmp_path / "raster.png", tmp_path / "t.json"
+    code, _, err = cli(capsys, "run", spec(), "--steps", "100", "--plot", plot, "--timing-json", timing)
+    assert code == 0, err
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    record = json.loads(timing.read_text())
+    assert record["backend"] == "reference" and record["steps"] == 100
+    assert record["run_s"] > 0 and record["compile_s"] > 0
+    code, _, err = cli(capsys, "run", spec(), "--steps", "10", "--plot", tmp_path / "t.png", "--plot-kind", "traces")
+    assert code == 0 and (tmp_path / "t.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("flags, fragment", [
+    (["--weights", "nope.safetensors"], "--weights: no such file"),
+    (["--inputs", "nope.npz"], "--inputs: no such file"),
+    (["--plot", "raster.txt"], "--plot writes"),
+    (["--param", "n=1", "--param", "n=2"], "given twice"),
+    (["--backend", "abacus"], "unknown backend"),
+    (["--param", "n=\"many\""], "error"),
+])
+def test_run_user_errors_exit_1_without_traceback(capsys, spec, flags, fragment):
+    code, _, err = cli(capsys, "run", spec(), "--steps", "5", *flags)
+    assert code == 1 and fragment in err and "Traceback" not in err and "internal error" not in err
+
+
+def test_run_inputs_that_do_not_fit_are_user_errors(capsys, spec, tmp_path):
+    inputs = tmp_path / "in.npz"
+    np.savez(inputs, x=np.zeros(3))
+    code, _, err = cli(capsys, "run", spec(), "--steps", "5", "--inputs", inputs)
+    assert code == 1 and "unknown input" in err and "Traceback" not in err
+
+
+# ---------------------------------------------------------------- test
+def test_test_command_counts_and_locates(capsys, spec):
+    per_neuron = len(pacer_spike_steps(1000))
+    path = spec(PACER + f'test "passes" {{ expect count(P) == {10 * per_neuron} }}\n'
+                        'test "fails" {\n  expect count(P) > 100000\n}\n')
+    code, out, _ = cli(capsys, "test", path)
+    lines = out.splitlines()
+    assert code == 1 and lines[-1] == "1 passed, 1 failed"
+    assert any(line.startswith(f"PASS {path}::passes") for line in lines)
+    assert f"  {path}:16:3: test \"fails\" failed: count(P) was {10 * per_neuron}" in out
+    code, out, _ = cli(capsys, "test", path, "-k", "passes")
+    assert code == 0 and out.splitlines()[-1] == "1 passed, 0 failed"
+
+
+def test_test_command_counts_unparsable_files_as_failures(capsys, spec):
+    code, out, err = cli(capsys, "test", spec(BROKEN))
+    assert code == 1 and out.splitlines()[-1] == "0 passed, 1 failed" and ":1:24: error:" in err
+
+
+# ---------------------------------------------------------------- internal errors and exit codes seen by a shell
+_CRASH = ("import sys, nspec.compiler.driver as d\n"
+          "def boom(*a, **k): raise RuntimeError('boom')\n"
+          "d.check_files = boom\n"
+          "from nspec.cli import main\n"
+          "sys.exit(main(sys.argv[1:]))\n")
+
+
+def test_internal_error_exits_3_without_traceback(tmp_path):
+    (tmp_path / "m.nspec").write_text(PACER)
+    proc = subprocess.run([sys.executable, "-c", _CRASH, "check", "m.nspec"], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=300)
+    assert proc.returncode == 3
+    assert "internal error: RuntimeError: boom" in proc.stderr and "Traceback" not in proc.stderr
+    assert "report" in proc.stderr
+    for debug in (["check", "m.nspec", "--debug"], ["--debug", "check", "m.nspec"]):
+        proc = subprocess.run([sys.executable, "-c", _CRASH, *debug], capture_output=True, text=True,
+                              cwd=tmp_path, timeout=300)
+        assert proc.returncode == 3 and "Traceback" in proc.stderr and "RuntimeError: boom" in proc.stderr
+    proc = subprocess.run([sys.executable, "-c", _CRASH, "check", "m.nspec"], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=300, env={**os.environ, "NSPEC_DEBUG": "1"})
+    assert proc.returncode == 3 and "Traceback" in proc.stderr
+
+
+def test_exit_codes_as_a_shell_sees_them(tmp_path):
+    (tmp_path / "good.nspec").write_text(PACER)
+    (tmp_path / "bad.nspec").write_text(BROKEN)
+    assert shell("check", "good.nspec", cwd=tmp_path).returncode == 0
+    bad = shell("check", "bad.nspec", cwd=tmp_path)
+    assert bad.returncode == 1 and "bad.nspec:1:24: error:" in bad.stderr and "Traceback" not in bad.stderr
+    assert shell("check", cwd=tmp_path).returncode == 2

@@ -221,6 +221,7 @@ def test_run_plots_and_timing(capsys, spec, tmp_path):
     assert code == 0, err
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     record = json.loads(timing.read_text())
+    assert set(record) == {"backend", "compile_s", "run_s", "steps"}
     assert record["backend"] == "reference" and record["steps"] == 100
     assert record["run_s"] > 0 and record["compile_s"] > 0
     code, _, err = cli(capsys, "run", spec(), "--steps", "10", "--plot", tmp_path / "t.png", "--plot-kind", "traces")

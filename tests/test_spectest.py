@@ -12,7 +12,7 @@ import pytest
 
 from nspec.compiler import ir
 from nspec.dsl.diagnostics import SourceMap
-from nspec.runtime.spectest import collect, run_file, run_test
+from nspec.runtime.spectest import collect, run_file
 
 DT = 1e-4
 

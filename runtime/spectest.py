@@ -27,8 +27,12 @@ import numpy as np
 
 from nspec.compiler import units as U
 from nspec.compiler.driver import parse_file
+from nspec.compiler.elaborate import check_module
 from nspec.dsl import ast as A
 from nspec.dsl.diagnostics import Diagnostic, NspecError, SourceMap, Span, error
+from nspec.runtime import model as runtime_model
+from nspec.runtime.executor import BackendError
+from nspec.runtime.model import InputError
 
 DIMLESS = U.DIMENSIONLESS
 TIME = U.unit("s")[1]
@@ -555,9 +559,7 @@ Loader = Callable[[str, "str | None", dict], Any]
 
 def load_model(path: str, target: str | None, hyper: dict):
     """The default loader: compile the spec with ``nspec.runtime.model.load``."""
-    from nspec.runtime.model import load
-
-    return load(path, target=target, **hyper)
+    return runtime_model.load(path, target=target, **hyper)
 
 
 def _python(value: Value):
@@ -631,9 +633,6 @@ class _Runner:
         steps = None
         if stmt.duration is not None:
             steps = self.steps(stmt.duration, constants, model.dt)
-        from nspec.runtime.executor import BackendError
-        from nspec.runtime.model import InputError
-
         record = [spike_key(pop) for pop in model.populations]
         try:
             results = model.run(inputs=self.input_arrays(model, steps), steps=steps, record=record, seed=seed)
@@ -684,8 +683,6 @@ class _Runner:
         self.fail(stmt.span, f"{stmt.message}: {detail}" if stmt.message else detail)
 
     def expect_error(self, stmt: A.ExpectError) -> None:
-        from nspec.compiler.elaborate import check_module
-
         diags = [d for d in check_module(self.test.path, SourceMap(), dict(self.hyper)) if d.severity == "error"]
         if not diags:
             # the declarations check; the run target may still fail to elaborate with these values

@@ -31,7 +31,7 @@ import numpy as np
 from nspec.compiler import ir
 from nspec.compiler.ir import Op, Program
 from nspec.lowering import tvm_cache
-from nspec.lowering.tvm_tir import (EXPR_RULES, INDEX_RULES, KERNEL_RULES, LEAF_RULES, LOGICAL, STORAGE, Arg,
+from nspec.lowering.tvm_tir import (EXPR_RULES, INDEX_RULES, KERNEL_RULES, LEAF_RULES, Arg,
                                     LoweringError, Options, Signature, build_primfunc, const_arrays)
 from nspec.runtime.executor import BackendError, RunRequest, RunResult
 

@@ -543,15 +543,19 @@ class Emitter:
         idx = tuple(stack.enter_context(T.serial(0, d)) for d in shape)
         return stack, idx
 
+    def vectorized(self, shape) -> bool:
+        return self.opts.device != "cuda" and bool(shape) and shape[-1] >= VECTOR_LANES
+
     def vloop(self, shape, fn):
-        """Calls ``fn(idx)`` inside loops over ``shape``; on CPU the last axis is split into
-        vector lanes plus a scalar tail (LLVM alone gives up on loops touching many buffers)."""
+        """Calls ``fn(idx, lane)`` inside loops over ``shape``.  On CPU the last axis is split
+        into vector lanes (``lane`` is the lane variable) plus a scalar tail (``lane`` None):
+        LLVM alone gives up on loops that touch many buffers."""
         _, _, _, T = _tvm()
         lanes = VECTOR_LANES
-        if self.opts.device == "cuda" or not shape or shape[-1] < lanes:
+        if not self.vectorized(shape):
             stack, idx = self.foreach(shape)
             with stack:
-                fn(idx)
+                fn(idx, None)
             return
         import contextlib
 
@@ -560,12 +564,10 @@ class Emitter:
             outer = tuple(stack.enter_context(T.serial(0, e)) for e in shape[:-1])
             with T.serial(0, d // lanes) as io:
                 with T.vectorized(0, lanes) as ii:
-                    self.vectorizing = True
-                    fn(outer + (io * lanes + ii,))
-                    self.vectorizing = False
+                    fn(outer + (io * lanes + ii,), ii)
             if d % lanes:
                 with T.serial(d - d % lanes, d) as it:
-                    fn(outer + (it,))
+                    fn(outer + (it,), None)
 
     def single(self):
         """A block run by one thread (CUDA) or simply run (CPU)."""
@@ -584,7 +586,7 @@ class Emitter:
             T.evaluate(tirx.op.tvm_storage_sync("shared"))
 
     def copy(self, dst, src, shape):
-        self.vloop(shape, lambda idx: dst.store(idx, src.load(idx)))
+        self.vloop(shape, lambda idx, lane: dst.store(idx, src.load(idx)))
 
     # -- graphs
     def emit_graph(self, graph: Graph, env: dict, roots: list[int], flags: list[bool], inplace: dict) -> dict:
@@ -623,16 +625,34 @@ class Emitter:
                 KERNEL_RULES[n.op](self, graph, i, vals, plan)
                 self.sync()
             else:
-                self.emit_group(graph, item[1], item[2], vals, plan, masks)
+                self.emit_group(graph, item[1], item[2], vals, plan, masks, inplace)
                 self.sync()
         return vals
 
-    def emit_group(self, graph, shape, nodes, vals, plan, masks):
+    def emit_group(self, graph, shape, nodes, vals, plan, masks, inplace):
         """One loop nest computing the fusible ``nodes`` of one shape and level."""
         _, _, _, T = _tvm()
+        # Scalar loops let-bind every value.  Vector loops cannot (TVM 0.27 crashes on let-bound
+        # vectors), so there a value is inlined into its consumers, read back from the buffer it
+        # is stored to, or captured in a per-trial lane buffer when it is used twice; states
+        # updated in place are captured and written last, so no expression of the loop body
+        # reads a state after its update.
+        uses = {i: 0 for i in nodes}
+        for i in nodes:
+            n = graph.nodes[i]
+            for k, j in enumerate(n.inputs):
+                if j in uses and _identity_read(graph, n, k):
+                    uses[j] += 1
+        lane_bufs = {}
+        if self.vectorized(shape):
+            # workspace slices, not allocations: an allocation here would run every step
+            lane_bufs = {i: self.scratch((VECTOR_LANES,), graph.nodes[i].dtype) for i in nodes
+                         if i in inplace or (i not in plan.stored and uses[i] > 1
+                                             and graph.nodes[i].dtype is not DType.bool)}
 
-        def body(idx):
+        def body(idx, lane):
             local: dict[int, object] = {}
+            deferred = []
             for i in nodes:
                 n = graph.nodes[i]
                 xs = []
@@ -640,15 +660,27 @@ class Emitter:
                     src = local.get(j) if _identity_read(graph, n, k) else None
                     xs.append(src if src is not None else vals[j])
                 value = self.expr(graph, n, xs, idx)
-                # TVM 0.27 crashes on let-bindings inside vectorised loops: there the expression
-                # is shared instead, and LLVM merges the repeated subexpressions
-                var = value if self.vectorizing or n.dtype is DType.bool else T.bind(value)
+                if lane is None:
+                    var = T.bind(_cast(value, "int8")) != _imm(0, "int8") if n.dtype is DType.bool else T.bind(value)
+                    if i in plan.stored:
+                        vals[i].store(idx, var)
+                elif i in lane_bufs:
+                    ref = Ref(lane_bufs[i], (), LOGICAL[n.dtype])
+                    ref.store((lane,), value)
+                    var = ref.load((lane,))
+                    if i in plan.stored:
+                        deferred.append((vals[i], var))
+                elif i in plan.stored:
+                    vals[i].store(idx, value)
+                    var = vals[i].load(idx)
+                else:
+                    var = value
                 local[i] = Bound(var, None, LOGICAL[n.dtype])
-                if i in plan.stored:
-                    vals[i].store(idx, var)
                 mask = masks.get(i, (None,))[0]
                 if mask is not None and mask is not vals.get(i):
                     mask.store(idx, _cast(var, "bool"))
+            for ref, var in deferred:
+                ref.store(idx, var)
 
         self.vloop(shape, body)
 
@@ -710,7 +742,7 @@ def _k_propagate(em: Emitter, graph: Graph, i: int, vals, plan: Plan):
     dt = LOGICAL[n.dtype]
     n_post = n.attr("n_post", n.shape[0])
     w_rank = len(graph.nodes[n.inputs[3]].shape)
-    em.vloop((n_post,), lambda idx: out.store(idx, _imm(0, dt)))
+    em.vloop((n_post,), lambda idx, lane: out.store(idx, _imm(0, dt)))
     em.sync()
 
     def row(pre, strided):

@@ -22,7 +22,7 @@ gradients unless ``plasticity_grad=True``.
 from __future__ import annotations
 
 import string
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import numpy as np
@@ -49,6 +49,7 @@ class Frame:
     batch: int | None
     plasticity_grad: bool = False
     propagate: str = "auto"       # "dense" | "event" | "auto" (event-driven when no gradient is needed)
+    cache: dict = field(default_factory=dict)  # per-run values of parameters only (by id of their Site)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +130,10 @@ def compile_plan(graph: Graph, consts: dict[str, np.ndarray], unbatched=frozense
             consts[extra] = np.asarray(n.attr("value"), dtype=n.dtype.numpy)
         elif n.op is Op.LOOP:
             extra = _compile_loop(graph, i, flags, consts, f"{prefix}{i}_")
+        elif n.op is Op.PROPAGATE:
+            indptr = graph.nodes[n.inputs[1]]
+            # Connectivity read from a constant or a parameter is fixed for a whole run.
+            extra = indptr.op is Op.CONST or (indptr.op is Op.ARG and indptr.attr("role") == "param")
         elif n.op is Op.EINSUM:
             extra = _batched_equation(n.attr("equation"), tuple(flags[j] for j in n.inputs))
         elif n.op is Op.SPIKE:
@@ -407,9 +412,13 @@ def _propagate(s, xs, frame):
         return _propagate_events(spikes, indptr.long(), indices, weights, n_post, s.out, bs, bw)
     # Dense: every synapse contributes spikes[pre] * w; index_add sums in CSR order, which keeps
     # the reference's summation order (a non-spiking row adds zeros) and is differentiable.
-    counts = indptr[1:] - indptr[:-1]
-    rows = torch.repeat_interleave(torch.arange(counts.shape[0], device=counts.device), counts,
-                                   output_size=indices.shape[0])
+    rows = frame.cache.get(id(s))  # each synapse's presynaptic row
+    if rows is None:
+        rows = torch.searchsorted(indptr[1:], torch.arange(indices.shape[0], device=indptr.device), right=True)
+        if s.extra:
+            frame.cache[id(s)] = rows
+    if bw and weights.dim() == 1:
+        weights = weights[:, None]  # one weight per trial, shared by its synapses
     contrib = spikes[..., rows] * weights
     lead = contrib.shape[:-1]
     return torch.zeros(lead + (n_post,), dtype=s.dtype, device=contrib.device).index_add(len(lead), indices, contrib)
@@ -422,11 +431,18 @@ def _propagate_events(spikes, indptr, indices, weights, n_post, out_batched, bs,
     b, i = s.nonzero(as_tuple=True)
     starts = indptr[i]
     counts = indptr[i + 1] - starts
-    event = torch.repeat_interleave(counts)                    # the event each synapse belongs to
-    first = torch.cumsum(counts, 0) - counts                    # where each event's synapses start
-    k = torch.arange(event.shape[0], device=spikes.device) - first[event] + starts[event]
+    ends = torch.cumsum(counts, 0)
+    position = torch.arange(int(ends[-1]) if ends.shape[0] else 0, device=spikes.device)
+    # searchsorted rather than repeat_interleave: the latter always starts a parallel region,
+    # which costs milliseconds per step on a busy CPU.
+    event = torch.searchsorted(ends, position, right=True)     # the event each synapse belongs to
+    k = position - (ends - counts)[event] + starts[event]
     trial = b[event]
-    wk = weights[trial, k] if bw else weights[k]
+    per_synapse = weights.dim() > int(bw)  # else one weight (per trial) shared by every synapse
+    if bw:
+        wk = weights[trial, k] if per_synapse else weights[trial]
+    else:
+        wk = weights[k] if per_synapse else weights
     values = wk * s[b, i][event]
     out = torch.zeros(batch * n_post, dtype=values.dtype, device=values.device)
     out = out.index_add(0, trial * n_post + indices[k], values).reshape(batch, n_post)
@@ -753,6 +769,8 @@ class ProgramModule(nn.Module):
                 node = r.node
             recorded.append((name, int(every), node))
         flags = low.step.flags
+        consts = dict(self._nspec_consts.named_buffers())
+        options = low.options
         outputs = {name: [] for name in low.output_nodes}
         records: dict[str, list] = {name: [] for name, _, _ in recorded}
         for t in range(steps):
@@ -760,7 +778,7 @@ class ProgramModule(nn.Module):
             args.update(state)
             for name, x in inputs.items():
                 args[name] = x[:, t]
-            vals = execute(low.step, self._frame(args, batch))
+            vals = execute(low.step, Frame(args, consts, batch, options["plasticity_grad"], options["propagate"]))
             for name, every, node in recorded:
                 if t % every == 0 and t // every < steps // every:
                     v = state[name] if node is None else _batched(vals[node], flags[node], batch)

@@ -47,7 +47,7 @@ def propagate(e: Emit, n, args, b):
     if indptr.batched or indices.batched:
         raise NspecError([error(n.span, "the onnxruntime backend needs connectivity (indptr, indices) that does not "
                                         "change during a run")])
-    n_pre, n_post, nnz = spikes.shape[0], int(n.attr("n_post")), weights.shape[0]
+    n_pre, n_post, nnz = spikes.shape[0], int(n.attr("n_post")), indices.shape[0]
     density = nnz / max(n_pre * n_post, 1)
     if choose(e.options, density, weights.batched) == "dense":
         return _dense(e, n, spikes, indptr, indices, weights, host, b)
@@ -69,7 +69,7 @@ def _rows(s: Emit, indptr: Val, host_indptr, nnz: int) -> str:
 
 def _dense(e: Emit, n, spikes, indptr, indices, weights, host, b):
     s = e.static()
-    n_pre, n_post, nnz = spikes.shape[0], int(n.attr("n_post")), weights.shape[0]
+    n_pre, n_post, nnz = spikes.shape[0], int(n.attr("n_post")), indices.shape[0]
     if all(h is not None for h in host):
         w = np.zeros((n_pre, n_post), dtype=n.dtype.numpy)
         rows = np.repeat(np.arange(n_pre), np.diff(host[0]))
@@ -79,7 +79,8 @@ def _dense(e: Emit, n, spikes, indptr, indices, weights, host, b):
         rows = _rows(s, indptr, host[0], nnz)
         flat = s.op("Add", s.op("Mul", rows, s.const(np.int64(n_post))), s.cast(indices, DType.i64).name)
         zeros = s.const(np.zeros(n_pre * n_post, dtype=n.dtype.numpy))
-        w = s.op("ScatterElements", zeros, flat, s.cast(weights, n.dtype).name, axis=0, reduction="add")
+        per_synapse = s.op("Expand", s.cast(weights, n.dtype).name, s.i64([nnz]))  # a shared weight too
+        w = s.op("ScatterElements", zeros, flat, per_synapse, axis=0, reduction="add")
         matrix = s.op("Reshape", w, s.i64([n_pre, n_post]))
     return Val(e.op("MatMul", e.cast(spikes, n.dtype).name, matrix), n.dtype, n.shape, b)
 
@@ -116,38 +117,45 @@ def _padded_values(s: Emit, table: tuple, values: Val, host, pad, dtype) -> str:
 
 def _sparse(e: Emit, n, spikes, indptr, indices, weights, host, b):
     s = e.static()
-    n_post, nnz = int(n.attr("n_post")), weights.shape[0]
+    n_post, nnz = int(n.attr("n_post")), indices.shape[0]
+    shared = weights.shape == ()  # one weight for every synapse (per sample when batched)
     table = _padded(s, indptr, host[0], nnz)
     # the post neuron of every slot; padding goes to a dummy neuron n_post, dropped at the end.
     post_table = _padded_values(s, table, s.cast(indices, DType.i64), host[1], n_post, np.int64)
-    if not weights.batched:
-        w_table = _padded_values(s, table, s.cast(weights, n.dtype), host[2], 0, n.dtype.numpy)
     if b and not spikes.batched:
         spikes = e.to_batch(spikes)
     spikes = e.cast(spikes, n.dtype)
-    if not spikes.batched:
-        active = e.op("Squeeze", e.op("NonZero", spikes.name), e.i64([0]))
-        post = e.op("Reshape", e.op("Gather", post_table, active), e.i64([-1]))
-        # w[k] * spikes[i], as the reference (graded spikes scale their weights).
-        w = e.op("Mul", e.op("Gather", w_table, active), e.op("Unsqueeze", e.op("Gather", spikes.name, active), e.i64([1])))
-        out = e.op("ScatterElements", e.const(np.zeros(n_post + 1, n.dtype.numpy)), post, e.op("Reshape", w, e.i64([-1])),
-                   axis=0, reduction="add")
-        return Val(e.op("Slice", out, e.i64([0]), e.i64([n_post]), e.i64([0])), n.dtype, n.shape, b)
-    nz = e.op("NonZero", spikes.name)
-    sample = e.op("Gather", nz, e.const(np.int64(0)), axis=0)
-    neuron = e.op("Gather", nz, e.const(np.int64(1)), axis=0)
-    value = e.op("Unsqueeze", e.op("GatherND", spikes.name, e.op("Transpose", nz, perm=[1, 0])), e.i64([1]))
-    sample = e.op("Unsqueeze", sample, e.i64([1]))
-    post = e.op("Add", e.op("Gather", post_table, neuron), e.op("Mul", sample, e.const(np.int64(n_post + 1))))
-    if weights.batched:
-        w_ext = e.op("Concat", e.cast(weights, n.dtype).name, e.zeros(n.dtype, (1,), True), axis=1)
-        syn = e.op("Add", e.op("Gather", table[0], neuron), e.op("Mul", sample, e.const(np.int64(nnz + 1))))
-        w = e.op("Gather", e.op("Reshape", w_ext, e.i64([-1])), syn)
+    weights = e.cast(weights, n.dtype)
+    if spikes.batched:  # events (sample, neuron), row-major; sample s writes to post slots s * (n_post + 1) + j
+        events = e.op("NonZero", spikes.name)
+        trial = e.op("Gather", events, e.const(np.int64(0)), axis=0)
+        sample = e.op("Unsqueeze", trial, e.i64([1]))
+        rows = e.op("Gather", events, e.const(np.int64(1)), axis=0)
+        value = e.op("GatherND", spikes.name, e.op("Transpose", events, perm=[1, 0]))
+        offset = e.op("Mul", sample, e.const(np.int64(n_post + 1)))
+        post = e.op("Add", e.op("Gather", post_table, rows), offset)
+        zeros = e.op("ConstantOfShape", e.op("Mul", e.batch(), e.i64([n_post + 1])),
+                     value=helper.make_tensor("value", ONNX_DTYPE[n.dtype], [1], [0]))
     else:
-        w = e.op("Gather", w_table, neuron)
-    w = e.op("Reshape", e.op("Mul", w, value), e.i64([-1]))
-    size = e.op("Mul", e.batch(), e.i64([n_post + 1]))
-    zeros = e.op("ConstantOfShape", size, value=helper.make_tensor("value", ONNX_DTYPE[n.dtype], [1], [0]))
-    out = e.op("ScatterElements", zeros, e.op("Reshape", post, e.i64([-1])), w, axis=0, reduction="add")
-    out = e.op("Reshape", out, e.i64([-1, n_post + 1]))
-    return Val(e.op("Slice", out, e.i64([0]), e.i64([n_post]), e.i64([1])), n.dtype, n.shape, b)
+        rows = e.op("Squeeze", e.op("NonZero", spikes.name), e.i64([0]))
+        value = e.op("Gather", spikes.name, rows)
+        post = e.op("Gather", post_table, rows)
+        zeros = e.const(np.zeros(n_post + 1, n.dtype.numpy))
+    value = e.op("Unsqueeze", value, e.i64([1]))  # [events, 1]
+    # the weight of every slot of every event, [events, L] (or one per event when shared)
+    if shared:
+        # batched weights imply batched spikes (they were broadcast above), so `trial` exists
+        w = e.op("Unsqueeze", e.op("Gather", weights.name, trial), e.i64([1])) if weights.batched else weights.name
+    elif weights.batched:
+        flat = e.op("Reshape", e.op("Concat", weights.name, e.zeros(n.dtype, (1,), True), axis=1), e.i64([-1]))
+        w = e.op("Gather", flat, e.op("Add", e.op("Gather", table[0], rows),
+                                      e.op("Mul", sample, e.const(np.int64(nnz + 1)))))
+    else:
+        w = e.op("Gather", _padded_values(s, table, weights, host[2], 0, n.dtype.numpy), rows)
+    # w[k] * spikes[i] as the reference computes it (graded spikes scale their weights)
+    contrib = e.op("Expand", e.op("Mul", w, value), e.op("Shape", post))
+    out = e.op("ScatterElements", zeros, e.op("Reshape", post, e.i64([-1])), e.op("Reshape", contrib, e.i64([-1])),
+               axis=0, reduction="add")
+    if spikes.batched:
+        out = e.op("Reshape", out, e.i64([-1, n_post + 1]))
+    return Val(e.op("Slice", out, e.i64([0]), e.i64([n_post]), e.i64([spikes.batched])), n.dtype, n.shape, b)

@@ -223,13 +223,15 @@ def csr(rng, n_pre, n_post, p):
     return indptr, np.nonzero(mask)[1].astype(np.int32)
 
 
-def propagate_program(spikes_batched, weights_batched, const_csr, graded, n_pre=30, n_post=20, p=0.3, seed=0):
+def propagate_program(spikes_batched, weights_batched, const_csr, graded, n_pre=30, n_post=20, p=0.3, seed=0,
+                      shared=False):
+    """post = PROPAGATE(spk, CSR, w); ``shared``: one weight for all synapses (shape ())."""
     rng = np.random.default_rng(seed)
     indptr, indices = csr(rng, n_pre, n_post, p)
-    nnz = len(indices)
+    nnz = () if shared else (len(indices),)
     g = GraphBuilder()
     sv = g.arg("spk", "input" if spikes_batched else "param", F, (n_pre,))
-    wv = g.arg("w", "state" if weights_batched else "param", F, (nnz,))
+    wv = g.arg("w", "state" if weights_batched else "param", F, nnz)
     if const_csr:
         ip, ix = g.const(indptr, I32), g.const(indices, I32)
     else:
@@ -241,15 +243,15 @@ def propagate_program(spikes_batched, weights_batched, const_csr, graded, n_pre=
     if weights_batched:
         g.result("w", "next", wv)
     params = [] if spikes_batched else [Var("spk", F, (n_pre,))]
-    params += [] if weights_batched else [Var("w", F, (nnz,))]
+    params += [] if weights_batched else [Var("w", F, nnz)]
     params += [] if const_csr else [Var("indptr", I32, indptr.shape), Var("indices", I32, indices.shape)]
-    states = [Var("s", F, ())] + ([Var("w", F, (nnz,))] if weights_batched else [])
+    states = [Var("s", F, ())] + ([Var("w", F, nnz)] if weights_batched else [])
     prog = Program("prop", g.build(), GraphBuilder().build(), tuple(params), tuple(states),
                    (Var("spk", F, (n_pre,)),) if spikes_batched else (), (Var("y", F, (n_post,)),))
     spikes = (rng.random((B, T, n_pre) if spikes_batched else n_pre) < 0.4).astype(np.float32)
     if graded:
         spikes *= rng.uniform(0.5, 2, spikes.shape).astype(np.float32)
-    w = rng.normal(0, 1, (B, nnz) if weights_batched else nnz).astype(np.float32)
+    w = rng.normal(0, 1, (B, *nnz) if weights_batched else nnz).astype(np.float32)
     pv = {"indptr": indptr, "indices": indices} if not const_csr else {}
     state = {"s": np.zeros(B, np.float32)}
     pv.update({} if spikes_batched else {"spk": spikes})
@@ -262,8 +264,9 @@ def propagate_program(spikes_batched, weights_batched, const_csr, graded, n_pre=
 @pytest.mark.parametrize("spikes_batched, weights_batched", [(False, False), (True, False), (False, True), (True, True)],
                          ids=["u-u", "b-u", "u-b", "b-b"])
 @pytest.mark.parametrize("graded", [False, True], ids=["binary", "graded"])
-def test_propagate_matches_reference(propagate, const_csr, spikes_batched, weights_batched, graded):
-    prog, request = propagate_program(spikes_batched, weights_batched, const_csr, graded)
+@pytest.mark.parametrize("shared", [False, True], ids=["per-synapse", "shared"])
+def test_propagate_matches_reference(propagate, const_csr, spikes_batched, weights_batched, graded, shared):
+    prog, request = propagate_program(spikes_batched, weights_batched, const_csr, graded, shared=shared)
     # the event-driven form adds in the reference's order: bit-identical; a dense MatMul may round differently.
     exact = propagate == "sparse" or weights_batched
     check(prog, request, exact=exact, propagate=propagate)

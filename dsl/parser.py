@@ -517,7 +517,9 @@ def _diagnose(exc: UnexpectedInput, text: str, path: str) -> Diagnostic:
         return error(_end_span(path, text), "the file ends in the middle of a statement")
     tok = exc.token
     at_end = tok.type == "$END"
-    if at_end and not text.endswith("\n"):
+    stack = list(getattr(exc.state, "value_stack", None) or ())
+    openers = [v for v in stack if isinstance(v, Token) and v.type in _OPENER_TYPES]
+    if at_end and not openers and not text.endswith("\n"):
         # Files end with a newline, and so do the snippets of ERROR_EXAMPLES: diagnose that way.
         again = _first_error(text + "\n")
         if isinstance(again, UnexpectedToken):
@@ -525,10 +527,8 @@ def _diagnose(exc: UnexpectedInput, text: str, path: str) -> Diagnostic:
     span = _end_span(path, text) if at_end else _tok_span(path, tok)
     got = _token_name(tok)
     expected = _accepted(exc)
-    stack = list(getattr(exc.state, "value_stack", None) or ())
     prev = _last_leaf(stack[-1]) if stack else None
     raw_prev = stack[-1] if stack and isinstance(stack[-1], Token) else None
-    openers = [v for v in stack if isinstance(v, Token) and v.type in _OPENER_TYPES]
     starts = _statement_starts()
     words = _terminal_words()
 

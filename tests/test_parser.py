@@ -361,3 +361,19 @@ def test_deep_nesting_is_a_diagnostic_not_a_crash(depth, open_, close):
     for text in (f"let x = {open_ * depth}1{close * depth}\n", f"let x = {open_ * depth}1\n"):
         module, diags = parse(text, "t.nspec")
         assert module is not None or (diags and all(d.span.line >= 1 and d.span.col >= 1 for d in diags))
+
+
+@pytest.mark.parametrize("text", [
+    "let x = " + "9" * 400,          # an integer literal too large for a float
+    "let x = " + "9" * 5000,         # ... and beyond Python's int-from-string digit limit
+    'let x = "\\x"',                 # a truncated escape in a string
+    'let x = "\\N{nope}"',           # an unknown named escape
+    "system S { in I: mV^1.5 }",     # a unit exponent that is not an integer
+], ids=["int-400-digits", "int-5000-digits", "truncated-escape", "unknown-named-escape", "fractional-unit-power"])
+def test_bad_literals_are_diagnostics_not_crashes(text):
+    module, diags = parse(text, "t.nspec")
+    assert module is not None or (diags and all(d.span.line >= 1 and d.span.col >= 1 for d in diags))
+
+
+def test_escapes_keep_non_ascii_text():
+    assert expr('"\u00e9\\n"') == ("String", "\u00e9\n")

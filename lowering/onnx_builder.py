@@ -44,7 +44,7 @@ class Val:
 
 
 @dataclass(frozen=True, slots=True)
-class Tuple_:
+class LoopValue:
     """The value of a LOOP: its ITEMs, in order."""
 
     items: tuple[Val, ...]

@@ -1,7 +1,7 @@
-"""One ONNX lowering rule per IR op (``RULES``); PROPAGATE lives in ``onnx_propagate``.
+"""One ONNX lowering rule per IR op (``RULES``); PROPAGATE and LOOP have modules of their own.
 
 A rule is ``rule(e: Emit, node: ir.Node, args: list[Val], batched: bool) -> Val`` (a LOOP
-returns a ``Tuple_``).  ``args`` are the lowered inputs, ``batched`` says whether the node's own
+returns a ``LoopValue``).  ``args`` are the lowered inputs, ``batched`` says whether the node's own
 value carries the batch axis (``ir.batched``).  Per-sample axes become ONNX axes through
 ``Val.axis`` (shifted by one on batched values); batched operands of lower rank than the result
 are lifted (``Emit.lift``) so that numpy broadcasting of per-sample shapes still holds.
@@ -16,7 +16,8 @@ from onnx import helper
 
 from nspec.compiler import ir
 from nspec.compiler.ir import DType, Op
-from nspec.lowering.onnx_builder import INT64_MAX, ONNX_DTYPE, Emit, Tuple_, Val, value_info
+from nspec.lowering.onnx_builder import INT64_MAX, ONNX_DTYPE, Emit, Val
+from nspec.lowering.onnx_loop import loop
 from nspec.lowering.onnx_propagate import propagate
 
 
@@ -281,96 +282,6 @@ def _item(e: Emit, n, args, b):
     return loop.items[n.attr("index")]
 
 
-def _loop(e: Emit, n, args, b):
-    """An ONNX ``Loop``: carried names are loop-carried values, stacked outputs are scan outputs.
-
-    Invariants are read from the enclosing scope (ONNX bodies see outer values).  In a batched
-    loop every carried value is batched.  With ``until``, a per-sample ``done`` flag is carried:
-    a finished sample keeps its carried values and repeats its last stacked output, the loop
-    condition is "some sample still running", and stacked outputs of an early exit are padded
-    to ``count`` with their last value.
-    """
-    body: ir.Graph = n.attr("body")
-    carried, invariant = tuple(n.attr("carried", ())), tuple(n.attr("invariant", ()))
-    stacked, until, count = tuple(n.attr("stacked", ())), n.attr("until"), int(n.attr("count"))
-    inits = [e.to_batch(v) if b else v for v in args[:len(carried)]]
-    if count == 0:  # no iteration: the initial values, and empty stacks
-        empty = [body.nodes[(body.result(s, "output") or body.result(s)).node] for s in stacked]
-        return Tuple_(tuple(inits) + tuple(Val(e.zeros(x.dtype, (0, *x.shape), b), x.dtype, (0, *x.shape), b)
-                                           for x in empty))
-    env = dict(zip(invariant, args[len(carried):]))
-    unbatched = {k for k, v in env.items() if not v.batched} | (set() if b else set(carried))
-    flags = ir.batched(body, unbatched)
-    sub = e.scope.child(f"{e.label}/")
-    fresh = e.builder.fresh
-    it, cond_in = fresh(f"{sub.prefix}iter"), fresh(f"{sub.prefix}cond")
-    ins = [value_info(it, DType.i64, (), False), value_info(cond_in, DType.bool, (), False)]
-    state_in = []
-    for name, v in zip(carried, inits):
-        state_in.append(Val(fresh(f"{sub.prefix}{name}"), v.dtype, v.shape, v.batched))
-        env[name] = state_in[-1]
-    kinds = {r.name: r.kind for r in body.results}
-    stack_res = [body.result(s, "output") or body.result(s) for s in stacked]
-    loop_inits = list(inits)
-    if until is not None:  # extra carried: done flags, then each stacked output's last value
-        done = Val(fresh(f"{sub.prefix}done"), DType.bool, (), b)
-        state_in.append(done)
-        loop_inits.append(Val(e.zeros(DType.bool, (), b), DType.bool, (), b))
-        for r in stack_res:
-            node = body.nodes[r.node]
-            state_in.append(Val(fresh(f"{sub.prefix}last.{r.name}"), node.dtype, node.shape, b))
-            loop_inits.append(Val(e.zeros(node.dtype, node.shape, b), node.dtype, node.shape, b))
-    ins += [value_info(v.name, v.dtype, v.shape, v.batched) for v in state_in]
-    vals = e.lower(sub, body, env, flags)
-    be = Emit(sub, e.label, e.span, e.options, e.lower)
-    nexts = []
-    for name, v in zip(carried, state_in):
-        r = body.result(name, "next")
-        if r is None:
-            raise ir.IRError(f"{n.span}: loop body has no next value for carried {name!r} (results: {kinds})")
-        nv = be.cast(vals[r.node], v.dtype)
-        nexts.append(be.to_batch(nv) if b else nv)
-    outs = [be.to_batch(vals[r.node]) if b else vals[r.node] for r in stack_res]
-    if until is None:
-        cond_out = be.op("Identity", cond_in)
-        extra = []
-    else:
-        done = state_in[len(carried)]
-        frozen = lambda v: be.lift(done, len(v.shape))  # noqa: E731 - done, lifted to v's rank
-        nexts = [Val(be.op("Where", frozen(v), v.name, nv.name), v.dtype, v.shape, v.batched)
-                 for v, nv in zip(state_in, nexts)]
-        lasts = state_in[len(carried) + 1:]
-        outs = [Val(be.op("Where", frozen(last), last.name, o.name), o.dtype, o.shape, o.batched)
-                for last, o in zip(lasts, outs)]
-        u = vals[body.result(until, "value").node]
-        done_next = be.op("Or", done.name, be.cast(u, DType.bool).name)
-        running = be.op("Not", done_next)
-        if b:
-            running = be.op("Cast", be.op("ReduceMax", be.op("Cast", running, to=ONNX_DTYPE[DType.i32]),
-                                          keepdims=0), to=ONNX_DTYPE[DType.bool])
-        cond_out = running
-        extra = [Val(done_next, DType.bool, (), b)] + outs
-    body_outs = [cond_out] + [be.op("Identity", v.name) for v in nexts + extra] + [be.op("Identity", o.name) for o in outs]
-    out_infos = [value_info(body_outs[0], DType.bool, (), False)]
-    for name, v in zip(body_outs[1:], nexts + extra + outs):
-        out_infos.append(value_info(name, v.dtype, v.shape, v.batched))
-    graph = helper.make_graph(sub.nodes, f"{e.label}_body", ins, out_infos)
-    results = e.op("Loop", e.const(np.asarray(count, dtype=np.int64)), e.const(np.asarray(True)),
-                   *(v.name for v in loop_inits), outputs=len(loop_inits) + len(outs), body=graph)
-    results = results if isinstance(results, list) else [results]
-    items = [Val(results[j], v.dtype, v.shape, v.batched) for j, v in enumerate(inits)]
-    for j, o in enumerate(outs):
-        seq = results[len(loop_inits) + j]
-        if until is not None:  # pad an early exit to `count` iterations with the last value
-            last = e.op("Slice", seq, e.i64([-1]), e.i64([INT64_MAX]), e.i64([0]))
-            missing = e.op("Sub", e.i64([count]), e.op("Shape", seq, start=0, end=1))
-            seq = e.op("Concat", seq, e.op("Expand", last, e.op("Concat", missing, e.i64([1] * o.rank), axis=0)), axis=0)
-        if b:  # [count, B, ...] -> [B, count, ...]
-            seq = e.op("Transpose", seq, perm=[1, 0] + list(range(2, o.rank + 1)))
-        items.append(Val(seq, o.dtype, (count, *o.shape), b))
-    return Tuple_(tuple(items))
-
-
 UNARY_ONNX = {Op.NEG: "Neg", Op.ABS: "Abs", Op.EXP: "Exp", Op.LOG: "Log", Op.SQRT: "Sqrt", Op.TANH: "Tanh",
               Op.SIGMOID: "Sigmoid", Op.RELU: "Relu", Op.SOFTPLUS: "Softplus", Op.SIN: "Sin", Op.COS: "Cos",
               Op.FLOOR: "Floor", Op.NOT: "Not"}
@@ -408,6 +319,6 @@ RULES = {
     Op.GATHER: _gather,
     Op.SCATTER_ADD: _scatter_add,
     Op.PROPAGATE: propagate,
-    Op.LOOP: _loop,
+    Op.LOOP: loop,
     Op.ITEM: _item,
 }

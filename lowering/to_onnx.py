@@ -47,7 +47,7 @@ from onnx import helper
 
 import nspec
 from nspec.compiler import ir
-from nspec.compiler.ir import DType, Op
+from nspec.compiler.ir import DType
 from nspec.dsl.diagnostics import UNKNOWN_SPAN, NspecError, error
 from nspec.lowering.onnx_builder import ONNX_DTYPE, Builder, Emit, Scope, Val, value_info
 from nspec.lowering.onnx_rules import RULES
@@ -119,7 +119,7 @@ def _step_results(program: ir.Program, vals: list, env: dict[str, Val], record: 
         if name in states:  # a state records its value before the step's update
             out.append(("record", name, env[name], env[name].dtype))
             continue
-        r = next((r for r in program.step.results if r.name == name and r.kind in ("value", "output")), None)
+        r = program.step.result(name, "output") or program.step.result(name, "value")
         if r is None:
             raise BackendError(f"cannot record {name!r}: it is neither a state nor a step result")
         out.append(("record", name, vals[r.node], program.step.nodes[r.node].dtype))
@@ -308,7 +308,7 @@ def export(program: ir.Program, path, mode: str = "whole-run", steps: int | None
 
 
 # ---------------------------------------------------------------- the executor
-def providers() -> list[str]:
+def default_providers() -> list[str]:
     """CUDA when this onnxruntime build has it, else CPU."""
     import onnxruntime as ort
 
@@ -325,7 +325,7 @@ def session(model: onnx.ModelProto, strict: bool = False, threads: int | None = 
                                    else ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
     if threads:
         so.intra_op_num_threads = threads
-    return ort.InferenceSession(model.SerializeToString(), so, providers=provider_list or providers())
+    return ort.InferenceSession(model.SerializeToString(), so, providers=provider_list or default_providers())
 
 
 def _fingerprint(arrays: dict[str, np.ndarray]) -> str:
@@ -352,9 +352,14 @@ class OnnxExecutor:
 
     def __init__(self, program: ir.Program, mode: str = "whole-run", strict: bool = False, propagate: str = "auto",
                  threads: int | None = None, providers: list[str] | None = None, bind_params: bool = True,
-                 **_ignored):
+                 **unknown):
+        if unknown:
+            raise BackendError(f"unknown onnxruntime option(s) {', '.join(sorted(unknown))}; the options are mode, "
+                               "strict, propagate, threads, providers, bind_params")
         if mode not in ("whole-run", "step"):
             raise BackendError(f"unknown onnxruntime mode {mode!r}; choose 'whole-run' or 'step'")
+        if propagate not in ("auto", "dense", "sparse"):
+            raise BackendError(f"unknown propagate form {propagate!r}; choose 'auto', 'dense' or 'sparse'")
         _require_discrete(program)
         self.program = program
         self.mode = mode
@@ -362,7 +367,7 @@ class OnnxExecutor:
         self.options = Options(propagate=propagate, strict=strict)
         self.threads = threads
         self.bind_params = bind_params
-        self.providers = providers or globals()["providers"]()
+        self.providers = providers or default_providers()
         self.device = "cuda" if self.providers[0] == "CUDAExecutionProvider" else "cpu"
         self._sessions: dict = {}
         self._params: dict[str, np.ndarray] = {}
@@ -386,9 +391,9 @@ class OnnxExecutor:
         wanted = {i.name for i in sess.get_inputs()}
         for name, value in feeds.items():
             if name in wanted:
-                if isinstance(value, np.ndarray) or np.isscalar(value):
-                    io.bind_cpu_input(name, np.ascontiguousarray(value))
-                else:
+                if isinstance(value, np.ndarray):
+                    io.bind_cpu_input(name, np.asarray(value, order="C"))  # keeps a scalar 0-d
+                else:  # an OrtValue already on the device (the state kept between steps)
                     io.bind_ortvalue_input(name, value)
         names = [o.name for o in sess.get_outputs()]
         for name in names:
@@ -506,5 +511,5 @@ class OnnxExecutor:
         return [x.name for x in self.program.inputs]
 
 
-__all__ = ["RULES", "Options", "lower_graph", "step_model", "run_model", "export", "session", "providers",
+__all__ = ["RULES", "Options", "lower_graph", "step_model", "run_model", "export", "session", "default_providers",
            "OnnxExecutor"]

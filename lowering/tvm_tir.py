@@ -166,8 +166,9 @@ def _mod(dt, a, b):
     if not _is_float(dt):
         return tirx.floormod(a, b)
     # np.mod: the remainder takes the divisor's sign
-    r = tirx.fmod(a, b)
-    fix = tirx.And(tirx.NE(r, _imm(0, dt)), tirx.NE(r < _imm(0, dt), b < _imm(0, dt)))
+    r = tirx.call_pure_extern(dt, "fmodf" if dt == "float32" else "fmod", a, b)  # no LLVM rule for tirx.fmod
+    zero = _imm(0, dt)
+    fix = tirx.Or(tirx.And(r < zero, b > zero), tirx.And(r > zero, b < zero))
     return tirx.Select(fix, r + b, r)
 
 
@@ -661,7 +662,7 @@ class Emitter:
                     xs.append(src if src is not None else vals[j])
                 value = self.expr(graph, n, xs, idx)
                 if lane is None:
-                    var = T.bind(_cast(value, "int8")) != _imm(0, "int8") if n.dtype is DType.bool else T.bind(value)
+                    var = _cast(T.bind(_cast(value, "int8")), "bool") if n.dtype is DType.bool else T.bind(value)
                     if i in plan.stored:
                         vals[i].store(idx, var)
                 elif i in lane_bufs:

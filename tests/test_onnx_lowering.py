@@ -403,7 +403,9 @@ def lif_request(prog, params, steps=200, batch=2, record=(("P/spikes", 1), ("P/v
     n = prog.states[0].shape[0]
     rng = np.random.default_rng(11)
     state = {"P/v": rng.uniform(0, 1, (batch, n)).astype(np.float32), "P/s": np.zeros((batch, n), np.float32)}
-    return RunRequest(params, state, {"I": rng.uniform(0, 0.25, (batch, steps, n)).astype(np.float32)}, steps, record)
+    # inputs cover more steps than the run: each step must read its own column
+    drive = rng.uniform(0, 0.25, (batch, steps + 7, n)).astype(np.float32)
+    return RunRequest(params, state, {"I": drive}, steps, record)
 
 
 def test_leaky_integrator_200_steps():
@@ -554,8 +556,9 @@ def test_exported_model_runs_in_a_fresh_process_without_nspec(tmp_path, external
 # ---------------------------------------------------------------- errors
 def test_bad_options_and_undiscretised_programs():
     prog, _ = lif_program()
-    with pytest.raises(BackendError):
-        OnnxExecutor(prog, mode="sometimes")
+    for options in ({"mode": "sometimes"}, {"propagate": "magic"}, {"stirct": True}):
+        with pytest.raises(BackendError):
+            OnnxExecutor(prog, **options)
     g = GraphBuilder()
     v = g.arg("v", "state", F, ())
     g.result("v", "deriv", g.add(Op.NEG, (v,), F, ()))

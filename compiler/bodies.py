@@ -57,8 +57,8 @@ def resolve_type(b: ExprBuilder, t: A.TensorType | None, default: DType = DType.
     shape = []
     for s in t.shape or ():
         n = b.static_int(s, "a size")
-        if n <= 0:
-            b.fail(s.span, f"a size must be positive, got {n}")
+        if n < 0:
+            b.fail(s.span, f"a size must not be negative, got {n}")
         shape.append(n)
     dim = unit_of(b, t.unit)[1] if t.unit is not None else DIMENSIONLESS
     return dtype, tuple(shape), dim

@@ -337,8 +337,9 @@ def build_workspace(elab, decl: A.SystemDecl, scope, args: dict) -> Primitive:
         if not 0 < k <= modules:
             b.fail(rule.args[0].span, f"topk: k = {k} must be in 1..{modules}")
         mask = _topk(ex, gt, k, rule.span)
-        soft = ex.add(Op.SOFTMAX, [gt], gt.dtype, gt.shape, DIMENSIONLESS, rule.span, (("axis", 0),))
-        weights = ex.binary("*", mask, soft, rule.span)
+        losers = ex.binary("*", ex.binary("-", static(1.0), mask, rule.span), static(-1e30), rule.span)
+        weights = ex.add(Op.SOFTMAX, [ex.binary("+", gt, losers, rule.span)], gt.dtype, gt.shape, DIMENSIONLESS,
+                         rule.span, (("axis", 0),))
     if slots == 1:
         nxt = ex.add(Op.EINSUM, [weights, w], w.dtype, (dim,), w.dim, decl.span, (("equation", "m,md->d"),))
     else:

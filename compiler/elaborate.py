@@ -359,6 +359,14 @@ def elaborate_file(path: str, sources: SourceMap, hyper: dict, target: str | Non
 
 
 def _check_overrides(elab: Elaborator, scope: Scope) -> None:
+    statics = elab.statics(scope)
+    for name in sorted(set(elab.overrides) - elab.used_overrides):
+        found = scope.find(name)
+        if found is not None and isinstance(found[0], A.Hyper):
+            try:
+                statics.get(name, found[0].span)  # type and one_of checks apply to unread ones too
+            except Abort:
+                pass
     unknown = sorted(set(elab.overrides) - elab.used_overrides - {"dt", "seed"})
     declared = sorted(n for n, (d, _) in scope.decls.items() if isinstance(d, A.Hyper))
     for name in unknown:

@@ -92,6 +92,8 @@ class ExprBuilder:
             self.fail(span, f"the string {value!r} cannot be used as a number here")
         try:
             arr = np.asarray(value, dtype=v.dtype.numpy)
+            if arr.shape != tuple(v.shape) and arr.size == int(np.prod(v.shape)):
+                arr = arr.reshape(v.shape)
         except (TypeError, ValueError):
             self.fail(span, "this value cannot be used as a tensor")
         return self.g.const(arr, v.dtype, span)
@@ -142,8 +144,13 @@ class ExprBuilder:
             dims = {i.dim for i in items}
             if len(dims) > 1:
                 self.fail(e.span, "list items have different units: " + ", ".join(sorted(describe(d) for d in dims)))
-            return Val(DType.f32, (len(items),), items[0].dim if items else DIMENSIONLESS,
-                       static=[i.static for i in items])
+            values = [i.static for i in items]
+            try:
+                shape = np.asarray(values, dtype=object if any(isinstance(v, str) for v in values) else None).shape
+            except ValueError:
+                self.fail(e.span, "a nested list must be rectangular, like [[1, 2], [3, 4]]")
+            return Val(DType.f32, tuple(shape) if shape else (len(items),), items[0].dim if items else DIMENSIONLESS,
+                       static=values)
         return self.stack(items, 0, e.span)
 
     def e_Attribute(self, e: A.Attribute) -> Val:
@@ -267,7 +274,8 @@ class ExprBuilder:
         if op == "/" and not dtype.is_float:
             dtype = self.float_dtype
         if a.is_static and b.is_static and not isinstance(a.static, str) and not isinstance(b.static, str):
-            value = _STATIC_BINARY[op](np.asarray(a.static), np.asarray(b.static))
+            with np.errstate(all="ignore"):
+                value = _STATIC_BINARY[op](np.asarray(a.static), np.asarray(b.static))
             value = value.item() if np.ndim(value) == 0 else value
             if isinstance(value, float) and not dtype.is_float:
                 value = int(value) if float(value).is_integer() else value
@@ -604,6 +612,8 @@ def _where(b: ExprBuilder, e: A.Call) -> Val:
     if xv.dim != yv.dim:
         b.fail(e.span, f"unit mismatch in where(): {describe(xv.dim)} and {describe(yv.dim)}")
     dtype = b.result_dtype(xv, yv, e.span, "where")
+    if cv.is_static and np.ndim(cv.static) == 0:
+        return xv if cv.static else yv
     try:
         shape = tuple(np.broadcast_shapes(cv.shape, xv.shape, yv.shape))
     except ValueError:
@@ -936,7 +946,10 @@ def _one_hot(b: ExprBuilder, e: A.Call) -> Val:
     if iv.dtype not in (DType.i64, DType.i32):
         b.fail(i.span, f"one_hot() needs i64 indices, got {fmt_type(iv)}")
     rng = static(np.arange(k, dtype=np.int64))
-    iv2 = b.add(Op.RESHAPE, [iv], iv.dtype, iv.shape + (1,), DIMENSIONLESS, e.span) if not iv.is_static else iv
+    if iv.is_static:
+        iv2 = replace(iv, shape=iv.shape + (1,), static=np.asarray(iv.static)[..., None])
+    else:
+        iv2 = b.add(Op.RESHAPE, [iv], iv.dtype, iv.shape + (1,), DIMENSIONLESS, e.span)
     eq = b.add(Op.EQ, [iv2, rng], DType.bool, iv.shape + (k,), DIMENSIONLESS, e.span)
     return b.cast(eq, b.float_dtype, e.span)
 

@@ -139,7 +139,7 @@ def build_network(elab, decl: A.SystemDecl, scope, args: dict) -> Composite:
             if isinstance(stmt, A.Wire):
                 wires.extend(_network_wires(b, stmt, pops, ports_in, ports_out))
             elif isinstance(stmt, A.Record):
-                monitors.append(_monitor(elab, b, stmt, pops, monitors))
+                monitors.append(_monitor(elab, b, stmt, pops, monitors, {p.name: p for p in projections}))
         except Abort:
             continue
     return Composite(decl.name, tuple(ports_in), tuple(ports_out), tuple(boxes), tuple(wires), tuple(monitors), decl.span)
@@ -183,19 +183,29 @@ def _network_wires(b: ExprBuilder, stmt: A.Wire, pops, ports_in, ports_out) -> l
     return out
 
 
-def _monitor(elab, b: ExprBuilder, stmt: A.Record, pops, existing) -> Monitor:
-    if stmt.of is None or stmt.of.name not in pops:
-        what = stmt.of.name if stmt.of else "nothing"
-        b.fail(stmt.of.span if stmt.of else stmt.span, f"record ... of '{what}': not a population of this network")
-    pop = pops[stmt.of.name]
-    lo, hi = _slice_of(b, stmt.of, pop.size)
-    indices = None if (lo, hi) == (0, pop.size) else tuple(range(lo, hi))
+def _monitor(elab, b: ExprBuilder, stmt: A.Record, pops, existing, projections) -> Monitor:
     every = 1
     if stmt.every is not None:
         v = b.static_value(stmt.every, "the recording interval")
         if v.dim != _TIME:
             b.fail(stmt.every.span, f"'every' needs a duration, got {describe(v.dim)}")
         every = max(int(round(float(v.static) / elab.dt)), 1)
+    if stmt.of is not None and stmt.of.name in projections:
+        proj = projections[stmt.of.name]
+        states = {s.name for s in proj.decl.body if isinstance(s, A.State)}
+        for var in stmt.variables:
+            if var not in states:
+                b.fail(stmt.span, f"cannot record '{var}': projection '{proj.name}' has no synapse state '{var}'")
+        if stmt.of.subscripts:
+            b.fail(stmt.of.span, "record synapse variables of a whole projection")
+        name = stmt.alias or f"{'_'.join(stmt.variables)}_{proj.name}"
+        return Monitor(name, "state", tuple(f"{proj.name}/{v}" for v in stmt.variables), None, every, stmt.span)
+    if stmt.of is None or stmt.of.name not in pops:
+        what = stmt.of.name if stmt.of else "nothing"
+        b.fail(stmt.of.span if stmt.of else stmt.span, f"record ... of '{what}': not a population of this network")
+    pop = pops[stmt.of.name]
+    lo, hi = _slice_of(b, stmt.of, pop.size)
+    indices = None if (lo, hi) == (0, pop.size) else tuple(range(lo, hi))
     names = {m.name for m in existing}
     if stmt.variables == ("spikes",):
         name = stmt.alias or ("spikes" if "spikes" not in names else f"spikes_{pop.name}")

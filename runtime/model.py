@@ -8,6 +8,7 @@ monitor arrays (``M.i``/``M.t`` for spikes, ``M.<var>``/``M.t`` for state traces
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -77,10 +78,7 @@ class Model:
 
     # ------------------------------------------------------------ parameters
     def initial(self, batch: int, seed: int | None) -> tuple[dict, dict]:
-        params, state = initialize(self.program, batch, self.program.seed if seed is None else seed)
-        if self.params is not None:
-            params = dict(self.params)
-        return params, state
+        return initialize(self.program, batch, self.program.seed if seed is None else seed, self.params)
 
     def load_weights(self, source: str | Path | Mapping[str, Any], strict: bool = True) -> None:
         """Load parameters by their declared external names (``key "..."``) or paths.
@@ -136,11 +134,11 @@ class Model:
             return int(steps)
         if duration is not None:
             return max(int(round(float(duration) / self.dt)), 1)
+        lengths = {a.shape[1] for a in inputs.values() if a.shape[1] > 1}
+        if lengths:
+            return min(lengths)  # a data sequence sets the length of its run
         if self.default_steps is not None:
             return self.default_steps
-        lengths = {a.shape[1] for a in inputs.values()}
-        if lengths:
-            return min(lengths)
         return 1
 
     def _inputs(self, inputs: Mapping[str, Any] | None, batch: int | None) -> tuple[dict[str, np.ndarray], bool, int]:
@@ -214,9 +212,10 @@ class Model:
         wanted: dict[str, int] = {}
         for m in self.monitors:
             for v in m.variables:
-                wanted[v] = min(wanted.get(v, m.every), m.every)
+                wanted[v] = math.gcd(wanted.get(v, m.every), m.every)
         for name in record or ():
             wanted[name] = 1
+        self._recorded_every = dict(wanted)
         return sorted(wanted.items())
 
     def _collect(self, result, steps: int, batch: int | None, drop_time: bool, record) -> dict[str, np.ndarray]:
@@ -230,6 +229,8 @@ class Model:
             if m.kind == "spikes":
                 rec = result.records[m.variables[0]]  # [T, B, n]
                 every = 1
+                if m.indices is not None:
+                    rec = rec[..., list(m.indices)]
                 if batch is None:
                     t_idx, i_idx = np.nonzero(rec[:, 0] > 0)
                     out[f"{m.name}.i"] = i_idx.astype(np.int64)
@@ -240,12 +241,12 @@ class Model:
                     out[f"{m.name}.t"] = t_idx * self.dt
             else:
                 for var in m.variables:
-                    rec = result.records[var]
+                    rec = result.records[var][:: m.every // self._recorded_every[var]]
                     if m.indices is not None:
                         rec = rec[..., list(m.indices)]
                     short = var.rsplit("/", 1)[-1]
                     out[f"{m.name}.{short}"] = rec[:, 0] if batch is None else rec
-                n = next(iter(result.records[m.variables[0]].shape[:1]), 0)
+                n = len(range(0, steps, m.every))
                 out[f"{m.name}.t"] = np.arange(n) * m.every * self.dt
         for name in record or ():
             rec = result.records[name]

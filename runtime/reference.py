@@ -593,13 +593,15 @@ def _as_var(value, var) -> np.ndarray:
     return np.array(np.broadcast_to(value, var.shape), dtype=var.dtype.numpy)
 
 
-def initialize(program: Program, batch: int, seed: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+def initialize(program: Program, batch: int, seed: int,
+               params: dict[str, np.ndarray] | None = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Initial parameters ``{name: value}`` and states ``{name: [batch, *shape]}`` from ``program.init``.
 
     Parameters are drawn once from ``default_rng(seed)``; trial b's states from
     ``default_rng([seed, b])``, so trial b of a batch equals a batch-1 run given that stream.
     RANDOM nodes draw in node order; a node shared by a parameter and a state keeps the
-    parameter's value.
+    parameter's value.  Given ``params`` (loaded weights), states are computed from those
+    (a learned start state follows its loaded parameter).
     """
     init = program.init
 
@@ -615,7 +617,13 @@ def initialize(program: Program, batch: int, seed: int) -> tuple[dict[str, np.nd
     param_roots, state_roots = roots(program.params), roots(program.states)
     param_nodes = _reachable(init, param_roots.values())
     pvals = Plan(init, frozenset(init.args()), param_nodes).run(Context({}, None, np.random.default_rng(seed)))
+    loaded = params
     params = {v.name: _as_var(pvals[param_roots[v.name]], v) for v in program.params}
+    if loaded is not None:
+        params = {v.name: _as_var(np.asarray(loaded[v.name]), v) for v in program.params}
+        pvals = {i: pvals[i] for i in param_nodes if init.nodes[i].op is not Op.ARG}
+        for v in program.params:
+            pvals[param_roots[v.name]] = params[v.name]
 
     state_plan = Plan(init, frozenset(init.args()), _reachable(init, state_roots.values()) - param_nodes)
     preset = {i: pvals[i] for i in param_nodes}

@@ -39,6 +39,13 @@ def _path(prefix: str, name: str) -> str:
     return f"{prefix}/{name}" if prefix else name
 
 
+def _box_key(box: BoxIR, key: str | None) -> str | None:
+    """A weight key inside a box is relative to the box (torch's module naming); "/k" is absolute."""
+    if key is None or key.startswith("/") or not box.param_prefix:
+        return key
+    return f"{box.param_prefix.replace('/', '.')}.{key}"
+
+
 def instantaneous_cycle(comp: Composite, flat: dict[str, Primitive]) -> list[str] | None:
     """A cycle in the port-level instantaneous dependency graph, as port names, or None."""
     edges: dict[str, list[str]] = {}
@@ -192,7 +199,7 @@ def flatten(system, diags: Collector) -> Primitive:
     for box in system.boxes:
         prim = flat[box.name]
         for v in prim.params:
-            inl.declare(params, v, _path(box.param_prefix, v.name))
+            inl.declare(params, replace(v, key=_box_key(box, v.key)), _path(box.param_prefix, v.name))
         for v in prim.states:
             inl.declare(states, v, _path(box.state_prefix, v.name))
         nexts = [r for r in prim.step.results if r.kind in ("next", "value")]
@@ -238,8 +245,9 @@ def to_program(prim: Primitive, name: str, dt: float, seed: int, hyper) -> Progr
     from ..units import base_unit_name
 
     inputs = tuple(Var(p.name, p.dtype, p.shape, p.span, base_unit_name(p.dim)) for p in prim.inputs)
+    params = tuple(replace(v, key=v.key[1:]) if v.key and v.key.startswith("/") else v for v in prim.params)
     outputs = tuple(Var(p.name, p.dtype, p.shape, p.span, base_unit_name(p.dim), stack=p.stack) for p in prim.outputs)
-    program = Program(name, prim.step, prim.init, prim.params, prim.states, inputs, outputs, prim.monitors, dt, seed,
+    program = Program(name, prim.step, prim.init, params, prim.states, inputs, outputs, prim.monitors, dt, seed,
                       None, (), tuple(hyper))
     verify_program(program)
     return program

@@ -13,8 +13,7 @@ becomes the ``Program``.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -25,7 +24,7 @@ from nspec.dsl.diagnostics import Collector, Diagnostic, NspecError, SourceMap, 
 from .expressions import Abort, ExprBuilder, Val, fmt_type, static
 from .ir import DType, GraphBuilder, Program
 from .modules import Loader, Scope
-from .units import DIMENSIONLESS, describe, quantity
+from .units import DIMENSIONLESS, describe, unit
 
 DEFAULT_DT = 1e-4  # 0.1 ms, Brian2's default
 
@@ -201,11 +200,35 @@ class Elaborator:
             raise Abort
         self._stack.append(decl.name)
         try:
+            decl = self.resolve_conditionals(decl, scope, args)
             result = self._build(decl, scope, args, span, **options)
         finally:
             self._stack.pop()
         self._instances[key] = result
         return result
+
+    def resolve_conditionals(self, decl: A.SystemDecl, scope: Scope, args: dict[str, Val]) -> A.SystemDecl:
+        """The declaration with each ``if`` replaced by the branch its compile-time condition picks."""
+        if not any(isinstance(s, A.If) for s in decl.body):
+            return decl
+        statics = self.statics(scope)
+        b = ExprBuilder(GraphBuilder(), self.diags, lambda n, s: args.get(n) or (
+            static(self.dt, unit("s")[1]) if n == "dt" else statics.get(n, s)))
+
+        def expand(stmts) -> tuple:
+            out = []
+            for s in stmts:
+                if not isinstance(s, A.If):
+                    out.append(s)
+                    continue
+                v = b.expr(s.condition)
+                if not v.is_static or v.dtype is not DType.bool:
+                    b.fail(s.condition.span, "an 'if' condition must be a bool known at compile time (from "
+                                             "hyperparameters and template parameters)")
+                out.extend(expand(s.then if v.static else s.otherwise))
+            return tuple(out)
+
+        return replace(decl, body=expand(decl.body))
 
     def _build(self, decl: A.SystemDecl, scope: Scope, args: dict[str, Val], span: Span, **options):
         if decl.kind in ("system", "neuron", "synapse"):

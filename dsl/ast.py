@@ -366,6 +366,15 @@ class Until(Stmt):
 
 
 @node
+class If(Stmt):
+    """``if cond { ... } else { ... }``: a compile-time choice between declarations."""
+
+    condition: Expr
+    then: tuple[Stmt, ...]
+    otherwise: tuple[Stmt, ...]
+
+
+@node
 class Assert(Stmt):
     condition: Expr
     message: str | None

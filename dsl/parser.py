@@ -193,6 +193,19 @@ ERROR_EXAMPLES: dict[str, list[str]] = {
         "neuron A param",
         "system S(D) x",
         "system S(D) = 1",
+        "system S(D, N = 2) x",
+        "system S() x",
+    ],
+    "a test's body is a block: 'test \"fires\" { run for 10 ms }'": [
+        "test \"t\" run",
+        "test \"t\"",
+    ],
+    "a test block holds run, input, set, let, expect and expect_error statements, not {found}": [
+        "test \"t\" { x }",
+        "test \"t\" { max(x) }",
+        "test \"t\" { 1 }",
+        "test \"t\" { in }",
+        "test \"t\" { x = 1 }",
     ],
     "the '{' of a declaration goes on the line of its name: 'neuron LIF {'": [
         "neuron A\n{ }",
@@ -258,14 +271,18 @@ ERROR_EXAMPLES: dict[str, list[str]] = {
         "system S { y }",
         "system S { y 1 }",
         "neuron N { on_pre { ge } }",
+        "network N { projection p: A -> B { ge } }",
     ],
     "'ticks' needs a count: 'ticks 5'": [
         "system S { ticks }",
     ],
-    "a template parameter needs a name: 'system S(D, N = 4)'": [
+    "a template parameter is a name with an optional type and default: 'system S(D, N = 4)'": [
         "system S(D, ) { }",
         "system S(, D) { }",
         "system S(1) { }",
+        "system S(k + 1) { }",
+        "system S(k - = 1) { }",
+        "system S(k += 1) { }",
     ],
 }
 
@@ -554,6 +571,10 @@ def _diagnose(exc: UnexpectedInput, text: str, path: str) -> Diagnostic:
         if want == "}" and raw_prev is not None and raw_prev.type == "NAME" and f"'{raw_prev}'" in top_words:
             return error(_tok_span(path, raw_prev), f"unclosed '{{' (opened at {inner.line}:{inner.column}): "
                                                     f"expected '}}' before '{raw_prev}'")
+        if want != "}" and inner.line < tok.line and not text[text.rfind("\n", 0, tok.start_pos) + 1:tok.start_pos].strip():
+            # a bracket from an earlier line is still open where a new line starts a statement
+            return error(span, f"unclosed '{inner}' (opened at {inner.line}:{inner.column}): "
+                               f"expected '{want}' before {got}")
         want_type = next((k for k, v in words.items() if v == f"'{want}'"), None)
         breaks_out = tok.type in _top_level_only() if want == "}" else (
             tok.type in ("RPAR", "RSQB", "RBRACE", "LBRACE") or tok.type in starts)
@@ -588,11 +609,15 @@ def _diagnose(exc: UnexpectedInput, text: str, path: str) -> Diagnostic:
 
     table = _example_table()
     key = (_context(exc), _position(exc))
-    label = table.get((*key, tok.type)) or table.get((*key, None)) or table.get(("*", key[1], tok.type))
+    # The statement's own keyword first, then statements without one (assignments), then expressions.
+    label = next((table[k] for k in ((*key, tok.type), (*key, None), (None, key[1], tok.type), (None, key[1], None),
+                                     ("*", key[1], tok.type)) if k in table), None)
     if label:
         prev_text = f"'{prev}'" if prev is not None else "the start"
         return error(span, label.replace("{found}", got).replace("{prev}", prev_text))
 
+    if at_statement_start and tok.type not in starts:
+        return error(span, f"{got} cannot start a statement")
     if _expression_start() <= expected:
         after = f" after '{prev}'" if prev is not None else ""
         return error(span, f"expected an expression{after}, found {got}")

@@ -305,6 +305,12 @@ class ToAst(Transformer):
     def until_stmt(self, meta, ch):
         return A.Until(self._span(meta), ch[0], ch[1])
 
+    def if_stmt(self, meta, ch):
+        otherwise = ()
+        if len(ch) > 2:
+            otherwise = ch[2] if isinstance(ch[2], tuple) else (ch[2],)
+        return A.If(self._span(meta), ch[0], ch[1], otherwise)
+
     def assert_stmt(self, meta, ch):
         return A.Assert(self._span(meta), ch[0], _unquote(ch[1]) if len(ch) > 1 else None)
 

@@ -1,0 +1,52 @@
+"""`if` blocks: compile-time choices between declarations, driven by hyperparameters."""
+
+import numpy as np
+import pytest
+
+import nspec
+from nspec.dsl import NspecError
+
+SPEC = """
+hyper deep: bool = true
+hyper mode: str = "double" one_of ["double", "same", "zero"]
+system S(n = 2) {
+  in x: f32[n]
+  out y: f32[n]
+  if deep and n > 1 {
+    param W: f32[n, n] = 0.5 key "deep.weight"
+    y = x @ W
+  } else if mode == "double" {
+    y = 2 * x
+  } else if mode == "zero" {
+    y = 0 * x
+  } else {
+    y = x
+  }
+}
+"""
+
+
+@pytest.fixture
+def path(tmp_path):
+    p = tmp_path / "if.nspec"
+    p.write_text(SPEC)
+    return p
+
+
+@pytest.mark.parametrize("deep, mode, expected, keys", [
+    (True, "same", [1.0, 1.0], ["deep.weight"]),
+    (False, "double", [2.0, 2.0], []),
+    (False, "zero", [0.0, 0.0], []),
+    (False, "same", [1.0, 1.0], []),
+])
+def test_branch_follows_hyperparameters(path, deep, mode, expected, keys):
+    m = nspec.load(path, deep=deep, mode=mode)
+    assert [v.key for v in m.program.params] == keys
+    np.testing.assert_allclose(m.run(inputs={"x": np.ones((1, 2))})["y"][0], expected)
+
+
+def test_condition_must_be_known_at_compile_time(tmp_path):
+    p = tmp_path / "bad.nspec"
+    p.write_text("system S {\n  in x: f32\n  out y: f32\n  if x > 0 { y = x } else { y = -x }\n}\n")
+    with pytest.raises(NspecError, match="4:6: error: an 'if' condition must be a bool known at compile time"):
+        nspec.load(p)

@@ -212,8 +212,17 @@ class Elaborator:
         if not any(isinstance(s, A.If) for s in decl.body):
             return decl
         statics = self.statics(scope)
-        b = ExprBuilder(GraphBuilder(), self.diags, lambda n, s: args.get(n) or (
-            static(self.dt, unit("s")[1]) if n == "dt" else statics.get(n, s)))
+        runtime = {getattr(s, "name", None) for s in A.walk(decl) if isinstance(s, (A.Port, A.Param, A.State, A.Let))}
+
+        def lookup(n: str, s: Span) -> Val | None:
+            found = args.get(n) or (static(self.dt, unit("s")[1]) if n == "dt" else statics.get(n, s))
+            if found is None and n in runtime:
+                self.diags.error(s, f"an 'if' condition must be a bool known at compile time; '{n}' is a run-time "
+                                    "value (use where() to choose between values at run time)")
+                raise Abort
+            return found
+
+        b = ExprBuilder(GraphBuilder(), self.diags, lookup)
 
         def expand(stmts) -> tuple:
             out = []

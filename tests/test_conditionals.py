@@ -48,5 +48,5 @@ def test_branch_follows_hyperparameters(path, deep, mode, expected, keys):
 def test_condition_must_be_known_at_compile_time(tmp_path):
     p = tmp_path / "bad.nspec"
     p.write_text("system S {\n  in x: f32\n  out y: f32\n  if x > 0 { y = x } else { y = -x }\n}\n")
-    with pytest.raises(NspecError, match="4:6: error: an 'if' condition must be a bool known at compile time"):
+    with pytest.raises(NspecError, match="4:6: error: an .if. condition must be a bool known at compile time; .x. is a run-time value"):
         nspec.load(p)

@@ -297,6 +297,7 @@ _NAMING_KEYWORDS = {"module", "hyper", "let", "param", "state", "next", "in", "o
 _SPECIAL_WORDS = {"NAME": "a name", "NUMBER": "a number", "STRING": "a string in double quotes",
                   _SEP: "a newline or ';'", "DERIV": "'dv/dt'", "$END": "the end of the file"}
 _NUMBER = re.compile(r"(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?")  # the grammar's NUMBER
+_NUMBER_BEFORE = re.compile(r"(?<![A-Za-z_0-9.])(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?[ \t]*$")
 
 
 @lru_cache(maxsize=1)
@@ -550,8 +551,8 @@ def _diagnose(exc: UnexpectedInput, text: str, path: str) -> Diagnostic:
     words = _terminal_words()
 
     # A keyword written without its separator after a quantity: '1 param b' reads as the unit 'param'.
-    if (prev is not None and prev is raw_prev and _keyword(prev) is not None and len(stack) > 1
-            and isinstance(stack[-2], Token) and stack[-2].type == "NUMBER"):
+    if (prev is not None and _keyword(prev) is not None and prev.start_pos is not None
+            and _NUMBER_BEFORE.search(text, 0, prev.start_pos)):
         if openers and str(openers[-1]) in "([":
             inner = openers[-1]
             return error(_tok_span(path, prev), f"unclosed '{inner}' (opened at {inner.line}:{inner.column}): "

@@ -567,3 +567,33 @@ def test_bad_options_and_undiscretised_programs():
         to_onnx.step_model(ode)
     with pytest.raises(BackendError, match="cannot record 'nothing'"):
         to_onnx.run_model(prog, 5, [("nothing", 1)])
+
+
+# ---------------------------------------------------------------- the seed models, compiled from their specs
+SEEDS = [("specs/seeds/bdh.nspec", {"n_layer": 2, "n_embd": 32, "n_head": 2, "mlp_internal_dim_multiplier": 4,
+                                    "vocab_size": 32}),
+         ("specs/seeds/ctm.nspec", {}),
+         ("specs/seeds/elm.nspec", {"num_input": 64, "num_memory": 16})]
+
+
+@pytest.mark.parametrize("path, hyper", SEEDS, ids=["bdh", "ctm", "elm"])
+def test_seed_models_match_reference(path, hyper):
+    """Whole compiled models: contractions over many terms add in another order than numpy's, so
+    the tolerance is relative to each array's largest magnitude (see the to_onnx docstring)."""
+    import nspec
+
+    model = nspec.load(path, **hyper)
+    prog = model.program
+    params, state = model.initial(2, None)
+    rng = np.random.default_rng(0)
+    inputs = {v.name: (rng.normal(0, 1, (2, 4, *v.shape)) if v.dtype.is_float else rng.integers(0, 2, (2, 4, *v.shape)))
+              .astype(v.dtype.numpy) for v in prog.inputs}
+    request = RunRequest(params, state, inputs, 4)
+    want = ReferenceExecutor(prog).run(request)
+    for mode in MODES:
+        got = OnnxExecutor(prog, mode=mode).run(request)
+        for group in ("state", "outputs"):
+            for k, w in getattr(want, group).items():
+                g = getattr(got, group)[k]
+                assert g.shape == w.shape and g.dtype == w.dtype, k
+                np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5 * max(1.0, float(np.abs(w).max())), err_msg=k)

@@ -1,8 +1,8 @@
 """Lowering to PyTorch: an interpreter over the IR with one rule per op, a trainable module, an executor.
 
 A graph is compiled once into a ``Plan``: its live nodes in topological order, each a ``Site`` with
-its rule and the static batched flags of ``ir.batched``.  A rule is called as
-``rule(site, xs, frame)``; ``xs`` are the input tensors and ``frame`` holds the ARG values, the
+the static batched flags of ``ir.batched``.  A rule is called as
+``RULES[op](site, xs, frame)``; ``xs`` are the input tensors and ``frame`` holds the ARG values, the
 constants (module buffers, so they follow ``.to(device)``), the batch size and the run options.
 Batched values carry a leading batch axis, so elementwise operands are aligned per sample, einsum
 gets a batch letter, and axes count from the per-sample shape, exactly as ``runtime/reference.py``.
@@ -54,11 +54,11 @@ class Frame:
 
 @dataclass(frozen=True, slots=True)
 class Site:
-    """One node ready to run: its rule, the batched flags of its inputs and of its value."""
+    """One node ready to run: the batched flags of its inputs and of its value, and what its rule
+    needs precomputed (rules are looked up by op, so a module holding plans can be pickled)."""
 
     index: int
     node: Node
-    rule: Callable
     batched: tuple[bool, ...]
     out: bool
     dtype: torch.dtype | None     # None for LOOP, whose value is a tuple
@@ -142,7 +142,7 @@ def compile_plan(graph: Graph, consts: dict[str, np.ndarray], unbatched=frozense
             except (KeyError, ValueError) as exc:
                 raise _fail(n, i, str(exc).strip("'\"")) from None
         dtype = None if n.op is Op.LOOP else TORCH_DTYPES[n.dtype]
-        site = Site(i, n, RULES[n.op], tuple(flags[j] for j in n.inputs), flags[i], dtype, extra)
+        site = Site(i, n, tuple(flags[j] for j in n.inputs), flags[i], dtype, extra)
         (tail if i in local else sites).append(site)
     return Plan(graph, flags, tuple(sites), tuple(tail))
 
@@ -184,7 +184,12 @@ def execute(plan: Plan, frame: Frame) -> list:
 
 def _run_sites(sites, vals, frame):
     for s in sites:
-        v = s.rule(s, [vals[j] for j in s.node.inputs], frame)
+        try:
+            v = RULES[s.node.op](s, [vals[j] for j in s.node.inputs], frame)
+        except BackendError:
+            raise
+        except Exception as exc:  # a runtime failure names the node and the spec line it came from
+            raise _fail(s.node, s.index, f"{type(exc).__name__}: {exc}") from exc
         if s.dtype is not None and v.dtype != s.dtype:
             v = v.to(s.dtype)
         vals[s.index] = v
@@ -294,7 +299,7 @@ def _along(fn) -> Callable:
 def _layernorm(s, xs, frame):
     x, *affine = _align(xs, s.batched, len(s.node.shape), s.dtype)
     eps = float(s.node.attr("eps"))
-    if not any(s.batched[1:]):
+    if all(a.shape == x.shape[-1:] for a in affine):  # per-feature, unbatched: torch's fused kernel
         return F.layer_norm(x, x.shape[-1:], *affine, eps=eps)
     y = F.layer_norm(x, x.shape[-1:], eps=eps)
     if affine:
@@ -363,15 +368,19 @@ def _gather(s, xs, frame):
     bx, bi = s.batched
     axis = _axis(s.node.attr("axis"), x.dim() - bx, False)
     idx = _index(idx, x.shape[axis + bx])
+    if not bx:
+        # One table for every sample (an embedding): take all indices at once; batched indices
+        # bring their batch axis, which moves to the front.
+        out = torch.index_select(x, axis, idx.reshape(-1)).reshape(x.shape[:axis] + idx.shape + x.shape[axis + 1:])
+        return out.movedim(axis, 0) if bi else out
     if not bi:
-        out = torch.index_select(x, axis + bx, idx.reshape(-1))
-        return out.reshape(x.shape[:axis + bx] + idx.shape + x.shape[axis + bx + 1:])
-    # Batched indices: per-sample take through torch.gather on x viewed as [B, pre, n, post].
+        out = torch.index_select(x, axis + 1, idx.reshape(-1))
+        return out.reshape(x.shape[:axis + 1] + idx.shape + x.shape[axis + 2:])
+    # Both batched: per-sample take through torch.gather on x viewed as [B, pre, n, post].
     batch = idx.shape[0]
-    xb = _with_batch(x, bx, batch)
-    pre, size, post = xb.shape[1:axis + 1], xb.shape[axis + 1], xb.shape[axis + 2:]
+    pre, size, post = x.shape[1:axis + 1], x.shape[axis + 1], x.shape[axis + 2:]
     p, q, k = pre.numel(), post.numel(), idx[0].numel()
-    taken = torch.gather(xb.reshape(batch, p, size, q), 2, idx.reshape(batch, 1, k, 1).expand(batch, p, k, q))
+    taken = torch.gather(x.reshape(batch, p, size, q), 2, idx.reshape(batch, 1, k, 1).expand(batch, p, k, q))
     return taken.reshape((batch,) + pre + idx.shape[1:] + post)
 
 
@@ -403,13 +412,13 @@ def _propagate(s, xs, frame):
     if bp or bi:
         raise BackendError(f"{s.node.span}: error: PROPAGATE needs unbatched connectivity (indptr and indices)")
     n_post = int(s.node.attr("n_post"))
-    spikes, weights, indices = spikes.to(s.dtype), weights.to(s.dtype), indices.long()
+    spikes, weights, indptr, indices = spikes.to(s.dtype), weights.to(s.dtype), indptr.long(), indices.long()
     needs_grad = torch.is_grad_enabled() and (spikes.requires_grad or weights.requires_grad)
     mode = frame.propagate
     if mode == "auto":
         mode = "dense" if needs_grad or torch.compiler.is_compiling() else "event"
     if mode == "event":
-        return _propagate_events(spikes, indptr.long(), indices, weights, n_post, s.out, bs, bw)
+        return _propagate_events(spikes, indptr, indices, weights, n_post, s.out, bs, bw)
     # Dense: every synapse contributes spikes[pre] * w; index_add sums in CSR order, which keeps
     # the reference's summation order (a non-spiking row adds zeros) and is differentiable.
     rows = frame.cache.get(id(s))  # each synapse's presynaptic row
@@ -481,7 +490,8 @@ def _loop(s, xs, frame):
         frames.append(outs)
         if done is not None and bool(done.all()):
             break
-    frames += [frames[-1]] * (loop.count - len(frames)) if frames else []
+    if frames:
+        frames += [frames[-1]] * (loop.count - len(frames))  # ended early: every sample repeats its last
     stacked = []
     for j, k in enumerate(loop.out_nodes):
         if frames:
@@ -489,12 +499,8 @@ def _loop(s, xs, frame):
         else:
             node = loop.body.graph.nodes[k]
             shape = ((batch,) if s.out else ()) + (0,) + node.shape
-            stacked.append(torch.zeros(shape, dtype=TORCH_DTYPES[node.dtype], device=_device_of(xs, frame)))
+            stacked.append(torch.zeros(shape, dtype=TORCH_DTYPES[node.dtype], device=xs[0].device if xs else None))
     return tuple(carry) + tuple(stacked)
-
-
-def _device_of(xs, frame) -> torch.device:
-    return next(iter(list(xs) + list(frame.consts.values())), torch.zeros(())).device
 
 
 def _frozen(done, v):
@@ -624,6 +630,7 @@ class _Lowered:
     init_cache: dict[int, dict[str, np.ndarray]]
     next_nodes: dict[str, int]
     output_nodes: dict[str, int]
+    result_nodes: dict[str, int]              # outputs and `value` results, by name
     plastic: frozenset[str]
     seed: int
     options: dict[str, Any]
@@ -665,13 +672,16 @@ class ProgramModule(nn.Module):
         step_plan = compile_plan(step, consts, local_results=plastic)
         next_nodes = {s.name: step.result(s.name, "next").node for s in program.states}
         output_nodes = {o.name: step.result(o.name, "output").node for o in program.outputs}
+        # Results a run can return or record by name; an output wins over a value of the same name.
+        result_nodes = {r.name: r.node for r in step.results if r.kind == "value"}
+        result_nodes.update({r.name: r.node for r in step.results if r.kind == "output"})
         init_plans = self._init_plans(program, consts)
         holder = nn.Module()
         for name, value in consts.items():
             holder.register_buffer(name, torch.from_numpy(np.array(value)), persistent=False)
         self._nspec_consts = holder
         self._nspec = _Lowered(program, step_plan, tuple(weights), init_plans, {}, next_nodes, output_nodes,
-                               plastic, program.seed if seed is None else int(seed),
+                               result_nodes, plastic, program.seed if seed is None else int(seed),
                                {"plasticity_grad": plasticity_grad, "return_state": return_state,
                                 "propagate": propagate})
 
@@ -699,7 +709,7 @@ class ProgramModule(nn.Module):
         return plans
 
     # -- values
-    def weight(self, name: str) -> torch.Tensor:
+    def weight_of(self, name: str) -> torch.Tensor:
         """The stored (raw) tensor of the parameter with path ``name``."""
         for v, module, leaf in self._nspec.weights:
             if v.name == name:
@@ -746,55 +756,64 @@ class ProgramModule(nn.Module):
         return {v.name: torch.as_tensor(low.init_cache[batch][v.name], device=device) for v in wanted}
 
     # -- running
+    def step(self, state: dict[str, torch.Tensor], inputs: dict[str, torch.Tensor], cache: dict | None = None):
+        """One step: ``state`` and ``inputs`` as [B, *shape] -> ``(next_state, results)``.
+
+        ``results`` holds every output and ``value`` result of the step graph as [B, *shape].
+        ``cache`` (a dict kept across the steps of one run) saves work that depends on parameters
+        only.  For long runs under ``torch.compile``, compile this function rather than the
+        module, whose time loop would be unrolled (``simulate(..., step=torch.compile(m.step))``).
+        """
+        low = self._nspec
+        batch = next((x.shape[0] for x in list(state.values()) + list(inputs.values())), 1)
+        args = self.param_values()
+        args.update(state)
+        args.update(inputs)
+        o = low.options
+        frame = Frame(args, dict(self._nspec_consts.named_buffers()), batch, o["plasticity_grad"], o["propagate"],
+                      {} if cache is None else cache)
+        vals = execute(low.step, frame)
+        flags = low.step.flags
+        results = {name: _batched(vals[node], flags[node], batch) for name, node in low.result_nodes.items()}
+        new = {}
+        for name, node in low.next_nodes.items():
+            v = _batched(vals[node], flags[node], batch)
+            new[name] = v.detach() if name in low.plastic and not o["plasticity_grad"] else v
+        return new, results
+
     def simulate(self, state: dict[str, torch.Tensor], inputs: dict[str, torch.Tensor], steps: int,
-                 record: tuple[tuple[str, int], ...] = ()):
+                 record: tuple[tuple[str, int], ...] = (), step: Callable | None = None):
         """Run ``steps`` steps from ``state`` ([B, *shape]) with ``inputs`` ([B, T, *shape]).
 
         Returns ``(outputs, state, records)``: outputs [B, steps, *shape], the final state, and for
         each ``(name, every)`` the recorded values [steps // every, B, *shape] (a state before its
-        update at that step, a step result that step's value).
+        update at that step, a step result that step's value).  ``step`` replaces ``self.step``
+        (e.g. a compiled one, which then gets no cache: its inputs must keep their structure).
         """
         low = self._nspec
         program = low.program
         batch = next((x.shape[0] for x in list(state.values()) + list(inputs.values())), 1)
-        params = self.param_values()
-        states = {s.name: s for s in program.states}
-        recorded = []
-        for name, every in record:
-            node = None
-            if name not in states:
-                r = program.step.result(name, "output") or program.step.result(name, "value")
-                if r is None:
-                    raise BackendError(f"cannot record {name!r}: it is neither a state nor a step result")
-                node = r.node
-            recorded.append((name, int(every), node))
-        flags = low.step.flags
-        consts = dict(self._nspec_consts.named_buffers())
-        options = low.options
-        outputs = {name: [] for name in low.output_nodes}
-        records: dict[str, list] = {name: [] for name, _, _ in recorded}
+        states = {s.name for s in program.states}
+        for name, _ in record:
+            if name not in states and name not in low.result_nodes:
+                raise BackendError(f"cannot record {name!r}: it is neither a state nor a step result")
+        cache = {} if step is None else None
+        step = self.step if step is None else step
+        outputs: dict[str, list] = {name: [] for name in low.output_nodes}
+        records: dict[str, list] = {name: [] for name, _ in record}
         for t in range(steps):
-            args = dict(params)
-            args.update(state)
-            for name, x in inputs.items():
-                args[name] = x[:, t]
-            vals = execute(low.step, Frame(args, consts, batch, options["plasticity_grad"], options["propagate"]))
-            for name, every, node in recorded:
+            new, results = step(state, {name: x[:, t] for name, x in inputs.items()}, cache)
+            for name, every in record:
                 if t % every == 0 and t // every < steps // every:
-                    v = state[name] if node is None else _batched(vals[node], flags[node], batch)
-                    records[name].append(v)
-            for name, node in low.output_nodes.items():
-                outputs[name].append(_batched(vals[node], flags[node], batch))
-            new = {}
-            for name, node in low.next_nodes.items():
-                v = _batched(vals[node], flags[node], batch)
-                new[name] = v.detach() if name in low.plastic and not low.options["plasticity_grad"] else v
+                    records[name].append(state[name] if name in states else results[name])
+            for name in outputs:
+                outputs[name].append(results[name])
             state = new
         out = {name: _stack(vs, 1, (batch, 0) + program.var(name).shape) for name, vs in outputs.items()}
         recs = {}
-        for name, every, node in recorded:
-            shape = (0,) + (state[name].shape if node is None else (batch,) + program.step.nodes[node].shape)
-            recs[name] = _stack(records[name], 0, shape)
+        for name, _ in record:
+            shape = state[name].shape if name in states else (batch,) + program.step.nodes[low.result_nodes[name]].shape
+            recs[name] = _stack(records[name], 0, (0,) + tuple(shape))
         return out, state, recs
 
     def forward(self, steps: int | None = None, state: dict[str, Any] | None = None,
@@ -814,7 +833,8 @@ class ProgramModule(nn.Module):
         if any(n != batch for n in leading):
             raise BackendError(f"inputs and state disagree on the batch size: {sorted(set(leading + [batch]))}")
         if steps is None:
-            steps = min((x.shape[1] for x in xs.values()), default=program.duration_steps)
+            lengths = [x.shape[1] for x in xs.values()]
+            steps = min(lengths) if lengths else program.duration_steps
             if steps is None:
                 raise BackendError(f"{program.name} has no inputs: give the number of steps")
         short = [n for n, x in xs.items() if x.shape[1] < steps]
@@ -866,7 +886,8 @@ class TorchExecutor:
         zeros = {v.name: np.zeros(v.shape, v.dtype.numpy) for v in program.params}
         self.program = program
         self.module = ProgramModule(program, zeros, propagate=propagate).to(device).eval()
-        self._simulate = torch.compile(self.module.simulate) if compile else self.module.simulate
+        # Compile one step, not the run: a compiled time loop would be unrolled over every step.
+        self._step = torch.compile(self.module.step) if compile else None
         self.options = options
 
     def run(self, request: RunRequest) -> RunResult:
@@ -895,7 +916,7 @@ class TorchExecutor:
             short = [n for n, x in inputs.items() if x.shape[1] < steps]
             if short:
                 raise BackendError(f"inputs {', '.join(short)} have fewer than {steps} steps")
-            outputs, state, records = self._simulate(state, inputs, steps, tuple(request.record))
+            outputs, state, records = self.module.simulate(state, inputs, steps, tuple(request.record), self._step)
         return RunResult({k: _numpy(v) for k, v in state.items()}, {k: _numpy(v) for k, v in outputs.items()},
                          {k: _numpy(v) for k, v in records.items()})
 

@@ -6,7 +6,10 @@ both executors; gradients are checked against finite differences and an unrolled
 
 from __future__ import annotations
 
+import json
 import math
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -89,6 +92,7 @@ CASES = (
        _case(Op.LAYERNORM, [X23], F32, (2, 3), (("eps", 1e-5),)),
        _case(Op.LAYERNORM, [X23, P3, ("b", "param", F32, (3,))], F32, (2, 3), (("eps", 1e-5),)),
        _case(Op.LAYERNORM, [X23, ("w", "input", F32, (3,))], F32, (2, 3), (("eps", 1e-3),)),
+       _case(Op.LAYERNORM, [X23, ("w", "param", F32, (2, 1)), ("b", "param", F32, ())], F32, (2, 3), (("eps", 1e-5),)),
        _case(Op.EINSUM, [X23, ("w", "param", F32, (3, 4))], F32, (2, 4), (("equation", "ij,jk->ik"),)),
        _case(Op.EINSUM, [X23, Y23], F32, (), (("equation", "ij,ij->"),)),
        _case(Op.EINSUM, [("w", "param", F32, (2, 3, 4)), X23], F32, (2, 4), (("equation", "hdn,hd->hn"),)),
@@ -111,6 +115,8 @@ CASES = (
              ("normal", "int5")),
        _case(Op.GATHER, [("t", "input", F32, (5,)), ("i", "param", I64, ())], F32, (), (("axis", 0),),
              ("normal", "int5")),
+       _case(Op.GATHER, [("t", "param", F32, (3, 5)), ("i", "input", I64, (2, 2))], F32, (3, 2, 2), (("axis", 1),),
+             ("normal", "idx5")),
        _case(Op.SCATTER_ADD, [("base", "input", F32, (5, 2)), ("i", "param", I64, (4,)), ("v", "input", F32, (4, 2))],
              F32, (5, 2), (("axis", 0),), ("normal", "int5", "normal")),
        _case(Op.SCATTER_ADD, [("base", "param", F32, (5, 2)), ("i", "input", I64, (4,)), ("v", "param", F32, (4, 2))],
@@ -440,7 +446,7 @@ def test_recurrent_gradient_equals_finite_differences_and_unrolled_torch():
     x0 = torch.tensor(rng.normal(size=(2, 3)))
     loss = module(state={"x": x0}, u=u)["y"].sum()
     loss.backward()
-    grad = module.weight("W").grad.numpy().copy()
+    grad = module.weight_of("W").grad.numpy().copy()
 
     def unrolled(W):
         x, total = x0, 0
@@ -449,7 +455,7 @@ def test_recurrent_gradient_equals_finite_differences_and_unrolled_torch():
             total = total + x.sum()
         return total
 
-    W = module.weight("W").detach().clone().requires_grad_(True)
+    W = module.weight_of("W").detach().clone().requires_grad_(True)
     unrolled(W).backward()
     np.testing.assert_allclose(grad, W.grad.numpy(), rtol=1e-12, atol=1e-14)
 
@@ -460,11 +466,11 @@ def test_recurrent_gradient_equals_finite_differences_and_unrolled_torch():
             d = torch.zeros_like(W)
             d[idx] = eps
             fd[idx] = (unrolled(W + d) - unrolled(W - d)).item() / (2 * eps)
-            module.weight("W").copy_(W + d)
+            module.weight_of("W").copy_(W + d)
             plus = module(state={"x": x0}, u=u)["y"].sum().item()
-            module.weight("W").copy_(W - d)
+            module.weight_of("W").copy_(W - d)
             minus = module(state={"x": x0}, u=u)["y"].sum().item()
-            module.weight("W").copy_(W)
+            module.weight_of("W").copy_(W)
             assert abs((plus - minus) / (2 * eps) - fd[idx]) < 1e-8
     np.testing.assert_allclose(grad, fd, rtol=1e-6, atol=1e-8)
 
@@ -482,7 +488,7 @@ def test_learned_start_state_gets_gradients_and_trains():
         opt.zero_grad()
         loss = ((module(u=u)["y"] - target) ** 2).mean()
         loss.backward()
-        assert module.weight("x0").grad is not None and module.weight("x0").grad.abs().sum() > 0
+        assert module.weight_of("x0").grad is not None and module.weight_of("x0").grad.abs().sum() > 0
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0]
@@ -510,9 +516,9 @@ def test_plastic_updates_run_without_gradients(plastic, plasticity_grad, eta_lea
     x = torch.tensor(np.random.default_rng(11).normal(size=(2, 3, 3)))
     out = module(x=x)["y"]
     out.sum().backward()
-    grad = module.weight("eta").grad
+    grad = module.weight_of("eta").grad
     assert (grad is not None and grad.abs().item() > 0) == eta_learns
-    assert module.weight("g").grad.abs().item() > 0
+    assert module.weight_of("g").grad.abs().item() > 0
     # Values do not depend on the gradient mode: w_t = eta * sum_{s<t} x_s, y_t = g * <w_t, x_t>.
     xs = x.numpy()
     w = 0.5 * np.cumsum(np.concatenate([np.zeros((2, 1, 3)), xs[:, :-1]], 1), 1)
@@ -573,6 +579,17 @@ def test_unknown_surrogate_and_init_only_ops_are_located_errors():
     b.result("r", "output", b.add(Op.RANDOM, [lo, hi], F32, (2,), (("dist", "uniform"),), span))
     with pytest.raises(BackendError, match=r"model.nspec:3:7: error: .*no rule"):
         tt.compile_plan(b.build(), {})
+
+
+def test_runtime_failures_name_the_node_and_its_spec_line():
+    from nspec.dsl.diagnostics import Span
+    b = GraphBuilder()
+    t = b.arg("t", "param", F32, (5,))
+    i = b.arg("i", "input", I64, (2,))
+    b.result("y", "output", b.add(Op.GATHER, [t, i], F32, (2,), (("axis", 0),), Span("model.nspec", 9, 4)))
+    env = {"t": np.zeros(5, np.float32), "i": np.array([[1, 7]])}
+    with pytest.raises(BackendError, match=r"model.nspec:9:4: error: %2 \(gather\): .*index"):
+        tt.evaluate(b.build(), env, 1)
 
 
 # ---------------------------------------------------------------- weights and names
@@ -640,7 +657,22 @@ def test_reparameterised_params_are_stored_raw():
     got = module(tok=torch.tensor(tok))["y"]
     np.testing.assert_allclose(got.detach().numpy(), want.outputs["y"], rtol=1e-5, atol=1e-6)
     got.sum().backward()
-    assert module.weight("cortex/L4/tau").grad.abs().sum() > 0
+    assert module.weight_of("cortex/L4/tau").grad.abs().sum() > 0
+
+
+def test_module_survives_deepcopy_and_torch_save(tmp_path):
+    import copy
+    program = keyed_program()
+    module = tt.to_module(program)
+    tok = torch.tensor([[1, 2, 3]])
+    want = module(tok=tok)["y"]
+    twin = copy.deepcopy(module)
+    with torch.no_grad():
+        module.weight_of("enc").mul_(2)  # the copy owns its weights
+    torch.testing.assert_close(twin(tok=tok)["y"], want)
+    torch.save(twin, tmp_path / "m.pt")
+    loaded = torch.load(tmp_path / "m.pt", weights_only=False)
+    torch.testing.assert_close(loaded(tok=tok)["y"], want)
 
 
 def test_clashing_weight_names_are_refused():
@@ -663,6 +695,58 @@ def test_torch_compile_matches_eager():
     eager = module(state=x0, u=u)["y"]
     compiled = torch.compile(module)
     got = compiled(state=x0, u=u)["y"]
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1  # dynamo captured the run
     torch.testing.assert_close(got, eager, rtol=1e-10, atol=1e-12)
     got.sum().backward()
-    assert module.weight("W").grad is not None
+    assert module.weight_of("W").grad is not None
+
+
+def test_compiled_executor_step_matches_the_reference():
+    torch._dynamo.reset()
+    program = leaky_integrator()
+    rng = np.random.default_rng(16)
+    request = _request(program, {"I": rng.normal(size=(2, 30, 4)).astype(np.float32)},
+                       {"v": rng.normal(size=(2, 4)).astype(np.float32)}, 30, (("v", 3),))
+    want = ref.ReferenceExecutor(program).run(request)
+    got = tt.TorchExecutor(program, compile=True).run(request)
+    np.testing.assert_allclose(got.outputs["y"], want.outputs["y"], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(got.records["v"], want.records["v"], rtol=1e-6, atol=1e-6)
+
+
+# ---------------------------------------------------------------- the seed models' reference weights
+# The authors' bundles (config, weights, inputs, outputs) live outside the repository.
+CONFORMANCE = Path(os.environ.get("NSPEC_CONFORMANCE", "/work/shared/conformance"))
+SEEDS = Path(__file__).resolve().parent.parent / "specs" / "seeds"
+
+
+@pytest.mark.parametrize("bundle, spec, hyper", [
+    ("bdh_tiny", "bdh.nspec", {"n_layer": 2, "n_embd": 32, "n_head": 2, "mlp_internal_dim_multiplier": 8,
+                               "vocab_size": 16}),
+    ("ctm_tiny", "ctm.nspec", {}),
+])
+def test_authors_state_dict_loads_strictly_and_reproduces_their_outputs(bundle, spec, hyper):
+    """The authors' own state_dict keys load with strict=True and the module reproduces their outputs."""
+    from safetensors.torch import load_file
+    from nspec.compiler.driver import compile_file
+
+    module = tt.to_module(compile_file(SEEDS / spec, hyper))
+    weights = load_file(CONFORMANCE / f"{bundle}.weights.safetensors")
+    assert set(module.state_dict()) == set(weights)
+    module.load_state_dict(weights, strict=True)
+    inputs = dict(np.load(CONFORMANCE / f"{bundle}.inputs.npz"))
+    outputs = dict(np.load(CONFORMANCE / f"{bundle}.outputs.npz"))
+    tolerance = json.loads((CONFORMANCE / f"{bundle}.json").read_text())["tolerance"]
+    (x,) = inputs.values()
+    port = module._nspec.program.inputs[0]
+    x = torch.as_tensor(x)
+    if x.dim() == len(port.shape) + 1:
+        x = x[:, None]  # one data step (CTM thinks in internal ticks)
+    got = module(**{port.name: x})
+    loss = 0
+    for key, want in outputs.items():
+        value = got[key][:, 0] if got[key].shape[1] == 1 and want.ndim == got[key].dim() - 1 else got[key]
+        np.testing.assert_allclose(value.detach().numpy(), want, atol=tolerance, rtol=0)
+        loss = loss + value.sum()
+    loss.backward()
+    grads = [p.grad for p in module.parameters()]
+    assert all(g is not None for g in grads) and sum(float(g.abs().sum()) for g in grads) > 0

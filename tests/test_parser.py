@@ -204,6 +204,62 @@ def test_composition_statements():
         "Assert", ("Compare", ("==",), (("Binary", "%", N("D"), NUM(2)), NUM(0))), "D must be even")
 
 
+def test_if_blocks():
+    assert sx(one('if routing == "none" { param a = 1 } else if deep { } else { state s = 0 }')) == (
+        "If", ("Compare", ("==",), (N("routing"), ("String", "none"))), (("Param", "a", None, NUM(1), (), None, None),),
+        (("If", N("deep"), (), (("State", "s", None, NUM(0), None, False),)),))
+    assert sx(one("if deep { }")) == ("If", N("deep"), (), ())
+
+
+# One example per statement rule of the grammar: a rule added without a test here fails the coverage check.
+STATEMENTS = {
+    "port_decl": ("system", "in x: f32", A.Port), "param_decl": ("system", "param w = 1", A.Param),
+    "state_decl": ("system", "state s = 0", A.State), "let_stmt": ("system", "let h = x", A.Let),
+    "ode_stmt": ("neuron", "dv/dt = -v", A.Ode), "next_stmt": ("system", "next s = s", A.Next),
+    "assign_stmt": ("system", "y = x", A.Assign), "update_stmt": ("synapse", "w += 1", A.Update),
+    "method_stmt": ("neuron", "method euler", A.Method), "spike_stmt": ("neuron", "spike when v > 1", A.Spike),
+    "reset_stmt": ("neuron", "reset { v = 0 }", A.Reset), "refractory_stmt": ("neuron", "refractory 2 ms", A.Refractory),
+    "event_stmt": ("synapse", "on_pre { g += w }", A.Event), "population_stmt": ("network", "population P: L[2]", A.Population),
+    "projection_stmt": ("network", "projection e: P -> P", A.Projection),
+    "connect_stmt": ("network", "connect all_to_all", A.Connect), "delay_stmt": ("network", "delay 1 ms", A.Delay),
+    "record_stmt": ("network", "record v of P", A.Record), "box_stmt": ("composite", "box a: D", A.Box),
+    "wire_stmt": ("composite", "wire a.y -> b.x", A.Wire), "expose_stmt": ("composite", "expose a.y as z", A.Expose),
+    "write_stmt": ("workspace", "write by softmax", A.Write), "slots_stmt": ("workspace", "slots 1", A.Slots),
+    "ticks_stmt": ("system", "ticks 3", A.Ticks), "until_stmt": ("system", "until c max 3", A.Until),
+    "assert_stmt": ("system", "assert D > 0", A.Assert), "if_stmt": ("system", "if c { }", A.If),
+    "run_stmt": ("test", "run for 1 ms", A.Run), "input_stmt": ("test", "input I = 1", A.InputStmt),
+    "set_stmt": ("test", "set n = 2", A.SetStmt), "expect_stmt": ("test", "expect x > 0", A.Expect),
+    "expect_error_stmt": ("test", 'expect_error "no"', A.ExpectError),
+    "module_decl": ("top", "module m", A.ModuleDecl), "import_all": ("top", 'import "a.nspec"', A.Import),
+    "import_from": ("top", 'from "a.nspec" import B', A.Import), "hyper_decl": ("top", "hyper n = 1", A.Hyper),
+    "const_decl": ("top", "let c = 1", A.Const), "system_decl": ("top", "system S { }", A.SystemDecl),
+    "simulate_decl": ("top", "simulate S for 1 s", A.Simulate), "test_decl": ("top", 'test "t" { }', A.Test),
+}
+
+
+def test_every_statement_rule_has_an_example():
+    from nspec.dsl.parser import _parser
+
+    rules = {str(r.origin.name) for r in _parser().rules}
+    statement_rules = {r for r in rules if r.endswith(("_stmt", "_decl")) and not r.startswith("_")
+                       or r in ("import_all", "import_from")}
+    assert statement_rules == set(STATEMENTS)
+
+
+@pytest.mark.parametrize("rule", sorted(STATEMENTS))
+def test_statement_example_builds_its_node(rule):
+    kind, text, cls = STATEMENTS[rule]
+    if kind == "top":
+        module = ok(text + "\n")
+        node = module.header if cls is A.ModuleDecl else module.items[0]
+    elif kind == "test":
+        (node,) = ok(f'test "t" {{ {text} }}').items[0].body
+    else:
+        node = one(text, kind)
+    assert type(node) is cls
+    assert node.span.line >= 1 and node.span.col >= 1
+
+
 def test_top_level_items():
     module = ok('module cuba.net "the CUBA network"\n'
                 'import "lib/neurons.nspec"\n'

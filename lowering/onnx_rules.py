@@ -12,7 +12,6 @@ from __future__ import annotations
 import string
 
 import numpy as np
-from onnx import helper
 
 from nspec.compiler import ir
 from nspec.compiler.ir import DType, Op

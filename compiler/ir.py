@@ -128,7 +128,7 @@ class Op(enum.Enum):
     GATHER = "gather"        # gather(x, idx) along attrs.axis (take)
     SCATTER_ADD = "scatter_add"  # scatter_add(base, idx, values) along attrs.axis
     # -- synaptic propagation: post[j] = sum over pre i with spikes[i] of w[k] for k in row i
-    PROPAGATE = "propagate"  # inputs: spikes[n_pre], indptr, indices, weights[nnz]; attrs: n_post
+    PROPAGATE = "propagate"  # inputs: spikes[n_pre], indptr, indices, weights ([nnz] or one shared scalar); attrs: n_post
     # -- time structure
     LOOP = "loop"            # see "Loops" in the module docstring
     ITEM = "item"            # attrs: index; the index-th value of a LOOP

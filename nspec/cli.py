@@ -164,7 +164,11 @@ def _out_path(out: str | None, spec: Path, suffix: str) -> Path:
 
 def _export_onnx(program, path: Path, args) -> None:
     export = _lowering("to_onnx", "export")
-    export(program, str(path), mode="step" if args.step else "whole-run", steps=args.steps, force=args.force)
+    from nspec.runtime.reference import initialize
+
+    params, _ = initialize(program, 1, program.seed)  # stored in the file, so it runs on its own
+    export(program, str(path), mode="step" if args.step else "whole-run", steps=args.steps, force=args.force,
+           params=params)
 
 
 def _export_tvm(program, path: Path, args) -> None:

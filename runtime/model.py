@@ -291,8 +291,10 @@ class Model:
         return module
 
     def export_onnx(self, path: str | Path, **options) -> None:
+        """A self-contained ONNX file: the whole run, with this model's parameters stored inside."""
         from nspec.lowering.to_onnx import export
 
+        options.setdefault("params", self.initial(1, None)[0])
         export(self.program, str(path), **options)
 
 

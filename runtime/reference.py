@@ -154,8 +154,8 @@ def _spike(node, xs, bs, ctx):
 # ---------------------------------------------------------------- reductions and normalisations
 def _reduce(fn) -> Rule:
     def rule(node, xs, bs, ctx):
-        shift = int(bs[0])
-        axes = tuple(a + shift for a in node.attr("axes"))
+        rank = xs[0].ndim - int(bs[0])
+        axes = tuple(_axis(a, rank, bs[0]) for a in node.attr("axes"))
         return fn(xs[0], axis=axes, keepdims=bool(node.attr("keepdims", False)))
 
     return rule

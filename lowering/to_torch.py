@@ -827,6 +827,9 @@ class ProgramModule(nn.Module):
         device = self._device()
         xs = {v.name: torch.as_tensor(inputs[v.name], device=device).to(TORCH_DTYPES[v.dtype]) for v in program.inputs}
         given = {k: torch.as_tensor(v, device=device) for k, v in (state or {}).items()}
+        strays = sorted(set(given) - {s.name for s in program.states})
+        if strays:
+            raise BackendError(f"state: unknown {strays}; the states are {[s.name for s in program.states]}")
         leading = [x.shape[0] for x in list(xs.values()) + list(given.values())]
         if batch is None:
             batch = leading[0] if leading else 1

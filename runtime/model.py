@@ -284,11 +284,7 @@ class Model:
         """A ``torch.nn.Module`` of this model (see ``nspec.lowering.to_torch``)."""
         from nspec.lowering.to_torch import to_module
 
-        module = to_module(self.program)
-        if self.params is not None:
-            module.load_state_dict({k: __import__("torch").as_tensor(v) for k, v in self.state_dict().items()},
-                                   strict=False)
-        return module
+        return to_module(self.program, params=self.params)
 
     def export_onnx(self, path: str | Path, **options) -> None:
         """A self-contained ONNX file: the whole run, with this model's parameters stored inside."""

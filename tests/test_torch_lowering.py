@@ -794,7 +794,7 @@ def test_compiled_executor_step_matches_the_reference():
 
 # ---------------------------------------------------------------- the seed models' reference weights
 # The authors' bundles (config, weights, inputs, outputs) live outside the repository.
-CONFORMANCE = Path(os.environ.get("NSPEC_CONFORMANCE", "/work/shared/conformance"))
+CONFORMANCE = Path(__file__).parent / "conformance"  # the authors' bundles, copied from shared/conformance
 SEEDS = Path(__file__).resolve().parent.parent / "specs" / "seeds"
 
 

@@ -351,8 +351,12 @@ def cmd_run(args) -> int:
     kind = _plot_kind(model, args.plot_kind) if args.plot else None
     steps = args.steps if args.steps else (max(round(args.duration / model.dt), 1) if args.duration else None)
 
+    # npz inputs use the reference layout: a leading batch axis always ([B, T, ...] or [B, ...])
+    batch = args.batch
+    if batch is None and inputs:
+        batch = int(next(iter(inputs.values())).shape[0])
     # the progress bar costs time in the loop, so a timed run goes without it
-    results = model.run(inputs=inputs, steps=steps, backend=args.backend, seed=args.seed, batch=args.batch,
+    results = model.run(inputs=inputs, steps=steps, backend=args.backend, seed=args.seed, batch=batch,
                         progress=not (args.quiet or args.timing_json))
     # Model.last_timing: the backend's compile and the main loop alone, timed inside run()
     timing = model.last_timing
@@ -366,7 +370,7 @@ def cmd_run(args) -> int:
         record = {"backend": args.backend, "compile_s": compile_s, "run_s": run_s, "steps": steps}
         Path(args.timing_json).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     if not args.quiet:
-        print("\n".join(_summary(model, results, steps, args.backend, run_s, args.batch or 1)))
+        print("\n".join(_summary(model, results, steps, args.backend, run_s, batch or 1)))
         for path, flag in outputs:
             if path is not None:
                 print(f"wrote {path}")

@@ -3,17 +3,18 @@
 One LALR(1) parser is built from ``nspec.lark`` and cached.  A small post-lexer makes newlines
 statement separators only where a statement can end (not inside brackets, not after an operator
 or a comma), so long expressions wrap naturally.  Lark errors become located ``Diagnostic``s;
-``match_examples`` (``ERROR_EXAMPLES``) names common mistakes.
+``ERROR_EXAMPLES`` and ``_diagnose`` name common mistakes in the language's terms.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
 from lark import Lark, Token, Tree
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken, VisitError
 
 from . import ast as A
 from .diagnostics import Diagnostic, Span, error
@@ -58,9 +59,12 @@ def _parser() -> Lark:
                 propagate_positions=True, maybe_placeholders=True, cache=True)
 
 
-# Named mistakes: label -> snippets that fail the same way.  A snippet names the LALR state where
-# the parser stops and the token it stops on; an error in the same state gets the label (an
-# exact token match wins over a state-only match), whatever the nesting depth around it.  Labels
+# Named mistakes: label -> snippets that fail the same way.  A snippet names the statement keyword,
+# the LALR state where the parser stops and the token it stops on; an error with the same keyword
+# and state gets the label, whatever the nesting depth around it (Lark's match_examples would also
+# compare stack depths, and re-parse every snippet on every error).  Lookup order: same keyword,
+# state and token; same keyword and state; the same for a statement without keyword; inside
+# brackets, same state and token under any keyword.  The first label listed wins a tie.  Labels
 # may say {found} (the offending token) and {prev} (the token before it).  Mistakes that depend
 # on brackets, keywords or the text around the error have rules in ``_diagnose`` instead.
 ERROR_EXAMPLES: dict[str, list[str]] = {
@@ -342,11 +346,9 @@ def _keyword(tok: Token | None) -> str | None:
 
 
 def _accepted_after(prefix: str) -> frozenset[str]:
-    try:
-        _parser().parse(prefix)
-    except UnexpectedToken as exc:
-        return frozenset(_accepted(exc))
-    return frozenset()
+    """What the parser accepts where ``prefix`` stops being valid."""
+    exc = _first_error(prefix)
+    return frozenset(_accepted(exc)) if isinstance(exc, UnexpectedToken) else frozenset()
 
 
 @lru_cache(maxsize=1)
@@ -469,7 +471,8 @@ def _end_of(value) -> tuple[int, int] | None:
 
 
 def _tok_span(path: str, tok: Token) -> Span:
-    end = tok.end_column if tok.end_line == tok.line and tok.end_column and tok.end_column > tok.column else tok.column + 1
+    one_line = tok.end_line == tok.line and tok.end_column and tok.end_column > tok.column
+    end = tok.end_column if one_line else tok.column + 1
     return Span(path, tok.line, tok.column, tok.line, end)
 
 
@@ -527,110 +530,190 @@ def _bad_number(tok: Token, text: str, path: str, expected: set[str]) -> Diagnos
     return None
 
 
+@dataclass(frozen=True)
+class _Failure:
+    """What is known where the parser stopped: the facts every ``_diagnose`` rule reads."""
+
+    exc: UnexpectedToken
+    text: str
+    path: str
+    stack: tuple
+    expected: frozenset[str]
+
+    @property
+    def tok(self) -> Token:
+        return self.exc.token
+
+    @property
+    def at_end(self) -> bool:
+        return self.tok.type == "$END"
+
+    @property
+    def span(self) -> Span:
+        return _end_span(self.path, self.text) if self.at_end else _tok_span(self.path, self.tok)
+
+    @property
+    def near(self) -> Span:
+        """Right after the last token read when the line or file ended first (where something is missing)."""
+        end = _end_of(self.stack[-1]) if self.stack else None
+        if end is not None and (self.tok.type in (_SEP, "$END") or self.tok.line > end[0]):
+            return Span(self.path, end[0], end[1], end[0], end[1] + 1)
+        return self.span
+
+    @property
+    def got(self) -> str:
+        return _token_name(self.tok)
+
+    @property
+    def prev(self) -> Token | None:
+        return _last_leaf(self.stack[-1]) if self.stack else None
+
+    @property
+    def raw_prev(self) -> Token | None:
+        """The previous token when no rule has absorbed it yet (a keyword just read, say)."""
+        return self.stack[-1] if self.stack and isinstance(self.stack[-1], Token) else None
+
+    @property
+    def openers(self) -> list[Token]:
+        """Brackets still open: a bracket token stays on the parse stack until its rule is complete."""
+        return [v for v in self.stack if isinstance(v, Token) and v.type in _OPENER_TYPES]
+
+    @property
+    def at_statement_start(self) -> bool:
+        return bool(self.expected & (_statement_starts() - _continuations()))
+
+    def starts_line(self) -> bool:
+        start = self.tok.start_pos or 0
+        return not self.text[self.text.rfind("\n", 0, start) + 1:start].strip()
+
+
+def _unclosed(f: _Failure, inner: Token, before: str, span: Span | None = None) -> Diagnostic:
+    return error(span or f.span, f"unclosed '{inner}' (opened at {inner.line}:{inner.column}): "
+                                 f"expected '{_CLOSER[str(inner)]}' before {before}")
+
+
+def _quantity_keyword(f: _Failure) -> Diagnostic | None:
+    """'20 ms param Vt = ...' reads 'param' as a unit after a number: a separator is missing."""
+    prev = f.prev
+    if prev is None or _keyword(prev) is None or prev.start_pos is None:
+        return None
+    if not _NUMBER_BEFORE.search(f.text, 0, prev.start_pos):
+        return None
+    if f.openers and str(f.openers[-1]) in "([":
+        return _unclosed(f, f.openers[-1], f"'{prev}'", _tok_span(f.path, prev))
+    return error(_tok_span(f.path, prev), f"missing newline or ';' before '{prev}'")
+
+
+def _brackets(f: _Failure) -> Diagnostic | None:
+    """Unclosed and unmatched brackets: they explain most other symptoms."""
+    tok, openers = f.tok, f.openers
+    closer = tok.type in ("RPAR", "RSQB", "RBRACE")
+    if not openers:
+        if closer:
+            return error(f.span, f"unmatched {f.got}: " + ("no block is open here" if tok.type == "RBRACE"
+                                                           else "no bracket is open here"))
+        return None
+    inner = openers[-1]
+    want = _CLOSER[str(inner)]
+    if f.at_end:
+        return error(_tok_span(f.path, inner), f"unclosed '{inner}': no matching '{want}' before the end of the file")
+    if closer and not any(_CLOSER[str(o)] == str(tok) for o in openers):
+        return error(f.span, f"unmatched {f.got}: no '{_OPENER[str(tok)]}' is open here")
+    words = _terminal_words()
+    raw_prev = f.raw_prev
+    if want == "}":
+        # 'network' read as a name inside a block: the block before it was never closed
+        top_words = {words.get(t) for t in _top_level_only()}
+        if raw_prev is not None and raw_prev.type == "NAME" and f"'{raw_prev}'" in top_words:
+            return _unclosed(f, inner, f"'{raw_prev}'", _tok_span(f.path, raw_prev))
+        breaks_out = tok.type in _top_level_only()
+    else:
+        if inner.line < tok.line and f.starts_line():
+            return _unclosed(f, inner, f.got)  # a new line starts while a bracket of an earlier one is open
+        breaks_out = closer or tok.type == "LBRACE" or tok.type in _statement_starts()
+    want_type = next((k for k, v in words.items() if v == f"'{want}'"), None)
+    return _unclosed(f, inner, f.got) if want_type in f.expected and breaks_out else None
+
+
+def _number(f: _Failure) -> Diagnostic | None:
+    return _bad_number(f.tok, f.text, f.path, f.expected)
+
+
+def _keyword_misuse(f: _Failure) -> Diagnostic | None:
+    """A keyword where a name belongs ('param = 1'), or a keyword used as a name ('spike = x')."""
+    kw = f.raw_prev
+    if kw is None or kw.type not in _statement_starts() or kw.type == "DERIV":
+        return None
+    naming = str(kw) in _NAMING_KEYWORDS
+    if str(f.tok) in _ASSIGN_OPS and not naming:
+        return error(_tok_span(f.path, kw), f"'{kw}' is a keyword and cannot be assigned; use another name")
+    if naming and "NAME" in f.expected and f.tok.type != "NAME":
+        return error(f.span, f"missing name after '{kw}'")
+    return None
+
+
+def _missing_separator(f: _Failure) -> Diagnostic | None:
+    """A keyword that starts a statement, right where the previous statement could have ended."""
+    if f.tok.type in _statement_starts() and not f.at_statement_start and f.expected & {_SEP, "RBRACE", "$END"}:
+        return error(f.span, f"missing newline or ';' before {f.got}")
+    return None
+
+
+def _named_example(f: _Failure) -> Diagnostic | None:
+    table = _example_table()
+    key = (_context(f.exc), _position(f.exc))
+    tok = f.tok.type
+    # The statement's own keyword first, then statements without one (assignments), then expressions.
+    label = next((table[k] for k in ((*key, tok), (*key, None), (None, key[1], tok), (None, key[1], None),
+                                     ("*", key[1], tok)) if k in table), None)
+    if label is None:
+        return None
+    prev = f"'{f.prev}'" if f.prev is not None else "the start"
+    return error(f.near, label.replace("{found}", f.got).replace("{prev}", prev))
+
+
+def _in_general(f: _Failure) -> Diagnostic:
+    """What the parser state expects, in words."""
+    tok, expected, near = f.tok, f.expected, f.near
+    if f.at_statement_start and tok.type not in _statement_starts():
+        return error(near, f"{f.got} cannot start a statement")
+    if _expression_start() <= expected:
+        after = f" after '{f.prev}'" if f.prev is not None else ""
+        return error(near, f"expected an expression{after}, found {f.got}")
+    operand = tok.type in ("NAME", "NUMBER", "STRING")
+    if f.openers and str(f.openers[-1]) in "([" and "COMMA" in expected and operand:
+        return error(near, f"missing ',' or an operator before {f.got}")
+    if _SEP in expected and (operand or tok.type == "DERIV"):
+        return error(near, f"expected an operator, a newline or ';' before {f.got}")
+    words = _expected_words(expected)
+    if tok.type == _SEP and str(tok) != ";":
+        return error(near, f"the line ends before the statement is complete: expected {words}")
+    if f.at_end:
+        return error(near, f"the file ends before the statement is complete: expected {words}")
+    return error(near, f"unexpected {f.got}; expected {words}")
+
+
+# The rules of _diagnose, most specific first; the first that recognises the mistake names it.
+_RULES = (_quantity_keyword, _brackets, _number, _keyword_misuse, _missing_separator, _named_example)
+
+
 def _diagnose(exc: UnexpectedInput, text: str, path: str) -> Diagnostic:
     """One located diagnostic for a syntax error, in the language's terms (see ERROR_EXAMPLES)."""
     if isinstance(exc, UnexpectedCharacters):
         return _bad_character(exc, text, path)
     if not isinstance(exc, UnexpectedToken):  # LALR reports the end of the file as a '$END' token
         return error(_end_span(path, text), "the file ends in the middle of a statement")
-    tok = exc.token
-    at_end = tok.type == "$END"
-    stack = list(getattr(exc.state, "value_stack", None) or ())
-    openers = [v for v in stack if isinstance(v, Token) and v.type in _OPENER_TYPES]
-    if at_end and not openers and not text.endswith("\n"):
+    f = _Failure(exc, text, path, tuple(getattr(exc.state, "value_stack", None) or ()), frozenset(_accepted(exc)))
+    if f.at_end and not f.openers and not text.endswith("\n"):
         # Files end with a newline, and so do the snippets of ERROR_EXAMPLES: diagnose that way.
         again = _first_error(text + "\n")
         if isinstance(again, UnexpectedToken):
             return _diagnose(again, text + "\n", path)
-    span = _end_span(path, text) if at_end else _tok_span(path, tok)
-    got = _token_name(tok)
-    expected = _accepted(exc)
-    prev = _last_leaf(stack[-1]) if stack else None
-    raw_prev = stack[-1] if stack and isinstance(stack[-1], Token) else None
-    starts = _statement_starts()
-    words = _terminal_words()
-
-    # A keyword written without its separator after a quantity: '1 param b' reads as the unit 'param'.
-    if (prev is not None and _keyword(prev) is not None and prev.start_pos is not None
-            and _NUMBER_BEFORE.search(text, 0, prev.start_pos)):
-        if openers and str(openers[-1]) in "([":
-            inner = openers[-1]
-            return error(_tok_span(path, prev), f"unclosed '{inner}' (opened at {inner.line}:{inner.column}): "
-                                                f"expected '{_CLOSER[str(inner)]}' before '{prev}'")
-        return error(_tok_span(path, prev), f"missing newline or ';' before '{prev}'")
-
-    # Brackets next: they explain most other symptoms.
-    if openers:
-        inner = openers[-1]
-        want = _CLOSER[str(inner)]
-        if at_end:
-            return error(_tok_span(path, inner), f"unclosed '{inner}': no matching '{want}' before the end of the file")
-        closes_nothing = str(tok) in _CLOSER.values() and not any(_CLOSER[str(o)] == str(tok) for o in openers)
-        if tok.type in ("RPAR", "RSQB", "RBRACE") and closes_nothing:
-            return error(span, f"unmatched {got}: no '{_OPENER[str(tok)]}' is open here")
-        top_words = {words.get(t) for t in _top_level_only()}
-        if want == "}" and raw_prev is not None and raw_prev.type == "NAME" and f"'{raw_prev}'" in top_words:
-            return error(_tok_span(path, raw_prev), f"unclosed '{{' (opened at {inner.line}:{inner.column}): "
-                                                    f"expected '}}' before '{raw_prev}'")
-        if want != "}" and inner.line < tok.line and not text[text.rfind("\n", 0, tok.start_pos) + 1:tok.start_pos].strip():
-            # a bracket from an earlier line is still open where a new line starts a statement
-            return error(span, f"unclosed '{inner}' (opened at {inner.line}:{inner.column}): "
-                               f"expected '{want}' before {got}")
-        want_type = next((k for k, v in words.items() if v == f"'{want}'"), None)
-        breaks_out = tok.type in _top_level_only() if want == "}" else (
-            tok.type in ("RPAR", "RSQB", "RBRACE", "LBRACE") or tok.type in starts)
-        if want_type in expected and breaks_out:
-            return error(span, f"unclosed '{inner}' (opened at {inner.line}:{inner.column}): "
-                               f"expected '{want}' before {got}")
-    elif tok.type in ("RPAR", "RSQB", "RBRACE"):
-        what = "no block is open here" if tok.type == "RBRACE" else "no bracket is open here"
-        return error(span, f"unmatched {got}: {what}")
-
-    bad = _bad_number(tok, text, path, expected)
-    if bad is not None:
-        return bad
-
-    # A keyword where a name belongs, or a keyword used as a name.
-    if raw_prev is not None and raw_prev.type in starts and raw_prev.type != "DERIV":
-        naming = str(raw_prev) in _NAMING_KEYWORDS
-        if str(tok) in _ASSIGN_OPS and not naming:
-            return error(_tok_span(path, raw_prev), f"'{raw_prev}' is a keyword and cannot be assigned; "
-                                                    "use another name")
-        if naming and "NAME" in expected and tok.type != "NAME":
-            return error(span, f"missing name after '{raw_prev}'")
-
-    at_statement_start = bool(expected & (starts - _continuations()))
-    if tok.type in starts and not at_statement_start and expected & {_SEP, "RBRACE", "$END"}:
-        return error(span, f"missing newline or ';' before {got}")
-
-    # What is missing belongs right after the last token read, when the line (or file) ended first.
-    end = _end_of(stack[-1]) if stack else None
-    if end is not None and (tok.type in (_SEP, "$END") or tok.line > end[0]):
-        span = Span(path, end[0], end[1], end[0], end[1] + 1)
-
-    table = _example_table()
-    key = (_context(exc), _position(exc))
-    # The statement's own keyword first, then statements without one (assignments), then expressions.
-    label = next((table[k] for k in ((*key, tok.type), (*key, None), (None, key[1], tok.type), (None, key[1], None),
-                                     ("*", key[1], tok.type)) if k in table), None)
-    if label:
-        prev_text = f"'{prev}'" if prev is not None else "the start"
-        return error(span, label.replace("{found}", got).replace("{prev}", prev_text))
-
-    if at_statement_start and tok.type not in starts:
-        return error(span, f"{got} cannot start a statement")
-    if _expression_start() <= expected:
-        after = f" after '{prev}'" if prev is not None else ""
-        return error(span, f"expected an expression{after}, found {got}")
-    if openers and str(openers[-1]) in "([" and "COMMA" in expected and tok.type in ("NAME", "NUMBER", "STRING"):
-        return error(span, f"missing ',' or an operator before {got}")
-    if _SEP in expected and tok.type in ("NAME", "NUMBER", "STRING", "DERIV"):
-        return error(span, f"expected an operator, a newline or ';' before {got}")
-    if tok.type == _SEP and str(tok) != ";":
-        return error(span, f"the line ends before the statement is complete: expected {_expected_words(expected)}")
-    if at_end:
-        return error(span, f"the file ends before the statement is complete: expected {_expected_words(expected)}")
-    return error(span, f"unexpected {got}; expected {_expected_words(expected)}")
+    for rule in _RULES:
+        found = rule(f)
+        if found is not None:
+            return found
+    return _in_general(f)
 
 
 def parse(text: str, path: str = "<string>") -> tuple[A.Module | None, list[Diagnostic]]:

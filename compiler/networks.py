@@ -152,6 +152,8 @@ def _population(elab, pop: _Pop) -> Primitive:
                       increments=frozenset(pop.increments), name=pop.name)
     missing = sorted(pop.increments - {s.name for s in prim.states})
     if missing:
+        elab.diags.error(pop.span, f"projections increment {', '.join(missing)} of population '{pop.name}', which "
+                                   f"{pop.decl.name} does not declare as state")
         raise Abort
     g = GraphBuilder()
     g.nodes = list(prim.step.nodes)

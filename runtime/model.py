@@ -197,12 +197,8 @@ class Model:
         wanted = self._record_list(record)
         ex = self.executor(backend, **options)
         request = RunRequest(params, state, arrays, steps, tuple(wanted))
-        if progress and hasattr(ex, "run_progress"):
-            runner = ex.run_progress
-        else:
-            runner = ex.run
         t0 = time.perf_counter()
-        result = runner(request)
+        result = _run_in_chunks(ex, request) if progress and steps >= 1000 else ex.run(request)
         self.last_timing["run_s"] = time.perf_counter() - t0
         self.last_timing["steps"] = steps
         self.state = result.state
@@ -292,6 +288,29 @@ class Model:
 
         options.setdefault("params", self.initial(1, None)[0])
         export(self.program, str(path), **options)
+
+
+def _run_in_chunks(ex, request: RunRequest, chunks: int = 50):
+    """The same run in pieces, carrying state across, with a progress bar (any backend)."""
+    from tqdm import tqdm
+
+    from .executor import RunResult
+
+    period = math.lcm(*(every for _, every in request.record)) if request.record else 1
+    size = max(period, -(-request.steps // chunks) // period * period)
+    state, outputs, records = request.state, [], []
+    with tqdm(total=request.steps, unit="step", desc="running") as bar:
+        for start in range(0, request.steps, size):
+            n = min(size, request.steps - start)
+            inputs = {k: v[:, start:start + n] for k, v in request.inputs.items()}
+            part = ex.run(RunRequest(request.params, state, inputs, n, request.record))
+            state = part.state
+            outputs.append(part.outputs)
+            records.append(part.records)
+            bar.update(n)
+    return RunResult(state,
+                     {k: np.concatenate([o[k] for o in outputs], axis=1) for k in outputs[0]},
+                     {k: np.concatenate([r[k] for r in records], axis=0) for k in records[0]})
 
 
 def read_weights(source) -> dict[str, np.ndarray]:

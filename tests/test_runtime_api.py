@@ -128,3 +128,19 @@ def test_bad_spec_raises_located_diagnostics(tmp_path):
     text = str(info.value)
     assert f"{p}:3:7: error: unit mismatch" in text
     assert "^" in text
+
+
+def test_progress_run_in_chunks_equals_one_run(tmp_path):
+    p = tmp_path / "osc.nspec"
+    p.write_text("""
+system Osc {
+  out y: f32[2]
+  state x: f32[2] = [1, 0]
+  y = x
+  next x = [0.999 * x[0] - 0.05 * x[1], 0.05 * x[0] + 0.999 * x[1]]
+}
+""")
+    m = nspec.load(p)
+    whole = m.run(steps=2500)["y"]
+    chunked = m.run(steps=2500, progress=True)["y"]
+    np.testing.assert_array_equal(whole, chunked)

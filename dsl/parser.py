@@ -277,6 +277,16 @@ ERROR_EXAMPLES: dict[str, list[str]] = {
         "neuron N { on_pre { ge } }",
         "network N { projection p: A -> B { ge } }",
     ],
+    "'if' needs a condition and a block: 'if routing == \"none\" { ... } else { ... }'": [
+        "system S { if c\n}",
+    ],
+    "'else' needs a block or another 'if': 'else { ... }', 'else if c { ... }'": [
+        "system S { if c { } else x }",
+        "system S { if c { } else }",
+    ],
+    "'else' goes on the line of the '}' that ends its 'if' block: '} else {'": [
+        "system S { else { } }",
+    ],
     "'ticks' needs a count: 'ticks 5'": [
         "system S { ticks }",
     ],
@@ -677,6 +687,8 @@ def _in_general(f: _Failure) -> Diagnostic:
     tok, expected, near = f.tok, f.expected, f.near
     if f.at_statement_start and tok.type not in _statement_starts():
         return error(near, f"{f.got} cannot start a statement")
+    if str(tok) == "=" and any(_terminal_words().get(t) == "'=='" for t in expected):
+        return error(f.span, "'=' assigns; compare with '=='")
     if _expression_start() <= expected:
         after = f" after '{f.prev}'" if f.prev is not None else ""
         return error(near, f"expected an expression{after}, found {f.got}")

@@ -38,7 +38,7 @@ the reference's order for every postsynaptic neuron when a row has no repeated t
 
 from __future__ import annotations
 
-import math
+import contextvars
 import string
 from dataclasses import dataclass
 from typing import Callable
@@ -156,9 +156,29 @@ def _arith(fn):
     return rule
 
 
+# Strict CUDA code must not let nvcc/NVRTC contract a*b+c into an FMA (there is no flag to pass
+# through TVM 0.27), so its float arithmetic uses the round-to-nearest intrinsics, which are never
+# contracted.  Set while a strict CUDA function is emitted.
+_STRICT_CUDA = contextvars.ContextVar("nspec_strict_cuda", default=False)
+_RN = {("add", "float32"): "__fadd_rn", ("sub", "float32"): "__fsub_rn", ("mul", "float32"): "__fmul_rn",
+       ("div", "float32"): "__fdiv_rn", ("add", "float64"): "__dadd_rn", ("sub", "float64"): "__dsub_rn",
+       ("mul", "float64"): "__dmul_rn", ("div", "float64"): "__ddiv_rn"}
+
+
+def _rounded(op: str, fn):
+    """``fn(a, b)``, or its never-contracted intrinsic in strict CUDA code."""
+    def rule(dt, a, b):
+        name = _RN.get((op, dt))
+        if name and _STRICT_CUDA.get():
+            return _tvm()[1].call_pure_extern(dt, name, a, b)
+        return fn(a, b)
+
+    return rule
+
+
 def _div(dt, a, b):
     _, tirx, _, _ = _tvm()
-    return a / b if _is_float(dt) else tirx.floordiv(a, b)
+    return _rounded("div", lambda x, y: x / y)(dt, a, b) if _is_float(dt) else tirx.floordiv(a, b)
 
 
 def _mod(dt, a, b):
@@ -222,9 +242,9 @@ def _t(name):
 
 
 EXPR_RULES: dict[Op, Callable] = {
-    Op.ADD: _arith(lambda dt, a, b: a + b),
-    Op.SUB: _arith(lambda dt, a, b: a - b),
-    Op.MUL: _arith(lambda dt, a, b: a * b),
+    Op.ADD: _arith(_rounded("add", lambda a, b: a + b)),
+    Op.SUB: _arith(_rounded("sub", lambda a, b: a - b)),
+    Op.MUL: _arith(_rounded("mul", lambda a, b: a * b)),
     Op.DIV: _arith(_div),
     Op.POW: _arith(_t("pow")),
     Op.MOD: _arith(_mod),
@@ -518,8 +538,8 @@ class Lazy:
 class Bound:
     """A value bound to a local variable inside the current loop body (read at that index only)."""
 
-    def __init__(self, var, ref, logical: str):
-        self.var, self.ref, self.logical = var, ref, logical
+    def __init__(self, var, logical: str):
+        self.var, self.logical = var, logical
 
     def load(self, idx):
         return self.var
@@ -718,7 +738,7 @@ class Emitter:
                     var = vals[i].load(idx)
                 else:
                     var = value
-                local[i] = Bound(var, None, LOGICAL[n.dtype])
+                local[i] = Bound(var, LOGICAL[n.dtype])
                 mask = masks.get(i, (None,))[0]
                 if mask is not None and mask is not vals.get(i):
                     mask.store(idx, _cast(var, "bool"))
@@ -1313,6 +1333,14 @@ def _emit_step(em: Emitter, program: Program, bufs, rec_nodes, every, flags, b, 
 
 def build_primfunc(program: Program, opts: Options):
     """The TIR PrimFunc running ``program`` for ``steps`` steps, and its calling signature."""
+    token = _STRICT_CUDA.set(opts.strict and opts.device == "cuda")
+    try:
+        return _build_primfunc(program, opts)
+    finally:
+        _STRICT_CUDA.reset(token)
+
+
+def _build_primfunc(program: Program, opts: Options):
     _, _, used = _emit(program, opts, None)
     per = {st: -(-n // (ALIGN_BYTES // np.dtype(st).itemsize)) * (ALIGN_BYTES // np.dtype(st).itemsize)
            for st, n in used.items()}

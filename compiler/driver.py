@@ -53,8 +53,15 @@ def check_files(paths, hyper: dict | None = None) -> tuple[list[Diagnostic], Sou
     sources = SourceMap()
     diags: list[Diagnostic] = []
     for path in paths:
-        diags.extend(check_module(str(path), sources, hyper or {}))
+        try:
+            diags.extend(check_module(str(path), sources, hyper or {}))
+        except RecursionError:
+            diags.append(_too_deep(str(path)))
     return diags, sources
+
+
+def _too_deep(path: str) -> Diagnostic:
+    return error(Span(path, 1, 1), "an expression or declaration nests too deeply to check (split it with 'let')")
 
 
 def compile_file(path: str | Path, hyper: dict | None = None, target: str | None = None,
@@ -67,7 +74,10 @@ def compile_file(path: str | Path, hyper: dict | None = None, target: str | None
     from nspec.compiler.pipeline import run_pipeline
 
     sources = sources if sources is not None else SourceMap()
-    program = elaborate_file(str(path), sources, hyper or {}, target)
+    try:
+        program = elaborate_file(str(path), sources, hyper or {}, target)
+    except RecursionError:
+        raise NspecError([_too_deep(str(path))], sources) from None
     return run_pipeline(program) if optimize else program
 
 

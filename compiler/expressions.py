@@ -110,7 +110,7 @@ class ExprBuilder:
         return method(e)
 
     def e_Number(self, e: A.Number) -> Val:
-        return static(int(e.value) if e.is_int else e.value)
+        return static(int(e.value) if e.is_int and math.isfinite(e.value) else e.value)
 
     def e_Quantity(self, e: A.Quantity) -> Val:
         if not is_unit(e.unit):

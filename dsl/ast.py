@@ -124,7 +124,7 @@ class UnitExpr(Node):
 @node
 class UnitAtom(UnitExpr):
     name: str
-    exponent: int = 1
+    exponent: float = 1
 
 
 @node

@@ -8,14 +8,33 @@ from . import ast as A
 from .diagnostics import Span
 
 
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\"}
+
+
 def _unquote(tok: str) -> str:
+    """A string literal's text: \\n \\t \\r \\" and \\\\ are escapes; any other backslash is kept."""
     body = tok[1:-1]
-    return body.encode("utf-8").decode("unicode_escape") if "\\" in body else body
+    if "\\" not in body:
+        return body
+    out, i = [], 0
+    while i < len(body):
+        c = body[i]
+        if c == "\\" and i + 1 < len(body) and body[i + 1] in _ESCAPES:
+            out.append(_ESCAPES[body[i + 1]])
+            i += 2
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
 
 
 def _parse_number(text: str) -> tuple[float, bool]:
+    """The literal's value as a float (huge literals become inf, never an exception)."""
     is_int = not any(c in text for c in ".eE")
-    return (float(int(text)) if is_int else float(text)), is_int
+    try:
+        return float(text), is_int
+    except OverflowError:
+        return float("inf"), is_int
 
 
 @v_args(meta=True)
@@ -343,7 +362,8 @@ class ToAst(Transformer):
         return str(ch[0])
 
     def unit_atom(self, meta, ch):
-        return A.UnitAtom(self._span(meta), str(ch[0]), int(ch[1]) if len(ch) > 1 else 1)
+        exponent = float(ch[1]) if len(ch) > 1 else 1.0
+        return A.UnitAtom(self._span(meta), str(ch[0]), int(exponent) if exponent.is_integer() else exponent)
 
     def unit_one(self, meta, ch):
         return A.UnitOne(self._span(meta), float(ch[0]))

@@ -116,6 +116,8 @@ class _Inliner:
     def output_value(self, box_name: str, port: str) -> int:
         box = self.boxes[box_name]
         res = self.flat[box_name].step.result(port, "output")
+        if res is None:  # never assigned: reported where the system is declared
+            return self.unit(self.flat[box_name].port("out", port))
         return self.inline(box, [res.node])[0]
 
     def port_value(self, box_name: str | None, port: str) -> int:

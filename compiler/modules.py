@@ -57,6 +57,7 @@ class Loader:
         self.diags = diags
         self.scopes: dict[str, Scope | None] = {}
         self._active: list[str] = []
+        self._spans: list[Span | None] = []  # the import that loaded each active file
 
     def resolve_path(self, importer: str, target: str) -> Path:
         if target.startswith("std/"):
@@ -68,8 +69,11 @@ class Loader:
 
         key = os.path.normpath(str(path))
         if key in self._active:
-            cycle = self._active[self._active.index(key):] + [key]
-            self.diags.error(span or Span(key, 1, 1), "import cycle: " + " -> ".join(cycle))
+            k = self._active.index(key)
+            cycle = self._active[k:] + [key]
+            # report it at the import that leads out of the first file of the cycle
+            where = self._spans[k + 1] if k + 1 < len(self._spans) else span
+            self.diags.error(where or Span(key, 1, 1), "import cycle: " + " -> ".join(cycle))
             return None
         if key in self.scopes:
             return self.scopes[key]
@@ -82,10 +86,12 @@ class Loader:
             self.scopes[key] = None
             return None
         self._active.append(key)
+        self._spans.append(span)
         try:
             scope = self._build_scope(module)
         finally:
             self._active.pop()
+            self._spans.pop()
         self.scopes[key] = scope
         return scope
 

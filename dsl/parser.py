@@ -194,7 +194,6 @@ ERROR_EXAMPLES: dict[str, list[str]] = {
         "import",
     ],
     "a declaration's body is a block in braces: 'neuron LIF { ... }'": [
-        "neuron A param",
         "system S(D) x",
         "system S(D) = 1",
         "system S(D, N = 2) x",
@@ -210,10 +209,6 @@ ERROR_EXAMPLES: dict[str, list[str]] = {
         "test \"t\" { 1 }",
         "test \"t\" { in }",
         "test \"t\" { x = 1 }",
-    ],
-    "the '{' of a declaration goes on the line of its name: 'neuron LIF {'": [
-        "neuron A\n{ }",
-        "system S(D)\n{ }",
     ],
     "'method' needs an integration method: exact, euler, exp_euler or rk4": [
         "neuron N { dv/dt = 1 method }",

@@ -19,6 +19,7 @@ long chaotic runs drift apart spike by spike while their statistics agree.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -42,13 +43,37 @@ log = logging.getLogger("nspec.tvm")
 RULES: dict[Op, object] = {**EXPR_RULES, **INDEX_RULES, **LEAF_RULES, **KERNEL_RULES}
 
 CUDA_ARCH = "sm_90"
+ALIGN = 64  # bytes: TVM's default data alignment for buffer arguments
 
 
+@functools.lru_cache(maxsize=None)
 def host_cpu() -> str:
-    """LLVM's name for this machine's CPU (``mcpu``): vectorised code needs it."""
+    """LLVM's name for this machine's CPU (``mcpu``): vectorised code needs it.
+
+    Asking LLVM needs ``import tvm`` (3-10 s, it imports torch), so the answer is kept in the cache
+    directory under a fingerprint of /proc/cpuinfo and a warm start reads it from there."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        info = ""
+    lines = sorted({ln for ln in info.splitlines() if ln.startswith(("model name", "flags", "vendor_id"))})
+    fingerprint = hashlib.sha256("\n".join(lines).encode()).hexdigest()
+    path = tvm_cache.cache_root() / "host-cpu.json"
+    try:
+        saved = json.loads(path.read_text())
+        if saved.get("fingerprint") == fingerprint and saved.get("mcpu"):
+            return str(saved["mcpu"])
+    except (OSError, ValueError):
+        pass
+    from nspec.lowering.tvm_tir import _tvm
+
+    _tvm()
     from tvm.target import codegen
 
-    return str(codegen.llvm_get_system_cpu())
+    mcpu = str(codegen.llvm_get_system_cpu())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"fingerprint": fingerprint, "mcpu": mcpu}))
+    return mcpu
 
 
 def target_spec(target: str, strict: bool) -> dict:
@@ -125,9 +150,7 @@ def compile_program(program: Program, target: str = "llvm", strict: bool = False
     """A callable ``main`` and its Signature, from the cache when a verified entry exists.
 
     Returns ``(function, signature, info)``; ``info`` says whether the cache was hit and how long
-    compiling or loading took."""
-    import tvm
-
+    compiling or loading took.  A hit loads the library without importing TVM's compiler."""
     t0 = time.perf_counter()
     parts = cache_parts(program, target, strict, records, threads)
     key = tvm_cache.cache_key(parts)
@@ -136,9 +159,9 @@ def compile_program(program: Program, target: str = "llvm", strict: bool = False
         entry = tvm_cache.lookup(root, key)
         if entry is not None:
             try:
-                mod = tvm.runtime.load_module(str(entry.path))
+                func = tvm_cache.load_library(entry.path)
                 sig = _sig_from_json(entry.meta, program)
-                return mod["main"], sig, {"cache": "hit", "seconds": time.perf_counter() - t0, "key": key}
+                return func, sig, {"cache": "hit", "seconds": time.perf_counter() - t0, "key": key}
             except Exception as exc:  # a library that verifies but does not load is rebuilt
                 log.warning("nspec tvm cache: entry %s failed to load (%s); rebuilding", key[:12], exc)
                 tvm_cache.drop(root, key)
@@ -214,6 +237,7 @@ class TvmExecutor:
         self._compiled: dict[tuple[str, ...], tuple] = {}
         self.info: dict = {}
         self.last_kernel_s = 0.0
+        self._caps: dict[str, int] = {}  # event-record capacities that proved necessary
         self._get(_monitored(program))
 
     def _get(self, records: tuple[str, ...]):
@@ -224,22 +248,54 @@ class TvmExecutor:
             self._compiled[records] = (func, sig, None)
         return self._compiled[records]
 
-    def _device(self):
-        import tvm
+    def _event_cap(self, name: str, slots: int, batch: int) -> int:
+        # room for a 25 Hz mean rate at dt 0.1 ms; a run that needs more is repeated with room
+        step = self.program.step
+        shape = step.nodes[(step.result(name, "output") or step.result(name, "value")).node].shape
+        return max(self._caps.get(name, 0), 1024, slots * int(np.prod(shape)) // 400)
 
-        return tvm.cuda(0) if self.target == "cuda" else tvm.cpu(0)
+    @staticmethod
+    def _expand(host, name, slots, batch, shape, dtype) -> np.ndarray:
+        """The dense record ``[slots, B, n]`` from the kernel's event lists."""
+        n = int(np.prod(shape))
+        out = np.zeros((slots, batch, n), dtype)
+        for b in range(batch):
+            k = int(host[("event_counts", name)][b])
+            ids = host[("events", name)][b, :k].astype(np.int64)
+            keep = ids // n < slots
+            out[ids[keep] // n, b, ids[keep] % n] = host[("event_values", name)][b, :k][keep]
+        return out.reshape((slots, batch) + tuple(shape))
+
+    @staticmethod
+    def _aligned(shape, dtype, value=None) -> np.ndarray:
+        """A C-contiguous array whose data is 64-byte aligned: TVM's generated code assumes its
+        buffer arguments are (it uses aligned vector loads), and NumPy only guarantees 16."""
+        dtype = np.dtype(dtype)
+        size = int(np.prod(shape)) * dtype.itemsize
+        raw = np.empty(size + ALIGN, np.uint8)
+        start = -raw.ctypes.data % ALIGN
+        arr = raw[start:start + size].view(dtype).reshape(shape)
+        if value is not None:
+            arr[...] = value
+        return arr
+
+    def _array(self, x: np.ndarray):
+        """A host array as the compiled function takes it: NumPy itself on CPU (no copies, no
+        TVM import on a warm start), a device tensor on CUDA."""
+        if self.target != "cuda":
+            return x
+        from nspec.lowering.tvm_tir import _tvm
+
+        return _tvm()[0].runtime.tensor(x, _tvm()[0].cuda(0))
 
     def run(self, request: RunRequest) -> RunResult:
         """Run ``request.steps`` steps in one call; see ``runtime/executor.py`` for the arrays."""
-        import tvm
-
         p = self.program
         steps = int(request.steps)
         names = tuple(name for name, _ in request.record)
         func, sig, consts = self._get(names)
-        dev = self._device()
         if consts is None:
-            consts = [tvm.runtime.tensor(c, dev) for c in sig.consts]
+            consts = [self._array(self._aligned(c.shape, c.dtype, c)) for c in sig.consts]
             self._compiled[names] = (func, sig, consts)
         leading = [np.shape(request.state[v.name])[0] for v in p.states]
         leading += [np.shape(request.inputs[v.name])[0] for v in p.inputs]
@@ -247,48 +303,66 @@ class TvmExecutor:
         if any(n != batch for n in leading):
             raise BackendError(f"state and inputs disagree on the batch size: {sorted(set(leading))}")
         every = dict(request.record)
-        tensors, kept = [], {}
+        missing = [a.name for a in sig.args if a.kind == "record" and a.name not in every]
+        if missing:
+            raise BackendError(f"no record interval given for {', '.join(missing)}")
+        host, args = {}, []
         const_iter = iter(consts)
         for a in sig.args:
-            if a.kind == "param":
-                arr = np.asarray(request.params[a.name])
-            elif a.kind == "state":
-                arr = np.asarray(request.state[a.name])
-            elif a.kind == "input":
-                arr = np.asarray(request.inputs[a.name])
-                if arr.shape[1] < steps:
+            if a.kind == "const":
+                args.append(next(const_iter))
+                continue
+            if a.kind in ("param", "state", "input"):
+                src = np.asarray({"param": request.params, "state": request.state, "input": request.inputs}[a.kind][a.name])
+                if a.kind == "input" and src.shape[1] < steps:
                     raise BackendError(f"input {a.name} has fewer than {steps} steps")
+                arr = self._aligned(src.shape, a.dtype, src)  # a copy: states are updated in place
             elif a.kind == "output":
-                arr = np.empty((batch, steps) + a.shape, a.dtype)
+                arr = self._aligned((batch, steps) + a.shape, a.dtype)
             elif a.kind == "record":
-                arr = np.empty((steps // every[a.name], batch) + a.shape, a.dtype)
-            elif a.kind == "const":
-                tensors.append(next(const_iter))
-                continue
+                arr = self._aligned((steps // every[a.name], batch) + a.shape, a.dtype)
+            elif a.kind in ("events", "event_values"):
+                arr = self._aligned((batch, self._event_cap(a.name, steps // every[a.name], batch)), a.dtype)
+            elif a.kind == "event_counts":
+                arr = self._aligned((batch,), a.dtype, 0)
             else:
-                size = dict(sig.workspace)[a.name]
-                tensors.append(tvm.runtime.empty((batch * size,), a.dtype, dev))
-                continue
-            t = tvm.runtime.tensor(np.ascontiguousarray(arr, a.dtype), dev)
-            tensors.append(t)
-            kept[(a.kind, a.name)] = t
+                arr = self._aligned((batch * dict(sig.workspace)[a.name],), a.dtype)
+            host[(a.kind, a.name)] = arr
+            args.append(self._array(arr))
         t0 = time.perf_counter()
-        func(*tensors, steps, *[int(every[n]) for n in sig.records])
-        dev.sync()  # CUDA launches return before the kernel ends
+        func(*args, steps, *[int(every[n]) for n in sig.records])
+        if self.target == "cuda":
+            from nspec.lowering.tvm_tir import _tvm
+
+            _tvm()[0].cuda(0).sync()  # kernel launches return before the kernel ends
         self.last_kernel_s = time.perf_counter() - t0  # the compiled time loop alone
 
+        for a in sig.args:
+            if a.kind == "event_counts":
+                need = int(host[(a.kind, a.name)].max(initial=0))
+                cap = host[("events", a.name)].shape[1]
+                if need > cap:  # more events than room: run again (from the same state) with room
+                    self._caps[a.name] = need
+                    return self.run(request)
+
         def back(kind, name, dtype):
-            x = kept[(kind, name)].numpy()
-            return x.astype(dtype.numpy) if x.dtype != dtype.numpy else x
+            arr = host[(kind, name)]
+            if self.target == "cuda":
+                arr = args[[(a.kind, a.name) for a in sig.args].index((kind, name))].numpy()
+            return arr.astype(dtype.numpy) if arr.dtype != dtype.numpy else arr
 
         state = {v.name: back("state", v.name, v.dtype) for v in p.states}
         outputs = {v.name: back("output", v.name, v.dtype) for v in p.outputs}
         records = {}
         for name in sig.records:
-            var = p.var(name)
-            dtype = var.dtype if var is not None and any(s.name == name for s in p.states) else \
-                p.step.nodes[(p.step.result(name, "output") or p.step.result(name, "value")).node].dtype
-            records[name] = back("record", name, dtype)
+            is_state = any(s.name == name for s in p.states)
+            node = None if is_state else (p.step.result(name, "output") or p.step.result(name, "value")).node
+            dtype = p.var(name).dtype if is_state else p.step.nodes[node].dtype
+            if ("events", name) in host:
+                records[name] = self._expand(host, name, steps // every[name], batch, p.step.nodes[node].shape,
+                                             dtype.numpy)
+            else:
+                records[name] = back("record", name, dtype)
         return RunResult(state, outputs, records)
 
 

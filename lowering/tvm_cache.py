@@ -13,11 +13,14 @@ mid-write leaves no half entry.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
+import importlib.util
 import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,9 +109,37 @@ def store(root: Path, key: str, parts: dict, meta: dict, write_library: Callable
     return Entry(final / LIBRARY, meta)
 
 
+def import_tvm_ffi():
+    """``tvm_ffi``, imported with torch hidden unless torch is already loaded.
+
+    tvm_ffi imports torch whenever it is installed (a workaround for a Windows symbol clash),
+    which costs 3-10 s here; this backend passes NumPy arrays only, so a warm start need not pay
+    for it.  ``import tvm`` afterwards reuses this tvm_ffi."""
+    if "tvm_ffi" not in sys.modules and "torch" not in sys.modules:
+        sys.modules["torch"] = None  # makes `import torch` raise ImportError inside tvm_ffi
+        try:
+            import tvm_ffi  # noqa: F401
+        finally:
+            del sys.modules["torch"]
+    import tvm_ffi
+
+    return tvm_ffi
+
+
+def load_library(path: Path):
+    """The ``main`` function of an exported library, loaded with tvm_ffi and TVM's runtime
+    library only (no ``import tvm``: a warm start stays well under a second)."""
+    tvm_ffi = import_tvm_ffi()
+    spec = importlib.util.find_spec("tvm")
+    runtime = Path(spec.submodule_search_locations[0]) / "lib" / "libtvm_runtime.so"
+    ctypes.CDLL(str(runtime), ctypes.RTLD_GLOBAL)  # the library calls TVMBackend* from it
+    return tvm_ffi.load_module(str(path))["main"]
+
+
 def drop(root: Path, key: str) -> None:
     """Remove an entry (used when a verified library still fails to load)."""
     shutil.rmtree(root / key, ignore_errors=True)
 
 
-__all__ = ["cache_root", "cache_key", "versions", "lookup", "store", "drop", "Entry", "MANIFEST", "LIBRARY"]
+__all__ = ["cache_root", "cache_key", "versions", "lookup", "store", "drop", "Entry", "MANIFEST", "LIBRARY",
+           "import_tvm_ffi", "load_library"]

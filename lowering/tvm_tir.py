@@ -99,6 +99,9 @@ class Signature:
 
 # ---------------------------------------------------------------- TIR helpers (imported lazily)
 def _tvm():
+    from nspec.lowering.tvm_cache import import_tvm_ffi
+
+    import_tvm_ffi()
     import tvm
     from tvm import tirx
     from tvm.script.ir_builder import IRBuilder
@@ -557,6 +560,7 @@ class Emitter:
         self.const_bufs: dict[int, object] = {}
         self.ws: dict[str, object] = {}
         self.vectorizing = False
+        self.events: frozenset[str] = frozenset()
 
     # -- storage
     def scratch(self, shape, dtype: DType | str, pad: int = 0):
@@ -1230,10 +1234,17 @@ def _emit(program: Program, opts: Options, layout: dict | None):
                 arg("input", v.name, STORAGE[v.dtype], v.shape, (B, Tn))
             for v in program.outputs:
                 arg("output", v.name, STORAGE[v.dtype], v.shape, (B, Tn))
+            em.events = _event_records(program, opts, rec_nodes, flags)
             for name, node in rec_nodes.items():
                 var = program.var(name) if node is None else None
                 dtype, shape = (var.dtype, var.shape) if node is None else (step.nodes[node].dtype, step.nodes[node].shape)
-                arg("record", name, LOGICAL[dtype], shape, (tirx.Var(f"R_{_sanitize(name)}", "int32"), B))
+                if name in em.events:
+                    cap = tirx.Var(f"C_{_sanitize(name)}", "int32")
+                    arg("events", name, "int32", (), (B, cap))
+                    arg("event_values", name, LOGICAL[dtype], (), (B, cap))
+                    arg("event_counts", name, "int64", (), (B,))
+                else:
+                    arg("record", name, LOGICAL[dtype], shape, (tirx.Var(f"R_{_sanitize(name)}", "int32"), B))
             for graph in _graphs(step):
                 for n in graph.nodes:
                     if n.op is Op.CONST and np.asarray(n.attr("value")).size > 1:
@@ -1269,6 +1280,41 @@ def const_arrays(program: Program) -> list[np.ndarray]:
     """The constant arrays passed as arguments, in argument order (scalars become immediates)."""
     return [np.ascontiguousarray(n.attr("value"), STORAGE[n.dtype]) for g in _graphs(program.step)
             for n in g.nodes if n.op is Op.CONST and np.asarray(n.attr("value")).size > 1]
+
+
+def _event_records(program: Program, opts: Options, rec_nodes: dict, flags) -> frozenset[str]:
+    """Recorded values kept as event lists: on CPU, 1-D values that PROPAGATE already reads as
+    byte masks (spike vectors).  A dense record of CUBA's spikes writes 160 MB per simulated
+    second; the events of one are ~20,000 pairs.  The executor expands them to the dense array."""
+    if opts.device != "cpu":
+        return frozenset()
+    step = program.step
+    roots = [r.node for r in step.results if r.kind in ("next", "output")]
+    roots += [n for n in rec_nodes.values() if n is not None]
+    plan = plan_graph(step, roots, flags, not opts.strict)
+    return frozenset(name for name, node in rec_nodes.items()
+                     if node is not None and node in plan.masks and step.nodes[node].op in FUSIBLE
+                     and len(step.nodes[node].shape) == 1)
+
+
+def _record_events(em: Emitter, n: int, value, mask, idx_buf, val_buf, count_buf, slot_t, b):
+    """Append (step * n + neuron, value) for every set mask byte, eight bytes per compare."""
+    _, tirx, _, T = _tvm()
+    cap = idx_buf.shape[1]
+    with T.serial(0, -(-n // 8)) as w:
+        word = T.reinterpret("int64", mask.buf[tirx.Ramp(w * 8, 1, 8)])
+        with T.If(tirx.NE(word, _imm(0, "int64"))):
+            with T.Then():
+                with T.serial(0, 8) as lane:
+                    i = w * 8 + lane
+                    with T.If(tirx.And(i < n, mask.load((i,)))):
+                        with T.Then():
+                            slot = T.bind(_cast(count_buf[b], "int32"))
+                            with T.If(slot < cap):
+                                with T.Then():
+                                    T.buffer_store(idx_buf, slot_t * n + i, [b, slot])
+                                    T.buffer_store(val_buf, _cast(value.load((i,)), str(val_buf.dtype)), [b, slot])
+                            T.buffer_store(count_buf, count_buf[b] + _imm(1, "int64"), [b])
 
 
 def _graphs(graph: Graph):
@@ -1319,7 +1365,13 @@ def _emit_step(em: Emitter, program: Program, bufs, rec_nodes, every, flags, b, 
     for name, k in out_nodes.items():
         em.copy(Ref(bufs[("output", name)], (b, t), LOGICAL[step.nodes[k].dtype]), vals[k], step.nodes[k].shape)
     for (name, node), ev in zip(rec_nodes.items(), every):
-        if node is not None:
+        if name in em.events:
+            with T.If(tirx.EQ(tirx.floormod(t, ev), 0)):
+                with T.Then():
+                    _record_events(em, step.nodes[node].shape[0], vals[node], em.masks[node][0],
+                                   bufs[("events", name)], bufs[("event_values", name)],
+                                   bufs[("event_counts", name)], tirx.floordiv(t, ev), b)
+        elif node is not None:
             rec = bufs[("record", name)]
             with T.If(tirx.And(tirx.EQ(tirx.floormod(t, ev), 0), tirx.floordiv(t, ev) < rec.shape[0])):
                 with T.Then():

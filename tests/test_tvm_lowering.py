@@ -354,3 +354,24 @@ def test_cuda_code_generation_needs_no_gpu(tmp_path):
     ex, _ = to_relax._build(p, "cuda", False, ("P/spike",), 128)
     src = ex.mod.imports[0].inspect_source()
     assert "__global__" in src and "atomicAdd" in src and "__syncthreads" in src
+
+
+def test_spike_records_larger_than_the_event_buffer_are_complete():
+    """Recorded spike vectors travel as event lists; a run with more events than the first buffer
+    holds (every neuron fires every step) is repeated with room, and matches the reference."""
+    n = 64
+    b = GraphBuilder()
+    v = b.arg("v", "state", F32, (n,))
+    s = b.add(Op.SPIKE, (b.add(Op.ADD, (v, b.const(1.0)), F32, (n,)),), F32, (n,),
+              (("surrogate", "fast_sigmoid"), ("surrogate_args", (25.0,))))
+    ring = np.roll(np.arange(n), 1).astype(np.int64)
+    syn = b.add(Op.PROPAGATE, (s, b.const(np.arange(n + 1, dtype=np.int64), I64), b.const(ring, I64),
+                               b.const(0.001)), F32, (n,), (("n_post", n),))
+    b.result("spike", "value", s)
+    b.result("v", "next", b.add(Op.SUB, (b.add(Op.MUL, (v, b.const(0.5)), F32, (n,)), syn), F32, (n,)))
+    p = _program("all_fire", b, states=[Var("v", F32, (n,))])
+    state = {"v": np.zeros((2, n), np.float32)}
+    ref, got = _run_both(p, RunRequest({}, state, {}, 100, (("spike", 1),)))
+    assert ref.records["spike"].sum() == 2 * n * 100 > 1024
+    np.testing.assert_array_equal(got.records["spike"], ref.records["spike"])
+    np.testing.assert_allclose(got.state["v"], ref.state["v"], rtol=1e-6)

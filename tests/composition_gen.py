@@ -12,7 +12,8 @@ Public API (everything else is private):
     state ``s``, Moore outputs (``o = c * tanh(s)``) and Mealy outputs (``o = c * tanh(s) +
     tanh(i0 @ W_i0 + ...)``: feedthrough), or are unit delays.  The top composite has copies,
     merges (``sum``/``max``/``exclusive``), unwired inputs (the monoid's unit), pass wires,
-    feedback through Moore outputs and ``repeat L shared`` boxes; with ``nest`` some boxes are
+    feedback through Moore outputs and ``repeat L [shared]`` boxes (deterministic initialisers, so
+    shared and separate parameters start equal); with ``nest`` some boxes are
     grouped into nested composites (depth up to 3) whose boundary ports keep the behaviour, so
     ``Diagram.flat()`` (hand-flattening) is behaviourally equal.  ``inputs``/``outputs`` fix the
     top's interface as port sizes (names ``x0, x1, ...`` and ``y0, y1, ...``).
@@ -25,6 +26,7 @@ Public API (everything else is private):
     oracle (inputs and outputs by port name, arrays ``[steps, size]``, float32);
     ``.feedthrough(name=None)`` F of a system (output -> inputs read in the same step);
     ``.instantaneous_cycle(name=None)`` and ``.dependency_edges(name=None)`` of a composite;
+    ``.paths(name=None)`` the parameter and state paths flattening must give;
     ``.top_comp``, ``.system(name)``, ``.interface(name)``, ``.replace_system(s)``.
 ``Prim``, ``Comp``, ``Box``, ``Ref``, ``Wire``, ``Port``
     The frozen description the text and the oracle are both made from.
@@ -148,10 +150,12 @@ class Wire:
 class Box:
     name: str
     system: str
-    repeat: int = 0  # 0: a plain box; L: `repeat L shared`
+    repeat: int = 0  # 0: a plain box; L: `repeat L [shared]`
+    shared: bool = True
 
     def text(self) -> str:
-        return f"box {self.name}: {self.system}" + (f" repeat {self.repeat} shared" if self.repeat else "")
+        tail = f" repeat {self.repeat}" + (" shared" if self.shared else "") if self.repeat else ""
+        return f"box {self.name}: {self.system}{tail}"
 
 
 @dataclass(frozen=True)
@@ -218,6 +222,21 @@ class Diagram:
     def instantaneous_cycle(self, name: str | None = None) -> list[str] | None:
         """A cycle of a composite's instantaneous dependency graph, port by port, or None."""
         return _cycle(self, self.system(name or self.top))
+
+    def paths(self, name: str | None = None) -> tuple[frozenset[str], frozenset[str]]:
+        """(parameter paths, state paths) of a system as flattening names them: ``box/inner/W_i0``;
+        a repeated box's copies hold states ``box/<copy>/...`` and, unless shared, params the same way."""
+        s = self.system(name or self.top)
+        if isinstance(s, Prim):
+            return frozenset(() if s.delay else (f"W_{p.name}" for p in s.inputs)), frozenset(("s",))
+        params: set[str] = set()
+        states: set[str] = set()
+        for b in s.boxes:
+            inner_params, inner_states = self.paths(b.system)
+            copies = [f"{b.name}/{i}" for i in range(b.repeat)] if b.repeat else [b.name]
+            states |= {f"{c}/{x}" for c in copies for x in inner_states}
+            params |= {f"{c}/{x}" for c in ([b.name] if b.shared else copies) for x in inner_params}
+        return frozenset(params), frozenset(states)
 
     def dependency_edges(self, name: str | None = None) -> dict[str, list[str]]:
         """A composite's instantaneous dependency graph: wires plus each box's in -> out F edges."""
@@ -369,7 +388,7 @@ class _Sys:
 
 
 class _Repeat:
-    """``repeat L shared``: L copies, copy i's first input is copy i-1's first output."""
+    """``repeat L [shared]``: L copies, copy i's first input is copy i-1's first output."""
 
     def __init__(self, d: Diagram, box: Box, states: list, get: Callable[[str], np.ndarray]):
         ins, outs = d.interface(box.system)
@@ -548,8 +567,8 @@ def _flat_top(draw, prefix: str, inputs, outputs, max_boxes: int) -> Diagram:
             systems.append(prim)
         repeat = 0
         if prim.inputs[0].size == prim.size and draw(st.integers(0, 4)) == 4:
-            repeat = draw(st.integers(2, 3))
-        boxes.append(Box(f"b{i}", prim.name, repeat))
+            repeat = draw(st.integers(1, 3))
+        boxes.append(Box(f"b{i}", prim.name, repeat, draw(st.booleans()) if repeat else True))
     fixed = inputs is not None
     top_in = [Port(f"x{j}", s) for j, s in enumerate(inputs)] if fixed else \
         [Port(f"x{j}", draw(st.sampled_from(SIZES))) for j in range(draw(st.integers(1, 2)))]
@@ -694,7 +713,8 @@ def _nest(draw, d: Diagram, comp_name: str, depth: int, counter: list[int]) -> D
     if group.inputs and group.outputs and group.inputs[0].size == group.outputs[0].size and \
             draw(st.integers(0, 3)) == 3:
         box = parent.box(bname)
-        trial = replace(parent, boxes=tuple(replace(b, repeat=2) if b is box else b for b in parent.boxes))
+        trial = replace(parent, boxes=tuple(replace(b, repeat=2, shared=draw(st.booleans())) if b is box else b
+                                            for b in parent.boxes))
         if _cycle(d.replace_system(trial), trial) is None:
             d = d.replace_system(trial)
     return draw(_nest(d, comp_name, depth - 1, counter))

@@ -1,7 +1,7 @@
 """The Apache TVM backend: lower a Program to TIR with the whole time loop compiled, and run it.
 
-``lower(program, target, strict, records)`` builds one TIR PrimFunc (``tvm_tir``) that loops over
-trials and steps; ``compile_program`` compiles it with ``tvm.compile`` for the host CPU
+``tvm_tir.build_primfunc`` turns the step graph into one TIR PrimFunc that loops over trials and
+steps; ``compile_program`` compiles it with ``tvm.compile`` for the host CPU
 (``{"kind": "llvm", "mcpu": <host>}``) or CUDA (``{"kind": "cuda", "arch": "sm_90"}``) through
 the content-addressed cache of ``tvm_cache``; ``TvmExecutor`` (backend name "tvm") runs it under
 the executor protocol, and ``export`` writes a library and manifest for ``nspec compile``.
@@ -11,10 +11,15 @@ Relax function crashed at depth 10,000 (TVM 0.27) — a 1 s CUBA run is 10,000 s
 therefore use templated TIR loop nests (``tvm_tir.KERNEL_RULES``) inside the same compiled time
 loop; the module is still an ``IRModule`` compiled by ``tvm.compile``.
 
-Strict mode compiles for the host CPU without FMA (``mattr: -fma``) so that every multiply and add
-rounds as in the reference interpreter; together with PROPAGATE's CSR order this makes spike
-trains identical to the reference's.  Fast mode lets LLVM contract multiply-adds into FMAs, so
-long chaotic runs drift apart spike by spike while their statistics agree.
+Strict mode compiles for the host CPU without FMA (``mattr: -fma``; CUDA code uses the
+non-contracting ``__fmul_rn``/``__fadd_rn`` intrinsics) so that every multiply and add rounds as
+in the reference interpreter; with PROPAGATE's CSR order this makes spike trains identical to
+the reference's.  Fast mode lets LLVM contract multiply-adds into FMAs and lets PROPAGATE add
+into the synaptic state directly, so long chaotic runs drift apart spike by spike while their
+statistics agree.
+
+A warm start (cache hit) imports neither TVM's compiler nor torch: the library is loaded with
+tvm_ffi and called with NumPy arrays (64-byte aligned, as TVM's generated code requires).
 """
 
 from __future__ import annotations

@@ -26,7 +26,10 @@ The function's shape::
           record states; levels (kernels, loop nests); outputs, records; copy next states
 
 A state whose next value is computed in a loop nest after every read of the old value is updated
-in place; otherwise its next value goes to a buffer copied back at the end of the step.
+in place; otherwise its next value goes to a buffer copied back at the end of the step.  In fast
+mode ``add(x, propagate(...))`` starts at ``x`` and the PROPAGATE kernel adds into it (CUBA's step
+is then one vector pass over the neurons plus the event scan).  A recorded spike vector (a value
+PROPAGATE reads as a mask) is written as an event list, not a dense [steps, B, N] array.
 Intermediate buffers live in per-dtype workspaces ([B * stride], one slice per trial) that the
 executor allocates; their layout is found by emitting the function twice (the first emission
 only collects the buffers' sizes).

@@ -111,8 +111,9 @@ def _op_program():
     out("propagate", b.add(Op.PROPAGATE, (spikes, indptr, indices, weights), F32, (3,), (("n_post", 3),)))
     total = b.add(Op.SUM, (x,), F32, (4,), (("axes", (0,)), ("keepdims", False)))
     b.result("s", "next", b.add(Op.ADD, (s, b.add(Op.MUL, (total, half), F32, (4,))), F32, (4,)))
+    monitors = [ir.Monitor("s", "state", ("s",), None, 1), ir.Monitor("p", "state", ("propagate",), None, 2)]
     return _program("ops", b, params=[Var("z", F32, (4,)), Var("idx", I32, (5,))], states=[Var("s", F32, (4,))],
-                    inputs=[Var("x", F32, (3, 4)), Var("y", F32, (3, 4))], outputs=outs)
+                    inputs=[Var("x", F32, (3, 4)), Var("y", F32, (3, 4))], outputs=outs, monitors=monitors)
 
 
 def test_every_op_outside_init_has_a_rule():
@@ -262,7 +263,8 @@ def _loop_program(until: bool) -> Program:
     b.result("out", "output", b.add(Op.SUM, (ys,), F32, (4,), (("axes", (0,)), ("keepdims", False))))
     b.result("ticks", "output", ys)
     return _program("loop_until" if until else "loop", b, params=[Var("W", F32, (4, 4))], states=[Var("h", F32, (4,))],
-                    inputs=[Var("x", F32, (4,))], outputs=[Var("out", F32, (4,)), Var("ticks", F32, (6, 4))])
+                    inputs=[Var("x", F32, (4,))], outputs=[Var("out", F32, (4,)), Var("ticks", F32, (6, 4))],
+                    monitors=[ir.Monitor("h", "state", ("h",), None, 1)])
 
 
 @pytest.mark.parametrize("until", [False, True])

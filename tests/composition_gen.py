@@ -457,6 +457,7 @@ class _Frame:
 
 # ---------------------------------------------------------------- hand-flattening
 def _inline(d: Diagram, comp: Comp) -> Comp:
+    """``comp`` with every non-repeated composite box substituted, innermost first."""
     for b in comp.boxes:
         inner = d.system(b.system)
         if isinstance(inner, Comp) and not b.repeat:
@@ -599,10 +600,10 @@ def _flat_top(draw, prefix: str, inputs, outputs, max_boxes: int) -> Diagram:
         draw(st.sampled_from(sorted({p.size for b in boxes for p in d.interface(b.system)[1]})))
         for _ in range(draw(st.integers(1, 2)))]
     for j, size in enumerate(sizes):
-        merge = draw(st.sampled_from(("sum", "sum", "max")))
+        merge = draw(st.sampled_from(("sum", "sum", "max", "exclusive")))
         port = Port(f"y{j}", size, merge)
         comp = replace(comp, outputs=comp.outputs + (port,))
-        for _ in range(draw(st.integers(1, 2))):
+        for _ in range(draw(st.integers(1, 1 if merge == "exclusive" else 2))):
             comp = replace(comp, wires=comp.wires + (Wire(draw(st.sampled_from(sources(size, None))),
                                                           Ref(None, port.name)),))
     return d.replace_system(comp)

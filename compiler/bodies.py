@@ -32,6 +32,16 @@ SURROGATES = ("fast_sigmoid", "arctan", "sigmoid", "straight_through", "triangle
 _TIME = unit("s")[1]
 
 
+def check_merge(b: ExprBuilder, port: A.Port, dtype: DType) -> str:
+    """A port's merge monoid (default sum); 'or' only on bool or spike ports."""
+    merge = port.merge or "sum"
+    if merge not in MERGES:
+        b.fail(port.span, f"unknown merge '{merge}'; use one of {', '.join(MERGES)}")
+    if merge == "or" and dtype is not DType.bool and port.type.dtype != "spike":
+        b.fail(port.span, "merge 'or' needs a bool or spike port")
+    return merge
+
+
 def unit_of(b: ExprBuilder, u: A.UnitExpr) -> tuple[float, Dim]:
     if isinstance(u, A.UnitOne):
         if u.value != 1:
@@ -232,11 +242,7 @@ class Body:
     def port(self, b: ExprBuilder, p: A.Port) -> None:
         self.declare(b, p.name, p.span, "port")
         dtype, shape, dim = resolve_type(b, p.type)
-        merge = p.merge or "sum"
-        if merge not in MERGES:
-            b.fail(p.span, f"unknown merge '{merge}'; use one of {', '.join(MERGES)}")
-        if merge == "or" and dtype is not DType.bool and p.type.dtype != "spike":
-            b.fail(p.span, "merge 'or' needs a bool or spike port")
+        merge = check_merge(b, p, dtype)
         if p.direction == "in" and p.stack:
             b.fail(p.span, "'stack' applies to output ports")
         sig = PortSig(p.name, dtype, self.shape(shape), dim, merge, p.stack, p.span)

@@ -20,7 +20,7 @@ import numpy as np
 from nspec.dsl import ast as A
 from nspec.dsl.diagnostics import Span
 
-from .bodies import resolve_type
+from .bodies import check_merge, resolve_type
 from .expressions import Abort, ExprBuilder, Val, fmt_shape, static
 from .ir import DType, GraphBuilder, Op, Var
 from .networks import _static_builder
@@ -53,7 +53,7 @@ def build_composite(elab, decl: A.SystemDecl, scope, args: dict) -> Composite:
                 if stmt.name in declared:
                     b.fail(stmt.span, f"'{stmt.name}' is already declared (line {declared[stmt.name].line})")
                 dtype, shape, dim = resolve_type(b, stmt.type)
-                sig = PortSig(stmt.name, dtype, shape, dim, stmt.merge or "sum", stmt.stack, stmt.span)
+                sig = PortSig(stmt.name, dtype, shape, dim, check_merge(b, stmt, dtype), stmt.stack, stmt.span)
                 (inputs if stmt.direction == "in" else outputs).append(sig)
                 declared[stmt.name] = stmt.span
             elif isinstance(stmt, A.Box):
@@ -290,7 +290,7 @@ def build_workspace(elab, decl: A.SystemDecl, scope, args: dict) -> Primitive:
         try:
             if isinstance(stmt, A.Port):
                 dtype, shape, dim = resolve_type(b, stmt.type)
-                ports[stmt.name] = PortSig(stmt.name, dtype, shape, dim, stmt.merge or "sum", False, stmt.span)
+                ports[stmt.name] = PortSig(stmt.name, dtype, shape, dim, check_merge(b, stmt, dtype), False, stmt.span)
             elif isinstance(stmt, A.Slots):
                 slots = b.static_int(stmt.count, "the number of slots")
                 if slots <= 0:

@@ -26,7 +26,7 @@ import numpy as np
 from nspec.dsl import ast as A
 from nspec.dsl.diagnostics import Span
 
-from .bodies import Body, Env, _where, resolve_type
+from .bodies import Body, Env, _where, check_merge, resolve_type
 from .expressions import Abort, ExprBuilder, Val, fmt_shape, static
 from .ir import DType, GraphBuilder, Monitor, Op, Var
 from .systems import BoxIR, Composite, PortSig, Primitive, WireIR
@@ -98,7 +98,7 @@ def build_network(elab, decl: A.SystemDecl, scope, args: dict) -> Composite:
                 declared[stmt.name] = stmt.span
             elif isinstance(stmt, A.Port):
                 dtype, shape, dim = resolve_type(b, stmt.type)
-                sig = PortSig(stmt.name, dtype, shape, dim, stmt.merge or "sum", stmt.stack, stmt.span)
+                sig = PortSig(stmt.name, dtype, shape, dim, check_merge(b, stmt, dtype), stmt.stack, stmt.span)
                 (ports_in if stmt.direction == "in" else ports_out).append(sig)
                 declared[stmt.name] = stmt.span
             elif isinstance(stmt, A.Assert):

@@ -4,6 +4,7 @@
     nspec compile SPEC [--emit STAGE | --target T -o OUT]
     nspec run SPEC [--param k=v]... [--output out.npz] [--backend B] [--duration 1s | --steps N]
     nspec test [FILE|DIR...]            the spec-level ``test`` blocks
+    nspec train SPEC --data D.npz --loss KIND:OUTPUT:TARGET [--epochs N] [--checkpoint DIR [--resume]]
 
 Exit codes (``nspec.compiler.driver``): 0 ok, 1 user error (diagnostics printed), 2 usage error,
 3 internal error.  A user error never prints a Python traceback; an internal error prints one
@@ -418,6 +419,48 @@ def cmd_test(args) -> int:
     return EXIT_USER_ERROR if failed else EXIT_OK
 
 
+# ---------------------------------------------------------------- train
+def cmd_train(args) -> int:
+    from nspec.runtime.train import CHECKPOINT_FILES, TrainError, parse_loss, read_data, train
+
+    hyper = _hyper(args.param)
+    if args.resume and args.force:
+        raise CliError("--resume continues the checkpoint and --force replaces it: give one of them")
+    if args.resume and not args.checkpoint:
+        raise CliError("--resume needs --checkpoint DIR")
+    if args.checkpoint and not args.resume:
+        present = [f for f in CHECKPOINT_FILES if (Path(args.checkpoint) / f).exists()]
+        if present and not args.force:  # checked before any work, so a long run is never wasted
+            raise CliError(f"{args.checkpoint} already holds a checkpoint ({', '.join(present)}); pass --resume "
+                           "to continue it or --force to overwrite it")
+    if args.weights is not None and not Path(args.weights).is_file():
+        raise CliError(f"--weights: no such file: {args.weights}")
+    try:
+        loss = parse_loss(args.loss)
+        data = read_data(args.data)
+        from nspec.runtime.model import load
+
+        model = load(args.spec, target=args.entry, **hyper)
+        if args.weights is not None:
+            model.load_weights(args.weights)
+        history = train(model, data, loss, optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
+                        epochs=args.epochs, steps=args.max_steps, batch_size=args.batch_size, seed=args.seed,
+                        time_steps=args.time_steps, grad_clip=args.grad_clip, checkpoint_dir=args.checkpoint,
+                        resume=args.resume, force=args.force, device=args.device, progress=not args.quiet)
+    except TrainError as exc:
+        raise CliError(str(exc)) from None
+    if not args.quiet and history.start == history.step:
+        print(f"nothing to train: the checkpoint in {args.checkpoint} is already at step {history.step}")
+    elif not args.quiet:
+        losses = history.epoch_losses or history.losses
+        first = f"{losses[0]:.4g} -> " if len(losses) > 1 else ""
+        print(f"trained {model.program.name}: {history.step} steps, loss {first}{losses[-1]:.4g}"
+              + ("" if history.epoch_losses else " (last step)"))
+        print(f"wrote {args.checkpoint}" if args.checkpoint else
+              "the trained weights were not saved (pass --checkpoint DIR to keep them)")
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------- the parser and main
 _REPORT_HINT = ("this is a bug in nspec, not in your spec: please report it with the command and the spec "
                 "(run with --debug or NSPEC_DEBUG=1 to see the traceback)")
@@ -488,6 +531,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="*", metavar="FILE|DIR", help="spec files or folders (default: .)")
     p.add_argument("-k", metavar="TEXT", help="only tests whose name contains TEXT")
     p.set_defaults(handler=cmd_test)
+
+    p = sub.add_parser("train", parents=[common, hyper], help="train a spec's parameters by gradient descent",
+                       description="Train a spec on named arrays (model inputs and targets, N samples on the first "
+                       "axis) with a loss on its outputs; checkpoints hold safetensors weights by external name.")
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("--entry", metavar="NAME", help="the declaration to train (default: the simulate target)")
+    p.add_argument("--data", required=True, metavar="FILE.npz",
+                   help="model inputs ([N, T, *shape] or [N, *shape]) and targets by name")
+    p.add_argument("--loss", required=True, metavar="KIND:OUTPUT:TARGET",
+                   help="cross_entropy, mse or bce of an output against a data array, e.g. "
+                        "cross_entropy:logits:targets or cross_entropy:predictions[:, -1]:labels; a target "
+                        "without a time axis is compared with the last step")
+    p.add_argument("--weights", metavar="FILE", help="initial weights: .safetensors, .npz or a torch state_dict")
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--epochs", type=positive_int, metavar="N", help="total epochs (default 1)")
+    length.add_argument("--max-steps", type=positive_int, metavar="N", help="total optimizer steps instead of epochs")
+    p.add_argument("--time-steps", type=positive_int, metavar="T",
+                   help="run length for inputs given without a time axis (default: the spec's simulate)")
+    p.add_argument("--batch-size", type=positive_int, default=32, metavar="B", help="samples per step (default 32)")
+    p.add_argument("--optimizer", choices=["adam", "adamw", "sgd"], default="adam")
+    p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
+    p.add_argument("--weight-decay", type=float, default=0.0, metavar="WD")
+    p.add_argument("--grad-clip", type=float, metavar="NORM", help="clip the gradient norm")
+    p.add_argument("--seed", type=int, default=0, help="initial weights and batch order (default 0)")
+    p.add_argument("--checkpoint", metavar="DIR", help="write model.safetensors, optimizer.pt and trainer.json here "
+                   "after every epoch")
+    p.add_argument("--resume", action="store_true", help="continue the checkpoint in --checkpoint DIR")
+    p.add_argument("--force", action="store_true", help="overwrite an existing checkpoint")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary")
+    p.set_defaults(handler=cmd_train)
     return parser
 
 

@@ -1,0 +1,466 @@
+"""Training: a standard gradient loop over a spec's torch module, for the API and ``nspec train``.
+
+``train(spec_or_model, data, loss, ...)`` lowers the spec with ``nspec.lowering.to_torch``, draws
+mini-batches from named arrays (the model's inputs and the loss's targets), backpropagates through
+the time loop (surrogate gradients at spikes) and steps a torch optimiser.  The loss is written in
+the spec's terms: ``"cross_entropy:logits:targets"`` is the cross-entropy of the output ``logits``
+(classes on its last axis) against the array ``targets``; ``"cross_entropy:predictions[:, -1]:y"``
+first indexes each sample's output (here: the last internal tick of a stacked output).
+
+Time alignment follows the target's rank: a target with a time axis is compared with the output at
+every step (next-token prediction), a target without one with the output of the last step (a
+classifier reading out after the whole input).
+
+Checkpoints (a directory): ``model.safetensors`` (``module.state_dict()``, keyed by the weights'
+external names, so the reference loaders read them), ``optimizer.pt`` (the optimiser's
+``state_dict``, loadable with ``torch.load(..., weights_only=True)``) and ``trainer.json`` (the
+step, the epoch, the settings and the loss history).  Mini-batch order is a pure function of
+``(seed, epoch)``, so a resumed run takes exactly the steps an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+CHECKPOINT_FILES = ("model.safetensors", "optimizer.pt", "trainer.json")
+FORMAT = "nspec-train/1"
+
+
+class TrainError(ValueError):
+    """A training request that cannot work: bad data, an unknown loss or output, a checkpoint clash."""
+
+
+# ---------------------------------------------------------------- losses
+def _cross_entropy(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    if target.dtype.is_floating_point:
+        raise TrainError("cross_entropy needs integer class indices as its target, got floats "
+                         "(use mse or bce for real-valued targets)")
+    return F.cross_entropy(pred.reshape(-1, pred.shape[-1]), target.reshape(-1).long())
+
+
+@dataclass(frozen=True, slots=True)
+class LossKind:
+    """A built-in loss: ``fn(prediction, target)`` (mean over every element) and how many trailing
+    axes of a prediction a target does not have (1 for the classes of a cross-entropy)."""
+
+    fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    reduced_axes: int
+    doc: str
+
+
+LOSSES: dict[str, LossKind] = {
+    "cross_entropy": LossKind(_cross_entropy, 1, "softmax cross-entropy over the output's last axis; "
+                                                 "integer class targets"),
+    "mse": LossKind(lambda p, t: F.mse_loss(p, t.to(p.dtype)), 0, "mean squared error"),
+    "bce": LossKind(lambda p, t: F.binary_cross_entropy_with_logits(p, t.to(p.dtype)), 0,
+                    "binary cross-entropy of the output read as logits; targets in [0, 1]"),
+}
+
+_LOSS_TEXT = re.compile(r"^\s*(\w+)\s*:\s*([\w/.]+)\s*(\[[^\]]*\])?\s*:\s*([\w/.]+)\s*$")
+
+
+@dataclass(frozen=True, slots=True)
+class Loss:
+    """``kind`` applied to the output ``output`` (indexed per sample by ``index``) and the data
+    array ``target``.  ``index`` holds ints, ``slice(None)`` and ``Ellipsis``."""
+
+    kind: str
+    output: str
+    target: str
+    index: tuple = ()
+
+    def __str__(self) -> str:
+        sub = ", ".join("..." if i is Ellipsis else ":" if isinstance(i, slice) else str(i) for i in self.index)
+        return f"{self.kind}:{self.output}{f'[{sub}]' if self.index else ''}:{self.target}"
+
+    def prediction(self, outputs: Mapping[str, torch.Tensor], target: torch.Tensor) -> torch.Tensor:
+        """The output aligned with ``target``: indexed per sample, then every step or the last one."""
+        pred = outputs[self.output]
+        if self.index:
+            pred = pred[(slice(None), slice(None)) + self.index]
+        extra = LOSSES[self.kind].reduced_axes
+        if target.dim() == pred.dim() - extra:              # [B, T, ...]: every step
+            aligned = pred
+        elif target.dim() == pred.dim() - extra - 1:        # [B, ...]: the last step
+            aligned = pred[:, -1]
+        else:
+            aligned = None
+        if aligned is None or tuple(aligned.shape[:aligned.dim() - extra]) != tuple(target.shape):
+            per_sample = list(pred.shape[2:])
+            raise TrainError(f"loss {self}: target '{self.target}' has shape {list(target.shape)} per batch, but the "
+                             f"output '{self.output}' is {per_sample} per sample and step; give the target as "
+                             f"{list(pred.shape[:2]) + per_sample[:len(per_sample) - extra]} (every step) or "
+                             f"{[pred.shape[0]] + per_sample[:len(per_sample) - extra]} (the last step)")
+        return aligned
+
+    def __call__(self, outputs: Mapping[str, torch.Tensor], batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        target = batch[self.target]
+        return LOSSES[self.kind].fn(self.prediction(outputs, target), target)
+
+
+def parse_loss(text: str) -> Loss:
+    """``KIND:OUTPUT[:TARGET]`` -> ``Loss``; OUTPUT may carry a per-sample subscript such as
+    ``predictions[:, -1]`` (ints, ``:`` and ``...``)."""
+    m = _LOSS_TEXT.match(text)
+    if m is None:
+        raise TrainError(f"cannot read the loss {text!r}: write KIND:OUTPUT:TARGET, e.g. cross_entropy:logits:targets "
+                         "or cross_entropy:predictions[:, -1]:labels")
+    kind, output, sub, target = m.groups()
+    if kind not in LOSSES:
+        raise TrainError(f"unknown loss {kind!r}; the built-in losses are {', '.join(LOSSES)}")
+    index = []
+    for item in (sub[1:-1].split(",") if sub else ()):
+        item = item.strip()
+        if item == ":":
+            index.append(slice(None))
+        elif item == "...":
+            index.append(Ellipsis)
+        elif re.fullmatch(r"-?\d+", item):
+            index.append(int(item))
+        else:
+            raise TrainError(f"loss {text!r}: the subscript takes integers, ':' and '...', not {item!r}")
+    return Loss(kind, output, target, tuple(index))
+
+
+# ---------------------------------------------------------------- data
+def read_data(data: str | Path | Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Named arrays from an ``.npz`` file or a mapping."""
+    if isinstance(data, Mapping):
+        return {k: np.asarray(v.detach().cpu() if hasattr(v, "detach") else v) for k, v in data.items()}
+    path = Path(data)
+    if not path.is_file():
+        raise TrainError(f"no such data file: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+    except (OSError, ValueError) as exc:
+        raise TrainError(f"{path} is not a readable .npz file ({exc})") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Dataset:
+    """Model inputs as ``[N, T, *shape]`` (a timeless input as ``[N, 1, *shape]``, expanded over the
+    run) and targets as given; ``steps`` is the length of every run."""
+
+    inputs: dict[str, np.ndarray]
+    targets: dict[str, np.ndarray]
+    size: int
+    steps: int
+
+    def batch(self, rows: np.ndarray, device) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        xs = {}
+        for name, arr in self.inputs.items():
+            x = torch.from_numpy(np.ascontiguousarray(arr[rows])).to(device)
+            xs[name] = x.expand((x.shape[0], self.steps) + x.shape[2:]) if x.shape[1] == 1 else x
+        ts = {name: torch.from_numpy(np.ascontiguousarray(arr[rows])).to(device) for name, arr in self.targets.items()}
+        return xs, ts
+
+
+def make_dataset(program, arrays: Mapping[str, np.ndarray], targets: tuple[str, ...],
+                 time_steps: int | None = None) -> Dataset:
+    """Check ``arrays`` against the program's input ports and the loss's targets."""
+    ports = {v.name: v for v in program.inputs}
+    missing = [n for n in list(ports) + list(targets) if n not in arrays]
+    unused = sorted(set(arrays) - set(ports) - set(targets))
+    if missing or unused:
+        parts = []
+        if missing:
+            parts.append(f"missing array(s) {', '.join(missing)}")
+        if unused:
+            parts.append(f"array(s) {', '.join(unused)} are neither model inputs nor loss targets")
+        raise TrainError(f"the data do not fit: {'; '.join(parts)} (model inputs: {', '.join(ports) or 'none'}; "
+                         f"targets: {', '.join(targets) or 'none'})")
+    sizes = {n: np.shape(a)[0] if np.ndim(a) else None for n, a in arrays.items()}
+    if any(s is None for s in sizes.values()) or len(set(sizes.values())) != 1:
+        raise TrainError(f"every data array needs the same number of samples on its first axis: {sizes}")
+    size = next(iter(sizes.values()))
+    if size == 0:
+        raise TrainError("the data hold no samples")
+    inputs, lengths = {}, set()
+    for name, var in ports.items():
+        arr = np.asarray(arrays[name])
+        lead = arr.ndim - len(var.shape)
+        if lead not in (1, 2) or tuple(arr.shape[lead:]) != tuple(var.shape):
+            raise TrainError(f"input '{name}' has shape {list(arr.shape)}; the port is {var.dtype.value}"
+                             f"{list(var.shape)}, so give [N, T, *shape] or [N, *shape]")
+        if lead == 2:
+            lengths.add(arr.shape[1])
+        else:
+            arr = arr[:, None]
+        if arr.dtype.kind == "f" and np.dtype(var.dtype.numpy).kind in "iub":
+            raise TrainError(f"input '{name}' holds floats; the port is {var.dtype.value}")
+        inputs[name] = arr.astype(var.dtype.numpy, copy=False)
+    if len(lengths) > 1:
+        raise TrainError(f"inputs with a time axis disagree on its length: {sorted(lengths)}")
+    if time_steps is None:
+        time_steps = lengths.pop() if lengths else (program.duration_steps or 1)
+    elif lengths and min(lengths) < time_steps:
+        raise TrainError(f"the inputs cover {min(lengths)} steps; the run needs {time_steps}")
+    targets_out = {n: np.asarray(arrays[n]) for n in targets}
+    return Dataset(inputs, targets_out, int(size), int(time_steps))
+
+
+def batch_order(seed: int, epoch: int, size: int) -> np.ndarray:
+    """The sample order of one epoch: a function of ``(seed, epoch)`` only, so resuming is exact."""
+    return np.random.default_rng([int(seed), int(epoch)]).permutation(size)
+
+
+# ---------------------------------------------------------------- optimisers
+OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
+    "adam": lambda params, lr, wd: torch.optim.Adam(params, lr=lr, weight_decay=wd),
+    "adamw": lambda params, lr, wd: torch.optim.AdamW(params, lr=lr, weight_decay=wd),
+    "sgd": lambda params, lr, wd: torch.optim.SGD(params, lr=lr, weight_decay=wd),
+}
+
+
+# ---------------------------------------------------------------- checkpoints
+def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def save_checkpoint(directory: str | Path, module: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    info: Mapping[str, Any]) -> None:
+    """Write the three checkpoint files; ``trainer.json`` goes last, so it names a complete step."""
+    from safetensors.torch import save_file
+
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()}
+    _write_atomic(d / "model.safetensors", lambda p: save_file(tensors, str(p), metadata={"format": "pt"}))
+    _write_atomic(d / "optimizer.pt", lambda p: torch.save(optimizer.state_dict(), p))
+    text = json.dumps(dict(info), indent=1) + "\n"
+    _write_atomic(d / "trainer.json", lambda p: p.write_text(text, encoding="utf-8"))
+
+
+def load_checkpoint(directory: str | Path, module: torch.nn.Module,
+                    optimizer: torch.optim.Optimizer | None = None) -> dict[str, Any]:
+    """Load weights (strictly, by external name) and optimiser state; returns ``trainer.json``."""
+    from safetensors.torch import load_file
+
+    d = Path(directory)
+    absent = [f for f in CHECKPOINT_FILES if not (d / f).is_file()]
+    if absent:
+        raise TrainError(f"{d} holds no complete checkpoint (missing {', '.join(absent)})")
+    try:
+        info = json.loads((d / "trainer.json").read_text(encoding="utf-8"))
+        weights = load_file(str(d / "model.safetensors"))
+        opt_state = torch.load(d / "optimizer.pt", map_location="cpu", weights_only=True)
+    except Exception as exc:  # a corrupt file surfaces as whatever its reader raises
+        raise TrainError(f"cannot read the checkpoint in {d}: {exc}") from None
+    if info.get("format") != FORMAT:
+        raise TrainError(f"{d / 'trainer.json'} is not an nspec training checkpoint ({FORMAT})")
+    try:
+        module.load_state_dict(weights, strict=True)
+        if optimizer is not None:
+            optimizer.load_state_dict(opt_state)
+    except (RuntimeError, ValueError, KeyError) as exc:
+        raise TrainError(f"the checkpoint in {d} does not fit this model: {exc}") from None
+    return info
+
+
+# ---------------------------------------------------------------- the loop
+@dataclass(frozen=True, slots=True)
+class History:
+    """What a training run did: the loss of every optimiser step since the first (a resumed run
+    includes the checkpoint's), the mean loss of every completed epoch, the trained module, the
+    optimiser steps taken in all and the step this run started from (0 unless resumed)."""
+
+    losses: tuple[float, ...]
+    epoch_losses: tuple[float, ...]
+    module: torch.nn.Module
+    step: int
+    start: int = 0
+
+
+def _module_of(model_or_spec, hyper: Mapping[str, Any], seed: int, target: str | None):
+    """``(torch module, Model or None)`` for a spec path, a ``Model`` or a module."""
+    from nspec.lowering.to_torch import ProgramModule, to_module
+
+    from .model import Model, load
+
+    if isinstance(model_or_spec, ProgramModule):
+        if hyper:
+            raise TrainError("hyperparameters apply to a spec; this model is already compiled")
+        return model_or_spec, None
+    if isinstance(model_or_spec, (str, Path)):
+        model_or_spec = load(model_or_spec, target=target, **dict(hyper))
+    elif hyper:
+        raise TrainError("hyperparameters apply to a spec; this model is already compiled")
+    if not isinstance(model_or_spec, Model):
+        raise TrainError(f"cannot train a {type(model_or_spec).__name__}: give a spec path, a Model or a ProgramModule")
+    return to_module(model_or_spec.program, model_or_spec.params, seed=seed), model_or_spec
+
+
+def _settings(loss, optimizer: str, lr: float, weight_decay: float, batch_size: int, seed: int,
+              dataset: Dataset, clip: float | None) -> dict[str, Any]:
+    """The settings a resumed run must share with its checkpoint."""
+    return {"loss": str(loss) if isinstance(loss, Loss) else "custom", "optimizer": optimizer, "lr": lr,
+            "weight_decay": weight_decay, "batch_size": batch_size, "seed": seed, "samples": dataset.size,
+            "time_steps": dataset.steps, "grad_clip": clip}
+
+
+def train(model_or_spec, data, loss: str | Loss | Callable, *,
+          optimizer: str = "adam", lr: float = 1e-3, weight_decay: float = 0.0, epochs: int | None = None,
+          steps: int | None = None, batch_size: int = 32, seed: int = 0, time_steps: int | None = None,
+          grad_clip: float | None = None, hyper: Mapping[str, Any] | None = None, target: str | None = None,
+          checkpoint_dir: str | Path | None = None, resume: bool = False, force: bool = False,
+          device: str = "cpu", progress: bool = True) -> History:
+    """Train ``model_or_spec`` (a spec path compiled with ``hyper``, a ``Model`` or a ``ProgramModule``).
+
+    ``data``: an ``.npz`` path or a mapping of arrays with N samples on the first axis: every model
+    input (``[N, T, *shape]``, or ``[N, *shape]`` held over ``time_steps`` steps) and the loss's
+    targets.  ``loss``: ``"KIND:OUTPUT:TARGET"`` (see ``parse_loss``; kinds in ``LOSSES``), a
+    ``Loss``, or a callable ``(outputs, targets) -> scalar tensor``.  ``epochs`` and ``steps`` are
+    totals counted from the start of training (a resumed run continues up to them); without either,
+    one epoch.  ``seed`` draws the initial weights of a spec and the mini-batch order.
+
+    With ``checkpoint_dir``, a checkpoint is written after every epoch and at the end; an existing
+    checkpoint there is continued with ``resume=True`` and replaced only with ``force=True``.  A
+    ``ProgramModule`` is trained in place; a ``Model`` gets the trained weights back
+    (``model.params``), so ``model.run`` uses them on any backend.
+    """
+    if isinstance(loss, str):
+        loss = parse_loss(loss)
+    if not (isinstance(loss, Loss) or callable(loss)):
+        raise TrainError(f"loss must be a 'KIND:OUTPUT:TARGET' string, a Loss or a callable, not {loss!r}")
+    if optimizer not in OPTIMIZERS:
+        raise TrainError(f"unknown optimizer {optimizer!r}; use {', '.join(OPTIMIZERS)}")
+    for name, value in (("epochs", epochs), ("steps", steps), ("batch_size", batch_size), ("time_steps", time_steps)):
+        if value is not None and (not isinstance(value, (int, np.integer)) or value <= 0):
+            raise TrainError(f"{name} must be a positive integer, got {value!r}")
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise TrainError(f"lr must be a positive number, got {lr!r}")
+    ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    if ckpt is not None:
+        present = [f for f in CHECKPOINT_FILES if (ckpt / f).exists()]
+        if resume and not present:
+            raise TrainError(f"nothing to resume: {ckpt} holds no checkpoint")
+        if present and not resume and not force:
+            raise TrainError(f"{ckpt} already holds a checkpoint ({', '.join(present)}); resume it or pass "
+                             "force to overwrite it")
+        if ckpt.exists() and not ckpt.is_dir():
+            raise TrainError(f"{ckpt} is a file, not a checkpoint directory")
+    elif resume:
+        raise TrainError("resume needs a checkpoint directory")
+
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise TrainError(f"device {device!r} was asked for, but torch sees no CUDA device")
+
+    module, model = _module_of(model_or_spec, hyper or {}, seed, target)
+    module = module.to(device)
+    program = module._nspec.program
+    arrays = read_data(data)
+    if isinstance(loss, Loss):
+        known = {v.name for v in program.outputs}
+        if loss.output not in known:
+            raise TrainError(f"loss {loss}: the model has no output '{loss.output}'; its outputs are "
+                             f"{', '.join(sorted(known)) or 'none'}")
+        targets = (loss.target,)
+    else:  # a callable loss gets every array that is not a model input
+        targets = tuple(sorted(set(arrays) - {v.name for v in program.inputs}))
+    dataset = make_dataset(program, arrays, targets, time_steps)
+    params = [p for p in module.parameters() if p.requires_grad]
+    if not params:
+        raise TrainError(f"{program.name} has no learnable parameters")
+    opt = OPTIMIZERS[optimizer](params, float(lr), float(weight_decay))
+    settings = _settings(loss, optimizer, float(lr), float(weight_decay), int(batch_size), int(seed), dataset,
+                         grad_clip)
+
+    per_epoch = math.ceil(dataset.size / batch_size)
+    total = steps if steps is not None else per_epoch * (epochs or 1)
+    if steps is not None and epochs is not None:
+        total = min(steps, per_epoch * epochs)
+    losses: list[float] = []
+    if resume:
+        info = load_checkpoint(ckpt, module, opt)
+        saved = info.get("settings", {})
+        changed = {k: (saved.get(k), v) for k, v in settings.items() if saved.get(k) != v}
+        if changed:
+            raise TrainError(f"the checkpoint in {ckpt} was trained with other settings (checkpoint, now): "
+                             + ", ".join(f"{k} {a!r} vs {b!r}" for k, (a, b) in sorted(changed.items()))
+                             + "; exact resumption needs the same ones")
+        losses = [float(x) for x in info["losses"]]
+    start = len(losses)
+
+    def checkpoint(step: int) -> None:
+        if ckpt is not None:
+            save_checkpoint(ckpt, module, opt, {"format": FORMAT, "step": step, "epoch": step / per_epoch,
+                                                "steps_per_epoch": per_epoch, "settings": settings,
+                                                "spec": getattr(model, "path", None),
+                                                "hyper": dict(model.hyper if model is not None else hyper or {}),
+                                                "losses": losses})
+
+    from tqdm import tqdm
+
+    module.train()
+    bar = tqdm(total=total, initial=min(start, total), disable=not progress, unit="step", desc="train",
+               dynamic_ncols=True)
+    order, order_epoch = None, -1
+    try:
+        for step in range(start, total):
+            epoch, k = divmod(step, per_epoch)
+            if epoch != order_epoch:
+                order, order_epoch = batch_order(seed, epoch, dataset.size), epoch
+            xs, ts = dataset.batch(order[k * batch_size:(k + 1) * batch_size], device)
+            opt.zero_grad(set_to_none=True)
+            value = loss(module(steps=dataset.steps, **xs), ts)
+            if not torch.isfinite(value):
+                raise TrainError(f"the loss is {value.item()} at step {step} (epoch {epoch}); lower the learning "
+                                 "rate or add grad_clip")
+            value.backward()
+            if grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(params, grad_clip)
+            opt.step()
+            losses.append(float(value.detach()))
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses[-1]:.4g}", epoch=epoch)
+            if k == per_epoch - 1 and step + 1 < total:
+                checkpoint(step + 1)
+    finally:
+        bar.close()
+    if start < total:
+        checkpoint(total)
+    module.eval()
+    if model is not None:
+        model.params = {name: t.detach().cpu().numpy().copy() for name, t in module.param_values().items()}
+    epoch_losses = tuple(float(np.mean(losses[e * per_epoch:(e + 1) * per_epoch]))
+                         for e in range(len(losses) // per_epoch))
+    return History(tuple(losses), epoch_losses, module, len(losses), start)
+
+
+def predict(module: torch.nn.Module, data, batch_size: int = 256, time_steps: int | None = None,
+            device: str | None = None) -> dict[str, np.ndarray]:
+    """Every output of ``module`` over the inputs in ``data`` (other arrays are ignored), [N, T, ...]."""
+    program = module._nspec.program
+    arrays = {k: v for k, v in read_data(data).items() if k in {p.name for p in program.inputs}}
+    dataset = make_dataset(program, arrays, (), time_steps)
+    device = device or module._device()
+    chunks: dict[str, list] = {}
+    was_training = module.training
+    module.eval()
+    with torch.no_grad():
+        for lo in range(0, dataset.size, batch_size):
+            xs, _ = dataset.batch(np.arange(lo, min(lo + batch_size, dataset.size)), device)
+            for name, value in module(steps=dataset.steps, **xs).items():
+                chunks.setdefault(name, []).append(value.cpu().numpy())
+    module.train(was_training)
+    return {name: np.concatenate(parts) for name, parts in chunks.items()}
+
+
+__all__ = ["train", "predict", "History", "Loss", "LOSSES", "OPTIMIZERS", "parse_loss", "read_data", "make_dataset",
+           "batch_order", "save_checkpoint", "load_checkpoint", "TrainError", "CHECKPOINT_FILES"]

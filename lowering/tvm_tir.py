@@ -1250,7 +1250,7 @@ def _emit(program: Program, opts: Options, layout: dict | None):
                     arg("record", name, LOGICAL[dtype], shape, (tirx.Var(f"R_{_sanitize(name)}", "int32"), B))
             for graph in _graphs(step):
                 for n in graph.nodes:
-                    if n.op is Op.CONST and np.asarray(n.attr("value")).size > 1:
+                    if n.op is Op.CONST and np.asarray(n.attr("value")).size != 1:
                         em.const_bufs[id(n)] = arg("const", f"c{len(em.consts)}", STORAGE[n.dtype], n.shape)
                         em.consts.append(np.ascontiguousarray(n.attr("value"), STORAGE[n.dtype]))
             for st in ("float32", "float64", "int32", "int64", "int8"):
@@ -1280,9 +1280,10 @@ def _emit(program: Program, opts: Options, layout: dict | None):
 
 
 def const_arrays(program: Program) -> list[np.ndarray]:
-    """The constant arrays passed as arguments, in argument order (scalars become immediates)."""
+    """The constant arrays passed as arguments, in argument order (one-element constants become
+    immediates; empty ones are still arguments, so every CONST has a value)."""
     return [np.ascontiguousarray(n.attr("value"), STORAGE[n.dtype]) for g in _graphs(program.step)
-            for n in g.nodes if n.op is Op.CONST and np.asarray(n.attr("value")).size > 1]
+            for n in g.nodes if n.op is Op.CONST and np.asarray(n.attr("value")).size != 1]
 
 
 def _event_records(program: Program, opts: Options, rec_nodes: dict, flags) -> frozenset[str]:

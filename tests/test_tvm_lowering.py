@@ -109,6 +109,9 @@ def _op_program():
     indices = b.const(np.array([0, 2, 1, 0, 2], np.int64), I64)
     weights = b.const(np.array([0.5, -1.0, 2.0, 0.25, 4.0], np.float32))
     out("propagate", b.add(Op.PROPAGATE, (spikes, indptr, indices, weights), F32, (3,), (("n_post", 3),)))
+    empty = b.const(np.zeros((0,), np.float32))  # an empty constant is an argument too (ELM has one)
+    out("empty_sum", b.add(Op.ADD, (b.add(Op.SUM, (empty,), F32, (), (("axes", (0,)), ("keepdims", False))), x),
+                           F32, (3, 4)))
     total = b.add(Op.SUM, (x,), F32, (4,), (("axes", (0,)), ("keepdims", False)))
     b.result("s", "next", b.add(Op.ADD, (s, b.add(Op.MUL, (total, half), F32, (4,))), F32, (4,)))
     monitors = [ir.Monitor("s", "state", ("s",), None, 1), ir.Monitor("p", "state", ("propagate",), None, 2)]

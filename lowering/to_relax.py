@@ -164,7 +164,7 @@ def compile_program(program: Program, target: str = "llvm", strict: bool = False
         entry = tvm_cache.lookup(root, key)
         if entry is not None:
             try:
-                func = tvm_cache.load_library(entry.path)
+                func = tvm_cache.load_library(entry.path) if target != "cuda" else _load_with_tvm(entry.path)
                 sig = _sig_from_json(entry.meta, program)
                 return func, sig, {"cache": "hit", "seconds": time.perf_counter() - t0, "key": key}
             except Exception as exc:  # a library that verifies but does not load is rebuilt
@@ -184,6 +184,13 @@ def compile_program(program: Program, target: str = "llvm", strict: bool = False
     if progress:
         print(f"nspec: compiled {program.name} in {seconds:.2f} s", file=sys.stderr, flush=True)
     return func, sig, {"cache": "miss", "seconds": seconds, "key": key}
+
+
+def _load_with_tvm(path: Path):
+    """A CUDA library needs TVM's CUDA runtime to load its kernels (the warm CPU path does not)."""
+    from nspec.lowering.tvm_tir import _tvm
+
+    return _tvm()[0].runtime.load_module(str(path))["main"]
 
 
 def _monitored(program: Program) -> tuple[str, ...]:

@@ -59,7 +59,7 @@ class LoweringError(Exception):
 STORAGE = {DType.f32: "float32", DType.f64: "float64", DType.i32: "int32", DType.i64: "int64", DType.bool: "int8"}
 LOGICAL = {DType.f32: "float32", DType.f64: "float64", DType.i32: "int32", DType.i64: "int64", DType.bool: "bool"}
 ALIGN_BYTES = 64
-VECTOR_LANES = 8  # 32-bit lanes of an AVX2 register
+VECTOR_LANES = 16  # two AVX2 registers of 32-bit lanes per iteration
 FUSIBLE = (ELEMENTWISE_BINARY | ELEMENTWISE_UNARY
            | {Op.WHERE, Op.BROADCAST, Op.SLICE, Op.RESHAPE, Op.TRANSPOSE, Op.CONCAT})
 # fusible ops that read every input at the node's own index when the shapes agree

@@ -41,6 +41,7 @@ the reference's order for every postsynaptic neuron when a row has no repeated t
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import string
 from dataclasses import dataclass
@@ -587,8 +588,6 @@ class Emitter:
     # -- loops
     def foreach(self, shape):
         """Loops over ``shape`` (CPU: a nest; CUDA: block-strided over the flattened shape)."""
-        import contextlib
-
         _, tirx, _, T = _tvm()
         stack = contextlib.ExitStack()
         if not shape:
@@ -621,8 +620,6 @@ class Emitter:
             with stack:
                 fn(idx, None)
             return
-        import contextlib
-
         d = shape[-1]
         with contextlib.ExitStack() as stack:
             outer = tuple(stack.enter_context(T.serial(0, e)) for e in shape[:-1])
@@ -635,8 +632,6 @@ class Emitter:
 
     def single(self):
         """A block run by one thread (CUDA) or simply run (CPU)."""
-        import contextlib
-
         _, _, _, T = _tvm()
         stack = contextlib.ExitStack()
         if self.opts.device == "cuda":
@@ -896,8 +891,6 @@ def _k_reduce(kind):
             first = tuple(0 if d in axes else pos[d] for d in range(len(in_shape)))
             init = _imm(0, dt) if kind in ("sum", "mean") else _cast(x.load(first), dt)
             out.store(idx, init)
-            import contextlib
-
             with contextlib.ExitStack() as red:
                 rv = {d: red.enter_context(T.serial(0, in_shape[d])) for d in axes}
                 full = tuple(rv[d] if d in axes else pos[d] for d in range(len(in_shape)))
@@ -1015,8 +1008,6 @@ def _k_layernorm(em: Emitter, graph: Graph, i: int, vals, plan: Plan):
 
 
 def _k_einsum(em: Emitter, graph: Graph, i: int, vals, plan: Plan):
-    import contextlib
-
     _, tirx, _, T = _tvm()
     n = graph.nodes[i]
     lhs, rhs = n.attr("equation").replace(" ", "").split("->")
@@ -1087,8 +1078,6 @@ def _k_scatter_add(em: Emitter, graph: Graph, i: int, vals, plan: Plan):
     em.sync()
     # serial, in the values' order, as np.add.at
     with em.single():
-        import contextlib
-
         with contextlib.ExitStack() as s:
             idx = tuple(s.enter_context(T.serial(0, d)) for d in vs)
             k = _cast(ind.load(idx[axis:axis + len(ks)]), "int32")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from dataclasses import replace
 from functools import lru_cache
 from importlib import resources
 
@@ -723,6 +724,16 @@ def _diagnose(exc: UnexpectedInput, text: str, path: str) -> Diagnostic:
     return _in_general(f)
 
 
+def _within(d: Diagnostic, text: str) -> Diagnostic:
+    """The diagnostic with its caret inside the file (at most one past the last character)."""
+    lines = text.split("\n")
+    line = min(max(d.span.line, 1), len(lines))
+    col = min(max(d.span.col, 1), len(lines[line - 1]) + 1)
+    if (line, col) == (d.span.line, d.span.col):
+        return d
+    return replace(d, span=Span(d.span.path, line, col, line, col + 1))
+
+
 def parse(text: str, path: str = "<string>") -> tuple[A.Module | None, list[Diagnostic]]:
     """Parse one file.  Returns the AST, or ``None`` with the syntax errors found."""
     if "\x00" in text:
@@ -733,7 +744,7 @@ def parse(text: str, path: str = "<string>") -> tuple[A.Module | None, list[Diag
     try:
         tree = _parser().parse(text)
     except UnexpectedInput as exc:
-        return None, [_diagnose(exc, text, path)]
+        return None, [_within(_diagnose(exc, text, path), text)]
     except RecursionError:
         return None, [error(Span(path, 1, 1, 1, 2), "the spec nests too deeply to parse")]
     try:

@@ -19,7 +19,7 @@ import numpy as np
 from nspec.dsl.diagnostics import Collector, Span
 
 from ..expressions import Abort
-from ..ir import DType, Graph, GraphBuilder, Monitor, Op, Program, Var, verify_program
+from ..ir import DType, Graph, GraphBuilder, IRError, Monitor, Op, Program, Var, verify_program
 from ..systems import BoxIR, Composite, PortSig, Primitive, WireIR
 
 
@@ -84,8 +84,9 @@ def instantaneous_cycle(comp: Composite, flat: dict[str, Primitive]) -> list[str
 
 
 class _Inliner:
-    def __init__(self, comp: Composite, flat: dict[str, Primitive]):
+    def __init__(self, comp: Composite, flat: dict[str, Primitive], diags: Collector):
         self.comp = comp
+        self.diags = diags
         self.flat = flat
         self.g = GraphBuilder()
         self.memo: dict[str, dict[int, int]] = {b.name: {} for b in comp.boxes}
@@ -116,8 +117,11 @@ class _Inliner:
     def output_value(self, box_name: str, port: str) -> int:
         box = self.boxes[box_name]
         res = self.flat[box_name].step.result(port, "output")
+        sig = self.flat[box_name].port("out", port)
+        if sig is None:
+            self.missing(f"{box_name}.{port}")
         if res is None:  # never assigned: reported where the system is declared
-            return self.unit(self.flat[box_name].port("out", port))
+            return self.unit(sig)
         return self.inline(box, [res.node])[0]
 
     def port_value(self, box_name: str | None, port: str) -> int:
@@ -125,6 +129,8 @@ class _Inliner:
         if key in self.port_cache:
             return self.port_cache[key]
         sig = self.comp.port("out", port) if box_name is None else self.flat[box_name].port("in", port)
+        if sig is None:
+            self.missing(port if box_name is None else f"{box_name}.{port}")
         wires = sorted((w for w in self.comp.wires if w.dst_box == box_name and w.dst_port == port),
                        key=lambda w: (w.src_box or "", w.src_port, -1 if w.index is None else w.index))
         parts = []
@@ -140,6 +146,12 @@ class _Inliner:
         value = self.merge(sig, parts)
         self.port_cache[key] = value
         return value
+
+    def missing(self, port: str) -> None:
+        """A wire names a port its system lost to an earlier error (already reported): stop here."""
+        if self.diags.has_errors:
+            raise Abort
+        raise IRError(f"flatten: port {port} of {self.comp.name} does not exist")
 
     def place_row(self, v: int, sig: PortSig, index: int, span: Span) -> int:
         row = self.g.add(Op.RESHAPE, [v], sig.dtype, (1,) + sig.shape[1:], (), span)
@@ -190,7 +202,7 @@ def flatten(system, diags: Collector) -> Primitive:
                     "every loop must pass through state: break it with a delay or a box whose output does not "
                     "read its input in the same step")
         raise Abort
-    inl = _Inliner(system, flat)
+    inl = _Inliner(system, flat, diags)
     g = inl.g
     for p in system.outputs:
         node = inl.port_value(None, p.name)

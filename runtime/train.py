@@ -87,7 +87,11 @@ class Loss:
         """The output aligned with ``target``: indexed per sample, then every step or the last one."""
         pred = outputs[self.output]
         if self.index:
-            pred = pred[(slice(None), slice(None)) + self.index]
+            try:
+                pred = pred[(slice(None), slice(None)) + self.index]
+            except IndexError as exc:
+                raise TrainError(f"loss {self}: the subscript does not fit the output '{self.output}', which is "
+                                 f"{list(pred.shape[2:])} per sample and step ({exc})") from None
         extra = LOSSES[self.kind].reduced_axes
         if target.dim() == pred.dim() - extra:              # [B, T, ...]: every step
             aligned = pred
@@ -109,7 +113,7 @@ class Loss:
 
 
 def parse_loss(text: str) -> Loss:
-    """``KIND:OUTPUT[:TARGET]`` -> ``Loss``; OUTPUT may carry a per-sample subscript such as
+    """``KIND:OUTPUT:TARGET`` -> ``Loss``; OUTPUT may carry a per-sample subscript such as
     ``predictions[:, -1]`` (ints, ``:`` and ``...``)."""
     m = _LOSS_TEXT.match(text)
     if m is None:
@@ -117,7 +121,8 @@ def parse_loss(text: str) -> Loss:
                          "or cross_entropy:predictions[:, -1]:labels")
     kind, output, sub, target = m.groups()
     if kind not in LOSSES:
-        raise TrainError(f"unknown loss {kind!r}; the built-in losses are {', '.join(LOSSES)}")
+        known = "; ".join(f"{name} ({k.doc})" for name, k in LOSSES.items())
+        raise TrainError(f"unknown loss {kind!r}; the built-in losses are {known}")
     index = []
     for item in (sub[1:-1].split(",") if sub else ()):
         item = item.strip()

@@ -113,6 +113,8 @@ def test_bad_loss_texts_are_named(text, message):
 def test_a_target_of_the_wrong_shape_says_which_shapes_fit():
     with pytest.raises(TrainError, match=r"give the target as \[2, 6\] \(every step\) or \[2\] \(the last step\)"):
         parse_loss("cross_entropy:logits:y")({"logits": torch.zeros(2, 6, 3)}, {"y": torch.zeros(2, 6, 3).long()})
+    with pytest.raises(TrainError, match=r"subscript does not fit the output 'logits', which is \[3\]"):
+        parse_loss("cross_entropy:logits[:, 0]:y")({"logits": torch.zeros(2, 6, 3)}, {"y": torch.zeros(2).long()})
 
 
 # ---------------------------------------------------------------- learning

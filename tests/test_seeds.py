@@ -8,8 +8,8 @@ their own names, within 1e-4 on every backend.
 Two kinds of truth: the authors' bundles (``tests/conformance``, produced by their code) and the
 independent NumPy oracles of ``tests/seed_oracles.py`` (written from the equations), first checked
 against the bundles and then used on configurations and random weights the bundles do not cover.
-Reference-layout inputs are batched (``[B, T, ...]`` or ``[B, ...]``), so every run passes
-``--batch B``.
+Reference-layout inputs are batched (``[B, T, ...]`` or ``[B, ...]``): the runs pass ``--batch B``,
+and one test checks that ``nspec run`` reads the leading axis as the batch without it.
 """
 
 from __future__ import annotations
@@ -64,10 +64,10 @@ def input_params(model: str, inputs: dict) -> dict:
     return {"in_channels": x.shape[1], "n_tokens": int(np.prod(x.shape[2:]))}
 
 
-def run_args(model, config, weights, inputs_path, output, backend, batch) -> list[str]:
+def run_args(model, config, weights, inputs_path, output, backend, batch=None) -> list[str]:
     return (["run", str(SEEDS / f"{model}.nspec")] + params(config)
             + ["--weights", str(weights), "--inputs", str(inputs_path), "--output", str(output),
-               "--backend", backend, "--batch", str(batch), "-q"])
+               "--backend", backend, "-q"] + (["--batch", str(batch)] if batch else []))
 
 
 def nspec_run(tmp_path, model, config, weights, inputs: dict, backend="reference") -> dict:
@@ -123,6 +123,18 @@ def test_bundle_reproduced_by_the_nspec_command(name, tmp_path):
     args = run_args(meta["model"], config, weights, CONFORMANCE / f"{name}.inputs.npz", output, "reference", batch)
     done = subprocess.run([sys.executable, "-m", "nspec", *args], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
+    with np.load(output) as data:
+        assert_close({k: data[k] for k in data.files}, outputs, meta["outputs"])
+
+
+@pytest.mark.parametrize("name", ["ctm_tiny", "elm_tiny"])
+def test_nspec_run_reads_the_leading_npz_axis_as_the_batch(name, tmp_path):
+    """Without --batch, x (B, C, S) is B samples, not B data steps of one sample (which would carry
+    CTM's state from sample 0 into sample 1 and still have the reference's shape)."""
+    meta, weights, inputs, outputs = bundle(name)
+    config = {**meta["config"], **input_params(meta["model"], inputs)}
+    output = tmp_path / "out.npz"
+    assert main(run_args(meta["model"], config, weights, CONFORMANCE / f"{name}.inputs.npz", output, "reference")) == 0
     with np.load(output) as data:
         assert_close({k: data[k] for k in data.files}, outputs, meta["outputs"])
 

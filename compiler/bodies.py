@@ -279,7 +279,7 @@ class Body:
             dim = probe.dim
             if probe.shape:
                 shape = probe.shape
-        full = self.shape(shape) if self.decl.kind == "neuron" else shape
+        full = self.shape(shape) if self.decl.kind in ("neuron", "synapse") else shape  # one per neuron/synapse
         init = self.initial_value(p.init, dtype, full, dim, p.name, "param")
         self.init_g.result(p.name, "value", init)
         raw = self.g.arg(p.name, "param", dtype, full, p.span)

@@ -579,7 +579,8 @@ def _sqrt(b: ExprBuilder, e: A.Call) -> Val:
     x = b.expr(arg)
     b.require_numeric(x, e.span, "take the square root of")
     if x.is_static and not isinstance(x.static, list):
-        return static(math.sqrt(x.static), x.dim ** 0.5)
+        value = np.sqrt(np.asarray(x.static, dtype=np.float64))
+        return static(value.item() if value.ndim == 0 else value.astype(np.float32), x.dim ** 0.5)
     x = b.as_float(x, e.span)
     return b.add(Op.SQRT, [x], x.dtype, x.shape, x.dim ** 0.5, e.span)
 
@@ -590,8 +591,10 @@ def _convert(b: ExprBuilder, e: A.Call) -> Val:
     x = b.expr(arg)
     target = {"float": b.float_dtype, "int": DType.i64, "bool": DType.bool}[e.func.id]
     if x.is_static and not isinstance(x.static, list):
-        conv = {"float": float, "int": int, "bool": bool}[e.func.id]
-        return replace(static(conv(x.static), x.dim), weak=False)
+        if np.ndim(x.static) == 0:
+            conv = {"float": float, "int": int, "bool": bool}[e.func.id]
+            return replace(static(conv(x.static), x.dim), weak=False)
+        return static(np.asarray(x.static).astype(target.numpy), x.dim)
     return b.cast(x, target, e.span)
 
 

@@ -621,9 +621,9 @@ def initialize(program: Program, batch: int, seed: int,
     params = {v.name: _as_var(pvals[param_roots[v.name]], v) for v in program.params}
     if loaded is not None:
         params = {v.name: _as_var(np.asarray(loaded[v.name]), v) for v in program.params}
+        # States read parameters through ARG nodes only: a constant node a state shares with a
+        # parameter's initialiser keeps its own value.
         pvals = {i: pvals[i] for i in param_nodes if init.nodes[i].op is not Op.ARG}
-        for v in program.params:
-            pvals[param_roots[v.name]] = params[v.name]
 
     state_plan = Plan(init, frozenset(init.args()), _reachable(init, state_roots.values()) - param_nodes)
     preset = {i: pvals[i] for i in param_nodes}

@@ -221,3 +221,10 @@ class Emit:
             return self.const(np.zeros(shape, dtype=dtype.numpy))
         dims = self.op("Concat", self.batch(), self.i64(shape), axis=0) if shape else self.batch()
         return self.op("ConstantOfShape", dims, value=fill)
+
+
+def where(e: Emit, cond: str, x: str, y: str, dtype: ir.DType) -> str:
+    """Where, also for bool data (ONNX Runtime implements Where only for numeric data)."""
+    if dtype is ir.DType.bool:
+        return e.op("Or", e.op("And", cond, x), e.op("And", e.op("Not", cond), y))
+    return e.op("Where", cond, x, y)

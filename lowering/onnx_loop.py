@@ -20,7 +20,7 @@ from onnx import helper
 
 from nspec.compiler import ir
 from nspec.compiler.ir import DType
-from nspec.lowering.onnx_builder import INT64_MAX, ONNX_DTYPE, Emit, LoopValue, Val, value_info
+from nspec.lowering.onnx_builder import INT64_MAX, ONNX_DTYPE, Emit, LoopValue, Val, value_info, where
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +100,8 @@ def _iteration(be: Emit, spec: Spec, vals: list, carried_in: list[Val], cond_in:
     done, lasts = carried_in[n], carried_in[n + 1:]
 
     def keep(old: Val, new: Val) -> Val:  # a finished sample keeps its old value
-        return Val(be.op("Where", be.lift(done, len(old.shape)), old.name, new.name), old.dtype, old.shape, old.batched)
+        return Val(where(be, be.lift(done, len(old.shape)), old.name, new.name, old.dtype), old.dtype, old.shape,
+                   old.batched)
 
     nexts = [keep(v, nv) for v, nv in zip(carried_in, nexts)]
     outs = [keep(last, o) for last, o in zip(lasts, outs)]

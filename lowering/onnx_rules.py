@@ -15,7 +15,7 @@ import numpy as np
 
 from nspec.compiler import ir
 from nspec.compiler.ir import DType, Op
-from nspec.lowering.onnx_builder import INT64_MAX, ONNX_DTYPE, Emit, Val
+from nspec.lowering.onnx_builder import INT64_MAX, ONNX_DTYPE, Emit, Val, where
 from nspec.lowering.onnx_loop import loop
 from nspec.lowering.onnx_propagate import propagate
 
@@ -100,7 +100,7 @@ def _where(e: Emit, n, args, b):
     rank = len(n.shape)
     cond = e.lift(e.cast(c, DType.bool), rank)
     x, y = (e.lift(e.cast(a, n.dtype), rank) for a in (x, y))
-    return _val(n, e.op("Where", cond, x, y), b)
+    return _val(n, where(e, cond, x, y, n.dtype), b)
 
 
 # ---------------------------------------------------------------- reductions and normalisations

@@ -106,6 +106,9 @@ def _require_discrete(program: ir.Program) -> None:
                                         "program before lowering it to ONNX") for s in missing])
 
 
+# The whole-run model's trip count; "@" keeps it apart from every spec name (paths are identifiers).
+STEPS_INPUT = "@steps"
+
 def _record_pairs(record) -> tuple[tuple[str, int], ...]:
     """Accept names or (name, every) pairs; names must be unique (they name graph outputs)."""
     pairs = tuple((r, 1) if isinstance(r, str) else (str(r[0]), int(r[1])) for r in record)
@@ -227,9 +230,9 @@ def run_model(program: ir.Program, steps: int | None = None, record=(), options:
     main = Scope(b)
     infos, sig_in, outer = _declare_inputs(b, program, True, bind)
     if steps is None:
-        b.used.add("steps")
-        infos.append(value_info("steps", DType.i64, (), False))
-        sig_in.append(_sig("steps", "steps", DType.i64, []))
+        b.used.add(STEPS_INPUT)
+        infos.append(value_info(STEPS_INPUT, DType.i64, (), False))
+        sig_in.append(_sig(STEPS_INPUT, "steps", DType.i64, []))
     b.batch_dim = _batch_dim(main, program)
 
     body = main.child("step/")
@@ -255,7 +258,7 @@ def run_model(program: ir.Program, steps: int | None = None, record=(), options:
     loop_body = helper.make_graph(body.nodes, "time_step", body_in, body_infos)
 
     m = Emit(main, "time_loop", UNKNOWN_SPAN)
-    trip = "steps" if steps is None else m.const(np.asarray(steps, dtype=np.int64))
+    trip = STEPS_INPUT if steps is None else m.const(np.asarray(steps, dtype=np.int64))
     loop = m.op("Loop", trip, m.const(np.asarray(True)), *(s.name for s in program.states),
                 outputs=len(results), body=loop_body)
     loop = loop if isinstance(loop, list) else [loop]
@@ -275,7 +278,7 @@ def run_model(program: ir.Program, steps: int | None = None, record=(), options:
             every = every_of[name]
             count = steps // every if steps is not None else f"S//{every}"
             stop = m.i64([count * every]) if steps is not None else m.op(
-                "Reshape", m.op("Mul", m.op("Div", "steps", m.const(np.int64(every))), m.const(np.int64(every))),
+                "Reshape", m.op("Mul", m.op("Div", STEPS_INPUT, m.const(np.int64(every))), m.const(np.int64(every))),
                 m.i64([1]))
             m.op("Slice", seq, m.i64([0]), stop, m.i64([0]), m.i64([every]), out_name=out_name)
             dims = [count, "B", *val.shape]
@@ -439,7 +442,7 @@ class OnnxExecutor:
         sess = self._session("run", params, pairs)
         io = sess.io_binding()
         feeds = {**params, **state, **self._typed(request.inputs, p.inputs),
-                 "steps": np.asarray(request.steps, dtype=np.int64)}
+                 STEPS_INPUT: np.asarray(request.steps, dtype=np.int64)}
         names = self._bind(io, sess, feeds)
         sess.run_with_iobinding(io)
         return self._result(dict(zip(names, io.copy_outputs_to_cpu())), pairs, 0, request.steps, {})

@@ -193,6 +193,8 @@ class Model:
                 arrays[name] = np.broadcast_to(arr, (arr.shape[0], steps) + arr.shape[2:])
             elif arr.shape[1] < steps:
                 raise InputError(f"input '{name}' covers {arr.shape[1]} steps; the run needs {steps}")
+            else:
+                arrays[name] = arr[:, :steps]  # every backend gets exactly the steps it runs
         params, state = self.initial(b, seed)
         wanted = self._record_list(record)
         ex = self.executor(backend, **options)

@@ -535,7 +535,7 @@ def test_exported_model_runs_in_a_fresh_process_without_nspec(tmp_path, external
     request = lif_request(prog, params, steps=40)
     path = tmp_path / "model.onnx"
     to_onnx.export(prog, path, mode="whole-run", record=request.record, external_data=external)
-    feeds = {**params, **request.state, **request.inputs, "steps": np.int64(request.steps)}
+    feeds = {**params, **request.state, **request.inputs, "@steps": np.int64(request.steps)}
     np.savez(tmp_path / "feeds.npz", **feeds)
     script = tmp_path / "run.py"
     script.write_text(FRESH)

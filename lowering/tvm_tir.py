@@ -473,6 +473,16 @@ def plan_graph(graph: Graph, roots: list[int], flags: list[bool], accumulate: bo
     return Plan(frozenset(live), level, frozenset(stored), frozenset(masks), tuple(order), tuple(flags), accum)
 
 
+def _ancestors(graph: Graph, node: int) -> set[int]:
+    seen, stack = set(), [node]
+    while stack:
+        i = stack.pop()
+        if i not in seen:
+            seen.add(i)
+            stack.extend(graph.nodes[i].inputs)
+    return seen
+
+
 def in_place_ok(graph: Graph, plan: Plan, arg: int, nxt: int, end_readers: set[int]) -> bool:
     """May ``nxt`` (the next value of the state read by ARG ``arg``) be stored over that state
     while the step runs?  Only if every read of the old value happens earlier, or in the same
@@ -480,6 +490,8 @@ def in_place_ok(graph: Graph, plan: Plan, arg: int, nxt: int, end_readers: set[i
     n = graph.nodes[nxt]
     if nxt not in plan.stored or n.op not in FUSIBLE or arg in end_readers:
         return False
+    if any(arg in _ancestors(graph, r) for r in end_readers):
+        return False  # an output or record reading the old value is copied out after the step
     pos = {}
     for k, item in enumerate(plan.order):
         for i in ((item[1],) if item[0] == "kernel" else item[2]):
@@ -492,7 +504,10 @@ def in_place_ok(graph: Graph, plan: Plan, arg: int, nxt: int, end_readers: set[i
                 return False
             if pos[c] < pos[nxt]:
                 continue
-            if pos[c] == pos[nxt] and graph.nodes[c].op in FUSIBLE and _identity_read(graph, graph.nodes[c], k):
+            # a read at the same index in the same vector loop sees the old value (writes go last);
+            # a scalar group has no loop, so there the old value must be read before the write
+            if (pos[c] == pos[nxt] and graph.nodes[c].op in FUSIBLE and graph.nodes[c].shape != ()
+                    and _identity_read(graph, graph.nodes[c], k)):
                 continue
             return False
     return True

@@ -31,6 +31,10 @@ class PortSig:
     span: Span = UNKNOWN_SPAN
 
 
+def _port(ports: tuple[PortSig, ...], name: str) -> PortSig | None:
+    return next((p for p in ports if p.name == name), None)
+
+
 @dataclass(frozen=True)
 class Primitive:
     name: str
@@ -44,10 +48,7 @@ class Primitive:
     span: Span = UNKNOWN_SPAN
 
     def port(self, direction: str, name: str) -> PortSig | None:
-        for p in self.inputs if direction == "in" else self.outputs:
-            if p.name == name:
-                return p
-        return None
+        return _port(self.inputs if direction == "in" else self.outputs, name)
 
     @cached_property
     def feedthrough(self) -> dict[str, frozenset[str]]:
@@ -60,9 +61,7 @@ class Primitive:
                 acc = frozenset()
                 for i in n.inputs:
                     acc |= reads[i]
-                body = n.attr("body")
                 reads.append(acc)
-                del body
         return {r.name: reads[r.node] for r in self.step.results if r.kind == "output"}
 
 
@@ -103,10 +102,7 @@ class Composite:
     span: Span = UNKNOWN_SPAN
 
     def port(self, direction: str, name: str) -> PortSig | None:
-        for p in self.inputs if direction == "in" else self.outputs:
-            if p.name == name:
-                return p
-        return None
+        return _port(self.inputs if direction == "in" else self.outputs, name)
 
     def box(self, name: str) -> BoxIR | None:
         for b in self.boxes:

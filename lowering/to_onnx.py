@@ -61,7 +61,7 @@ from nspec.compiler.ir import DType
 from nspec.dsl.diagnostics import UNKNOWN_SPAN, NspecError, error
 from nspec.lowering.onnx_builder import ONNX_DTYPE, Builder, Emit, Scope, Val, value_info
 from nspec.lowering.onnx_rules import RULES
-from nspec.runtime.executor import BackendError, RunRequest, RunResult
+from nspec.runtime.executor import BackendError, RunRequest, RunResult, require_values
 
 OPSET = 21
 IR_VERSION = 10
@@ -415,11 +415,7 @@ class OnnxExecutor:
 
     def _check(self, request: RunRequest) -> None:
         p = self.program
-        missing = [v.name for v in p.params if v.name not in request.params]
-        missing += [v.name for v in p.states if v.name not in request.state]
-        missing += [v.name for v in p.inputs if v.name not in request.inputs]
-        if missing:
-            raise BackendError(f"no value given for {', '.join(missing)}")
+        require_values(p, request)
         short = [v.name for v in p.inputs if np.shape(request.inputs[v.name])[1] < request.steps]
         if short:
             raise BackendError(f"inputs {', '.join(short)} have fewer than {request.steps} steps")

@@ -33,7 +33,7 @@ from torch import nn
 from nspec.compiler.ir import INIT_ONLY, DType, Graph, Node, Op, Program, Var, batched, verify_program
 from nspec.lowering import surrogates
 from nspec.lowering.surrogates import SURROGATES
-from nspec.runtime.executor import BackendError, RunRequest, RunResult
+from nspec.runtime.executor import BackendError, RunRequest, RunResult, require_values
 
 TORCH_DTYPES = {DType.f32: torch.float32, DType.f64: torch.float64, DType.i32: torch.int32,
                 DType.i64: torch.int64, DType.bool: torch.bool}
@@ -896,11 +896,7 @@ class TorchExecutor:
     def run(self, request: RunRequest) -> RunResult:
         """Run ``request.steps`` steps; see ``runtime/executor.py`` for the array conventions."""
         p = self.program
-        missing = [v.name for v in p.params if v.name not in request.params]
-        missing += [v.name for v in p.states if v.name not in request.state]
-        missing += [v.name for v in p.inputs if v.name not in request.inputs]
-        if missing:
-            raise BackendError(f"no value given for {', '.join(missing)}")
+        require_values(p, request)
         steps = int(request.steps)
         device = self.module._device()
         leading = [np.shape(request.state[v.name])[0] for v in p.states]

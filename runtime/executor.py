@@ -67,6 +67,15 @@ class BackendError(Exception):
     """A backend is unknown, not installed, or cannot run this program."""
 
 
+def require_values(program: Program, request: RunRequest) -> None:
+    """Every parameter, state and input of ``program`` has a value in ``request``."""
+    missing = [v.name for v in program.params if v.name not in request.params]
+    missing += [v.name for v in program.states if v.name not in request.state]
+    missing += [v.name for v in program.inputs if v.name not in request.inputs]
+    if missing:
+        raise BackendError(f"no value given for {', '.join(missing)}")
+
+
 def executor_class(name: str):
     if name not in BACKENDS:
         raise BackendError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")

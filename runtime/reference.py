@@ -25,7 +25,7 @@ from typing import Any, Callable
 import numpy as np
 
 from nspec.compiler.ir import INIT_ONLY, DType, Graph, IRError, Node, Op, Program, batched
-from nspec.runtime.executor import BackendError, RunRequest, RunResult
+from nspec.runtime.executor import BackendError, RunRequest, RunResult, require_values
 
 
 class EvaluationError(IRError):
@@ -679,11 +679,7 @@ class ReferenceExecutor:
     def run(self, request: RunRequest) -> RunResult:
         """Run ``request.steps`` steps; see ``runtime/executor.py`` for the array conventions."""
         p = self.program
-        missing = [v.name for v in p.params if v.name not in request.params]
-        missing += [v.name for v in p.states if v.name not in request.state]
-        missing += [v.name for v in p.inputs if v.name not in request.inputs]
-        if missing:
-            raise BackendError(f"no value given for {', '.join(missing)}")
+        require_values(p, request)
         steps = int(request.steps)
         leading = [np.shape(request.state[v.name])[0] for v in p.states]
         leading += [np.shape(request.inputs[v.name])[0] for v in p.inputs]

@@ -200,44 +200,23 @@ class Elaborator:
             raise Abort
         self._stack.append(decl.name)
         try:
-            decl = self.resolve_conditionals(decl, scope, args)
+            decl = self.resolve_structure(decl, scope, args)
             result = self._build(decl, scope, args, span, **options)
         finally:
             self._stack.pop()
         self._instances[key] = result
         return result
 
-    def resolve_conditionals(self, decl: A.SystemDecl, scope: Scope, args: dict[str, Val]) -> A.SystemDecl:
-        """The declaration with each ``if`` replaced by the branch its compile-time condition picks."""
-        if not any(isinstance(s, A.If) for s in decl.body):
-            return decl
+    def resolve_structure(self, decl: A.SystemDecl, scope: Scope, args: dict[str, Val]) -> A.SystemDecl:
+        """The declaration with its ``if``, ``for`` and indexed names resolved (compiler/unroll.py)."""
+        from .unroll import resolve_structure
+
         statics = self.statics(scope)
-        runtime = {getattr(s, "name", None) for s in A.walk(decl) if isinstance(s, (A.Port, A.Param, A.State, A.Let))}
 
         def lookup(n: str, s: Span) -> Val | None:
-            found = args.get(n) or (static(self.dt, unit("s")[1]) if n == "dt" else statics.get(n, s))
-            if found is None and n in runtime:
-                self.diags.error(s, f"an 'if' condition must be a bool known at compile time; '{n}' is a run-time "
-                                    "value (use where() to choose between values at run time)")
-                raise Abort
-            return found
+            return args.get(n) or (static(self.dt, unit("s")[1]) if n == "dt" else statics.get(n, s))
 
-        b = ExprBuilder(GraphBuilder(), self.diags, lookup)
-
-        def expand(stmts) -> tuple:
-            out = []
-            for s in stmts:
-                if not isinstance(s, A.If):
-                    out.append(s)
-                    continue
-                v = b.expr(s.condition)
-                if not v.is_static or v.dtype is not DType.bool:
-                    b.fail(s.condition.span, "an 'if' condition must be a bool known at compile time (from "
-                                             "hyperparameters and template parameters)")
-                out.extend(expand(s.then if v.static else s.otherwise))
-            return tuple(out)
-
-        return replace(decl, body=expand(decl.body))
+        return resolve_structure(decl, lookup, lambda find: ExprBuilder(GraphBuilder(), self.diags, find))
 
     def _build(self, decl: A.SystemDecl, scope: Scope, args: dict[str, Val], span: Span, **options):
         if decl.kind in ("system", "neuron", "synapse"):
@@ -452,6 +431,9 @@ def _check_test_blocks(elab: Elaborator, scope: Scope) -> None:
             if isinstance(stmt, A.SetStmt) and stmt.name not in hypers and stmt.name not in ("dt", "seed"):
                 hint = f"; it declares {', '.join(sorted(hypers))}" if hypers else "; the file declares none"
                 elab.diags.error(stmt.span, f"test \"{test.name}\": unknown hyperparameter '{stmt.name}'{hint}")
+            if isinstance(stmt, A.Let) and stmt.index is not None:
+                elab.diags.error(stmt.index.span, f"test \"{test.name}\": families of names ('let {stmt.name}[...]') "
+                                                  "are declared in systems; a test's 'let' names one value")
             if isinstance(stmt, A.Run) and stmt.target is not None and scope.find(stmt.target.name) is None:
                 elab.diags.error(stmt.target.span, f"test \"{test.name}\": unknown system '{stmt.target.name}'")
 

@@ -621,6 +621,8 @@ def _where(b: ExprBuilder, e: A.Call) -> Val:
         shape = tuple(np.broadcast_shapes(cv.shape, xv.shape, yv.shape))
     except ValueError:
         b.fail(e.span, f"where(): shapes {fmt_shape(cv.shape)}, {fmt_shape(xv.shape)}, {fmt_shape(yv.shape)} do not broadcast")
+    if cv.is_static and xv.is_static and yv.is_static:
+        return static(np.where(np.asarray(cv.static), np.asarray(xv.static), np.asarray(yv.static)), xv.dim)
     xv, yv = (b.cast(v, dtype, e.span) if not v.is_static else replace(v, dtype=dtype) for v in (xv, yv))
     return b.add(Op.WHERE, [cv, xv, yv], dtype, shape, xv.dim, e.span)
 
@@ -633,7 +635,8 @@ def _maxmin(b: ExprBuilder, e: A.Call) -> Val:
     dtype = b.result_dtype(xv, yv, e.span, e.func.id)
     shape = b.broadcast(xv, yv, e.span, e.func.id)
     if xv.is_static and yv.is_static:
-        return static((max if e.func.id == "maximum" else min)(xv.static, yv.static), xv.dim)
+        value = (np.maximum if e.func.id == "maximum" else np.minimum)(np.asarray(xv.static), np.asarray(yv.static))
+        return static(value.item() if np.ndim(value) == 0 else value, xv.dim)
     xv, yv = (b.cast(v, dtype, e.span) if not v.is_static else replace(v, dtype=dtype) for v in (xv, yv))
     return b.add(Op.MAXIMUM if e.func.id == "maximum" else Op.MINIMUM, [xv, yv], dtype, shape, xv.dim, e.span)
 
@@ -964,6 +967,27 @@ def _arange(b: ExprBuilder, e: A.Call) -> Val:
     return static(np.arange(k, dtype=np.int64))
 
 
+@builtin("range")
+def _range(b: ExprBuilder, e: A.Call) -> Val:
+    """Python's range(stop) / range(start, stop[, step]): a compile-time list of ints (``for`` loops)."""
+    args, _ = _args(b, e, 1, 3)
+    bounds = [b.static_int(a, f"range()'s {what}") for a, what in
+              zip(args, ("stop",) if len(args) == 1 else ("start", "stop", "step"))]
+    if len(bounds) == 3 and bounds[2] == 0:
+        b.fail(args[2].span, "range()'s step must not be 0")
+    return static(np.arange(*bounds, dtype=np.int64))
+
+
+@builtin("reversed")
+def _reversed(b: ExprBuilder, e: A.Call) -> Val:
+    """The items of a compile-time list, last first: ``for i in reversed(range(n))``."""
+    (items,), _ = _args(b, e, 1, 1)
+    v = b.expr(items)
+    if not v.is_static or np.ndim(v.static) != 1:
+        b.fail(items.span, "reversed() takes a list known at compile time, like range(n) or [1, 2, 3]")
+    return replace(v, static=list(v.static)[::-1] if isinstance(v.static, list) else np.asarray(v.static)[::-1].copy())
+
+
 @builtin("zeros", "ones")
 def _zeros(b: ExprBuilder, e: A.Call) -> Val:
     args, _ = _args(b, e, 0, 1)
@@ -1080,10 +1104,22 @@ def _orthogonal(b: ExprBuilder, e: A.Call) -> Val:
 
 @builtin("linspace", "logspace")
 def _linspace(b: ExprBuilder, e: A.Call) -> Val:
-    (lo, hi), _ = _args(b, e, 2, 2)
+    """``linspace(a, b)`` fills the declared type; ``linspace(a, b, n)`` is a list of n values (float64,
+    like numpy's: ``int(linspace(256, 16, 5))`` are the CTM U-Net's widths)."""
+    args, _ = _args(b, e, 2, 3)
+    lo, hi = args[:2]
     lv, hv = b.static_value(lo, "linspace()'s start"), b.static_value(hi, "linspace()'s stop")
     if lv.dim != hv.dim:
         b.fail(e.span, f"{e.func.id}(): the bounds have different units")
+    if len(args) == 3:
+        n = b.static_int(args[2], f"{e.func.id}()'s number of values")
+        if n < 0:
+            b.fail(args[2].span, f"{e.func.id}() needs a number of values >= 0, got {n}")
+        if e.func.id == "logspace" and (float(lv.static) <= 0 or float(hv.static) <= 0):
+            b.fail(e.span, "logspace(a, b) needs positive bounds")
+        values = (np.linspace(float(lv.static), float(hv.static), n) if e.func.id == "linspace" else
+                  np.logspace(math.log10(float(lv.static)), math.log10(float(hv.static)), n))
+        return static(values, lv.dim)
     n = int(np.prod(b.target_shape)) if b.target_shape else 1
     if e.func.id == "linspace":
         values = np.linspace(float(lv.static), float(hv.static), n)

@@ -180,6 +180,7 @@ class Param(Stmt):
     flags: tuple[str, ...]
     key: str | None
     reparam: Reparam | None
+    index: Expr | None = None  # `param W[i]`: a member of the family W (compiler/unroll.py)
 
 
 @node
@@ -196,6 +197,7 @@ class Let(Stmt):
     name: str
     type: TensorType | None
     value: Expr
+    index: Expr | None = None  # `let h[i + 1] = ...`: a member of the family h (compiler/unroll.py)
 
 
 @node
@@ -372,6 +374,15 @@ class If(Stmt):
     condition: Expr
     then: tuple[Stmt, ...]
     otherwise: tuple[Stmt, ...]
+
+
+@node
+class For(Stmt):
+    """``for i in range(n) { ... }``: the body repeated at compile time, ``i`` a static int each time."""
+
+    var: str
+    items: Expr
+    body: tuple[Stmt, ...]
 
 
 @node

@@ -139,12 +139,16 @@ class ToAst(Transformer):
 
     def param_decl(self, meta, ch):
         name, rest = str(ch[0]), list(ch[1:])
+        index = rest.pop(0)[1] if rest and isinstance(rest[0], tuple) and rest[0][0] == "member" else None
         typ = rest.pop(0) if rest and isinstance(rest[0], A.TensorType) else None
         init = rest.pop(0) if rest and isinstance(rest[0], A.Expr) else None
         flags = tuple(c[1] for c in rest if c[0] == "flag")
         key = next((c[1] for c in rest if c[0] == "key"), None)
         reparam = next((c[1] for c in rest if c[0] == "reparam"), None)
-        return A.Param(self._span(meta), name, typ, init, flags, key, reparam)
+        return A.Param(self._span(meta), name, typ, init, flags, key, reparam, index)
+
+    def member(self, meta, ch):
+        return ("member", ch[0])
 
     def flag(self, meta, ch):
         return ("flag", str(ch[0]))
@@ -173,8 +177,9 @@ class ToAst(Transformer):
         return A.State(self._span(meta), name, typ, init, key, learnable)
 
     def let_stmt(self, meta, ch):
-        name, typ, value = self._name_type_value(ch)
-        return A.Let(self._span(meta), name, typ, value)
+        index = ch[1][1] if isinstance(ch[1], tuple) else None
+        name, typ, value = self._name_type_value([ch[0]] + list(ch[2 if index is not None else 1:]))
+        return A.Let(self._span(meta), name, typ, value, index)
 
     def ode_stmt(self, meta, ch):
         deriv = str(ch[0])
@@ -329,6 +334,9 @@ class ToAst(Transformer):
         if len(ch) > 2:
             otherwise = ch[2] if isinstance(ch[2], tuple) else (ch[2],)
         return A.If(self._span(meta), ch[0], ch[1], otherwise)
+
+    def for_stmt(self, meta, ch):
+        return A.For(self._span(meta), str(ch[0]), ch[1], ch[2])
 
     def assert_stmt(self, meta, ch):
         return A.Assert(self._span(meta), ch[0], _unquote(ch[1]) if len(ch) > 1 else None)

@@ -207,11 +207,21 @@ CTM_CASES = [  # (changes to CTM_BASE, input (C, S), backends)
       "n_synch_out": 9, "n_synch_action": 11, "out_dims": 10, "n_random_pairing_self": 0}, (5, 12), ("reference",)),
     ({"d_model": 16, "neuron_select_type": "first-last", "n_synch_out": 8, "n_synch_action": 8, "iterations": 2},
      (2, 4), ("reference",)),
+    # every synapse depth: 1 is GLU + LayerNorm (keys synapses.1/.3), 2 a one-block U-Net, 5 the CIFAR-10 depth
+    ({"synapse_depth": 1}, (3, 7), BACKENDS),
+    ({"synapse_depth": 2, "neuron_select_type": "random"}, (3, 7), ("reference", "torch")),
+    ({"synapse_depth": 5, "d_model": 40}, (3, 7), BACKENDS),
+    # shallow NLMs (one SuperLinear M -> 2), and the LayerNorm over each SuperLinear's input
+    ({"deep_nlms": False}, (3, 7), BACKENDS),
+    ({"do_layernorm_nlm": True}, (3, 7), BACKENDS),
+    ({"deep_nlms": False, "do_layernorm_nlm": True, "synapse_depth": 1, "neuron_select_type": "first-last"}, (3, 7),
+     ("reference", "onnxruntime")),
 ]
 
 
 @pytest.mark.parametrize("changes, shape, backends", CTM_CASES,
-                         ids=["random-pairing", "random", "first-last", "wider", "first-last-full"])
+                         ids=["random-pairing", "random", "first-last", "wider", "first-last-full", "depth1", "depth2",
+                              "depth5", "shallow-nlm", "layernorm-nlm", "shallow-layernorm-depth1"])
 def test_ctm_matches_oracle(changes, shape, backends, tmp_path):
     rng = np.random.default_rng(len(str(changes)))
     config = {**CTM_BASE, **changes}
@@ -230,11 +240,19 @@ ELM_CASES = [  # (config, T, backends)
           input_to_synapse_routing="neuronio_routing", memory_tau_max=150.0), 40, ("reference",)),
     (dict(num_input=6, num_output=2, num_memory=4, memory_tau_min=2.0, memory_tau_max=7.0, w_s_value=0.2,
           tau_s_value=2.0, tau_b_value=2.0), 25, ("reference",)),
+    # deeper MLPs: mlp.network.{0, 2, ..., 2L}
+    (dict(num_input=6, num_output=2, num_memory=4, mlp_hidden_size=7, mlp_num_layers=2, mlp_activation="silu"),
+     20, BACKENDS),
+    (dict(num_input=5, num_output=3, num_memory=6, mlp_num_layers=4, num_branch=5, num_synapse_per_branch=2,
+          input_to_synapse_routing="random_routing"), 20, ("reference", "torch")),
+    (dict(num_input=6, num_output=2, num_memory=4, mlp_num_layers=0), 15, ("reference",)),  # one Linear
 ]
 
 
 @pytest.mark.parametrize("version", [1, 2], ids=["v1", "v2"])
-@pytest.mark.parametrize("config, T, backends", ELM_CASES, ids=["plain", "random-routing", "neuronio-routing", "tau-range"])
+@pytest.mark.parametrize("config, T, backends", ELM_CASES,
+                         ids=["plain", "random-routing", "neuronio-routing", "tau-range", "mlp2", "mlp4-routing",
+                                                      "mlp0"])
 def test_elm_matches_oracle(version, config, T, backends, tmp_path):
     rng = np.random.default_rng(T + version)
     config = {k: v for k, v in config.items() if k != ("tau_b_value" if version == 1 else "tau_s_value")}
@@ -286,21 +304,24 @@ def test_a_state_dict_that_does_not_fit_is_a_clear_error(change, message, tmp_pa
     assert message in capsys.readouterr().err
 
 
-# ---------------------------------------------------------------- configurations the language cannot express yet
-@pytest.mark.parametrize("model, changes, message", [
-    ("ctm", {"synapse_depth": 1}, "synapse_depth = 3"),
-    ("ctm", {"synapse_depth": 5}, "synapse_depth = 3"),
-    ("ctm", {"deep_nlms": False}, "deep (two-layer) neuron-level models"),
-    ("ctm", {"do_layernorm_nlm": True}, "do_layernorm_nlm is not written"),
-    ("elm", {"mlp_num_layers": 2}, "one-hidden-layer MLP"),
-    ("elm_v2", {"mlp_num_layers": 3}, "one-hidden-layer MLP"),
+# ---------------------------------------------------------------- which keys each configuration declares
+@pytest.mark.parametrize("model, changes", [
+    ("ctm", {"synapse_depth": 1}), ("ctm", {"synapse_depth": 4}), ("ctm", {"deep_nlms": False}),
+    ("ctm", {"do_layernorm_nlm": True}), ("elm", {"mlp_num_layers": 3}), ("elm_v2", {"mlp_num_layers": 0}),
 ])
-def test_unwritten_variants_are_located_errors(model, changes, message, tmp_path, capsys):
-    """Variants that change which state_dict keys exist need conditional or indexed declarations
-    (docs/language.md, "Current limitations"); until then they fail to compile with a located
-    message, never with wrong numbers."""
-    base = {"ctm": CTM_BASE, "elm": dict(num_input=6, num_output=2, num_memory=4), "elm_v2": dict(num_input=6, num_output=2, num_memory=4)}
-    code = main(["check", str(SEEDS / f"{model}.nspec")] + params({**base[model], **changes}))
-    assert code == 1
-    err = capsys.readouterr().err
-    assert f"{model}.nspec:" in err and message in err
+def test_spec_declares_exactly_the_reference_state_dict_keys(model, changes):
+    """The keys a configuration's spec loads are the keys of the reference state_dict with that
+    configuration (the oracle's, which follows the authors' module layout), with the same shapes."""
+    import nspec
+
+    if model == "ctm":
+        config = {**CTM_BASE, **changes}
+        sd = oracle.ctm_state_dict(config, 3, np.random.default_rng(0))
+        hyper = {**config, "in_channels": 3, "n_tokens": 7}
+    else:
+        config = {"num_input": 6, "num_output": 2, "num_memory": 4, **changes}
+        sd = oracle.elm_state_dict(config, np.random.default_rng(0), 1 if model == "elm" else 2)
+        hyper = config
+    model_ = nspec.load(SEEDS / f"{model}.nspec", **hyper)
+    shapes = {p.key: tuple(p.shape) for p in model_.program.params}
+    assert shapes == {k: tuple(v.shape) for k, v in sd.items()}

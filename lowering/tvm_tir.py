@@ -1054,6 +1054,11 @@ def _k_einsum(em: Emitter, graph: Graph, i: int, vals, plan: Plan):
         return
     # CPU template: the last output axis innermost and reductions outside it, so the inner loop
     # is an axpy over contiguous memory that LLVM vectorises
+    work = int(np.prod([sizes[c] for c in sizes]))
+    for k, term in enumerate(terms):
+        packed = _pack_for_axpy(em, term, rhs[-1], graph.nodes[n.inputs[k]], xs[k], work)
+        if packed is not None:
+            terms[k], xs[k] = packed
     stack, idx = em.foreach(n.shape)
     with stack:
         out.store(idx, _imm(0, dt))
@@ -1063,6 +1068,32 @@ def _k_einsum(em: Emitter, graph: Graph, i: int, vals, plan: Plan):
         env[rhs[-1]] = s.enter_context(T.serial(0, sizes[rhs[-1]]))
         oidx = tuple(env[c] for c in rhs)
         out.store(oidx, out.load(oidx) + product(env))
+
+
+PACK_REUSE = 8  # pack an operand when the contraction reads each of its elements at least this often
+
+
+def _pack_for_axpy(em: Emitter, term: str, inner: str, node: Node, x, work: int):
+    """An einsum operand that the CPU template's inner loop (over output letter ``inner``) would
+    read with a stride, copied once into a scratch buffer with ``inner`` as its last axis:
+    (new term, Ref), or None when it is already contiguous there or too little reused to pay
+    for the copy.  E.g. Q K^T ("htn,hsn->hts"): K[h, s, n] is read along s, N floats apart; the
+    copy is one pass over K, the contraction then T passes over contiguous rows.  The loops
+    and the summation order are unchanged, so the results are bit-identical."""
+    _, _, _, T = _tvm()
+    if inner not in term or term[-1] == inner or len(set(term)) != len(term):
+        return None
+    size = int(np.prod(node.shape))
+    if work < PACK_REUSE * size:
+        return None
+    packed_term = term.replace(inner, "") + inner
+    shape = tuple(node.shape[term.index(c)] for c in packed_term)
+    ref = Ref(em.scratch(shape, node.dtype), (), LOGICAL[node.dtype])
+    stack, idx = em.foreach(shape)
+    with stack:
+        at = dict(zip(packed_term, idx))
+        ref.store(idx, x.load(tuple(at[c] for c in term)))
+    return packed_term, ref
 
 
 def _k_gather(em: Emitter, graph: Graph, i: int, vals, plan: Plan):

@@ -1080,7 +1080,6 @@ def _pack_for_axpy(em: Emitter, term: str, inner: str, node: Node, x, work: int)
     for the copy.  E.g. Q K^T ("htn,hsn->hts"): K[h, s, n] is read along s, N floats apart; the
     copy is one pass over K, the contraction then T passes over contiguous rows.  The loops
     and the summation order are unchanged, so the results are bit-identical."""
-    _, _, _, T = _tvm()
     if inner not in term or term[-1] == inner or len(set(term)) != len(term):
         return None
     size = int(np.prod(node.shape))

@@ -118,13 +118,30 @@ class _Unroller:
             self.b.fail(s.items.span, "a 'for' loop runs over a list known at compile time: 'for i in range(n)', "
                                       "'for i in reversed(range(n))', 'for w in [8, 16]'")
         out = []
-        for item in list(items.static):
+        for n, item in enumerate(list(items.static)):
             self.env[s.var] = item.item() if isinstance(item, np.generic) else item
             try:
-                out.extend(self.expand(s.body))
+                body = self.expand(s.body)
             finally:
                 del self.env[s.var]
+            if n == 1:
+                self.check_repeatable(body, s)
+            out.extend(body)
         return out
+
+    def check_repeatable(self, body, loop: A.For) -> None:
+        """A name declared by a loop's body without an index would be declared once per pass."""
+        for d in body:
+            if isinstance(d, _DECLARING) and getattr(d, "index", None) is None:
+                what = {A.Let: "let", A.Param: "param"}.get(type(d))
+                hint = (f"; make it a family member, '{what} {d.name}[{loop.var}]'" if what else
+                        "; declare it outside the loop")
+                self.b.fail(d.span, f"'{d.name}' is declared in a 'for' loop without an index, so every pass "
+                                    f"would declare it again{hint}")
+            if isinstance(d, (A.Box, A.Population, A.Projection)):
+                kind = type(d).__name__.lower()
+                self.b.fail(d.span, f"a 'for' loop cannot declare a {kind} yet; write each one"
+                                    + (", or chain copies with 'repeat'" if isinstance(d, A.Box) else ""))
 
     def substitute(self, s: A.Stmt) -> A.Stmt:
         """``s`` with each loop variable replaced by its item and ``{...}`` in a weight key filled in."""

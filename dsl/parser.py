@@ -283,6 +283,18 @@ ERROR_EXAMPLES: dict[str, list[str]] = {
     "'else' goes on the line of the '}' that ends its 'if' block: '} else {'": [
         "system S { else { } }",
     ],
+    "'for' needs a loop variable, 'in', a list and a block: 'for i in range(n) { ... }'": [
+        "system S { for in range(3) { } }",
+        "system S { for i range(3) { } }",
+        "system S { for i in range(3)\n}",
+        "system S { for }",
+        "system S { for 1 in range(3) { } }",
+        "system S { for i in { } }",
+    ],
+    "a family member's index is one expression in brackets: 'let h[i + 1] = ...', 'param W[i]: f32[D]'": [
+        "system S { let h[] = 1 }",
+        "system S { param W[] : f32 }",
+    ],
     "'ticks' needs a count: 'ticks 5'": [
         "system S { ticks }",
     ],
@@ -650,12 +662,17 @@ def _keyword_misuse(f: _Failure) -> Diagnostic | None:
     kw = f.raw_prev
     if kw is None or kw.type not in _statement_starts() or kw.type == "DERIV":
         return None
-    naming = str(kw) in _NAMING_KEYWORDS
+    naming = str(kw) in _NAMING_KEYWORDS and not _loop_in(f)
     if str(f.tok) in _ASSIGN_OPS and not naming:
         return error(_tok_span(f.path, kw), f"'{kw}' is a keyword and cannot be assigned; use another name")
     if naming and "NAME" in f.expected and f.tok.type != "NAME":
         return error(f.span, f"missing name after '{kw}'")
     return None
+
+
+def _loop_in(f: _Failure) -> bool:
+    """The 'in' of 'for i in ...' (which names nothing, unlike an input port's 'in')."""
+    return len(f.stack) >= 3 and isinstance(f.stack[-3], Token) and f.stack[-3].type == "FOR"
 
 
 def _missing_separator(f: _Failure) -> Diagnostic | None:

@@ -25,7 +25,9 @@ _RAW_TERMINALS = re.compile(r"__ANON|\b(?:RBRACE|LBRACE|LPAR|RPAR|LSQB|RSQB|NAME
 def sx(value):
     """An AST as nested tuples: (ClassName, field, ...) without spans."""
     if isinstance(value, A.Node):
-        return (type(value).__name__, *(sx(getattr(value, f.name)) for f in fields(value) if f.name != "span"))
+        return (type(value).__name__, *(sx(getattr(value, f.name)) for f in fields(value)
+                                        if f.name != "span" and not (isinstance(value, (A.Let, A.Param)) and f.name == "index"
+                                                                 and value.index is None)))
     if isinstance(value, tuple):
         return tuple(sx(v) for v in value)
     return value
@@ -232,6 +234,7 @@ STATEMENTS = {
     "write_stmt": ("workspace", "write by softmax", A.Write), "slots_stmt": ("workspace", "slots 1", A.Slots),
     "ticks_stmt": ("system", "ticks 3", A.Ticks), "until_stmt": ("system", "until c max 3", A.Until),
     "assert_stmt": ("system", "assert D > 0", A.Assert), "if_stmt": ("system", "if c { }", A.If),
+    "for_stmt": ("system", "for i in range(3) { }", A.For),
     "run_stmt": ("test", "run for 1 ms", A.Run), "input_stmt": ("test", "input I = 1", A.InputStmt),
     "set_stmt": ("test", "set n = 2", A.SetStmt), "expect_stmt": ("test", "expect x > 0", A.Expect),
     "expect_error_stmt": ("test", 'expect_error "no"', A.ExpectError),

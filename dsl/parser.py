@@ -19,7 +19,7 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedTok
 
 from . import ast as A
 from .diagnostics import Diagnostic, Span, error
-from .transform import ToAst
+from .transform import SyntaxProblem, ToAst
 
 _OPEN = {"(", "["}
 _CLOSE = {")", "]"}
@@ -279,9 +279,6 @@ ERROR_EXAMPLES: dict[str, list[str]] = {
     "'else' needs a block or another 'if': 'else { ... }', 'else if c { ... }'": [
         "system S { if c { } else x }",
         "system S { if c { } else }",
-    ],
-    "'else' goes on the line of the '}' that ends its 'if' block: '} else {'": [
-        "system S { else { } }",
     ],
     "'for' needs a loop variable, 'in', a list and a block: 'for i in range(n) { ... }'": [
         "system S { for in range(3) { } }",
@@ -767,6 +764,8 @@ def parse(text: str, path: str = "<string>") -> tuple[A.Module | None, list[Diag
     try:
         return ToAst(path).transform(tree), []
     except VisitError as exc:
+        if isinstance(exc.orig_exc, SyntaxProblem):
+            return None, [_within(error(exc.orig_exc.span, exc.orig_exc.message), text)]
         if isinstance(exc.orig_exc, RecursionError):
             return None, [error(Span(path, 1, 1, 1, 2), "the spec nests too deeply to parse")]
         raise

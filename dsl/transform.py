@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from lark import Token, Transformer, Tree, v_args
 
 from . import ast as A
@@ -37,6 +39,23 @@ def _parse_number(text: str) -> tuple[float, bool]:
         return float("inf"), is_int
 
 
+class _Else:
+    """An ``else`` that starts its own line, until ``block`` joins it to the ``if`` before it."""
+
+    def __init__(self, span: Span, branch: tuple):
+        self.span = span
+        self.branch = branch
+
+
+class SyntaxProblem(Exception):
+    """A text the grammar accepts but the language does not (raised while building the AST)."""
+
+    def __init__(self, span: Span, message: str):
+        super().__init__(message)
+        self.span = span
+        self.message = message
+
+
 @v_args(meta=True)
 class ToAst(Transformer):
     """Builds AST nodes; ``path`` goes into every span."""
@@ -44,6 +63,7 @@ class ToAst(Transformer):
     def __init__(self, path: str):
         super().__init__(visit_tokens=False)
         self.path = path
+        self._else_ifs: set[int] = set()  # ids of the If nodes written as 'else if' (not 'else { if }')
 
     # ------------------------------------------------------------ spans
     def _span(self, meta) -> Span:
@@ -120,7 +140,29 @@ class ToAst(Transformer):
         return A.TemplateParam(self._span(meta), name, typ, default)
 
     def block(self, meta, ch):
-        return tuple(c for c in ch if isinstance(c, A.Node))
+        out: list = []
+        for c in ch:
+            if isinstance(c, _Else):
+                last = out[-1] if out else None
+                chain = []  # 'if .. else if ..': the 'else' belongs to the last 'if' of the chain
+                while isinstance(last, A.If) and len(last.otherwise) == 1 and id(last.otherwise[0]) in self._else_ifs:
+                    chain.append(last)
+                    last = last.otherwise[0]
+                if not isinstance(last, A.If) or last.otherwise:
+                    raise SyntaxProblem(c.span, "'else' without an 'if' just before it")
+                node = replace(last, otherwise=c.branch)
+                for outer in reversed(chain):
+                    node = replace(outer, otherwise=(node,))
+                    self._else_ifs.add(id(node.otherwise[0]))
+                out[-1] = node
+            elif isinstance(c, A.Node):
+                out.append(c)
+        return tuple(out)
+
+    def else_stmt(self, meta, ch):
+        if not isinstance(ch[0], tuple):
+            self._else_ifs.add(id(ch[0]))
+        return _Else(self._span(meta), ch[0] if isinstance(ch[0], tuple) else (ch[0],))
 
     def port_decl(self, meta, ch):
         direction, name, typ = ch[0], str(ch[1]), ch[2]
@@ -333,6 +375,8 @@ class ToAst(Transformer):
         otherwise = ()
         if len(ch) > 2:
             otherwise = ch[2] if isinstance(ch[2], tuple) else (ch[2],)
+            if not isinstance(ch[2], tuple):
+                self._else_ifs.add(id(ch[2]))
         return A.If(self._span(meta), ch[0], ch[1], otherwise)
 
     def for_stmt(self, meta, ch):
@@ -488,6 +532,12 @@ class ToAst(Transformer):
         return A.ListExpr(self._span(meta), tuple(c for c in ch if c is not None))
 
     def args(self, meta, ch):
+        first_kw = next((c for c in ch if isinstance(c, A.Kwarg)), None)
+        if first_kw is not None:
+            late = next((c for c in ch[ch.index(first_kw):] if not isinstance(c, A.Kwarg)), None)
+            if late is not None:
+                raise SyntaxProblem(late.span, f"a positional argument cannot follow the keyword argument "
+                                               f"'{first_kw.name} = ...'; put it before, or name it")
         return (tuple(c for c in ch if not isinstance(c, A.Kwarg)), tuple(c for c in ch if isinstance(c, A.Kwarg)))
 
     def kwarg(self, meta, ch):

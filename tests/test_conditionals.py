@@ -50,3 +50,17 @@ def test_condition_must_be_known_at_compile_time(tmp_path):
     p.write_text("system S {\n  in x: f32\n  out y: f32\n  if x > 0 { y = x } else { y = -x }\n}\n")
     with pytest.raises(NspecError, match="4:6: error: an .if. condition must be a bool known at compile time; .x. is a run-time value"):
         nspec.load(p)
+
+
+def test_else_may_start_the_line_after_the_closing_brace(tmp_path):
+    """'}' newline 'else' (and 'else if') continue the 'if' just before, like '} else {'."""
+    p = tmp_path / "chain.nspec"
+    p.write_text("hyper mode: int = 0\n"
+                 "system S {\n  in x: f32\n  out y: f32\n"
+                 "  if mode == 0 {\n    y = x\n  }\n"
+                 "  else if mode == 1 {\n    y = 2 * x\n  }\n"
+                 "  # a comment between the branches\n"
+                 "  else {\n    y = 3 * x\n  }\n}\n")
+    for mode, factor in ((0, 1), (1, 2), (2, 3)):
+        out = nspec.load(p, mode=mode).run({"x": np.float32(1.5)}, steps=1)["y"]
+        assert float(out) == 1.5 * factor

@@ -234,7 +234,7 @@ STATEMENTS = {
     "write_stmt": ("workspace", "write by softmax", A.Write), "slots_stmt": ("workspace", "slots 1", A.Slots),
     "ticks_stmt": ("system", "ticks 3", A.Ticks), "until_stmt": ("system", "until c max 3", A.Until),
     "assert_stmt": ("system", "assert D > 0", A.Assert), "if_stmt": ("system", "if c { }", A.If),
-    "for_stmt": ("system", "for i in range(3) { }", A.For),
+    "for_stmt": ("system", "for i in range(3) { }", A.For), "else_stmt": ("system", "if c { }\nelse { }", A.If),
     "run_stmt": ("test", "run for 1 ms", A.Run), "input_stmt": ("test", "input I = 1", A.InputStmt),
     "set_stmt": ("test", "set n = 2", A.SetStmt), "expect_stmt": ("test", "expect x > 0", A.Expect),
     "expect_error_stmt": ("test", 'expect_error "no"', A.ExpectError),

@@ -86,11 +86,22 @@ class _Unroller:
 
     # ------------------------------------------------------------ the pass
     def run(self) -> A.SystemDecl:
+        self.check_asserts(self.decl.body)
         body = self.expand(self.decl.body)
         families = self.families(body)
         if families:
             body = tuple(self.rename(s, families) for s in body)
         return replace(self.decl, body=body)
+
+    def check_asserts(self, stmts) -> None:
+        """Asserts on compile-time values first: they say why a configuration is invalid better than
+        the error its loops would run into (the body's build checks every assert again)."""
+        for s in stmts:
+            if isinstance(s, A.Assert) and not any(isinstance(n, A.Name) and n.id in self.runtime
+                                                   for n in A.walk(s.condition)):
+                v = self.value(s.condition, "an assert condition")
+                if v.dtype is DType.bool and np.ndim(v.static) == 0 and not v.static:
+                    self.b.fail(s.span, f"assertion failed: {s.message or 'condition is false'}")
 
     def expand(self, stmts) -> tuple:
         """Statements with ``if``/``for`` resolved, loop variables substituted, keys interpolated."""

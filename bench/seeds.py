@@ -5,6 +5,10 @@ Each workload is one reference forward pass (``idx -> logits``, ``x -> predictio
 reference interpreter, ONNX Runtime, TVM (llvm), the torch backend run eagerly and under
 ``torch.compile``, and an eager PyTorch anchor: the model written directly in PyTorch from the
 equations of SEED_MODELS.md (BDH in the authors' parallel form, CTM and ELM as their loops).
+BDH runs in both of its specs on every backend, side by side against the one anchor: the
+recurrent form ``bdh.nspec`` (one token per data step, a Hebbian state per layer) and the
+parallel form ``bdh_parallel.nspec`` (one whole sequence per data step, causal linear attention);
+the ``spec`` column names which.
 Every runner first runs once (compiles, warms caches; the time is reported apart), then all run
 interleaved (A B C ... A B C ...) for ``--reps`` rounds and the table reports medians, the ratio to
 the anchor and the largest difference from the anchor's outputs.
@@ -22,10 +26,13 @@ BLAS pool's; on a loaded 2-core machine torch's default pool alone slows small p
 Default run: the tiny configs in 3 rounds, the realistic sizes in 1 (``--small-reps``), without
 torch.compile of the realistic CTM, whose compiled step unrolls 50 internal ticks (about 15 minutes
 of compiling on 2 loaded cores; ``--all`` includes it): about 3 minutes on 2 quiet cores, 5 on
-loaded ones, more with a cold TVM cache.  ``--quick``: tiny configs only, one round.
+loaded ones, more with a cold TVM cache (BDH's parallel form adds about a minute with a cold cache,
+mostly compiling; ``--models bdh`` alone takes about 2.5 minutes).  ``--quick``: tiny configs only,
+one round.  ``--bdh-forms parallel`` leaves out the recurrent BDH, the slowest workload here.
 
     python bench/seeds.py [--quick | --all] [--reps 3] [--small-reps 1] [--models bdh,ctm,elm]
-                          [--skip tvm,torch.compile] [--bdh-layers 1] [--threads 1]
+                          [--skip tvm,torch.compile] [--bdh-layers 1] [--bdh-forms recurrent,parallel]
+                          [--threads 1]
 """
 
 from __future__ import annotations
@@ -58,6 +65,14 @@ class Workload:
     anchor: Callable[[dict, dict, dict], dict]  # (weights, hyper, inputs) -> outputs, eager PyTorch
     realistic: bool = False                     # a realistic small size (else a bundle's tiny config)
     slow: tuple[str, ...] = ()                  # runners left out unless --all
+    specs: tuple[str, ...] = ()                 # specs/seeds/<spec>.nspec run on every backend (default: model)
+
+    @property
+    def spec_names(self) -> tuple[str, ...]:
+        return self.specs or (self.model,)
+
+
+FORMS = {"recurrent": "bdh", "parallel": "bdh_parallel"}  # --bdh-forms -> the BDH specs
 
 
 # ---------------------------------------------------------------- eager PyTorch anchors
@@ -185,7 +200,7 @@ ANCHORS = {"bdh": bdh_torch, "ctm": ctm_torch, "elm": elm_torch}
 
 
 # ---------------------------------------------------------------- workloads
-def bundle_workload(name: str) -> Workload:
+def bundle_workload(name: str, bdh_specs: tuple[str, ...] = ()) -> Workload:
     import numpy as np
     from safetensors.numpy import load_file
 
@@ -193,10 +208,10 @@ def bundle_workload(name: str) -> Workload:
     with np.load(CONFORMANCE / f"{name}.inputs.npz") as data:
         inputs = {k: data[k] for k in data.files}
     return Workload(name, meta["model"], meta["config"], load_file(str(CONFORMANCE / f"{name}.weights.safetensors")),
-                    inputs, ANCHORS[meta["model"]])
+                    inputs, ANCHORS[meta["model"]], specs=bdh_specs if meta["model"] == "bdh" else ())
 
 
-def small_workloads(models, bdh_layers: int) -> list[Workload]:
+def small_workloads(models, bdh_layers: int, bdh_specs: tuple[str, ...] = ()) -> list[Workload]:
     """Realistic small sizes with random reference-keyed weights (tests/seed_oracles.py draws them)."""
     import numpy as np
 
@@ -208,7 +223,7 @@ def small_workloads(models, bdh_layers: int) -> list[Workload]:
     if "bdh" in models:
         cfg = dict(n_layer=bdh_layers, n_embd=256, dropout=0.0, n_head=4, mlp_internal_dim_multiplier=32, vocab_size=256)
         out.append(Workload(f"bdh D256 L{bdh_layers} T256", "bdh", cfg, oracle.bdh_state_dict(cfg, rng, std=0.02),
-                            {"idx": rng.integers(0, 256, size=(1, 256))}, bdh_torch, realistic=True))
+                            {"idx": rng.integers(0, 256, size=(1, 256))}, bdh_torch, realistic=True, specs=bdh_specs))
     if "ctm" in models:
         cfg = dict(iterations=50, d_model=256, d_input=64, heads=16, n_synch_out=256, n_synch_action=512,
                    synapse_depth=3, memory_length=15, deep_nlms=True, memory_hidden_dims=64, do_layernorm_nlm=False,
@@ -225,17 +240,27 @@ def small_workloads(models, bdh_layers: int) -> list[Workload]:
 
 
 # ---------------------------------------------------------------- measuring
-def spec_runner(work: Workload, runner: str, threads: int):
-    """A callable running the forward pass on one backend, built and warmed up; and its warm-up time
-    (compiling the spec, loading the weights, building the backend and the first run)."""
+def input_hyper(spec: str, inputs: dict) -> dict:
+    """Hyperparameters the reference reads from its input's shape: CTM's lazy layers size
+    themselves from x (B, C, S...); BDH's parallel form fixes the sequence length T of idx (B, T)."""
+    if spec == "ctm":
+        x = inputs["x"]
+        return {"in_channels": x.shape[1], "n_tokens": int(math.prod(x.shape[2:]))}
+    if spec == "bdh_parallel":
+        return {"T": int(inputs["idx"].shape[1])}
+    return {}
+
+
+def spec_runner(work: Workload, spec: str, runner: str, threads: int):
+    """A callable running the forward pass through ``specs/seeds/<spec>.nspec`` on one backend,
+    built and warmed up; and its warm-up time (compiling the spec, loading the weights, building
+    the backend and the first run)."""
     import nspec
 
     t0 = time.perf_counter()
     hyper = {k: v for k, v in work.hyper.items() if v is not None}
-    if work.model == "ctm":
-        x = work.inputs["x"]
-        hyper.update(in_channels=x.shape[1], n_tokens=int(math.prod(x.shape[2:])))
-    model = nspec.load(ROOT / "specs" / "seeds" / f"{work.model}.nspec", **hyper)
+    hyper.update(input_hyper(spec, work.inputs))
+    model = nspec.load(ROOT / "specs" / "seeds" / f"{spec}.nspec", **hyper)
     model.load_weights(work.weights)
     backend, options = {"torch.compile": ("torch", {"compile": True}), "onnxruntime": ("onnxruntime", {"threads": threads})
                         }.get(runner, (runner, {}))
@@ -262,20 +287,25 @@ def anchor_runner(work: Workload):
     return run, time.perf_counter() - t0
 
 
+ANCHOR = ("", "eager PyTorch")
+
+
 def measure(work: Workload, runners, reps: int, threads: int, everything: bool) -> list[tuple]:
-    """Rows (runner, median s, min s, warm-up s, max |diff| vs anchor or an error) for one workload."""
+    """Rows (spec, runner, median s, min s, warm-up s, max |diff| vs anchor or an error) for one
+    workload: the anchor, then each of the workload's specs on each runner."""
     import numpy as np
 
     built, warm, errors = {}, {}, {}
-    built["eager PyTorch"], warm["eager PyTorch"] = anchor_runner(work)
-    for r in runners:
-        if r in work.slow and not everything:
-            errors[r] = "skipped: compiling takes minutes here (--all includes it)"
+    built[ANCHOR], warm[ANCHOR] = anchor_runner(work)
+    labels = [(spec, r) for spec in work.spec_names for r in runners]
+    for label in labels:
+        if label[1] in work.slow and not everything:
+            errors[label] = "skipped: compiling takes minutes here (--all includes it)"
             continue
         try:
-            built[r], warm[r] = spec_runner(work, r, threads)
+            built[label], warm[label] = spec_runner(work, *label, threads)
         except Exception as exc:  # a backend that cannot run this model is a row of the table, not a crash
-            errors[r] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:90]}"
+            errors[label] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:90]}"
     times = {k: [] for k in built}
     results = {}
     for _ in range(reps):
@@ -283,14 +313,14 @@ def measure(work: Workload, runners, reps: int, threads: int, everything: bool) 
             t0 = time.perf_counter()
             results[label] = run()
             times[label].append(time.perf_counter() - t0)
-    want = results["eager PyTorch"]
+    want = results[ANCHOR]
     rows = []
-    for label in ["eager PyTorch", *runners]:
+    for label in [ANCHOR, *labels]:
         if label in errors:
-            rows.append((label, None, None, None, errors[label]))
+            rows.append((*label, None, None, None, errors[label]))
             continue
         diff = max(float(np.max(np.abs(np.asarray(results[label][k]) - want[k]))) for k in want)
-        rows.append((label, statistics.median(times[label]), min(times[label]), warm[label], diff))
+        rows.append((*label, statistics.median(times[label]), min(times[label]), warm[label], diff))
     return rows
 
 
@@ -300,24 +330,36 @@ def main(args) -> None:
     torch.set_num_threads(args.threads)
     models = args.models.split(",")
     runners = [r for r in RUNNERS if r not in args.skip.split(",")]
-    works = [bundle_workload(n) for n in ("bdh_tiny", "ctm_tiny", "elm_tiny") if n.split("_")[0] in models]
+    bdh_specs = tuple(FORMS[f] for f in args.bdh_forms.split(","))
+    works = [bundle_workload(n, bdh_specs) for n in ("bdh_tiny", "ctm_tiny", "elm_tiny") if n.split("_")[0] in models]
     if not args.quick:
-        works += small_workloads(models, args.bdh_layers)
+        works += small_workloads(models, args.bdh_layers, bdh_specs)
     reps = 1 if args.quick else args.reps
     print(f"seed forward passes: {reps} interleaved round(s) (realistic sizes: {args.small_reps}), medians; "
           f"{args.threads} thread(s) per backend")
-    print(f"{'workload':20s} {'runner':15s} {'median ms':>10s} {'min ms':>9s} {'vs eager':>9s} {'warm-up s':>9s} {'max |diff|':>10s}")
+    print(f"{'workload':20s} {'spec':13s} {'runner':15s} {'median ms':>10s} {'min ms':>9s} {'vs eager':>9s} "
+          f"{'warm-up s':>9s} {'max |diff|':>10s}")
     for work in works:
         rows = measure(work, runners, args.small_reps if work.realistic else reps, args.threads, args.all)
-        base = rows[0][1]
-        for label, med, low, warm, diff in rows:
+        base = rows[0][2]
+        for spec, label, med, low, warm, diff in rows:
             if med is None:
-                print(f"{work.label:20s} {label:15s} {diff if diff.startswith('skipped') else 'failed: ' + diff}")
+                print(f"{work.label:20s} {spec:13s} {label:15s} "
+                      f"{diff if diff.startswith('skipped') else 'failed: ' + diff}")
                 continue
-            print(f"{work.label:20s} {label:15s} {med * 1e3:10.2f} {low * 1e3:9.2f} {base / med:8.2f}x {warm:9.2f} {diff:10.2e}")
+            print(f"{work.label:20s} {spec:13s} {label:15s} {med * 1e3:10.2f} {low * 1e3:9.2f} {base / med:8.2f}x "
+                  f"{warm:9.2f} {diff:10.2e}")
         sys.stdout.flush()
     print("vs eager: the eager PyTorch anchor's median over this runner's (above 1: faster than eager PyTorch); "
           "warm-up: the first run (compile included); max |diff|: against the anchor's outputs")
+
+
+def _forms(text: str) -> str:
+    unknown = set(text.split(",")) - set(FORMS)
+    if unknown or not text:
+        raise argparse.ArgumentTypeError(f"unknown BDH form(s) {', '.join(sorted(unknown)) or repr(text)}; "
+                                         f"choose from {', '.join(FORMS)}")
+    return text
 
 
 def parse(argv=None):
@@ -330,6 +372,8 @@ def parse(argv=None):
     ap.add_argument("--models", default="bdh,ctm,elm", help="comma-separated subset of bdh,ctm,elm")
     ap.add_argument("--skip", default="", help=f"comma-separated runners to leave out: {', '.join(RUNNERS)}")
     ap.add_argument("--bdh-layers", type=int, default=1, help="n_layer of the realistic BDH (default 1)")
+    ap.add_argument("--bdh-forms", default="recurrent,parallel", type=_forms,
+                    help="comma-separated BDH specs to run: recurrent (bdh.nspec), parallel (bdh_parallel.nspec)")
     ap.add_argument("--threads", type=int, default=1, help="threads per backend (torch, ORT, TVM, BLAS)")
     return ap.parse_args(argv)
 

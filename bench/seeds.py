@@ -17,8 +17,8 @@ Workloads: the conformance bundles' tiny configs (their weights and inputs), and
 sizes: BDH n_embd 256, 4 heads, multiplier 32, T 256 (``--bdh-layers``, default 1: the recurrent
 form's cost is linear in depth, and the reference default of 6 takes minutes); CTM with the CIFAR-10 settings of
 SEED_MODELS.md (d_model 256, d_input 64, 16 heads, synch 256/512, random-pairing, T 50, M 15,
-H 64) on a raw 3 x 32 x 32 image (backbone 'none'), with synapse_depth 3 instead of 5 (the spec
-writes the depth-3 U-Net only); ELM with the released NeuronIO weights, T 500 of sparse spikes.
+H 64, synapse_depth 5) on a raw 3 x 32 x 32 image (backbone 'none'); ELM with the released NeuronIO
+weights, T 500 of sparse spikes.
 
 Threads: ``--threads`` (default 1) sets torch's intra-op threads, ONNX Runtime's, TVM's and the
 BLAS pool's; on a loaded 2-core machine torch's default pool alone slows small per-step ops ~50x.
@@ -226,7 +226,7 @@ def small_workloads(models, bdh_layers: int, bdh_specs: tuple[str, ...] = ()) ->
                             {"idx": rng.integers(0, 256, size=(1, 256))}, bdh_torch, realistic=True, specs=bdh_specs))
     if "ctm" in models:
         cfg = dict(iterations=50, d_model=256, d_input=64, heads=16, n_synch_out=256, n_synch_action=512,
-                   synapse_depth=3, memory_length=15, deep_nlms=True, memory_hidden_dims=64, do_layernorm_nlm=False,
+                   synapse_depth=5, memory_length=15, deep_nlms=True, memory_hidden_dims=64, do_layernorm_nlm=False,
                    backbone_type="none", positional_embedding_type="none", out_dims=10, prediction_reshaper=[-1],
                    dropout=0.0, neuron_select_type="random-pairing", n_random_pairing_self=0)
         x = rng.normal(size=(1, 3, 32 * 32)).astype(np.float32)

@@ -49,7 +49,8 @@ class Frame:
     batch: int | None
     plasticity_grad: bool = False
     propagate: str = "auto"       # "dense" | "event" | "auto" (event-driven when no gradient is needed)
-    cache: dict = field(default_factory=dict)  # per-run values of parameters only (by id of their Site)
+    cache: dict = field(default_factory=dict)  # per-run values of parameters only (by id of their Site),
+                                               # and the "parameters" and "constants" tensors by name
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +65,8 @@ class Site:
     dtype: torch.dtype | None     # None for LOOP, whose value is a tuple
     extra: Any = None             # per op: a CONST's buffer name, a LOOP's ``Loop``, the batched einsum
                                   # equation, a SPIKE's surrogate (name, args)
+    once: bool = False            # computed from parameters and constants only: once per run
+    op: str = ""                  # node.op.value, looked up per step (an Enum attribute is slow to read)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +103,22 @@ def _reachable(graph: Graph, roots) -> set[int]:
     return seen
 
 
+def _parameter_only(graph: Graph) -> set[int]:
+    """Nodes whose value depends on parameters and constants only (the same at every step of a run,
+    as parameters change between runs, never during one): ELM's decay factors, a reparameterised
+    weight, an index buffer's concatenation.  Their values are computed at the run's first step."""
+    fixed: set[int] = set()
+    for i, n in enumerate(graph.nodes):
+        if n.op is Op.CONST or (n.op is Op.ARG and n.attr("role") == "param"):
+            fixed.add(i)
+        elif n.op not in _PER_STEP and n.inputs and all(j in fixed for j in n.inputs):
+            fixed.add(i)
+    return fixed
+
+
+_PER_STEP = {Op.ARG, Op.RANDOM, Op.LOOP, Op.ITEM, Op.PROPAGATE}  # never computed once for a whole run
+
+
 def _fail(node: Node, index: int, message: str) -> BackendError:
     return BackendError(f"{node.span}: error: %{index} ({node.op.value}): {message}")
 
@@ -119,6 +138,7 @@ def compile_plan(graph: Graph, consts: dict[str, np.ndarray], unbatched=frozense
     other_roots = [r.node for r in graph.results if not (r.kind == "next" and r.name in local_results)]
     local = _reachable(graph, local_roots) - _reachable(graph, other_roots) if local_roots else set()
     sites, tail = [], []
+    fixed = _parameter_only(graph)
     for i, n in enumerate(graph.nodes):
         if i not in live:
             continue
@@ -135,14 +155,16 @@ def compile_plan(graph: Graph, consts: dict[str, np.ndarray], unbatched=frozense
             # Connectivity read from a constant or a parameter is fixed for a whole run.
             extra = indptr.op is Op.CONST or (indptr.op is Op.ARG and indptr.attr("role") == "param")
         elif n.op is Op.EINSUM:
-            extra = _batched_equation(n.attr("equation"), tuple(flags[j] for j in n.inputs))
+            equation = _batched_equation(n.attr("equation"), tuple(flags[j] for j in n.inputs))
+            extra = (equation, _linear_form(equation))
         elif n.op is Op.SPIKE:
             try:
                 extra = surrogates.resolve(n.attr("surrogate"), n.attr("surrogate_args"))
             except (KeyError, ValueError) as exc:
                 raise _fail(n, i, str(exc).strip("'\"")) from None
         dtype = None if n.op is Op.LOOP else TORCH_DTYPES[n.dtype]
-        site = Site(i, n, tuple(flags[j] for j in n.inputs), flags[i], dtype, extra)
+        once = i in fixed and n.op not in (Op.ARG, Op.CONST)
+        site = Site(i, n, tuple(flags[j] for j in n.inputs), flags[i], dtype, extra, once, n.op.value)
         (tail if i in local else sites).append(site)
     return Plan(graph, flags, tuple(sites), tuple(tail))
 
@@ -184,8 +206,11 @@ def execute(plan: Plan, frame: Frame) -> list:
 
 def _run_sites(sites, vals, frame):
     for s in sites:
+        if s.once and id(s) in frame.cache:
+            vals[s.index] = frame.cache[id(s)]
+            continue
         try:
-            v = RULES[s.node.op](s, [vals[j] for j in s.node.inputs], frame)
+            v = _RULE_OF[s.op](s, [vals[j] for j in s.node.inputs], frame)
         except BackendError:
             raise
         except Exception as exc:  # a runtime failure names the node and the spec line it came from
@@ -193,6 +218,8 @@ def _run_sites(sites, vals, frame):
         if s.dtype is not None and v.dtype != s.dtype:
             v = v.to(s.dtype)
         vals[s.index] = v
+        if s.once:
+            frame.cache[id(s)] = v
 
 
 # ---------------------------------------------------------------- batching helpers
@@ -321,9 +348,24 @@ def _batched_equation(equation: str, bs: tuple[bool, ...]) -> str:
     return f"{lhs}->{letter}{out}"
 
 
+def _linear_form(equation: str) -> bool:
+    """Whether ``equation`` is ``...i,oi->...o`` (x W^T over x's last axis): F.linear, which skips
+    einsum's parsing and path search, a large share of a small per-step product's time."""
+    lhs, out = equation.split("->")
+    terms = lhs.split(",")
+    if len(terms) != 2 or len(terms[1]) != 2:
+        return False
+    (x, (o, i)) = terms
+    prefix = x[:-1]
+    return (x[-1:] == i and o != i and out == prefix + o and len(set(x + o)) == len(x) + 1)
+
+
 def _einsum(s, xs, frame):
-    xs = [x.to(s.dtype) for x in xs]
-    return torch.einsum(s.extra, *xs)
+    xs = [x if x.dtype == s.dtype else x.to(s.dtype) for x in xs]
+    equation, linear = s.extra
+    if linear:
+        return torch.nn.functional.linear(xs[0], xs[1])
+    return torch.einsum(equation, *xs)
 
 
 def _reshape(s, xs, frame):
@@ -568,6 +610,7 @@ RULES: dict[Op, Callable] = {
     Op.LOOP: _loop,
     Op.ITEM: _item,
 }
+_RULE_OF = {op.value: rule for op, rule in RULES.items()}  # by the op's string: an Enum hashes in Python
 
 
 def evaluate(graph: Graph, env: dict[str, Any], batch: int | None = None) -> dict[tuple[str, str], torch.Tensor]:
@@ -766,12 +809,15 @@ class ProgramModule(nn.Module):
         """
         low = self._nspec
         batch = next((x.shape[0] for x in list(state.values()) + list(inputs.values())), 1)
-        args = self.param_values()
+        cache = {} if cache is None else cache
+        if "parameters" not in cache:  # module lookups are slow next to a small step: once per run
+            cache["parameters"] = self.param_values()
+            cache["constants"] = dict(self._nspec_consts.named_buffers())
+        args = dict(cache["parameters"])
         args.update(state)
         args.update(inputs)
         o = low.options
-        frame = Frame(args, dict(self._nspec_consts.named_buffers()), batch, o["plasticity_grad"], o["propagate"],
-                      {} if cache is None else cache)
+        frame = Frame(args, cache["constants"], batch, o["plasticity_grad"], o["propagate"], cache)
         vals = execute(low.step, frame)
         flags = low.step.flags
         results = {name: _batched(vals[node], flags[node], batch) for name, node in low.result_nodes.items()}

@@ -829,3 +829,43 @@ def test_authors_state_dict_loads_strictly_and_reproduces_their_outputs(bundle, 
     loss.backward()
     grads = [p.grad for p in module.parameters()]
     assert all(g is not None for g in grads) and sum(float(g.abs().sum()) for g in grads) > 0
+
+
+# ---------------------------------------------------------------- work done once per run
+ONCE_SPEC = """
+system Leaky {
+  in x: f32[3]
+  out y: f32[3]
+  param tau: f32[3] = 5 bounded(1, 20) via sigmoid
+  state v: f32[3] = 0
+  let kappa = exp(-1 / tau)
+  y = kappa * v + x
+  next v = kappa * v + x
+}
+"""
+
+
+def test_parameter_only_values_are_computed_once_per_run(tmp_path, monkeypatch):
+    """kappa = exp(-1 / tau) depends on a parameter only: one EXP per run, not one per step; a new run
+    (here with other weights) computes it again, and the outputs equal the reference's."""
+    import nspec
+
+    path = tmp_path / "leaky.nspec"
+    path.write_text(ONCE_SPEC)
+    model = nspec.load(path)
+    calls = []
+    exp_rule = tt._RULE_OF["exp"]
+    monkeypatch.setitem(tt._RULE_OF, "exp", lambda s, xs, frame: calls.append(1) or exp_rule(s, xs, frame))
+    x = np.ones((2, 7, 3), np.float32)
+    for raw in (0.0, 1.5):
+        model.load_weights({"tau": np.full(3, raw, np.float32)})
+        calls.clear()
+        got = model.run({"x": x}, batch=2, backend="torch")["y"]
+        assert len(calls) == 1
+        np.testing.assert_allclose(got, model.run({"x": x}, batch=2, backend="reference")["y"], rtol=1e-6)
+
+
+def test_linear_shaped_einsums_take_the_linear_kernel():
+    assert tt._linear_form("ai,oi->ao") and tt._linear_form("i,oi->o") and tt._linear_form("bti,oi->bto")
+    assert not tt._linear_form("ai,io->ao") and not tt._linear_form("ai,oi->oa") and not tt._linear_form("ii,oi->o")
+    assert not tt._linear_form("ai,aoi->ao") and not tt._linear_form("ai,bi,ci->abc")

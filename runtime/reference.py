@@ -616,17 +616,28 @@ def initialize(program: Program, batch: int, seed: int,
 
     param_roots, state_roots = roots(program.params), roots(program.states)
     param_nodes = _reachable(init, param_roots.values())
-    pvals = Plan(init, frozenset(init.args()), param_nodes).run(Context({}, None, np.random.default_rng(seed)))
+    state_nodes = _reachable(init, state_roots.values()) - param_nodes
+    drawn = param_nodes
+    if params is not None:
+        # Loaded weights replace every parameter, so only the parameter-graph nodes the states read
+        # are needed (drawing a large model's initial weights again costs more than its forward).
+        # Random ones keep the full draw: their values depend on every draw before them.
+        shared = _reachable(init, {j for i in state_nodes for j in init.nodes[i].inputs if j in param_nodes}
+                            | {r for r in state_roots.values() if r in param_nodes})
+        if not any(init.nodes[i].op is Op.RANDOM for i in shared):
+            drawn = shared
+    pvals = Plan(init, frozenset(init.args()), drawn).run(Context({}, None, np.random.default_rng(seed)))
     loaded = params
-    params = {v.name: _as_var(pvals[param_roots[v.name]], v) for v in program.params}
-    if loaded is not None:
+    if loaded is None:
+        params = {v.name: _as_var(pvals[param_roots[v.name]], v) for v in program.params}
+    else:
         params = {v.name: _as_var(np.asarray(loaded[v.name]), v) for v in program.params}
         # States read parameters through ARG nodes only: a constant node a state shares with a
         # parameter's initialiser keeps its own value.
-        pvals = {i: pvals[i] for i in param_nodes if init.nodes[i].op is not Op.ARG}
+        pvals = {i: pvals[i] for i in drawn if init.nodes[i].op is not Op.ARG}
 
-    state_plan = Plan(init, frozenset(init.args()), _reachable(init, state_roots.values()) - param_nodes)
-    preset = {i: pvals[i] for i in param_nodes}
+    state_plan = Plan(init, frozenset(init.args()), state_nodes)
+    preset = {i: pvals[i] for i in drawn if loaded is None or i in pvals}
     trials = [state_plan.run(Context(dict(params), None, np.random.default_rng([seed, b])), preset)
               for b in range(batch)]
     states = {}

@@ -144,3 +144,36 @@ system Osc {
     whole = m.run(steps=2500)["y"]
     chunked = m.run(steps=2500, progress=True)["y"]
     np.testing.assert_array_equal(whole, chunked)
+
+
+def test_initial_states_with_loaded_weights_skip_no_draw_they_need(tmp_path):
+    """With loaded weights the parameters' initial draws are skipped unless a state reads them; the
+    states are the ones the full draw gives: a learned start state follows its (loaded) parameter,
+    a random state keeps its own stream, a state built on a parameter's constant keeps that constant."""
+    from nspec.runtime.reference import initialize
+
+    p = tmp_path / "init.nspec"
+    p.write_text("""
+system S {
+  in x: f32[3]
+  out y: f32[3]
+  param W: f32[3, 3] = normal(0, 1)
+  param start: f32[3] = uniform(-1, 1)
+  param scale: f32[3] = 2.5
+  state v: f32[3] = start
+  state u: f32[3] = normal(0, 1)
+  state w: f32[3] = 2.5 * ones([3])
+  y = x @ W + v + u + w * scale
+  next v = v
+  next u = u
+  next w = w
+}
+""")
+    program = nspec.load(p).program
+    drawn, full_states = initialize(program, 3, 11)
+    loaded = {k: v + 1 for k, v in drawn.items()}
+    params, states = initialize(program, 3, 11, loaded)
+    assert all(np.array_equal(params[k], loaded[k]) for k in loaded)
+    np.testing.assert_array_equal(states["v"], np.broadcast_to(loaded["start"], (3, 3)))
+    np.testing.assert_array_equal(states["u"], full_states["u"])
+    np.testing.assert_array_equal(states["w"], full_states["w"])

@@ -602,7 +602,8 @@ class Emitter:
 
     # -- loops
     def foreach(self, shape):
-        """Loops over ``shape`` (CPU: a nest; CUDA: block-strided over the flattened shape)."""
+        """Loops over ``shape`` (CPU: one flat loop over the leading axes, one over the last; CUDA:
+        block-strided over the flattened shape)."""
         _, tirx, _, T = _tvm()
         stack = contextlib.ExitStack()
         if not shape:
@@ -618,8 +619,9 @@ class Emitter:
             stack.enter_context(T.If(flat < size))
             stack.enter_context(T.Then())
             return stack, _unflatten(flat, shape)
-        idx = tuple(stack.enter_context(T.serial(0, d)) for d in shape)
-        return stack, idx
+        # the leading axes as one flat loop, the last as its own (see vloop: no short nests)
+        row = stack.enter_context(T.serial(0, int(np.prod(shape[:-1]))))
+        return stack, _unflatten(row, shape[:-1]) + (stack.enter_context(T.serial(0, shape[-1])),)
 
     def vectorized(self, shape) -> bool:
         return self.opts.device != "cuda" and bool(shape) and shape[-1] >= VECTOR_LANES
@@ -635,9 +637,13 @@ class Emitter:
             with stack:
                 fn(idx, None)
             return
-        d = shape[-1]
-        with contextlib.ExitStack() as stack:
-            outer = tuple(stack.enter_context(T.serial(0, e)) for e in shape[:-1])
+        # The leading axes run as one flat loop (same iteration order as the nest): LLVM fully
+        # unrolls a nest of short constant-trip loops around the vector loop when their product
+        # is just small enough (a ReLU over [4, 16, 512] became 512 straight-line vector ops and
+        # took 3.6 s to compile, against 0.2 s at [4, 15, 512] or as one loop of 64 rows).
+        d, rows = shape[-1], int(np.prod(shape[:-1]))
+        with T.serial(0, rows) as row:
+            outer = _unflatten(row, shape[:-1])
             with T.serial(0, d // lanes) as io:
                 with T.vectorized(0, lanes) as ii:
                     fn(outer + (io * lanes + ii,), ii)

@@ -1058,13 +1058,17 @@ def _k_einsum(em: Emitter, graph: Graph, i: int, vals, plan: Plan):
                 env.update({c: s.enter_context(T.serial(0, sizes[c])) for c in red})
                 out.store(idx, out.load(idx) + product(env))
         return
-    # CPU template: the last output axis innermost and reductions outside it, so the inner loop
-    # is an axpy over contiguous memory that LLVM vectorises
     work = int(np.prod([sizes[c] for c in sizes]))
     for k, term in enumerate(terms):
         packed = _pack_for_axpy(em, term, rhs[-1], graph.nodes[n.inputs[k]], xs[k], work)
         if packed is not None:
             terms[k], xs[k] = packed
+    if _is_float(dt) and all(t.count(rhs[-1]) == 0 or (t[-1] == rhs[-1] and t.count(rhs[-1]) == 1)
+                             for t in terms):
+        _einsum_tiles(em, rhs, red, sizes, dt, out, product)
+        return
+    # CPU template where an operand is read along the last output axis with a stride: that axis
+    # innermost and reductions outside it, an axpy over the output that LLVM vectorises
     stack, idx = em.foreach(n.shape)
     with stack:
         out.store(idx, _imm(0, dt))
@@ -1074,6 +1078,93 @@ def _k_einsum(em: Emitter, graph: Graph, i: int, vals, plan: Plan):
         env[rhs[-1]] = s.enter_context(T.serial(0, sizes[rhs[-1]]))
         oidx = tuple(env[c] for c in rhs)
         out.store(oidx, out.load(oidx) + product(env))
+
+
+TILE_ROWS = 6     # output rows of one register tile
+TILE_VECTORS = 1  # VECTOR_LANES-wide column vectors of one tile: 6 x 16 floats = 12 AVX2 registers
+TILE_DEPTH = 256  # reduction steps per pass over the output, so a tile's operand panels stay in cache
+
+
+def _einsum_tiles(em: Emitter, rhs: str, red: list[str], sizes: dict, dt: str, out, product):
+    """The CPU einsum as register tiles: TILE_ROWS output rows (letter ``rhs[-2]``) by
+    TILE_VECTORS x VECTOR_LANES columns (``rhs[-1]``, contiguous in every operand that has it)
+    accumulate in a local buffer LLVM keeps in registers while the reduction runs, then are
+    stored.  Column blocks run outside row blocks, so an operand's panel of columns stays in
+    cache across the rows; a long reduction (its letters flattened, in their loop order) runs
+    in passes of TILE_DEPTH steps over the whole output, each pass resuming from the stored
+    partial sums.  Remainders: a narrower block of whole vectors, then one column at a time;
+    fewer rows.  Each output element still starts at 0 and adds the products in the reduction
+    letters' loop order, as the reference does, so strict mode (no FMA) gives the same bits."""
+    _, tirx, _, T = _tvm()
+    lanes = VECTOR_LANES
+    col = rhs[-1]
+    row = rhs[-2] if len(rhs) > 1 else None
+    n_rows = sizes[row] if row else 1
+    n_cols = sizes[col]
+    red_shape = tuple(sizes[c] for c in red)
+    depth = int(np.prod(red_shape))
+    acc = T.decl_buffer((TILE_ROWS, TILE_VECTORS * lanes), dt, scope="local")
+
+    def tile(outer: dict, r0, rows: int, c0, vectors: int, width: int, k0, steps: int, first):
+        """One block: ``rows`` rows from ``r0`` by ``vectors`` runs of ``width`` columns from
+        ``c0``, reduction steps ``k0`` .. ``k0 + steps``; ``first``: whether k0 is 0."""
+        def cells(fn):
+            for r in range(rows):
+                for v in range(vectors):
+                    if width == 1:
+                        fn(r, c0 + v, (r, v))
+                    else:
+                        with T.vectorized(0, width) as lane:
+                            fn(r, c0 + v * width + lane, (r, v * width + lane))
+
+        def at(r, c):
+            env = dict(outer)
+            env[col] = c
+            if row:
+                env[row] = r0 + r
+            return env
+
+        def oidx(r, c):
+            return tuple(at(r, c)[ch] for ch in rhs)
+
+        cells(lambda r, c, a: T.buffer_store(
+            acc, _imm(0, dt) if first is True else out.load(oidx(r, c)) if first is False
+            else tirx.Select(first, _imm(0, dt), out.load(oidx(r, c))), list(a)))
+        with T.serial(k0, k0 + steps) as k:
+            reduce = dict(zip(red, _unflatten(k, red_shape)))
+            cells(lambda r, c, a: T.buffer_store(
+                acc, tirx.BufferLoad(acc, list(a)) + product({**at(r, c), **reduce}), list(a)))
+        cells(lambda r, c, a: out.store(oidx(r, c), tirx.BufferLoad(acc, list(a))))
+
+    def blocks(k0, steps: int, first):
+        stack, idx = em.foreach(tuple(sizes[c] for c in rhs[:-2]))
+        with stack:
+            outer = dict(zip(rhs[:-2], idx))
+
+            def row_blocks(c0, vectors: int, width: int):
+                if n_rows >= TILE_ROWS:
+                    with T.serial(0, n_rows // TILE_ROWS) as rb:
+                        tile(outer, rb * TILE_ROWS, TILE_ROWS, c0, vectors, width, k0, steps, first)
+                if n_rows % TILE_ROWS:
+                    tile(outer, n_rows - n_rows % TILE_ROWS, n_rows % TILE_ROWS, c0, vectors, width, k0, steps, first)
+
+            block = TILE_VECTORS * lanes
+            if n_cols >= block:
+                with T.serial(0, n_cols // block) as cb:
+                    row_blocks(cb * block, TILE_VECTORS, lanes)
+            if n_cols % block >= lanes:
+                row_blocks(n_cols - n_cols % block, n_cols % block // lanes, lanes)
+            if n_cols % lanes:
+                with T.serial(n_cols - n_cols % lanes, n_cols) as c:
+                    row_blocks(c, 1, 1)
+
+    if depth <= TILE_DEPTH:
+        blocks(0, depth, True)
+        return
+    with T.serial(0, depth // TILE_DEPTH) as kp:
+        blocks(kp * TILE_DEPTH, TILE_DEPTH, kp == 0)
+    if depth % TILE_DEPTH:
+        blocks(depth - depth % TILE_DEPTH, depth % TILE_DEPTH, False)
 
 
 PACK_REUSE = 8  # pack an operand when the contraction reads each of its elements at least this often

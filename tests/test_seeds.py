@@ -325,3 +325,18 @@ def test_spec_declares_exactly_the_reference_state_dict_keys(model, changes):
     model_ = nspec.load(SEEDS / f"{model}.nspec", **hyper)
     shapes = {p.key: tuple(p.shape) for p in model_.program.params}
     assert shapes == {k: tuple(v.shape) for k, v in sd.items()}
+
+
+@pytest.mark.parametrize("model", ["elm", "elm_v2"])
+def test_learn_memory_tau_decides_whether_tau_m_is_trained(model):
+    """As the reference's requires_grad: _proto_tau_m is a trained parameter only with learn_memory_tau,
+    otherwise a buffer (still loaded from the state_dict by its key)."""
+    import nspec
+
+    for learn in (True, False):
+        module = nspec.load(SEEDS / f"{model}.nspec", num_input=6, num_output=2, num_memory=4,
+                            learn_memory_tau=learn).to_torch()
+        trained = dict(module.named_parameters())
+        assert ("_proto_tau_m" in trained) is learn
+        assert "_proto_tau_m" in module.state_dict()
+        assert "_proto_w_s" in trained and "tau_s" not in trained and "tau_b" not in trained

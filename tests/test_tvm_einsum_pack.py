@@ -36,10 +36,13 @@ def _cache_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("NSPEC_CACHE_DIR", str(tmp_path / "cache"))
 
 
-def einsum_program(equation: str, shapes, roles) -> Program:
-    """One step graph: ``y = einsum(equation, a, b)`` over two arguments of the given roles."""
+def einsum_program(equation: str, shapes, roles, relu: bool = False) -> Program:
+    """One step graph: ``y = einsum(equation, a, b)`` over two arguments of the given roles
+    (``a`` through a ReLU when ``relu``)."""
     b = GraphBuilder()
     args = [b.arg(name, role, F32, shape) for name, role, shape in zip("ab", roles, shapes)]
+    if relu:
+        args[0] = b.add(Op.RELU, (args[0],), F32, shapes[0])
     sizes = {c: d for term, shape in zip(equation.split("->")[0].split(","), shapes) for c, d in zip(term, shape)}
     out_shape = tuple(sizes[c] for c in equation.split("->")[1])
     b.result("y", "output", b.add(Op.EINSUM, tuple(args), F32, out_shape, (("equation", equation),)))

@@ -17,10 +17,10 @@ import itertools
 import numpy as np
 import pytest
 
-from nspec.compiler import ir
-from nspec.compiler.ir import DType, GraphBuilder, Op, Program, Var
+from nspec.compiler.ir import DType
 from nspec.lowering import to_relax, tvm_tir
 from nspec.runtime.executor import RunRequest
+from test_tvm_einsum_pack import einsum_program, operands
 
 F32 = DType.f32
 SIZES = (1, 15, 16, 17, 33)
@@ -31,29 +31,9 @@ def _cache_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("NSPEC_CACHE_DIR", str(tmp_path / "cache"))
 
 
-def einsum_program(equation: str, shapes, roles, relu: bool = False) -> Program:
-    """One step graph: ``y = einsum(equation, a, b)`` (``a`` through a ReLU when ``relu``)."""
-    b = GraphBuilder()
-    args = [b.arg(name, role, F32, shape) for name, role, shape in zip("ab", roles, shapes)]
-    if relu:
-        args[0] = b.add(Op.RELU, (args[0],), F32, shapes[0])
-    sizes = {c: d for term, shape in zip(equation.split("->")[0].split(","), shapes) for c, d in zip(term, shape)}
-    out_shape = tuple(sizes[c] for c in equation.split("->")[1])
-    b.result("y", "output", b.add(Op.EINSUM, tuple(args), F32, out_shape, (("equation", equation),)))
-    params = [Var(n, F32, s) for n, r, s in zip("ab", roles, shapes) if r == "param"]
-    inputs = [Var(n, F32, s) for n, r, s in zip("ab", roles, shapes) if r == "input"]
-    p = Program("einsum", b.build(), ir.Graph((), ()), tuple(params), (), tuple(inputs),
-                (Var("y", F32, out_shape),), (), dt=1.0)
-    ir.verify_program(p)
-    return p
-
-
 def run(equation, shapes, roles, batch, rng, **options):
     """(TVM's outputs [B, 1, ...], per-trial operand lists)."""
-    values = {}
-    for name, role, shape in zip("ab", roles, shapes):
-        lead = (batch, 1) if role == "input" else ()
-        values[name] = rng.normal(size=lead + tuple(shape)).astype(np.float32)
+    values = operands(shapes, roles, batch, rng)
     params = {n: values[n] for n, r in zip("ab", roles) if r == "param"}
     inputs = {n: values[n] for n, r in zip("ab", roles) if r == "input"}
     ex = to_relax.TvmExecutor(einsum_program(equation, shapes, roles), progress=False, cache=False, **options)

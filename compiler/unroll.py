@@ -38,12 +38,17 @@ def member_name(family: str, index) -> str:
     return f"{family}[{index}]"
 
 
+def _member(n: A.Node) -> bool:
+    """Whether ``n`` declares a family member (``let h[k]``, ``param W[k]``)."""
+    return isinstance(n, (A.Let, A.Param)) and n.index is not None
+
+
 def resolve_structure(decl: A.SystemDecl, lookup: Lookup, builder: Callable[[Lookup], ExprBuilder]) -> A.SystemDecl:
     """``decl`` without ``if``, ``for`` or indexed declarations (see the module docstring).
 
     ``lookup`` finds template arguments, hyperparameters and constants; ``builder`` makes an
     ExprBuilder (which reports located errors) for a lookup."""
-    if not any(isinstance(n, (A.If, A.For)) or getattr(n, "index", None) is not None or
+    if not any(isinstance(n, (A.If, A.For)) or _member(n) or
                (isinstance(n, A.Param) and n.key is not None and "{" in n.key) for n in A.walk(decl)):
         return decl
     runtime = {n.name for n in A.walk(decl) if isinstance(n, _DECLARING)}
@@ -143,7 +148,7 @@ class _Unroller:
     def check_repeatable(self, body, loop: A.For) -> None:
         """A name declared by a loop's body without an index would be declared once per pass."""
         for d in body:
-            if isinstance(d, _DECLARING) and getattr(d, "index", None) is None:
+            if isinstance(d, _DECLARING) and not _member(d):
                 what = {A.Let: "let", A.Param: "param"}.get(type(d))
                 hint = (f"; make it a family member, '{what} {d.name}[{loop.var}]'" if what else
                         "; declare it outside the loop")
@@ -197,9 +202,9 @@ class _Unroller:
     def families(self, body) -> dict[str, set]:
         """Family name -> its member indices; indexed declarations renamed in place."""
         members: dict[str, dict[object, A.Stmt]] = {}
-        plain = {s.name: s for s in body if isinstance(s, _DECLARING) and getattr(s, "index", None) is None}
+        plain = {s.name: s for s in body if isinstance(s, _DECLARING) and not _member(s)}
         for s in body:
-            if getattr(s, "index", None) is None:
+            if not _member(s):
                 continue
             k = self.index(s.index, s.name)
             if s.name in plain:
@@ -234,7 +239,7 @@ class _Unroller:
                                     f"like {member_name(n.id, min(families[n.id]))}")
             return n
 
-        if getattr(s, "index", None) is not None:
+        if _member(s):
             s = replace(s, name=member_name(s.name, self.index(s.index, s.name)), index=None)
         return _rebuild(s, visit)
 

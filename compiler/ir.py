@@ -182,6 +182,17 @@ class Graph:
         """Path -> index of its ARG node."""
         return {n.attr("name"): i for i, n in enumerate(self.nodes) if n.op is Op.ARG}
 
+    def reachable(self, roots) -> set[int]:
+        """The nodes ``roots`` depend on, the roots included."""
+        seen: set[int] = set()
+        todo = list(roots)
+        while todo:
+            i = todo.pop()
+            if i not in seen:
+                seen.add(i)
+                todo.extend(self.nodes[i].inputs)
+        return seen
+
 
 @dataclass(frozen=True, slots=True)
 class Var:

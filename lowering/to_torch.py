@@ -92,17 +92,6 @@ class Loop:
     until_node: int | None
 
 
-def _reachable(graph: Graph, roots) -> set[int]:
-    seen: set[int] = set()
-    todo = list(roots)
-    while todo:
-        i = todo.pop()
-        if i not in seen:
-            seen.add(i)
-            todo.extend(graph.nodes[i].inputs)
-    return seen
-
-
 def _parameter_only(graph: Graph) -> set[int]:
     """Nodes whose value depends on parameters and constants only (the same at every step of a run,
     as parameters change between runs, never during one): ELM's decay factors, a reparameterised
@@ -133,10 +122,10 @@ def compile_plan(graph: Graph, consts: dict[str, np.ndarray], unbatched=frozense
     flags = tuple(batched(graph, unbatched))
     if roots is None:
         roots = [r.node for r in graph.results]
-    live = _reachable(graph, roots)
+    live = graph.reachable(roots)
     local_roots = [r.node for r in graph.results if r.kind == "next" and r.name in local_results]
     other_roots = [r.node for r in graph.results if not (r.kind == "next" and r.name in local_results)]
-    local = _reachable(graph, local_roots) - _reachable(graph, other_roots) if local_roots else set()
+    local = graph.reachable(local_roots) - graph.reachable(other_roots) if local_roots else set()
     sites, tail = [], []
     fixed = _parameter_only(graph)
     for i, n in enumerate(graph.nodes):
@@ -743,7 +732,7 @@ class ProgramModule(nn.Module):
             r = init.result(v.name, "value")
             if r is None:
                 continue
-            cone = _reachable(init, [r.node])
+            cone = init.reachable([r.node])
             nodes = [init.nodes[i] for i in cone]
             if any(n.op not in RULES or (n.op is Op.ARG and n.attr("name") not in params) for n in nodes):
                 continue

@@ -473,16 +473,6 @@ def plan_graph(graph: Graph, roots: list[int], flags: list[bool], accumulate: bo
     return Plan(frozenset(live), level, frozenset(stored), frozenset(masks), tuple(order), tuple(flags), accum)
 
 
-def _ancestors(graph: Graph, node: int) -> set[int]:
-    seen, stack = set(), [node]
-    while stack:
-        i = stack.pop()
-        if i not in seen:
-            seen.add(i)
-            stack.extend(graph.nodes[i].inputs)
-    return seen
-
-
 def in_place_ok(graph: Graph, plan: Plan, arg: int, nxt: int, end_readers: set[int]) -> bool:
     """May ``nxt`` (the next value of the state read by ARG ``arg``) be stored over that state
     while the step runs?  Only if every read of the old value happens earlier, or in the same
@@ -490,7 +480,7 @@ def in_place_ok(graph: Graph, plan: Plan, arg: int, nxt: int, end_readers: set[i
     n = graph.nodes[nxt]
     if nxt not in plan.stored or n.op not in FUSIBLE or arg in end_readers:
         return False
-    if any(arg in _ancestors(graph, r) for r in end_readers):
+    if any(arg in graph.reachable([r]) for r in end_readers):
         return False  # an output or record reading the old value is copied out after the step
     pos = {}
     for k, item in enumerate(plan.order):

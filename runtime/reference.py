@@ -578,17 +578,6 @@ def evaluate(graph: Graph, env: dict[str, np.ndarray], batch: int | None = None,
     return {(r.name, r.kind): vals[r.node] for r in graph.results}
 
 
-def _reachable(graph: Graph, roots) -> set[int]:
-    seen: set[int] = set()
-    todo = list(roots)
-    while todo:
-        i = todo.pop()
-        if i not in seen:
-            seen.add(i)
-            todo.extend(graph.nodes[i].inputs)
-    return seen
-
-
 def _as_var(value, var) -> np.ndarray:
     return np.array(np.broadcast_to(value, var.shape), dtype=var.dtype.numpy)
 
@@ -615,15 +604,15 @@ def initialize(program: Program, batch: int, seed: int,
         return out
 
     param_roots, state_roots = roots(program.params), roots(program.states)
-    param_nodes = _reachable(init, param_roots.values())
-    state_nodes = _reachable(init, state_roots.values()) - param_nodes
+    param_nodes = init.reachable(param_roots.values())
+    state_nodes = init.reachable(state_roots.values()) - param_nodes
     drawn = param_nodes
     if params is not None:
         # Loaded weights replace every parameter, so only the parameter-graph nodes the states read
         # are needed (drawing a large model's initial weights again costs more than its forward).
         # Random ones keep the full draw: their values depend on every draw before them.
-        shared = _reachable(init, {j for i in state_nodes for j in init.nodes[i].inputs if j in param_nodes}
-                            | {r for r in state_roots.values() if r in param_nodes})
+        shared = init.reachable({j for i in state_nodes for j in init.nodes[i].inputs if j in param_nodes}
+                                | {r for r in state_roots.values() if r in param_nodes})
         if not any(init.nodes[i].op is Op.RANDOM for i in shared):
             drawn = shared
     pvals = Plan(init, frozenset(init.args()), drawn).run(Context({}, None, np.random.default_rng(seed)))

@@ -183,3 +183,15 @@ def test_print_graph_nests_loop_bodies():
     next h = %1
 %2 = item(%1) index=0 : f32[scalar]
 output h = %2"""
+
+
+def test_reachable_is_the_roots_and_everything_they_read():
+    b = GraphBuilder()
+    x = b.arg("x", "input", DType.f32, ())
+    y = b.arg("y", "input", DType.f32, ())
+    s = b.add(Op.ADD, (x, x), DType.f32, ())
+    e = b.add(Op.EXP, (y,), DType.f32, ())
+    g = b.build()
+    assert g.reachable([s]) == {s, x}
+    assert g.reachable([s, e]) == {s, x, e, y}
+    assert g.reachable([]) == set()

@@ -23,18 +23,6 @@ from ..ir import DType, Graph, GraphBuilder, IRError, Monitor, Op, Program, Var,
 from ..systems import BoxIR, Composite, PortSig, Primitive, WireIR
 
 
-def _ancestors(graph: Graph, targets: list[int]) -> list[int]:
-    seen: set[int] = set()
-    stack = list(targets)
-    while stack:
-        i = stack.pop()
-        if i in seen:
-            continue
-        seen.add(i)
-        stack.extend(graph.nodes[i].inputs)
-    return sorted(seen)
-
-
 def _path(prefix: str, name: str) -> str:
     return f"{prefix}/{name}" if prefix else name
 
@@ -99,7 +87,7 @@ class _Inliner:
     def inline(self, box: BoxIR, targets: list[int]) -> list[int]:
         prim = self.flat[box.name]
         memo = self.memo[box.name]
-        for i in _ancestors(prim.step, targets):
+        for i in sorted(prim.step.reachable(targets)):
             if i in memo:
                 continue
             n = prim.step.nodes[i]
@@ -243,7 +231,7 @@ def _merge_inits(system: Composite, flat: dict[str, Primitive]) -> Graph:
                 continue
             done.add(full)
             wanted.append((full, r))
-        for i in _ancestors(init, [r.node for _, r in wanted]):
+        for i in sorted(init.reachable([r.node for _, r in wanted])):
             n = init.nodes[i]
             if n.op is Op.ARG:
                 memo[i] = g.arg(_path(box.param_prefix, n.attr("name")), n.attr("role"), n.dtype, n.shape, n.span)

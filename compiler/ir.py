@@ -40,131 +40,45 @@ unused (``f32``, ``()``); each ``ITEM`` has the real ones.
 
 from __future__ import annotations
 
-import enum
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from nspec.dsl.diagnostics import Span, UNKNOWN_SPAN
 
-
-class DType(enum.Enum):
-    f32 = "f32"
-    f64 = "f64"
-    i32 = "i32"
-    i64 = "i64"
-    bool = "bool"
-
-    @property
-    def numpy(self):
-        return np.dtype({"f32": "float32", "f64": "float64", "i32": "int32", "i64": "int64", "bool": "bool"}[self.value])
-
-    @property
-    def is_float(self) -> bool:
-        return self in (DType.f32, DType.f64)
-
-
-class Op(enum.Enum):
-    """Every operation of the IR.  Each backend has one rule per member (tests check that)."""
-
-    # -- leaves
-    CONST = "const"          # attrs: value (np.ndarray)
-    ARG = "arg"              # attrs: name, role in {param, state, input}
-    # -- elementwise arithmetic (numpy broadcasting on per-sample shapes)
-    ADD = "add"
-    SUB = "sub"
-    MUL = "mul"
-    DIV = "div"
-    POW = "pow"
-    MOD = "mod"
-    MAXIMUM = "maximum"
-    MINIMUM = "minimum"
-    NEG = "neg"
-    # -- elementwise functions
-    ABS = "abs"
-    EXP = "exp"
-    LOG = "log"
-    SQRT = "sqrt"
-    TANH = "tanh"
-    SIGMOID = "sigmoid"
-    RELU = "relu"
-    SILU = "silu"
-    SOFTPLUS = "softplus"
-    SIN = "sin"
-    COS = "cos"
-    FLOOR = "floor"
-    # -- comparison and logic (results are bool)
-    LT = "lt"
-    LE = "le"
-    GT = "gt"
-    GE = "ge"
-    EQ = "eq"
-    NE = "ne"
-    AND = "and"
-    OR = "or"
-    NOT = "not"
-    WHERE = "where"          # where(cond, a, b)
-    CAST = "cast"            # to the node's dtype
-    # -- spikes: heaviside(x) as float, with the surrogate used for gradients
-    SPIKE = "spike"          # attrs: surrogate (name), surrogate_args (tuple)
-    # -- reductions over axes (attrs: axes, keepdims), normalisations over the last axis
-    SUM = "sum"
-    MEAN = "mean"
-    MAX = "max"
-    MIN = "min"
-    ARGMAX = "argmax"        # attrs: axis
-    SOFTMAX = "softmax"      # attrs: axis
-    LOGSUMEXP = "logsumexp"  # attrs: axis
-    LAYERNORM = "layernorm"  # attrs: eps; inputs: x [, weight, bias]
-    # -- contractions
-    EINSUM = "einsum"        # attrs: equation (per sample, explicit output)
-    # -- shape and indexing
-    RESHAPE = "reshape"      # to the node's shape
-    TRANSPOSE = "transpose"  # attrs: perm
-    BROADCAST = "broadcast"  # to the node's shape
-    CONCAT = "concat"        # attrs: axis
-    SLICE = "slice"          # attrs: starts, stops, steps (one per axis)
-    GATHER = "gather"        # gather(x, idx) along attrs.axis (take)
-    SCATTER_ADD = "scatter_add"  # scatter_add(base, idx, values) along attrs.axis
-    # -- synaptic propagation: post[j] = sum over pre i with spikes[i] of w[k] for k in row i
-    PROPAGATE = "propagate"  # inputs: spikes[n_pre], indptr, indices, weights ([nnz] or one shared scalar); attrs: n_post
-    # -- time structure
-    LOOP = "loop"            # see "Loops" in the module docstring
-    ITEM = "item"            # attrs: index; the index-th value of a LOOP
-    # -- initialisation only (run on the host by the reference interpreter, never in a step graph)
-    RANDOM = "random"        # attrs: dist in {uniform, normal, orthogonal}; inputs: two scalars (lo, hi | mean, std)
-
-
-ELEMENTWISE_BINARY = {Op.ADD, Op.SUB, Op.MUL, Op.DIV, Op.POW, Op.MOD, Op.MAXIMUM, Op.MINIMUM,
-                      Op.LT, Op.LE, Op.GT, Op.GE, Op.EQ, Op.NE, Op.AND, Op.OR}
-ELEMENTWISE_UNARY = {Op.NEG, Op.ABS, Op.EXP, Op.LOG, Op.SQRT, Op.TANH, Op.SIGMOID, Op.RELU, Op.SILU,
-                     Op.SOFTPLUS, Op.SIN, Op.COS, Op.FLOOR, Op.NOT, Op.CAST, Op.SPIKE}
-REDUCTIONS = {Op.SUM, Op.MEAN, Op.MAX, Op.MIN}
-INIT_ONLY = {Op.RANDOM}  # backends lower step graphs only; init graphs run on the host
+from .ops import (ELEMENTWISE_BINARY, ELEMENTWISE_UNARY, INIT_ONLY, REDUCTIONS, Attrs, DType, IRError, LoopAttrs, Op,
+                  ResultKind, Role, SignatureError, infer, make_attrs)
 
 
 @dataclass(frozen=True, slots=True)
 class Node:
+    """One operation: its inputs (indices of earlier nodes), its result type and its attribute
+    record (``ops.SIGNATURES[op].attrs``; (name, value) pairs given here become that record)."""
+
     op: Op
     inputs: tuple[int, ...]
     dtype: DType
     shape: tuple[int, ...]
-    attrs: tuple[tuple[str, Any], ...] = ()
+    attrs: Attrs = ()
     span: Span = UNKNOWN_SPAN
 
+    def __post_init__(self):
+        if not isinstance(self.attrs, Attrs):
+            object.__setattr__(self, "attrs", make_attrs(self.op, self.attrs, self.dtype, self.shape))
+
     def attr(self, key: str, default: Any = None) -> Any:
-        for k, v in self.attrs:
-            if k == key:
-                return v
-        return default
+        return getattr(self.attrs, key, default)
 
 
 @dataclass(frozen=True, slots=True)
 class Result:
-    name: str   # a path: "P/v" for states, "y" or "box/y" for outputs
-    kind: str   # "next" | "output" | "deriv" | "value"
+    name: str         # a path: "P/v" for states, "y" or "box/y" for outputs
+    kind: ResultKind  # next | output | deriv | value (a str enum: compares equal to those strings)
     node: int
+
+    def __post_init__(self):
+        object.__setattr__(self, "kind", ResultKind(self.kind))
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,10 +188,19 @@ class GraphBuilder:
         self.results: list[Result] = []
         self._memo: dict[tuple, int] = {}
 
-    def add(self, op: Op, inputs, dtype: DType, shape, attrs=(), span: Span = UNKNOWN_SPAN) -> int:
+    def add(self, op: Op, inputs, dtype: DType | None = None, shape=None, attrs=(), span: Span = UNKNOWN_SPAN) -> int:
+        """Append ``op(inputs)`` and return its index.  Its type is inferred from the op's
+        signature; a ``dtype``/``shape`` given as well must agree with it (else ``IRError``)."""
         inputs = tuple(int(i) for i in inputs)
-        shape = tuple(int(s) for s in shape)
-        attrs = tuple(attrs)
+        attrs = make_attrs(op, attrs, dtype, shape)
+        try:
+            inferred = infer(op, [self.nodes[i] for i in inputs], attrs)
+        except SignatureError as exc:
+            raise IRError(f"{op.value} at {span}: {exc}") from None
+        if (dtype is not None and dtype is not inferred[0]) or (shape is not None and tuple(shape) != inferred[1]):
+            raise IRError(f"{op.value} at {span}: declared {dtype and dtype.value}{list(shape or ())}, "
+                          f"its signature gives {inferred[0].value}{list(inferred[1])}")
+        dtype, shape = inferred
         key = None
         if op in INIT_ONLY:
             pass  # every random draw is its own stream position: never merge two of them
@@ -288,7 +211,7 @@ class GraphBuilder:
             except TypeError:
                 key = None
         else:
-            value = attrs[0][1]
+            value = attrs.value
             if isinstance(value, np.ndarray) and value.size <= 16:
                 key = (op, dtype, shape, value.tobytes())
         if key is not None and key in self._memo:
@@ -304,7 +227,8 @@ class GraphBuilder:
         return self.add(Op.CONST, (), dtype, arr.shape, (("value", arr),), span)
 
     def arg(self, name: str, role: str, dtype: DType, shape, span: Span = UNKNOWN_SPAN) -> int:
-        return self.add(Op.ARG, (), dtype, shape, (("name", name), ("role", role)), span)
+        return self.add(Op.ARG, (), attrs=(("name", name), ("role", role), ("dtype", dtype), ("shape", tuple(shape))),
+                        span=span)
 
     def result(self, name: str, kind: str, node: int) -> None:
         self.results.append(Result(name, kind, node))
@@ -314,10 +238,6 @@ class GraphBuilder:
 
 
 # ---------------------------------------------------------------- verifying and printing
-class IRError(Exception):
-    """An IR invariant does not hold: a compiler bug, never a user error."""
-
-
 def verify(graph: Graph, where: str = "") -> None:
     """Check the IR's invariants; raise ``IRError`` naming the node that breaks one."""
     for i, n in enumerate(graph.nodes):
@@ -329,44 +249,19 @@ def verify(graph: Graph, where: str = "") -> None:
                 raise IRError(f"{ctx}: input %{j} is not defined before use")
         if any((not isinstance(s, int)) or s < 0 for s in n.shape):
             raise IRError(f"{ctx}: bad shape {n.shape}")
-        if n.op is Op.CONST:
-            v = n.attr("value")
-            if not isinstance(v, np.ndarray) or tuple(v.shape) != n.shape:
-                raise IRError(f"{ctx}: constant does not match its shape {n.shape}")
-        elif n.op is Op.ARG:
-            if n.attr("role") not in ("param", "state", "input") or not n.attr("name"):
-                raise IRError(f"{ctx}: an ARG needs a name and a role")
-        elif n.op in ELEMENTWISE_BINARY:
-            if len(n.inputs) != 2:
-                raise IRError(f"{ctx}: takes 2 inputs")
-            a, b = (graph.nodes[j].shape for j in n.inputs)
-            try:
-                shape = np.broadcast_shapes(a, b)
-            except ValueError:
-                raise IRError(f"{ctx}: shapes {a} and {b} do not broadcast") from None
-            if shape != n.shape:
-                raise IRError(f"{ctx}: broadcast shape {shape} != declared {n.shape}")
-        elif n.op in ELEMENTWISE_UNARY:
-            if len(n.inputs) != 1 or graph.nodes[n.inputs[0]].shape != n.shape:
-                raise IRError(f"{ctx}: elementwise op must keep its input's shape")
-        elif n.op is Op.WHERE:
-            shapes = [graph.nodes[j].shape for j in n.inputs]
-            if len(shapes) != 3 or np.broadcast_shapes(*shapes) != n.shape:
-                raise IRError(f"{ctx}: where(c, a, b) shape mismatch {shapes} -> {n.shape}")
-        elif n.op is Op.RESHAPE:
-            src = graph.nodes[n.inputs[0]].shape
-            if int(np.prod(src)) != int(np.prod(n.shape)):
-                raise IRError(f"{ctx}: reshape {src} -> {n.shape} changes the size")
-        elif n.op is Op.LOOP:
-            body = n.attr("body")
-            if not isinstance(body, Graph):
+        if n.op is Op.LOOP:
+            if not isinstance(n.attrs.body, Graph):
                 raise IRError(f"{ctx}: a LOOP needs a body graph")
-            verify(body, f"{ctx}/body: ")
+            verify(n.attrs.body, f"{ctx}/body: ")
+        try:
+            dtype, shape = infer(n.op, [graph.nodes[j] for j in n.inputs], n.attrs)
+        except SignatureError as exc:
+            raise IRError(f"{ctx}: {exc}") from None
+        if (dtype, shape) != (n.dtype, n.shape):
+            raise IRError(f"{ctx}: declared {n.dtype.value}{list(n.shape)}, its signature gives {dtype.value}{list(shape)}")
     for r in graph.results:
         if not 0 <= r.node < len(graph.nodes):
             raise IRError(f"{where}result {r.name}: node %{r.node} does not exist")
-        if r.kind not in ("next", "output", "deriv", "value"):
-            raise IRError(f"{where}result {r.name}: unknown kind {r.kind}")
     seen = set()
     for r in graph.results:
         if (r.name, r.kind) in seen:
@@ -391,6 +286,8 @@ def verify_program(p: Program) -> None:
 
 
 def _fmt_attr(v: Any) -> str:
+    if isinstance(v, (Role, DType)):
+        return repr(v.value)
     if isinstance(v, np.ndarray):
         if v.size <= 8:
             return np.array2string(v.reshape(-1), precision=6, separator=",").replace("\n", "")
@@ -402,12 +299,17 @@ def _fmt_attr(v: Any) -> str:
     return repr(v)
 
 
+# attributes the printer leaves out: the body (printed below) and those repeating the node's type
+_TYPE_ATTRS = {Op.LOOP: ("body",), Op.ARG: ("dtype", "shape"), Op.RESHAPE: ("shape",), Op.BROADCAST: ("shape",),
+               Op.CAST: ("dtype",), Op.RANDOM: ("dtype", "shape")}
+
+
 def print_graph(graph: Graph, indent: str = "") -> str:
     """A stable text form: one line per node, then the results (golden tests use it)."""
     lines = []
     for i, n in enumerate(graph.nodes):
         args = ", ".join(f"%{j}" for j in n.inputs)
-        attrs = " ".join(f"{k}={_fmt_attr(v)}" for k, v in n.attrs if k != "body")
+        attrs = " ".join(f"{k}={_fmt_attr(v)}" for k, v in n.attrs.explicit() if k not in _TYPE_ATTRS.get(n.op, ()))
         shape = "x".join(str(s) for s in n.shape) or "scalar"
         loc = f"  # {n.span.line}:{n.span.col}" if n.span.line else ""
         lines.append(f"{indent}%{i} = {n.op.value}({args}) {attrs} : {n.dtype.value}[{shape}]{loc}".replace(")  :", ") :"))
@@ -415,7 +317,7 @@ def print_graph(graph: Graph, indent: str = "") -> str:
         if isinstance(body, Graph):
             lines.append(print_graph(body, indent + "    "))
     for r in graph.results:
-        lines.append(f"{indent}{r.kind} {r.name} = %{r.node}")
+        lines.append(f"{indent}{r.kind.value} {r.name} = %{r.node}")
     return "\n".join(lines)
 
 
@@ -436,5 +338,6 @@ def print_program(p: Program) -> str:
     return "\n".join(out)
 
 
-__all__ = ["DType", "Op", "Node", "Result", "Graph", "Var", "Monitor", "Program", "GraphBuilder",
+__all__ = ["DType", "Op", "Role", "ResultKind", "LoopAttrs", "ELEMENTWISE_BINARY", "ELEMENTWISE_UNARY", "REDUCTIONS",
+           "INIT_ONLY", "Node", "Result", "Graph", "Var", "Monitor", "Program", "GraphBuilder",
            "IRError", "verify", "verify_program", "print_graph", "print_program", "batched", "replace"]

@@ -15,7 +15,7 @@ from nspec.dsl import ast as A
 
 from .bodies import Body, Env
 from .expressions import Abort
-from .ir import DType, Graph, GraphBuilder, Op, Result
+from .ir import DType, Graph, GraphBuilder, Op, Result, Role
 from .systems import Primitive
 
 
@@ -49,8 +49,8 @@ def wrap_ticks(body: Body, prim: Primitive, stmts) -> Primitive:
     nodes = []
     for n in inner.nodes:
         if n.op is Op.ARG:
-            role = "state" if n.attr("name") in carried else "input"
-            n = replace(n, attrs=(("name", n.attr("name")), ("role", role)))
+            role = Role.state if n.attr("name") in carried else Role.input
+            n = replace(n, attrs=replace(n.attrs, role=role))
         nodes.append(n)
     results = tuple(r for r in inner.results if r.kind in ("next", "output") or r.name == until_name)
     loop_body = Graph(tuple(nodes), results)

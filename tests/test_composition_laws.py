@@ -111,7 +111,7 @@ def canonical_form(graph: Graph, rename=lambda name: name) -> str:
     digest: list[str] = []
     operands: list[list[str]] = []
     for n in graph.nodes:
-        attrs = tuple((k, rename(v) if n.op is Op.ARG and k == "name" else v) for k, v in n.attrs)
+        attrs = tuple((k, rename(v) if n.op is Op.ARG and k == "name" else v) for k, v in n.attrs.items())
         ops: list[str] = []
         for j in n.inputs:
             c = graph.nodes[j]

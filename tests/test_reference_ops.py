@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from nspec.compiler.ir import DType, Graph, GraphBuilder, Monitor, Op, Program, Var
+from nspec.compiler.ir import DType, Graph, GraphBuilder, IRError, Monitor, Node, Op, Program, Result, Var
 from nspec.dsl.diagnostics import Span
 from nspec.runtime.executor import BackendError, RunRequest
 from nspec.runtime.reference import RULES, EvaluationError, ReferenceExecutor, evaluate, initialize
@@ -390,12 +390,12 @@ def test_loop_until_freezes_each_sample():
     np.testing.assert_array_equal(out[("ys", "output")], until_reference(3.0, 6)[1])
 
 
-def test_loop_missing_result_is_an_evaluation_error():
+def test_loop_missing_result_is_caught_when_the_item_is_built():
+    # The ITEM's signature reads the LOOP body's results, so the graph cannot even be built.
     g = GraphBuilder()
     loop = loop_node(g, (g.const(0.0), g.const(1.0)), until_body(), 3, ("x",), ("thr",), ("nope",))
-    g.result("z", "output", g.add(Op.ITEM, (loop,), f32, (3,), (("index", 1),)))
-    with pytest.raises(EvaluationError, match="nope"):
-        evaluate(g.build(), {})
+    with pytest.raises(IRError, match="no output result 'nope'"):
+        g.add(Op.ITEM, (loop,), f32, (3,), (("index", 1),))
 
 
 # ---------------------------------------------------------------- randomness and initialisation
@@ -567,9 +567,13 @@ def test_executor_lif_network_matches_a_numpy_simulation():
 def test_declared_shape_mismatch_is_located():
     g = GraphBuilder()
     x = g.arg("x", "param", f32, (3,))
-    g.result("y", "output", g.add(Op.SUM, (x,), f32, (3,), (("axes", (0,)), ("keepdims", False))))
+    with pytest.raises(IRError, match=r"sum .*declared f32\[3\], its signature gives f32\[\]"):
+        g.add(Op.SUM, (x,), f32, (3,), (("axes", (0,)), ("keepdims", False)))
+    # A graph assembled by hand, past the builder, is still caught by the interpreter at the node.
+    bad = Node(Op.SUM, (x,), f32, (3,), (("axes", (0,)), ("keepdims", False)))
+    graph = Graph((*g.build().nodes, bad), (Result("y", "output", 1),))
     with pytest.raises(EvaluationError, match=r"%1 \(sum\).*declared shape"):
-        evaluate(g.build(), {"x": np.ones(3, np.float32)})
+        evaluate(graph, {"x": np.ones(3, np.float32)})
 
 
 def test_check_finite_locates_the_first_non_finite_node():

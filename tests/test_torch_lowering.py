@@ -301,8 +301,7 @@ def _program(name, step: Graph, init: Graph, params=(), states=(), inputs=(), ou
 def _init_graph(values: dict[str, tuple[DType, np.ndarray]]) -> Graph:
     b = GraphBuilder()
     for name, (dtype, value) in values.items():
-        b.result(name, "value", b.add(Op.CONST, (), dtype, np.shape(value),
-                                      (("value", np.asarray(value, dtype.numpy)), ("for", name))))
+        b.result(name, "value", b.const(value, dtype))
     return b.build()
 
 
@@ -487,7 +486,7 @@ def test_gradient_through_a_loop_equals_finite_differences():
     g = GraphBuilder()
     u = g.arg("u", "input", F64, (3,))
     W = g.arg("W", "param", F64, (3, 3))
-    loop = g.add(Op.LOOP, [u, u, W], F64, (), (("body", body.build()), ("count", 3), ("carried", ("x",)),
+    loop = g.add(Op.LOOP, [u, u, W], F32, (), (("body", body.build()), ("count", 3), ("carried", ("x",)),
                                                ("invariant", ("a", "W")), ("stacked", ("h",)), ("until", None)))
     g.result("ticks", "output", g.add(Op.ITEM, [loop], F64, (3, 3), (("index", 1),)))
     graph = g.build()

@@ -35,7 +35,7 @@ def eliminate_dead_graph(graph: Graph) -> Graph:
         n = replace(n, inputs=tuple(where[j] for j in n.inputs))
         if n.op is Op.LOOP and isinstance(n.attr("body"), Graph):
             body = eliminate_dead_graph(n.attr("body"))
-            n = replace(n, attrs=tuple((k, body if k == "body" else v) for k, v in n.attrs))
+            n = replace(n, attrs=replace(n.attrs, body=body))
         where[i] = len(nodes)
         nodes.append(n)
     return Graph(tuple(nodes), tuple(Result(r.name, r.kind, where[r.node]) for r in graph.results))

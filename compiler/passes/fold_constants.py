@@ -156,7 +156,7 @@ def fold_graph(graph: Graph) -> Graph:
         n = replace(n, inputs=tuple(where[j] for j in n.inputs))
         if n.op is Op.LOOP and isinstance(n.attr("body"), Graph):
             body = fold_graph(n.attr("body"))
-            n = replace(n, attrs=tuple((k, body if k == "body" else v) for k, v in n.attrs))
+            n = replace(n, attrs=replace(n.attrs, body=body))
         new = _fold(n, [nodes[j] for j in n.inputs])
         if new is None:
             new = _rewrite(n, nodes, random)

@@ -15,6 +15,8 @@ from nspec.dsl import ast as A
 from nspec.dsl.diagnostics import Diagnostic, NspecError, SourceMap, Span, error
 from nspec.dsl.parser import parse
 
+from .pipeline import describe_passes, run_pipeline
+
 # Exit codes shared by the CLI.
 EXIT_OK, EXIT_USER_ERROR, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 
@@ -65,24 +67,24 @@ def _too_deep(path: str) -> Diagnostic:
 
 
 def compile_file(path: str | Path, hyper: dict | None = None, target: str | None = None,
-                 optimize: bool = True, sources: SourceMap | None = None):
+                 optimize: bool = True, sources: SourceMap | None = None, until: str | None = None):
     """Compile the spec's run target (``simulate`` item, or ``target`` by name) to a ``Program``.
 
+    ``optimize=False`` runs only the pipeline's required passes; ``until`` stops after the named pass.
     Raises ``NspecError`` with every diagnostic when the spec has errors.
     """
     from nspec.compiler.elaborate import elaborate_file
-    from nspec.compiler.pipeline import run_pipeline
 
     sources = sources if sources is not None else SourceMap()
     try:
-        program = elaborate_file(str(path), sources, hyper or {}, target)
+        design = elaborate_file(str(path), sources, hyper or {}, target)
     except RecursionError:
         raise NspecError([_too_deep(str(path))], sources) from None
-    return run_pipeline(program) if optimize else program
+    return run_pipeline(design, optimize=optimize, until=until)
 
 
 def emit(path: str | Path, stage: str, hyper: dict | None = None, target: str | None = None) -> str:
-    """Text of one compiler stage (``--emit ast|ir|ir-opt``)."""
+    """Text of one compiler stage (``--emit ast|ir|ir-opt|passes|after=PASS``)."""
     sources = SourceMap()
     if stage == "ast":
         module, diags = parse_file(path, sources)
@@ -91,5 +93,6 @@ def emit(path: str | Path, stage: str, hyper: dict | None = None, target: str | 
         return A.dump(module)
     from nspec.compiler.ir import print_program
 
-    program = compile_file(path, hyper, target, optimize=(stage == "ir-opt"), sources=sources)
+    until = stage.removeprefix("after=") if stage.startswith("after=") else None
+    program = compile_file(path, hyper, target, optimize=(stage == "ir-opt"), sources=sources, until=until)
     return print_program(program)

@@ -1,4 +1,4 @@
-"""AST -> systems -> Program: binds hyperparameters, checks every statement, builds the IR.
+"""AST -> systems -> Design: binds hyperparameters, checks every statement, builds the IR of each system.
 
 ``elaborate_file`` compiles a spec's run target; ``check_module`` elaborates every declaration
 of a file that can be instantiated on its own and returns all diagnostics.  The work per kind:
@@ -7,8 +7,8 @@ of a file that can be instantiated on its own and returns all diagnostics.  The 
 * ``composite`` / ``workspace``: ``compiler/composites.py`` -> ``Composite`` / ``Primitive``
 * ``network``: ``compiler/networks.py`` desugars populations and projections into a ``Composite``
 
-then ``passes/flatten_systems.py`` substitutes the wiring diagram down to one primitive, which
-becomes the ``Program``.
+The run target becomes a ``Design`` (the system and the run's settings) that the pipeline
+(``pipeline.py``) compiles to a ``Program``, starting with flatten-systems.
 """
 
 from __future__ import annotations
@@ -22,8 +22,10 @@ from nspec.dsl import ast as A
 from nspec.dsl.diagnostics import Collector, Diagnostic, NspecError, SourceMap, Span
 
 from .expressions import Abort, ExprBuilder, Val, fmt_type, static
-from .ir import DType, GraphBuilder, Program
+from .ir import DType, GraphBuilder
 from .modules import Loader, Scope
+from .passes.flatten_systems import flatten
+from .pipeline import Design
 from .units import DIMENSIONLESS, describe, unit
 
 DEFAULT_DT = 1e-4  # 0.1 ms, Brian2's default
@@ -247,21 +249,13 @@ class Elaborator:
         return decl, home
 
 
+# ---------------------------------------------------------------- designs
 def _freeze(v):
     if isinstance(v, list):
         return tuple(_freeze(x) for x in v)
     if isinstance(v, np.ndarray):
         return (v.shape, v.tobytes())
     return v
-
-
-# ---------------------------------------------------------------- programs
-def _program_from(elab: Elaborator, system, name: str, span: Span) -> Program:
-    from .passes.flatten_systems import flatten, to_program
-
-    prim = flatten(system, elab.diags)
-    return to_program(prim, name, elab.dt, elab.seed, tuple(sorted(
-        (k, _freeze(v)) for k, v in elab.overrides.items())))
 
 
 def _run_target(scope: Scope, target: str | None, diags: Collector) -> tuple[A.SystemDecl | None, A.Simulate | None]:
@@ -344,12 +338,13 @@ def _default_method(scope: Scope, sim: A.Simulate | None) -> str | None:
     return None
 
 
-def elaborate_file(path: str, sources: SourceMap, hyper: dict, target: str | None = None) -> Program:
-    """Compile the run target of the spec at ``path``; raises ``NspecError`` on any error."""
+def elaborate_file(path: str, sources: SourceMap, hyper: dict, target: str | None = None) -> Design:
+    """Elaborate the run target of the spec at ``path`` into the ``Design`` the pipeline compiles;
+    raises ``NspecError`` on any error."""
     elab = Elaborator(sources, hyper)
     scope = elab.loader.load(path)
     elab.diags.check()
-    program = None
+    design = None
     try:
         decl, sim = _run_target(scope, target, elab.diags)
         elab.diags.check()
@@ -359,14 +354,12 @@ def elaborate_file(path: str, sources: SourceMap, hyper: dict, target: str | Non
         system = elab.instantiate(decl, scope, args, decl.span)
         _check_overrides(elab, scope)
         elab.diags.check()
-        program = _program_from(elab, system, decl.name, decl.span)
-        from dataclasses import replace as _replace
-
-        program = _replace(program, duration_steps=steps)
+        hyper_items = tuple(sorted((k, _freeze(v)) for k, v in elab.overrides.items()))
+        design = Design(system, decl.name, elab.dt, elab.seed, hyper_items, steps, decl.span, sources)
     except Abort:
         pass
     elab.diags.check()
-    return program
+    return design
 
 
 def _check_overrides(elab: Elaborator, scope: Scope) -> None:
@@ -414,8 +407,6 @@ def check_module(path: str, sources: SourceMap, hyper: dict) -> list[Diagnostic]
         try:
             system = elab.instantiate(decl, scope, elab.bind_args(decl, scope, None, None), decl.span)
             if decl.kind in ("network", "composite"):
-                from .passes.flatten_systems import flatten
-
                 flatten(system, elab.diags)
         except Abort:
             pass

@@ -1,29 +1,119 @@
-"""The optimisation pipeline: one explicit, ordered list of named pure passes Program -> Program.
+"""The pipeline: every pass from the elaborated design to the program a backend runs, in order, by name.
 
-``nspec compile --emit ir`` prints the program before this list, ``--emit ir-opt`` after it.
-With ``verify=True`` (the tests' setting) the IR verifier runs after every pass.
+Elaboration (``elaborate.py``) turns a spec into a ``Design``: the run target as a wiring diagram of
+systems, with the run's settings.  ``PIPELINE`` then takes it down to a flat, optimised ``Program``:
+
+    flatten-systems       Design  -> Program   substitute the wiring diagram down to one primitive
+    fold-constants        Program -> Program   evaluate constant subgraphs with the oracle's rules
+    eliminate-dead-code   Program -> Program   drop nodes no result reads
+
+Required passes produce the IR every backend can run (``nspec compile --emit ir`` stops after them);
+the rest are optimisations (``--emit ir-opt`` prints the program after all of them).  ``--emit
+after=NAME`` prints the program after any one pass and ``--emit passes`` lists them.  Backends may run
+passes of their own after these (``TVM_PASSES``; they are listed too).  With ``verify=True`` (the
+default, and what the tests use) the IR verifier re-infers every node after every pass.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable
 
+from nspec.dsl.diagnostics import Collector, SourceMap, Span
+
+from .expressions import Abort
 from .ir import Program, verify_program
+from .passes.eliminate_dead_code import eliminate_dead_code
+from .passes.flatten_systems import flatten, to_program
+from .passes.fold_constants import fold_constants
 
 
-def _passes() -> list[tuple[str, Callable[[Program], Program]]]:
-    from .passes.eliminate_dead_code import eliminate_dead_code
-    from .passes.fold_constants import fold_constants
+@dataclass(frozen=True)
+class Design:
+    """What elaboration hands the pipeline: the run target (a ``Primitive`` or ``Composite``) and the
+    run's settings.  ``sources`` renders the diagnostics a pass may raise."""
 
-    return [
-        ("fold-constants", fold_constants),
-        ("eliminate-dead-code", eliminate_dead_code),
-    ]
+    system: Any
+    name: str
+    dt: float
+    seed: int
+    hyper: tuple[tuple[str, Any], ...]
+    duration_steps: int | None
+    span: Span
+    sources: SourceMap = field(compare=False, repr=False)
 
 
-def run_pipeline(program: Program, verify: bool = True) -> Program:
-    for _name, fn in _passes():
-        program = fn(program)
+def flatten_systems(design: Design) -> Program:
+    """Substitute the wiring diagram down to one primitive system and make it a ``Program``."""
+    diags = Collector(design.sources)
+    try:
+        prim = flatten(design.system, diags)
+    except Abort:
+        prim = None
+    diags.check()
+    program = to_program(prim, design.name, design.dt, design.seed, design.hyper)
+    return replace(program, duration_steps=design.duration_steps)
+
+
+@dataclass(frozen=True)
+class Pass:
+    """One named pass.  ``required`` passes make the IR runnable; the others only optimise it."""
+
+    name: str
+    run: Callable[[Any], Program]
+    summary: str
+    required: bool = False
+
+
+PIPELINE: tuple[Pass, ...] = (
+    Pass("flatten-systems", flatten_systems, "Design -> Program: substitute wiring diagrams down to one system",
+         required=True),
+    Pass("fold-constants", fold_constants, "evaluate constant subgraphs with the oracle's rules; apply identities"),
+    Pass("eliminate-dead-code", eliminate_dead_code, "drop nodes that no result reads (LOOP bodies included)"),
+)
+BACKEND_PASSES: dict[str, tuple[Pass, ...]] = {}
+
+
+def pass_names() -> list[str]:
+    return [p.name for p in PIPELINE]
+
+
+def run_pipeline(design: Design | Program, *, optimize: bool = True, until: str | None = None,
+                 verify: bool = True) -> Program:
+    """Run ``PIPELINE`` on ``design`` (a ``Program`` skips the passes that take a ``Design``).
+
+    ``optimize=False`` runs only the required passes; ``until`` stops after the pass of that name.
+    """
+    if until is not None and until not in pass_names():
+        raise ValueError(f"no pass named '{until}'; the passes are {', '.join(pass_names())}")
+    value = design
+    for p in PIPELINE:
+        if p.name == "flatten-systems" and isinstance(value, Program):
+            continue
+        if optimize or p.required or until is not None:
+            value = p.run(value)
+            if verify:
+                verify_program(value)
+        if p.name == until:
+            break
+    return value
+
+
+def run_passes(program: Program, passes: tuple[Pass, ...], verify: bool = True) -> Program:
+    """Run a backend's own passes (``BACKEND_PASSES[backend]``) on an already compiled program."""
+    for p in passes:
+        program = p.run(program)
         if verify:
             verify_program(program)
     return program
+
+
+def describe_passes() -> str:
+    """The text of ``nspec compile --emit passes``."""
+    width = max(len(p.name) for p in PIPELINE + sum(BACKEND_PASSES.values(), ()))
+    lines = ["pipeline (in order; * = required, the rest optimise):"]
+    lines += [f"  {'*' if p.required else ' '} {p.name:<{width}}  {p.summary}" for p in PIPELINE]
+    for backend, passes in BACKEND_PASSES.items():
+        lines.append(f"then, for {backend}:")
+        lines += [f"    {p.name:<{width}}  {p.summary}" for p in passes]
+    return "\n".join(lines)

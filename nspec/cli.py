@@ -212,12 +212,37 @@ def _emit_relax(program, args) -> str:
     return tvm.IRModule({"main": func}).script()
 
 
+IR_STAGES = ("ast", "ir", "ir-opt", "passes")
+EMIT_STAGES = IR_STAGES + ("onnx", "relax")
+
+
+def _check_emit(stage: str | None) -> None:
+    from nspec.compiler.pipeline import pass_names
+
+    if stage is None or stage in EMIT_STAGES:
+        return
+    names = pass_names()
+    if stage.startswith("after="):
+        if stage.removeprefix("after=") in names:
+            return
+        raise CliError(f"--emit {stage}: no pass named '{stage.removeprefix('after=')}'; "
+                       f"the passes are {', '.join(names)} (see --emit passes)")
+    raise CliError(f"--emit {stage}: unknown stage; use one of {', '.join(EMIT_STAGES)}, or after=PASS "
+                   f"with PASS one of {', '.join(names)}")
+
+
 def cmd_compile(args) -> int:
     from nspec.compiler import driver
 
+    _check_emit(args.emit)
+    if args.emit == "passes":
+        print(driver.describe_passes())
+        return EXIT_OK
+    if args.spec is None:
+        raise CliError("compile needs a SPEC file (only --emit passes works without one)")
     hyper = _hyper(args.param)
     spec = Path(args.spec)
-    if args.emit in ("ast", "ir", "ir-opt"):
+    if args.emit is not None and (args.emit in IR_STAGES or args.emit.startswith("after=")):
         print(driver.emit(spec, args.emit, hyper, args.entry))
         return EXIT_OK
     if args.emit == "onnx" and args.target not in (None, "onnx"):
@@ -487,10 +512,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compile", parents=[common, hyper], help="compile a spec and show a stage or export it",
                        description="Compile a spec's run target. --emit shows a stage; --target exports it.")
-    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("spec", metavar="SPEC", nargs="?")
     p.add_argument("--entry", metavar="NAME", help="the declaration to compile (default: the simulate target)")
-    p.add_argument("--emit", choices=["ast", "ir", "ir-opt", "onnx", "relax"],
-                   help="print this stage to stdout (relax: the TVM IRModule, whose time loop is TIR)")
+    p.add_argument("--emit", metavar="STAGE",
+                   help="print this stage to stdout: ast, ir (after the required passes), ir-opt (after all), "
+                        "after=PASS (after one pass), passes (the pass list), onnx, relax (the TVM IRModule, "
+                        "whose time loop is TIR)")
     p.add_argument("--target", choices=list(TARGETS), help="export for this backend")
     p.add_argument("-o", "--output", metavar="OUT", help="output file, or a folder ending in '/'")
     mode = p.add_mutually_exclusive_group()

@@ -23,7 +23,7 @@ from nspec.dsl.diagnostics import Span
 from .bodies import check_merge, resolve_type
 from .expressions import Abort, ExprBuilder, Val, fmt_shape, static
 from .ir import DType, GraphBuilder, Op, Var
-from .networks import _static_builder
+from .networks import static_builder
 from .systems import BoxIR, Composite, PortSig, Primitive, WireIR
 from .units import DIMENSIONLESS, describe
 
@@ -34,7 +34,7 @@ def _sig_text(p: PortSig) -> str:
 
 
 def build_composite(elab, decl: A.SystemDecl, scope, args: dict) -> Composite:
-    b = _static_builder(elab, scope, args)
+    b = static_builder(elab, scope, args)
     inputs: list[PortSig] = []
     outputs: list[PortSig] = []
     boxes: dict[str, BoxIR] = {}
@@ -283,7 +283,7 @@ _WRITE_RULES = ("softmax", "gated", "topk")
 
 def build_workspace(elab, decl: A.SystemDecl, scope, args: dict) -> Primitive:
     """A global workspace: content state; read = content (broadcast); write by competition over modules."""
-    b = _static_builder(elab, scope, args)
+    b = static_builder(elab, scope, args)
     ports: dict[str, PortSig] = {}
     slots, rule = 1, None
     for stmt in decl.body:

@@ -19,12 +19,18 @@ from typing import Any
 import numpy as np
 
 from nspec.dsl import ast as A
-from nspec.dsl.diagnostics import Collector, Diagnostic, NspecError, SourceMap, Span
+from nspec.dsl.diagnostics import Collector, Diagnostic, SourceMap, Span
+from nspec.dsl.parser import parse
 
-from .expressions import Abort, ExprBuilder, Val, fmt_type, static
+from .bodies import build_body, unit_of
+from .composites import build_composite, build_workspace
+from .expressions import Abort, ExprBuilder, Val, static
 from .ir import DType, GraphBuilder, Program
 from .modules import Loader, Scope
-from .units import DIMENSIONLESS, describe, unit
+from .networks import build_network
+from .passes.flatten_systems import flatten, to_program
+from .units import describe, unit
+from .unroll import resolve_structure
 
 DEFAULT_DT = 1e-4  # 0.1 ms, Brian2's default
 
@@ -94,8 +100,6 @@ class Statics:
 
 def _parse_quantity(text: str) -> Val | None:
     """'0.1 ms' or '2' -> a static value, for overrides given as strings."""
-    from nspec.dsl.parser import parse
-
     module, diags = parse(f"let v = {text}", "<param>")
     if diags or module is None:
         return None
@@ -122,8 +126,6 @@ def _check_hyper_type(b: ExprBuilder, decl: A.Hyper, value: Val, kind: str | Non
     if not ok:
         b.fail(decl.default.span, f"hyperparameter '{decl.name}' is declared {kind} but its value is {v!r}")
     if decl.type is not None and decl.type.unit is not None:
-        from .bodies import unit_of
-
         want = unit_of(b, decl.type.unit)
         if value.dim != want[1]:
             b.fail(decl.span, f"hyperparameter '{decl.name}' must be in {describe(want[1])}, got "
@@ -181,8 +183,6 @@ class Elaborator:
                     raise Abort
                 values[p.name] = b.static_value(p.default, f"the default of '{p.name}'")
             if p.type is not None and p.type.unit is not None:
-                from .bodies import unit_of
-
                 want = unit_of(b, p.type.unit)[1]
                 if values[p.name].dim != want:
                     where = ref.span if ref is not None else p.span
@@ -209,8 +209,6 @@ class Elaborator:
 
     def resolve_structure(self, decl: A.SystemDecl, scope: Scope, args: dict[str, Val]) -> A.SystemDecl:
         """The declaration with its ``if``, ``for`` and indexed names resolved (compiler/unroll.py)."""
-        from .unroll import resolve_structure
-
         statics = self.statics(scope)
 
         def lookup(n: str, s: Span) -> Val | None:
@@ -220,19 +218,11 @@ class Elaborator:
 
     def _build(self, decl: A.SystemDecl, scope: Scope, args: dict[str, Val], span: Span, **options):
         if decl.kind in ("system", "neuron", "synapse"):
-            from .bodies import build_body
-
             return build_body(self, decl, scope, args, **options)
         if decl.kind in ("composite",):
-            from .composites import build_composite
-
             return build_composite(self, decl, scope, args)
         if decl.kind == "workspace":
-            from .composites import build_workspace
-
             return build_workspace(self, decl, scope, args)
-        from .networks import build_network
-
         return build_network(self, decl, scope, args)
 
     def lookup_system(self, scope: Scope, ref: A.TypeRef, b: ExprBuilder, kinds: tuple[str, ...]):
@@ -257,8 +247,6 @@ def _freeze(v):
 
 # ---------------------------------------------------------------- programs
 def _program_from(elab: Elaborator, system, name: str, span: Span) -> Program:
-    from .passes.flatten_systems import flatten, to_program
-
     prim = flatten(system, elab.diags)
     return to_program(prim, name, elab.dt, elab.seed, tuple(sorted(
         (k, _freeze(v)) for k, v in elab.overrides.items())))
@@ -308,8 +296,6 @@ def _apply_simulate(elab: Elaborator, scope: Scope, sim: A.Simulate | None) -> i
     statics = elab.statics(scope)
     b = ExprBuilder(GraphBuilder(), elab.diags, lambda n, s: statics.get(n, s))
     duration = b.static_value(sim.duration, "the simulated duration")
-    from .units import unit
-
     time = unit("s")[1]
     for opt in sim.options:
         if opt.name == "dt":
@@ -360,9 +346,7 @@ def elaborate_file(path: str, sources: SourceMap, hyper: dict, target: str | Non
         _check_overrides(elab, scope)
         elab.diags.check()
         program = _program_from(elab, system, decl.name, decl.span)
-        from dataclasses import replace as _replace
-
-        program = _replace(program, duration_steps=steps)
+        program = replace(program, duration_steps=steps)
     except Abort:
         pass
     elab.diags.check()
@@ -414,8 +398,6 @@ def check_module(path: str, sources: SourceMap, hyper: dict) -> list[Diagnostic]
         try:
             system = elab.instantiate(decl, scope, elab.bind_args(decl, scope, None, None), decl.span)
             if decl.kind in ("network", "composite"):
-                from .passes.flatten_systems import flatten
-
                 flatten(system, elab.diags)
         except Abort:
             pass

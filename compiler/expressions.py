@@ -296,6 +296,28 @@ class ExprBuilder:
             b = replace(b, dtype=dtype) if b.is_static else b
         return self.add(ir_op, [a, b], dtype, shape, dim, span)
 
+    def binary_raw(self, op: Op, a: Val, c: Val, span: Span) -> Val:
+        """A binary IR ``op`` in the operands' common dtype, with ``a``'s unit; the caller has checked
+        the units (``maximum``, ``minimum`` of a clip)."""
+        dtype = self.result_dtype(a, c, span, op.value)
+        shape = self.broadcast(a, c, span, op.value)
+        a = self.cast(a, dtype, span) if not a.is_static else replace(a, dtype=dtype)
+        c = self.cast(c, dtype, span) if not c.is_static else replace(c, dtype=dtype)
+        return self.add(op, [a, c], dtype, shape, a.dim, span)
+
+    def select(self, cond: Val, x: Val, y: Val, span: Span) -> Val:
+        """``where(cond, x, y)`` as a WHERE node in the common dtype of ``x`` and ``y``, with ``y``'s
+        unit; the caller has checked that ``cond`` is bool and that the units agree."""
+        dtype = self.result_dtype(x, y, span, "where")
+        x = self.cast(x, dtype, span) if not x.is_static else replace(x, dtype=dtype)
+        y = self.cast(y, dtype, span) if not y.is_static else replace(y, dtype=dtype)
+        try:
+            shape = tuple(np.broadcast_shapes(cond.shape, x.shape, y.shape))
+        except ValueError:
+            self.fail(span, f"where(): shapes {fmt_shape(cond.shape)}, {fmt_shape(x.shape)}, {fmt_shape(y.shape)} "
+                            "do not broadcast")
+        return self.add(Op.WHERE, [cond, x, y], dtype, shape, y.dim, span)
+
     def cast(self, v: Val, dtype: DType, span: Span) -> Val:
         if v.dtype == dtype:
             return v
@@ -651,16 +673,6 @@ def _clip(b: ExprBuilder, e: A.Call) -> Val:
     low = b.binary_raw(Op.MAXIMUM, xv, lov, e.span)
     return b.binary_raw(Op.MINIMUM, low, hiv, e.span)
 
-
-def _binary_raw(self: ExprBuilder, op: Op, a: Val, c: Val, span: Span) -> Val:
-    dtype = self.result_dtype(a, c, span, op.value)
-    shape = self.broadcast(a, c, span, op.value)
-    a = self.cast(a, dtype, span) if not a.is_static else replace(a, dtype=dtype)
-    c = self.cast(c, dtype, span) if not c.is_static else replace(c, dtype=dtype)
-    return self.add(op, [a, c], dtype, shape, a.dim, span)
-
-
-ExprBuilder.binary_raw = _binary_raw
 
 
 def _axes(b: ExprBuilder, e: A.Expr | None, rank: int, default) -> tuple[int, ...]:

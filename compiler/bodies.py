@@ -23,13 +23,13 @@ from nspec.dsl.diagnostics import Span
 from .discretize import METHODS, TABLEAUS, explicit_rk, propagator
 from .expressions import Abort, ExprBuilder, Val, fmt_shape, fmt_type, static
 from .ir import DType, GraphBuilder, Op, Var, Graph
+from .surrogates import DEFAULT_SURROGATE, SURROGATES
 from .systems import MERGES, PortSig, Primitive
 from .ticks import wrap_ticks
 from .units import DIMENSIONLESS, Dim, base_unit_name, describe, is_unit, unit
 
 DTYPES = {"f32": DType.f32, "f64": DType.f64, "i32": DType.i32, "i64": DType.i64, "bool": DType.bool,
           "spike": DType.f32, "float": DType.f32, "int": DType.i64}
-SURROGATES = ("fast_sigmoid", "arctan", "sigmoid", "straight_through", "triangle")
 _TIME = unit("s")[1]
 
 
@@ -565,7 +565,7 @@ class Body:
 
     def surrogate(self, b: ExprBuilder, spike: A.Spike) -> tuple[str, tuple]:
         if spike.surrogate is None:
-            return "fast_sigmoid", (25.0,)
+            return DEFAULT_SURROGATE
         sg = spike.surrogate
         if sg.name not in SURROGATES:
             b.fail(sg.span, f"unknown surrogate '{sg.name}'; use {', '.join(SURROGATES)}")

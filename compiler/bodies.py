@@ -19,6 +19,7 @@ import numpy as np
 
 from nspec.dsl import ast as A
 from nspec.dsl.diagnostics import Span
+from nspec.runtime.reference import evaluate  # moves to nspec.compiler.interpret
 
 from .discretize import METHODS, TABLEAUS, explicit_rk, propagator
 from .expressions import Abort, ExprBuilder, Val, fmt_shape, fmt_type, static
@@ -678,8 +679,6 @@ class Body:
 
     def linear_coefficients(self, odes: dict[str, A.Ode]) -> np.ndarray | None:
         """The constant matrix A of dx/dt = A x + b(inputs), measured by probing; None if not linear."""
-        from nspec.runtime.reference import evaluate
-
         names = list(odes)
         scratch = GraphBuilder()
         args: dict[str, tuple] = {}

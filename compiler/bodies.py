@@ -19,16 +19,18 @@ import numpy as np
 
 from nspec.dsl import ast as A
 from nspec.dsl.diagnostics import Span
+from nspec.runtime.reference import evaluate  # moves to nspec.compiler.interpret
 
 from .discretize import METHODS, TABLEAUS, explicit_rk, propagator
 from .expressions import Abort, ExprBuilder, Val, fmt_shape, fmt_type, static
 from .ir import DType, GraphBuilder, Op, Var, Graph
+from .surrogates import DEFAULT_SURROGATE, SURROGATES
 from .systems import MERGES, PortSig, Primitive
+from .ticks import wrap_ticks
 from .units import DIMENSIONLESS, Dim, base_unit_name, describe, is_unit, unit
 
 DTYPES = {"f32": DType.f32, "f64": DType.f64, "i32": DType.i32, "i64": DType.i64, "bool": DType.bool,
           "spike": DType.f32, "float": DType.f32, "int": DType.i64}
-SURROGATES = ("fast_sigmoid", "arctan", "sigmoid", "straight_through", "triangle")
 _TIME = unit("s")[1]
 
 
@@ -522,7 +524,7 @@ class Body:
             if counter is not None:
                 dec = b.binary_raw(Op.MAXIMUM, b.binary("-", counter, static(1.0), refractory.span), static(0.0),
                                    refractory.span)
-                after["refractory_steps"] = _where(b, fired, static(float(ref_steps)), dec, refractory.span)
+                after["refractory_steps"] = b.select(fired, static(float(ref_steps)), dec, refractory.span)
             out_sig = PortSig("spike", DType.f32, spiked.shape, DIMENSIONLESS, "sum", False, spike.span)
             self.outputs.append(out_sig)
             self.g.result("spike", "output", b.node(spiked, spike.span))
@@ -564,7 +566,7 @@ class Body:
 
     def surrogate(self, b: ExprBuilder, spike: A.Spike) -> tuple[str, tuple]:
         if spike.surrogate is None:
-            return "fast_sigmoid", (25.0,)
+            return DEFAULT_SURROGATE
         sg = spike.surrogate
         if sg.name not in SURROGATES:
             b.fail(sg.span, f"unknown surrogate '{sg.name}'; use {', '.join(SURROGATES)}")
@@ -589,7 +591,7 @@ class Body:
                 if isinstance(stmt, A.Update):
                     value = b.binary(stmt.op[0], values[name], value, stmt.span)
                 value = self.fit(b, value, d.val.dtype, d.val.shape, d.val.dim, stmt.value.span, f"state '{name}'")
-                values[name] = _where(b, fired, value, values[name], stmt.span)
+                values[name] = b.select(fired, value, values[name], stmt.span)
             except Abort:
                 continue
         return values
@@ -648,7 +650,7 @@ class Body:
             result = explicit_rk(method, xs, lambda vals: self.rhs(odes, vals), axpy, dt)
         if hold is not None:
             for name in held & set(result):
-                result[name] = _where(b, hold, xs[name], result[name], odes[name].span)
+                result[name] = b.select(hold, xs[name], result[name], odes[name].span)
         return result
 
     def exp_euler(self, env: Env, odes, xs) -> dict[str, Val]:
@@ -668,17 +670,15 @@ class Body:
             if adt.is_static or adt.weak:
                 adt = replace(adt, dtype=x.dtype, weak=False)  # keep the state's precision in exp()
             decay = b.add(Op.EXP, [adt], adt.dtype, adt.shape, DIMENSIONLESS, ode.span)
-            safe_a = _where(b, b.binary("==", a, static(0.0, a.dim), ode.span), static(1.0, a.dim), a, ode.span)
+            safe_a = b.select(b.binary("==", a, static(0.0, a.dim), ode.span), static(1.0, a.dim), a, ode.span)
             ratio = b.binary("/", f0, safe_a, ode.span)
             exp_step = b.binary("-", b.binary("*", b.binary("+", x, ratio, ode.span), decay, ode.span), ratio, ode.span)
             euler = b.binary("+", x, b.binary("*", f0, dt, ode.span), ode.span)
-            out[name] = _where(b, b.binary("==", a, static(0.0, a.dim), ode.span), euler, exp_step, ode.span)
+            out[name] = b.select(b.binary("==", a, static(0.0, a.dim), ode.span), euler, exp_step, ode.span)
         return out
 
     def linear_coefficients(self, odes: dict[str, A.Ode]) -> np.ndarray | None:
         """The constant matrix A of dx/dt = A x + b(inputs), measured by probing; None if not linear."""
-        from nspec.runtime.reference import evaluate
-
         names = list(odes)
         scratch = GraphBuilder()
         args: dict[str, tuple] = {}
@@ -741,7 +741,7 @@ class Body:
             alt = self.apply_propagator(b, names, xs, forcing, frozen, odes)
             for i, n in enumerate(names):
                 if not (np.allclose(frozen.phi[i], active.phi[i]) and np.allclose(frozen.gamma[i], active.gamma[i])):
-                    out[n] = _where(b, hold, alt[n], out[n], odes[n].span)
+                    out[n] = b.select(hold, alt[n], out[n], odes[n].span)
         return out
 
     def apply_propagator(self, b: ExprBuilder, names, xs, forcing, prop, odes) -> dict[str, Val]:
@@ -770,14 +770,6 @@ class Body:
                          self.g.build(), self.init_g.build(), (), self.decl.span)
 
 
-def _where(b: ExprBuilder, cond: Val, x: Val, y: Val, span: Span) -> Val:
-    dtype = b.result_dtype(x, y, span, "where")
-    x = b.cast(x, dtype, span) if not x.is_static else replace(x, dtype=dtype)
-    y = b.cast(y, dtype, span) if not y.is_static else replace(y, dtype=dtype)
-    shape = tuple(np.broadcast_shapes(cond.shape, x.shape, y.shape))
-    return b.add(Op.WHERE, [cond, x, y], dtype, shape, y.dim, span)
-
-
 def build_body(elab, decl: A.SystemDecl, scope, args: dict[str, Val], replicas: int | None = None,
                increments: frozenset[str] = frozenset(), name: str | None = None) -> Primitive:
     """Elaborate a ``system`` (or, with ``replicas``, a ``neuron`` population) into a Primitive."""
@@ -795,7 +787,5 @@ def build_body(elab, decl: A.SystemDecl, scope, args: dict[str, Val], replicas: 
     if ticks:
         if sum(d.severity == "error" for d in elab.diags.items) > errors_before:
             raise Abort  # a body with errors (an unassigned output, say) cannot become a LOOP body
-        from .ticks import wrap_ticks
-
-        prim = wrap_ticks(body, prim, ticks)
+        prim = wrap_ticks(Env(body, body.g).b, body.g, prim, ticks)
     return prim

@@ -13,7 +13,8 @@ wiring diagram with small adapter boxes, so flattening stays the one substitutio
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from typing import Callable
 
 import numpy as np
 
@@ -23,7 +24,7 @@ from nspec.dsl.diagnostics import Span
 from .bodies import check_merge, resolve_type
 from .expressions import Abort, ExprBuilder, Val, fmt_shape, static
 from .ir import DType, GraphBuilder, Op, Var
-from .networks import _static_builder
+from .networks import static_builder
 from .systems import BoxIR, Composite, PortSig, Primitive, WireIR
 from .units import DIMENSIONLESS, describe
 
@@ -34,7 +35,7 @@ def _sig_text(p: PortSig) -> str:
 
 
 def build_composite(elab, decl: A.SystemDecl, scope, args: dict) -> Composite:
-    b = _static_builder(elab, scope, args)
+    b = static_builder(elab, scope, args)
     inputs: list[PortSig] = []
     outputs: list[PortSig] = []
     boxes: dict[str, BoxIR] = {}
@@ -278,12 +279,46 @@ def _adapter_stack(p: PortSig, n: int, span: Span) -> Primitive:
 
 
 # ---------------------------------------------------------------- workspace
-_WRITE_RULES = ("softmax", "gated", "topk")
+@dataclass(frozen=True, slots=True)
+class WriteRule:
+    """How a workspace's modules compete for its content: ``weights(ex, b, gates, rule, modules)``
+    gives one weight per module (the new content is ``sum_m weights[m] * write[m]``); ``ex`` builds
+    the step graph, ``b`` evaluates the rule's compile-time arguments (``rule.args``).  ``usage``
+    is how the rule is written after ``write by``."""
+
+    usage: str
+    weights: Callable[[ExprBuilder, ExprBuilder, Val, A.TypeRef, int], Val]
+
+
+def _gated(ex: ExprBuilder, b: ExprBuilder, gates: Val, rule: A.TypeRef, modules: int) -> Val:
+    return gates
+
+
+def _softmax(ex: ExprBuilder, b: ExprBuilder, gates: Val, rule: A.TypeRef, modules: int) -> Val:
+    return ex.add(Op.SOFTMAX, [gates], gates.dtype, gates.shape, DIMENSIONLESS, rule.span, (("axis", 0),))
+
+
+def _topk_softmax(ex: ExprBuilder, b: ExprBuilder, gates: Val, rule: A.TypeRef, modules: int) -> Val:
+    if len(rule.args) != 1:
+        b.fail(rule.span, "topk takes k: 'write by topk(2)'")
+    k = b.static_int(rule.args[0], "k")
+    if not 0 < k <= modules:
+        b.fail(rule.args[0].span, f"topk: k = {k} must be in 1..{modules}")
+    mask = _topk(ex, gates, k, rule.span)
+    losers = ex.binary("*", ex.binary("-", static(1.0), mask, rule.span), static(-1e30), rule.span)
+    return _softmax(ex, b, ex.binary("+", gates, losers, rule.span), rule, modules)
+
+
+WRITE_RULES: dict[str, WriteRule] = {
+    "softmax": WriteRule("softmax", _softmax),       # weights = softmax(gates) (soft competition)
+    "gated": WriteRule("gated", _gated),             # weights = gates (a controller's gates, each in [0, 1])
+    "topk": WriteRule("topk(k)", _topk_softmax),     # weights = softmax over the k best gates, 0 elsewhere
+}
 
 
 def build_workspace(elab, decl: A.SystemDecl, scope, args: dict) -> Primitive:
     """A global workspace: content state; read = content (broadcast); write by competition over modules."""
-    b = _static_builder(elab, scope, args)
+    b = static_builder(elab, scope, args)
     ports: dict[str, PortSig] = {}
     slots, rule = 1, None
     for stmt in decl.body:
@@ -297,8 +332,9 @@ def build_workspace(elab, decl: A.SystemDecl, scope, args: dict) -> Primitive:
                     b.fail(stmt.count.span, f"the number of slots must be positive, got {slots}")
             elif isinstance(stmt, A.Write):
                 rule = stmt.rule
-                if rule.name not in _WRITE_RULES:
-                    b.fail(rule.span, f"unknown write rule '{rule.name}'; use softmax, gated or topk(k)")
+                if rule.name not in WRITE_RULES:
+                    usages = [r.usage for r in WRITE_RULES.values()]
+                    b.fail(rule.span, f"unknown write rule '{rule.name}'; use {', '.join(usages[:-1])} or {usages[-1]}")
             else:
                 b.fail(stmt.span, f"'{type(stmt).__name__.lower()}' is not allowed in a workspace; it declares ports "
                                   "(write, gates, read), slots and 'write by'")
@@ -309,7 +345,8 @@ def build_workspace(elab, decl: A.SystemDecl, scope, args: dict) -> Primitive:
             elab.diags.error(decl.span, f"workspace {decl.name} needs an {'input' if direction == 'in' else 'output'} "
                                         f"port '{need}'")
     if rule is None:
-        elab.diags.error(decl.span, f"workspace {decl.name} needs a write rule: 'write by softmax|gated|topk(k)'")
+        elab.diags.error(decl.span, f"workspace {decl.name} needs a write rule: 'write by "
+                                    f"{'|'.join(r.usage for r in WRITE_RULES.values())}'")
     if elab.diags.has_errors:
         raise Abort
     write, gates, read = ports["write"], ports["gates"], ports["read"]
@@ -326,20 +363,7 @@ def build_workspace(elab, decl: A.SystemDecl, scope, args: dict) -> Primitive:
     gt = Val(gates.dtype, gates.shape, DIMENSIONLESS, g.arg("gates", "input", gates.dtype, gates.shape, gates.span))
     content = Val(read.dtype, want_read, read.dim, g.arg("content", "state", read.dtype, want_read, decl.span))
     g.result("read", "output", content.node)
-    if rule.name == "softmax":
-        weights = ex.add(Op.SOFTMAX, [gt], gt.dtype, gt.shape, DIMENSIONLESS, rule.span, (("axis", 0),))
-    elif rule.name == "gated":
-        weights = gt
-    else:
-        if len(rule.args) != 1:
-            b.fail(rule.span, "topk takes k: 'write by topk(2)'")
-        k = b.static_int(rule.args[0], "k")
-        if not 0 < k <= modules:
-            b.fail(rule.args[0].span, f"topk: k = {k} must be in 1..{modules}")
-        mask = _topk(ex, gt, k, rule.span)
-        losers = ex.binary("*", ex.binary("-", static(1.0), mask, rule.span), static(-1e30), rule.span)
-        weights = ex.add(Op.SOFTMAX, [ex.binary("+", gt, losers, rule.span)], gt.dtype, gt.shape, DIMENSIONLESS,
-                         rule.span, (("axis", 0),))
+    weights = WRITE_RULES[rule.name].weights(ex, b, gt, rule, modules)
     if slots == 1:
         nxt = ex.add(Op.EINSUM, [weights, w], w.dtype, (dim,), w.dim, decl.span, (("equation", "m,md->d"),))
     else:
@@ -348,8 +372,8 @@ def build_workspace(elab, decl: A.SystemDecl, scope, args: dict) -> Primitive:
         for _ in range(slots):
             best = ex.add(Op.ARGMAX, [remaining], DType.i64, (), DIMENSIONLESS, decl.span, (("axis", 0),))
             onehot = ex.cast(ex.binary("==", static(np.arange(modules)), best, decl.span), w.dtype, decl.span)
-            rows.append(ex.add(Op.EINSUM, [onehot, w], w.dtype, (1, dim), w.dim, decl.span, (("equation", "m,md->d"),)))
-            rows[-1] = ex.add(Op.RESHAPE, [Val(w.dtype, (dim,), w.dim, rows[-1].node)], w.dtype, (1, dim), w.dim, decl.span)
+            row = ex.add(Op.EINSUM, [onehot, w], w.dtype, (dim,), w.dim, decl.span, (("equation", "m,md->d"),))
+            rows.append(ex.add(Op.RESHAPE, [row], w.dtype, (1, dim), w.dim, decl.span))
             remaining = ex.binary("-", remaining, ex.binary("*", onehot, static(1e30), decl.span), decl.span)
         nxt = ex.add(Op.CONCAT, rows, w.dtype, (slots, dim), w.dim, decl.span, (("axis", 0),))
     g.result("content", "next", nxt.node)

@@ -19,14 +19,19 @@ from typing import Any
 import numpy as np
 
 from nspec.dsl import ast as A
-from nspec.dsl.diagnostics import Collector, Diagnostic, NspecError, SourceMap, Span
+from nspec.dsl.diagnostics import Collector, Diagnostic, SourceMap, Span
+from nspec.dsl.parser import parse
 
-from .expressions import Abort, ExprBuilder, Val, fmt_type, static
+from .bodies import build_body, unit_of
+from .composites import build_composite, build_workspace
+from .expressions import Abort, ExprBuilder, Val, static
 from .ir import DType, GraphBuilder
 from .modules import Loader, Scope
+from .networks import build_network
 from .passes.flatten_systems import flatten
 from .pipeline import Design
-from .units import DIMENSIONLESS, describe, unit
+from .units import describe, unit
+from .unroll import resolve_structure
 
 DEFAULT_DT = 1e-4  # 0.1 ms, Brian2's default
 
@@ -96,8 +101,6 @@ class Statics:
 
 def _parse_quantity(text: str) -> Val | None:
     """'0.1 ms' or '2' -> a static value, for overrides given as strings."""
-    from nspec.dsl.parser import parse
-
     module, diags = parse(f"let v = {text}", "<param>")
     if diags or module is None:
         return None
@@ -124,8 +127,6 @@ def _check_hyper_type(b: ExprBuilder, decl: A.Hyper, value: Val, kind: str | Non
     if not ok:
         b.fail(decl.default.span, f"hyperparameter '{decl.name}' is declared {kind} but its value is {v!r}")
     if decl.type is not None and decl.type.unit is not None:
-        from .bodies import unit_of
-
         want = unit_of(b, decl.type.unit)
         if value.dim != want[1]:
             b.fail(decl.span, f"hyperparameter '{decl.name}' must be in {describe(want[1])}, got "
@@ -183,8 +184,6 @@ class Elaborator:
                     raise Abort
                 values[p.name] = b.static_value(p.default, f"the default of '{p.name}'")
             if p.type is not None and p.type.unit is not None:
-                from .bodies import unit_of
-
                 want = unit_of(b, p.type.unit)[1]
                 if values[p.name].dim != want:
                     where = ref.span if ref is not None else p.span
@@ -211,8 +210,6 @@ class Elaborator:
 
     def resolve_structure(self, decl: A.SystemDecl, scope: Scope, args: dict[str, Val]) -> A.SystemDecl:
         """The declaration with its ``if``, ``for`` and indexed names resolved (compiler/unroll.py)."""
-        from .unroll import resolve_structure
-
         statics = self.statics(scope)
 
         def lookup(n: str, s: Span) -> Val | None:
@@ -222,19 +219,11 @@ class Elaborator:
 
     def _build(self, decl: A.SystemDecl, scope: Scope, args: dict[str, Val], span: Span, **options):
         if decl.kind in ("system", "neuron", "synapse"):
-            from .bodies import build_body
-
             return build_body(self, decl, scope, args, **options)
         if decl.kind in ("composite",):
-            from .composites import build_composite
-
             return build_composite(self, decl, scope, args)
         if decl.kind == "workspace":
-            from .composites import build_workspace
-
             return build_workspace(self, decl, scope, args)
-        from .networks import build_network
-
         return build_network(self, decl, scope, args)
 
     def lookup_system(self, scope: Scope, ref: A.TypeRef, b: ExprBuilder, kinds: tuple[str, ...]):
@@ -302,8 +291,6 @@ def _apply_simulate(elab: Elaborator, scope: Scope, sim: A.Simulate | None) -> i
     statics = elab.statics(scope)
     b = ExprBuilder(GraphBuilder(), elab.diags, lambda n, s: statics.get(n, s))
     duration = b.static_value(sim.duration, "the simulated duration")
-    from .units import unit
-
     time = unit("s")[1]
     for opt in sim.options:
         if opt.name == "dt":

@@ -3,7 +3,8 @@
 ``load(path)`` parses the file and, transitively, every file it imports (paths relative to the
 importing file; ``std/...`` means the shipped ``specs/lib/``).  Missing files, import cycles and
 unknown imported names are located diagnostics at the ``import`` line.  Each module gets a
-``Scope``: its own declarations plus the names it imports.
+``Scope``: its own declarations plus the names it imports.  ``parse_file`` (read and parse one
+file) lives here, below the driver, because loading an import needs it too.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import os
 from pathlib import Path
 
 from nspec.dsl import ast as A
-from nspec.dsl.diagnostics import Collector, SourceMap, Span
+from nspec.dsl.diagnostics import Collector, Diagnostic, SourceMap, Span, error
+from nspec.dsl.parser import parse
 
 STD_LIB = Path(__file__).resolve().parent.parent / "specs" / "lib"
 
@@ -45,6 +47,35 @@ class Scope:
         return [d for d, home in self.decls.values() if isinstance(d, A.SystemDecl) and home is self]
 
 
+def read_source(path: str | Path, sources: SourceMap) -> tuple[str | None, list[Diagnostic]]:
+    """The UTF-8 text of a spec file (added to ``sources``), or None and the located reason why not."""
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        return None, [error(Span(str(path), 1, 1), f"no such file: {path}")]
+    except IsADirectoryError:
+        return None, [error(Span(str(path), 1, 1), f"{path} is a directory, not a spec file")]
+    except OSError as exc:
+        return None, [error(Span(str(path), 1, 1), f"cannot read {path}: {exc.strerror}")]
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        col = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        return None, [error(Span(str(path), line, col), "the file is not valid UTF-8 text")]
+    sources.add(str(path), text)
+    return text, []
+
+
+def parse_file(path: str | Path, sources: SourceMap) -> tuple[A.Module | None, list[Diagnostic]]:
+    """A spec file's AST and its parse diagnostics (the first phase of the driver, and of every import)."""
+    text, diags = read_source(path, sources)
+    if text is None:
+        return None, diags
+    return parse(text, str(path))
+
+
 def _decl_name(item) -> str | None:
     return getattr(item, "name", None) if isinstance(item, (A.SystemDecl, A.Hyper, A.Const)) else None
 
@@ -65,8 +96,6 @@ class Loader:
         return (Path(importer).parent / target)
 
     def load(self, path: str, span: Span | None = None) -> Scope | None:
-        from .driver import parse_file
-
         key = os.path.normpath(str(path))
         if key in self._active:
             k = self._active.index(key)

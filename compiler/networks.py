@@ -26,9 +26,9 @@ import numpy as np
 from nspec.dsl import ast as A
 from nspec.dsl.diagnostics import Span
 
-from .bodies import Body, Env, _where, check_merge, resolve_type
-from .expressions import Abort, ExprBuilder, Val, fmt_shape, static
-from .ir import DType, GraphBuilder, Monitor, Op, Var
+from .bodies import Body, Env, build_body, check_merge, resolve_type
+from .expressions import Abort, ExprBuilder, Val, static
+from .ir import DType, GraphBuilder, Monitor, Op
 from .systems import BoxIR, Composite, PortSig, Primitive, WireIR
 from .units import DIMENSIONLESS, describe, unit
 
@@ -48,7 +48,9 @@ class _Pop:
     inputs: dict[str, PortSig] = field(default_factory=dict)
 
 
-def _static_builder(elab, scope, args) -> ExprBuilder:
+def static_builder(elab, scope, args) -> ExprBuilder:
+    """An expression builder over compile-time names only: template arguments ``args``, ``dt`` and the
+    hyperparameters and constants of ``scope`` (the wiring of networks and composites is static)."""
     statics = elab.statics(scope)
     return ExprBuilder(GraphBuilder(), elab.diags, lambda n, s: args.get(n) or (
         static(elab.dt, _TIME) if n == "dt" else statics.get(n, s)))
@@ -74,7 +76,7 @@ def _slice_of(b: ExprBuilder, ref: A.PopRef, size: int) -> tuple[int, int]:
 
 
 def build_network(elab, decl: A.SystemDecl, scope, args: dict) -> Composite:
-    b = _static_builder(elab, scope, args)
+    b = static_builder(elab, scope, args)
     pops: dict[str, _Pop] = {}
     declared: dict[str, Span] = {}
     ports_in, ports_out, wires, boxes, monitors = [], [], [], [], []
@@ -146,8 +148,6 @@ def build_network(elab, decl: A.SystemDecl, scope, args: dict) -> Composite:
 
 
 def _population(elab, pop: _Pop) -> Primitive:
-    from .bodies import build_body
-
     prim = build_body(elab, pop.decl, pop.scope, pop.args, replicas=pop.size,
                       increments=frozenset(pop.increments), name=pop.name)
     missing = sorted(pop.increments - {s.name for s in prim.states})
@@ -352,7 +352,7 @@ class _Projection:
         self.delay_steps = 0
         delays = [s for s in body if isinstance(s, A.Delay)]
         if delays:
-            db = _static_builder(elab, syn_scope, syn_args)
+            db = static_builder(elab, syn_scope, syn_args)
             d = db.static_value(delays[0].value, "a delay")
             if d.dim != _TIME or float(d.static) < 0:
                 b.fail(delays[0].value.span, f"a delay must be a non-negative duration, got {d.static!r} "
@@ -537,7 +537,7 @@ class _Projection:
                     per = b.add(Op.GATHER, [fired_local, idx], DType.f32, (self.nnz,), DIMENSIONLESS, ev.span,
                                 (("axis", 0),))
                     fired_syn = b.binary(">", per, static(0.0), ev.span)
-                values[name] = _where(b, fired_syn, value, values[name], stmt.span)
+                values[name] = b.select(fired_syn, value, values[name], stmt.span)
             except Abort:
                 continue
         return values

@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from nspec.dsl.diagnostics import Collector, SourceMap, Span
 
-from .expressions import Abort
+from .values import Abort
 from .ir import Program, verify_program
 from .passes.eliminate_dead_code import eliminate_dead_code
 from .passes.flatten_systems import flatten, to_program

@@ -13,14 +13,15 @@ from dataclasses import replace
 
 from nspec.dsl import ast as A
 
-from .bodies import Body, Env
-from .expressions import Abort
-from .ir import DType, Graph, GraphBuilder, Op, Result, Role
+from .expressions import ExprBuilder
+from .ir import DType, Graph, GraphBuilder, Op, Role
 from .systems import Primitive
 
 
-def wrap_ticks(body: Body, prim: Primitive, stmts) -> Primitive:
-    b = Env(body, body.g).b
+def wrap_ticks(b: ExprBuilder, graph: GraphBuilder, prim: Primitive, stmts) -> Primitive:
+    """``prim`` whose step is one tick, repeated by a LOOP node as the ``ticks``/``until`` statement in
+    ``stmts`` says.  ``graph`` is the builder of the step (``prim.step`` is still open in it) and ``b``
+    an expression builder over the body's names, for the count and the ``until`` condition."""
     ticks = [s for s in stmts if isinstance(s, A.Ticks)]
     untils = [s for s in stmts if isinstance(s, A.Until)]
     if len(ticks) + len(untils) > 1:
@@ -37,11 +38,11 @@ def wrap_ticks(body: Body, prim: Primitive, stmts) -> Primitive:
             b.fail(untils[0].condition.span, "an 'until' condition must be one bool per sample; reduce it with "
                                              "max()/min() or compare a scalar")
         until_name = "until"
-        body.g.result(until_name, "value", b.node(cond, untils[0].span))
+        graph.result(until_name, "value", b.node(cond, untils[0].span))
     if count <= 0:
         what, node = ("the number of ticks", ticks[0].count) if ticks else ("the bound of 'until'", untils[0].bound)
         b.fail(node.span, f"{what} must be positive, got {count}")
-    inner = body.g.build()
+    inner = graph.build()
     carried = tuple(s.name for s in prim.states)
     invariant = tuple(p.name for p in prim.inputs) + tuple(p.name for p in prim.params)
     stacked = tuple(p.name for p in prim.outputs)

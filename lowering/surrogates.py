@@ -1,66 +1,20 @@
-"""Surrogate gradients of the SPIKE op: a Heaviside step forward, a smooth pseudo-derivative backward.
+"""Surrogate gradients in torch: the SPIKE op as an autograd function.
 
-Each entry of ``SURROGATES`` gives d spike / dx as a function of x (the SPIKE op's input, e.g.
-``v - v_th``) and the surrogate's arguments, with the arguments used when a spec gives none.  The
-formulas follow the common SNN libraries (SuperSpike for ``fast_sigmoid``, SpikingJelly / snnTorch
-for ``arctan`` and ``sigmoid``), so a spec trained here behaves like its hand-written original:
-
-====================  ================================================  ========
-name                  derivative                                        defaults
-====================  ================================================  ========
-fast_sigmoid(slope)   1 / (slope |x| + 1)^2                              25
-arctan(alpha)         (alpha / 2) / (1 + (pi / 2 * alpha * x)^2)         2
-sigmoid(slope)        slope * s * (1 - s),  s = sigmoid(slope x)         25
-triangle(width)       max(0, 1 - |x| / width)                            1
-straight_through      1                                                  --
-====================  ================================================  ========
+The table of surrogates (names, formulas, default arguments) is ``nspec.compiler.surrogates``;
+this module evaluates its derivatives on torch tensors and wraps them in a ``torch.autograd``
+Function whose forward pass is the strict Heaviside step.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-from typing import Callable
+from types import SimpleNamespace
 
 import torch
 
+from nspec.compiler.surrogates import DEFAULT_SURROGATE, SURROGATES, Surrogate, resolve
 
-@dataclass(frozen=True, slots=True)
-class Surrogate:
-    """A pseudo-derivative ``derivative(x, *args)`` and the arguments used when none are given."""
-
-    derivative: Callable[..., torch.Tensor]
-    defaults: tuple[float, ...]
-
-
-def _sigmoid_derivative(x: torch.Tensor, slope: float) -> torch.Tensor:
-    s = torch.sigmoid(slope * x)
-    return slope * s * (1 - s)
-
-
-SURROGATES: dict[str, Surrogate] = {
-    "fast_sigmoid": Surrogate(lambda x, slope: 1 / (slope * x.abs() + 1) ** 2, (25.0,)),
-    "arctan": Surrogate(lambda x, alpha: (alpha / 2) / (1 + (math.pi / 2 * alpha * x) ** 2), (2.0,)),
-    "sigmoid": Surrogate(_sigmoid_derivative, (25.0,)),
-    "triangle": Surrogate(lambda x, width: (1 - x.abs() / width).clamp(min=0), (1.0,)),
-    "straight_through": Surrogate(lambda x: torch.ones_like(x), ()),
-}
-
-DEFAULT_SURROGATE = ("fast_sigmoid", (25.0,))
-
-
-def resolve(name: str | None, args) -> tuple[str, tuple[float, ...]]:
-    """The surrogate a SPIKE node names, with its defaults filled in; ``KeyError``/``ValueError``
-    name what is wrong (the caller turns them into located errors)."""
-    if name is None:
-        return DEFAULT_SURROGATE
-    if name not in SURROGATES:
-        raise KeyError(f"unknown surrogate {name!r}; known: {', '.join(SURROGATES)}")
-    args = tuple(float(a) for a in (args or ()))
-    defaults = SURROGATES[name].defaults
-    if len(args) > len(defaults):
-        raise ValueError(f"surrogate {name} takes {len(defaults)} argument(s), got {len(args)}")
-    return name, args + defaults[len(args):]
+# The math namespace the table's derivatives are written against, for torch tensors.
+TORCH_MATH = SimpleNamespace(abs=torch.abs, sigmoid=torch.sigmoid, relu=torch.relu, ones_like=torch.ones_like)
 
 
 class _Heaviside(torch.autograd.Function):
@@ -79,7 +33,7 @@ class _Heaviside(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         (x,) = ctx.saved_tensors
-        return grad * SURROGATES[ctx.name].derivative(x, *ctx.args), None, None
+        return grad * SURROGATES[ctx.name].derivative(x, *ctx.args, TORCH_MATH), None, None
 
 
 def spike(x: torch.Tensor, name: str = DEFAULT_SURROGATE[0], args: tuple = DEFAULT_SURROGATE[1]) -> torch.Tensor:

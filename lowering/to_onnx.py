@@ -55,13 +55,13 @@ import numpy as np
 import onnx
 from onnx import helper
 
-import nspec
 from nspec.compiler import ir
 from nspec.compiler.ir import DType
 from nspec.dsl.diagnostics import UNKNOWN_SPAN, NspecError, error
 from nspec.lowering.onnx_builder import ONNX_DTYPE, Builder, Emit, Scope, Val, value_info
 from nspec.lowering.onnx_rules import RULES
 from nspec.runtime.executor import BackendError, RunRequest, RunResult, require_values
+from nspec.version import __version__
 
 OPSET = 21
 IR_VERSION = 10
@@ -149,10 +149,10 @@ def _batch_dim(main: Scope, program: ir.Program) -> str:
 def _model(graph, program: ir.Program, mode: str, signature: dict, options: Options) -> onnx.ModelProto:
     graph.doc_string = f"nspec program {program.name} ({mode})"
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION,
-                              producer_name="nspec", producer_version=nspec.__version__,
-                              doc_string=f"{program.name}: {mode} model lowered by nspec {nspec.__version__}")
+                              producer_name="nspec", producer_version=__version__,
+                              doc_string=f"{program.name}: {mode} model lowered by nspec {__version__}")
     props = {
-        "nspec.version": nspec.__version__,
+        "nspec.version": __version__,
         "nspec.program": program.name,
         "nspec.program_sha256": hashlib.sha256(ir.print_program(program).encode()).hexdigest(),
         "nspec.mode": mode,

@@ -70,9 +70,7 @@ def host_cpu() -> str:
             return str(saved["mcpu"])
     except (OSError, ValueError):
         pass
-    from nspec.lowering.tvm_tir import _tvm
-
-    _tvm()
+    tvm_cache.import_tvm_ffi()
     from tvm.target import codegen
 
     mcpu = str(codegen.llvm_get_system_cpu())
@@ -186,11 +184,17 @@ def compile_program(program: Program, target: str = "llvm", strict: bool = False
     return func, sig, {"cache": "miss", "seconds": seconds, "key": key}
 
 
+def _tvm_module():
+    """TVM itself, imported lazily (a warm CPU start never needs it) after its FFI library."""
+    tvm_cache.import_tvm_ffi()
+    import tvm
+
+    return tvm
+
+
 def _load_with_tvm(path: Path):
     """A CUDA library needs TVM's CUDA runtime to load its kernels (the warm CPU path does not)."""
-    from nspec.lowering.tvm_tir import _tvm
-
-    return _tvm()[0].runtime.load_module(str(path))["main"]
+    return _tvm_module().runtime.load_module(str(path))["main"]
 
 
 def _monitored(program: Program) -> tuple[str, ...]:
@@ -296,9 +300,7 @@ class TvmExecutor:
         TVM import on a warm start), a device tensor on CUDA."""
         if self.target != "cuda":
             return x
-        from nspec.lowering.tvm_tir import _tvm
-
-        return _tvm()[0].runtime.tensor(x, _tvm()[0].cuda(0))
+        return _tvm_module().runtime.tensor(x, _tvm_module().cuda(0))
 
     def run(self, request: RunRequest) -> RunResult:
         """Run ``request.steps`` steps in one call; see ``runtime/executor.py`` for the arrays."""
@@ -344,9 +346,7 @@ class TvmExecutor:
         t0 = time.perf_counter()
         func(*args, steps, *[int(every[n]) for n in sig.records])
         if self.target == "cuda":
-            from nspec.lowering.tvm_tir import _tvm
-
-            _tvm()[0].cuda(0).sync()  # kernel launches return before the kernel ends
+            _tvm_module().cuda(0).sync()  # kernel launches return before the kernel ends
         self.last_kernel_s = time.perf_counter() - t0  # the compiled time loop alone
 
         for a in sig.args:

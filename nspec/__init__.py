@@ -3,14 +3,7 @@
 The public entry point is ``nspec.load(path, **hyperparameters)``; see ``nspec.runtime``.
 """
 
-__version__ = "0.1.0"
-
-
-def load(path, **hyperparameters):
-    """Compile the spec at ``path`` with the given hyperparameters into a runnable ``Model``."""
-    from nspec.runtime.model import load as _load
-
-    return _load(path, **hyperparameters)
-
+from nspec.runtime.model import load
+from nspec.version import __version__
 
 __all__ = ["load", "__version__"]

@@ -13,7 +13,6 @@ The run target becomes a ``Design`` (the system and the run's settings) that the
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 import numpy as np

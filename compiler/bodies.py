@@ -22,6 +22,7 @@ from nspec.dsl.diagnostics import Span
 
 from .discretize import METHODS, TABLEAUS, explicit_rk, propagator
 from .expressions import Abort, ExprBuilder, Val, fmt_shape, fmt_type, static
+from .interpret import evaluate
 from .ir import DType, GraphBuilder, Op, Var, Graph
 from .systems import MERGES, PortSig, Primitive
 from .units import DIMENSIONLESS, Dim, base_unit_name, describe, is_unit, unit
@@ -677,8 +678,6 @@ class Body:
 
     def linear_coefficients(self, odes: dict[str, A.Ode]) -> np.ndarray | None:
         """The constant matrix A of dx/dt = A x + b(inputs), measured by probing; None if not linear."""
-        from nspec.runtime.reference import evaluate
-
         names = list(odes)
         scratch = GraphBuilder()
         args: dict[str, tuple] = {}

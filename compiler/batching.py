@@ -11,7 +11,7 @@ so a backend's rule for an op is one library call on what these functions give.
 LOOPs with ``until`` (``ir.py``, "Loops") have one more per-sample rule: a sample whose
 condition has held keeps its carried values and repeats its last stacked outputs.
 ``until_step`` writes it over a backend's array vocabulary (``Until``); ``iterate`` runs a whole
-loop with it for backends that execute eagerly, and ``LoopPlan`` decodes what every backend
+loop with it for backends that execute eagerly, and ``LoopSpec`` decodes what every backend
 needs of a LOOP node (its ``LoopAttrs``, the body nodes it reads, the body's unbatched names).
 """
 
@@ -93,7 +93,7 @@ def batch_size(xs: Sequence[Any], flags: Sequence[bool]) -> int:
 
 # ---------------------------------------------------------------- loops
 @dataclass(frozen=True, slots=True)
-class LoopPlan:
+class LoopSpec:
     """A LOOP node decoded once: its attributes and the body nodes each backend reads."""
 
     attrs: LoopAttrs
@@ -102,7 +102,7 @@ class LoopPlan:
     until_node: int | None          # the `until` condition
 
     @classmethod
-    def of(cls, node) -> "LoopPlan":
+    def of(cls, node) -> "LoopSpec":
         """The plan of LOOP ``node``; KeyError naming a result the body lacks."""
         a = LoopAttrs.of(node)
         return cls(a, tuple(a.result_node(c, "next") for c in a.carried),
@@ -172,4 +172,4 @@ def iterate(count: int, carry: list, body: Callable[[list], tuple[list, list, An
 
 
 __all__ = ["batch_letter", "batched_equation", "stored_axis", "stored_axes", "batched_perm", "sliced", "stored_shape",
-           "lifted_axes", "aligned_shape", "batch_size", "LoopPlan", "Until", "until_step", "iterate"]
+           "lifted_axes", "aligned_shape", "batch_size", "LoopSpec", "Until", "until_step", "iterate"]

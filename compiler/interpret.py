@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .batching import (LoopPlan, Until, aligned_shape, batch_size, batched_equation, batched_perm, iterate, sliced,
+from .batching import (LoopSpec, Until, aligned_shape, batch_size, batched_equation, batched_perm, iterate, sliced,
                        stored_axes, stored_axis, stored_shape)
 from .ir import DType, Graph, IRError, Node, Op, batched
 
@@ -290,7 +290,7 @@ NUMPY_UNTIL = Until(_keep, operator.or_, lambda done: bool(np.all(done)))  # the
 
 def _loop(node, xs, bs, ctx):
     try:
-        loop = LoopPlan.of(node)
+        loop = LoopSpec.of(node)
     except (KeyError, TypeError) as exc:
         raise EvaluationError(str(exc).strip("'\"")) from None
     spec = loop.attrs

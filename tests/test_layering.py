@@ -74,7 +74,8 @@ def test_interpreter_lives_in_the_compiler():
 
 @pytest.mark.parametrize("source, package_init, expected", [
     ("import nspec.runtime.reference", False, ["line 1: nspec.runtime.reference"]),
-    ("def f():\n    from nspec.lowering import to_onnx", False, ["line 2: nspec.lowering", "line 2: nspec.lowering.to_onnx"]),
+    ("def f():\n    from nspec.lowering import to_onnx", False,
+     ["line 2: nspec.lowering", "line 2: nspec.lowering.to_onnx"]),
     ("from ..runtime import model", False, ["line 1: nspec.runtime", "line 1: nspec.runtime.model"]),
     ("from ...runtime import model", True, ["line 1: nspec.runtime", "line 1: nspec.runtime.model"]),
     ("from .. import lowering", False, ["line 1: nspec.lowering"]),

@@ -21,7 +21,7 @@ import string
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from .ops import LoopAttrs
+from .ops import IRError, LoopAttrs
 
 
 # ---------------------------------------------------------------- einsum
@@ -103,11 +103,14 @@ class LoopSpec:
 
     @classmethod
     def of(cls, node) -> "LoopSpec":
-        """The plan of LOOP ``node``; KeyError naming a result the body lacks."""
-        a = LoopAttrs.of(node)
-        return cls(a, tuple(a.result_node(c, "next") for c in a.carried),
-                   tuple(a.result_node(s, "output") for s in a.stacked),
-                   a.result_node(a.until, "value") if a.until is not None else None)
+        """The spec of LOOP ``node``; ``IRError`` if it is no LOOP or its body lacks a result."""
+        try:
+            a = LoopAttrs.of(node)
+            return cls(a, tuple(a.result_node(c, "next") for c in a.carried),
+                       tuple(a.result_node(s, "output") for s in a.stacked),
+                       a.result_node(a.until, "value") if a.until is not None else None)
+        except (KeyError, TypeError) as exc:
+            raise IRError(exc.args[0]) from None
 
     @property
     def roots(self) -> tuple[int, ...]:

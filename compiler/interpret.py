@@ -289,10 +289,7 @@ NUMPY_UNTIL = Until(_keep, operator.or_, lambda done: bool(np.all(done)))  # the
 
 
 def _loop(node, xs, bs, ctx):
-    try:
-        loop = LoopSpec.of(node)
-    except (KeyError, TypeError) as exc:
-        raise EvaluationError(str(exc).strip("'\"")) from None
+    loop = LoopSpec.of(node)
     spec = loop.attrs
     n = len(spec.carried)
     is_batched = any(bs)

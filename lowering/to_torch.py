@@ -33,7 +33,7 @@ from torch import nn
 
 from nspec.compiler.batching import (LoopSpec, Until, aligned_shape, batch_size, batched_equation, batched_perm,
                                      iterate, sliced, stored_axes, stored_axis, stored_shape)
-from nspec.compiler.ir import INIT_ONLY, DType, Graph, Node, Op, Program, Var, batched, verify_program
+from nspec.compiler.ir import INIT_ONLY, DType, Graph, IRError, Node, Op, Program, Var, batched, verify_program
 from nspec.lowering import surrogates
 from nspec.lowering.surrogates import SURROGATES
 from nspec.runtime.executor import BackendError, RunRequest, RunResult, require_values
@@ -160,8 +160,8 @@ def _compile_loop(graph: Graph, i: int, flags, consts, prefix: str) -> Loop:
     n = graph.nodes[i]
     try:
         spec = LoopSpec.of(n)
-    except (KeyError, TypeError) as exc:
-        raise _fail(n, i, str(exc).strip("'\"")) from None
+    except IRError as exc:
+        raise _fail(n, i, str(exc)) from None
     unbatched = spec.unbatched([flags[j] for j in n.inputs], flags[i])
     return Loop(spec, compile_plan(spec.attrs.body, consts, unbatched, prefix, roots=spec.roots))
 

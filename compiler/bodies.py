@@ -23,6 +23,7 @@ from nspec.runtime.reference import evaluate  # moves to nspec.compiler.interpre
 
 from .discretize import METHODS, TABLEAUS, explicit_rk, propagator
 from .expressions import Abort, ExprBuilder, Val, fmt_shape, fmt_type, static
+from .interpret import evaluate
 from .ir import DType, GraphBuilder, Op, Var, Graph
 from .surrogates import DEFAULT_SURROGATE, SURROGATES
 from .systems import MERGES, PortSig, Primitive

@@ -18,6 +18,7 @@ import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
 from nspec.compiler import ir
+from nspec.compiler.batching import lifted_axes, stored_axis
 
 ONNX_DTYPE = {ir.DType.f32: TensorProto.FLOAT, ir.DType.f64: TensorProto.DOUBLE, ir.DType.i32: TensorProto.INT32,
               ir.DType.i64: TensorProto.INT64, ir.DType.bool: TensorProto.BOOL}
@@ -40,7 +41,7 @@ class Val:
 
     def axis(self, a: int) -> int:
         """The ONNX axis of per-sample axis ``a`` (negative counts from the end of the sample)."""
-        return (a % len(self.shape) if self.shape else 0) + self.batched
+        return stored_axis(a, len(self.shape), self.batched)
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,10 +196,8 @@ class Emit:
         Unbatched values already broadcast from the right against ``[B, *shape]``; a batched
         value of lower per-sample rank would wrongly align its batch axis with a sample axis.
         """
-        missing = rank - len(v.shape)
-        if not v.batched or missing <= 0:
-            return v.name
-        return self.op("Unsqueeze", v.name, self.i64(range(1, 1 + missing)))
+        axes = lifted_axes(len(v.shape), v.batched, rank)
+        return self.op("Unsqueeze", v.name, self.i64(axes)) if axes else v.name
 
     def batch(self) -> str:
         """The 1-D int64 tensor ``[B]``."""

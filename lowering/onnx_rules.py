@@ -2,18 +2,18 @@
 
 A rule is ``rule(e: Emit, node: ir.Node, args: list[Val], batched: bool) -> Val`` (a LOOP
 returns a ``LoopValue``).  ``args`` are the lowered inputs, ``batched`` says whether the node's own
-value carries the batch axis (``ir.batched``).  Per-sample axes become ONNX axes through
-``Val.axis`` (shifted by one on batched values); batched operands of lower rank than the result
-are lifted (``Emit.lift``) so that numpy broadcasting of per-sample shapes still holds.
+value carries the batch axis (``ir.batched``).  The batching rules are ``compiler/batching.py``'s,
+as in every backend: per-sample axes become ONNX axes through ``Val.axis`` (``stored_axis``),
+batched operands of lower rank than the result are lifted (``Emit.lift``, ``lifted_axes``) so
+that numpy broadcasting of per-sample shapes still holds, an einsum gets a batch letter.
 """
 
 from __future__ import annotations
 
-import string
-
 import numpy as np
 
 from nspec.compiler import ir
+from nspec.compiler.batching import batched_equation, batched_perm, stored_axis
 from nspec.compiler.ir import DType, Op
 from nspec.lowering.onnx_builder import INT64_MAX, ONNX_DTYPE, Emit, Val, where
 from nspec.lowering.onnx_loop import loop
@@ -167,11 +167,7 @@ def _layernorm(e: Emit, n, args, b):
 # ---------------------------------------------------------------- contraction
 def _einsum(e: Emit, n, args, b):
     """The per-sample equation, with a fresh batch letter on batched operands and the result."""
-    eq = n.attr("equation").replace(" ", "")
-    lhs, rhs = eq.split("->")
-    letter = next(c for c in string.ascii_letters if c not in eq)
-    terms = [letter + t if a.batched else t for t, a in zip(lhs.split(","), args)]
-    equation = ",".join(terms) + "->" + (letter + rhs if b else rhs)
+    equation = batched_equation(n.attr("equation"), [a.batched for a in args], b)
     ops = [e.cast(a, n.dtype).name for a in args]
     return _val(n, e.op("Einsum", *ops, equation=equation), b)
 
@@ -192,10 +188,8 @@ def _reshape(e: Emit, n, args, b):
 
 def _transpose(e: Emit, n, args, b):
     (x,) = args
-    perm = n.attr("perm")
-    perm = list(perm) if perm is not None else list(reversed(range(len(x.shape))))
-    perm = [0] + [p % len(x.shape) + 1 for p in perm] if x.batched else [p % len(x.shape) for p in perm]
-    return _val(n, e.op("Transpose", x.name, perm=perm), b)
+    perm = batched_perm([p % len(x.shape) for p in n.attr("perm")], x.batched)
+    return _val(n, e.op("Transpose", x.name, perm=list(perm)), b)
 
 
 def _broadcast(e: Emit, n, args, b):
@@ -207,7 +201,7 @@ def _broadcast(e: Emit, n, args, b):
 
 def _concat(e: Emit, n, args, b):
     vals = [e.to_batch(e.cast(a, n.dtype)) if b else e.cast(a, n.dtype) for a in args]
-    axis = n.attr("axis", 0) % len(n.shape) + b
+    axis = stored_axis(n.attr("axis"), len(n.shape), b)
     return _val(n, e.op("Concat", *(v.name for v in vals), axis=axis), b)
 
 
@@ -232,7 +226,7 @@ def _gather(e: Emit, n, args, b):
     """numpy ``take(x, idx, axis)`` per sample."""
     x, idx = args
     idx = e.cast(idx, DType.i64)
-    axis = n.attr("axis", 0) % len(x.shape)
+    axis = stored_axis(n.attr("axis"), len(x.shape), False)
     if not idx.batched:
         return _val(n, e.op("Gather", x.name, idx.name, axis=x.axis(axis)), b)
     if not x.batched:
@@ -258,7 +252,7 @@ def _scatter_add(e: Emit, n, args, b):
     over the other axes of ``values``; updates are applied in row-major order, like add.at.
     """
     base, idx, values = args
-    axis = n.attr("axis", 0) % len(base.shape)
+    axis = stored_axis(n.attr("axis"), len(base.shape), False)
     k = int(np.prod(idx.shape, dtype=np.int64))
     flat = (*base.shape[:axis], k, *base.shape[axis + 1:])
     base, values = e.cast(base, n.dtype), e.cast(values, n.dtype)

@@ -5,7 +5,8 @@ the static batched flags of ``ir.batched``.  A rule is called as
 ``RULES[op](site, xs, frame)``; ``xs`` are the input tensors and ``frame`` holds the ARG values, the
 constants (module buffers, so they follow ``.to(device)``), the batch size and the run options.
 Batched values carry a leading batch axis, so elementwise operands are aligned per sample, einsum
-gets a batch letter, and axes count from the per-sample shape, exactly as ``runtime/reference.py``.
+gets a batch letter, and axes count from the per-sample shape: the rules of
+``compiler/batching.py``, which the reference interpreter applies too.
 
 ``to_module(program)`` gives a ``ProgramModule``: parameters registered under their external names
 (``Var.key``, else the path with ``/`` -> ``.``) in nested submodules, frozen ones as buffers; the
@@ -21,7 +22,7 @@ gradients unless ``plasticity_grad=True``.
 
 from __future__ import annotations
 
-import string
+import operator
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
@@ -30,7 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nspec.compiler.ir import INIT_ONLY, DType, Graph, Node, Op, Program, Var, batched, verify_program
+from nspec.compiler.batching import (LoopSpec, Until, aligned_shape, batch_size, batched_equation, batched_perm,
+                                     iterate, sliced, stored_axes, stored_axis, stored_shape)
+from nspec.compiler.ir import INIT_ONLY, DType, Graph, IRError, Node, Op, Program, Var, batched, verify_program
 from nspec.lowering import surrogates
 from nspec.lowering.surrogates import SURROGATES
 from nspec.runtime.executor import BackendError, RunRequest, RunResult, require_values
@@ -81,15 +84,10 @@ class Plan:
 
 @dataclass(frozen=True, slots=True)
 class Loop:
-    """A LOOP node's attributes with its compiled body and the body nodes it reads."""
+    """A LOOP node decoded (its attributes and the body nodes it reads) with its compiled body."""
 
+    spec: LoopSpec
     body: Plan
-    count: int
-    carried: tuple[str, ...]
-    invariant: tuple[str, ...]
-    next_nodes: tuple[int, ...]
-    out_nodes: tuple[int, ...]
-    until_node: int | None
 
 
 def _parameter_only(graph: Graph) -> set[int]:
@@ -144,7 +142,7 @@ def compile_plan(graph: Graph, consts: dict[str, np.ndarray], unbatched=frozense
             # Connectivity read from a constant or a parameter is fixed for a whole run.
             extra = indptr.op is Op.CONST or (indptr.op is Op.ARG and indptr.attr("role") == "param")
         elif n.op is Op.EINSUM:
-            equation = _batched_equation(n.attr("equation"), tuple(flags[j] for j in n.inputs))
+            equation = batched_equation(n.attr("equation"), tuple(flags[j] for j in n.inputs))
             extra = (equation, _linear_form(equation))
         elif n.op is Op.SPIKE:
             try:
@@ -160,27 +158,12 @@ def compile_plan(graph: Graph, consts: dict[str, np.ndarray], unbatched=frozense
 
 def _compile_loop(graph: Graph, i: int, flags, consts, prefix: str) -> Loop:
     n = graph.nodes[i]
-    body = n.attr("body")
-    carried, invariant = tuple(n.attr("carried", ())), tuple(n.attr("invariant", ()))
-    stacked, until = tuple(n.attr("stacked", ())), n.attr("until")
-    in_flags = [flags[j] for j in n.inputs]
-    # In a batched loop every carried value is batched (its ITEMs are); invariants keep their own flag.
-    unbatched = {name for name, b in zip(invariant, in_flags[len(carried):]) if not b}
-    if not flags[i]:
-        unbatched |= set(carried)
-
-    def node_of(name, kind):
-        r = body.result(name, kind)
-        if r is None:
-            raise _fail(n, i, f"the LOOP body has no {kind} result {name!r}")
-        return r.node
-
-    next_nodes = tuple(node_of(c, "next") for c in carried)
-    out_nodes = tuple(node_of(s, "output") for s in stacked)
-    until_node = node_of(until, "value") if until else None
-    plan = compile_plan(body, consts, frozenset(unbatched), prefix,
-                        roots=next_nodes + out_nodes + ((until_node,) if until_node is not None else ()))
-    return Loop(plan, int(n.attr("count")), carried, invariant, next_nodes, out_nodes, until_node)
+    try:
+        spec = LoopSpec.of(n)
+    except IRError as exc:
+        raise _fail(n, i, str(exc)) from None
+    unbatched = spec.unbatched([flags[j] for j in n.inputs], flags[i])
+    return Loop(spec, compile_plan(spec.attrs.body, consts, unbatched, prefix, roots=spec.roots))
 
 
 def execute(plan: Plan, frame: Frame) -> list:
@@ -213,26 +196,16 @@ def _run_sites(sites, vals, frame):
 
 # ---------------------------------------------------------------- batching helpers
 def _align(xs, bs, rank: int, dtype: torch.dtype | None = None) -> list:
-    """Give batched values size-1 axes after the batch axis up to ``rank`` per-sample axes, so
-    right-aligned broadcasting pairs per-sample axes; cast to ``dtype`` when given."""
+    """Give batched values size-1 axes after the batch axis up to ``rank`` per-sample axes
+    (``batching.aligned_shape``); cast to ``dtype`` when given."""
     out = []
     for x, b in zip(xs, bs):
         if dtype is not None and x.dtype != dtype:
             x = x.to(dtype)
-        missing = rank - (x.dim() - b)
-        if b and missing > 0:
-            x = x.reshape(x.shape[:1] + (1,) * missing + x.shape[1:])
+        if b and x.dim() - 1 < rank:
+            x = x.reshape(aligned_shape(x.shape, b, rank))
         out.append(x)
     return out
-
-
-def _axis(axis: int, rank: int, b: bool) -> int:
-    """A per-sample axis (possibly negative) as an axis of the stored tensor."""
-    return (axis % rank if rank else 0) + int(b)
-
-
-def _batch_of(xs, bs) -> int:
-    return next(x.shape[0] for x, b in zip(xs, bs) if b)
 
 
 def _with_batch(x, b: bool, batch: int):
@@ -291,8 +264,7 @@ def _spike(s, xs, frame):
 def _reduce(fn) -> Callable:
     def rule(s, xs, frame):
         x, b = xs[0], s.batched[0]
-        rank = x.dim() - b
-        dims = tuple(_axis(a, rank, b) for a in s.node.attr("axes"))
+        dims = stored_axes(s.node.attr("axes"), x.dim() - b, b)
         if not dims:
             return x
         if fn is torch.mean and not x.dtype.is_floating_point:
@@ -307,7 +279,7 @@ def _along(fn) -> Callable:
 
     def rule(s, xs, frame):
         x, b = xs[0], s.batched[0]
-        return fn(x, _axis(s.node.attr("axis"), x.dim() - b, b))
+        return fn(x, stored_axis(s.node.attr("axis"), x.dim() - b, b))
 
     return rule
 
@@ -326,17 +298,6 @@ def _layernorm(s, xs, frame):
 
 
 # ---------------------------------------------------------------- rules: contractions, shapes, indexing
-def _batched_equation(equation: str, bs: tuple[bool, ...]) -> str:
-    """The einsum equation of a node with a batch letter on its batched operands and its output."""
-    equation = equation.replace(" ", "")
-    if not any(bs):
-        return equation
-    lhs, out = equation.split("->")
-    letter = next(c for c in string.ascii_letters if c not in equation)
-    lhs = ",".join(letter + term if b else term for term, b in zip(lhs.split(","), bs))
-    return f"{lhs}->{letter}{out}"
-
-
 def _linear_form(equation: str) -> bool:
     """Whether ``equation`` is ``...i,oi->...o`` (x W^T over x's last axis): F.linear, which skips
     einsum's parsing and path search, a large share of a small per-step product's time."""
@@ -359,33 +320,29 @@ def _einsum(s, xs, frame):
 
 def _reshape(s, xs, frame):
     x = xs[0]
-    return x.reshape(x.shape[:1] + s.node.shape if s.batched[0] else s.node.shape)
+    return x.reshape(stored_shape(s.node.shape, x.shape, s.batched[0]))
 
 
 def _broadcast(s, xs, frame):
     (x,) = _align(xs, s.batched, len(s.node.shape))
-    return x.expand(x.shape[:1] + s.node.shape if s.batched[0] else s.node.shape)
+    return x.expand(stored_shape(s.node.shape, x.shape, s.batched[0]))
 
 
 def _transpose(s, xs, frame):
-    perm = tuple(s.node.attr("perm"))
-    if s.batched[0]:
-        perm = (0,) + tuple(p + 1 for p in perm)
-    return xs[0].permute(perm)
+    return xs[0].permute(batched_perm(s.node.attr("perm"), s.batched[0]))
 
 
 def _concat(s, xs, frame):
     rank = len(s.node.shape)
     if s.out:
-        batch = _batch_of(xs, s.batched)
+        batch = batch_size(xs, s.batched)
         xs = [_with_batch(x, b, batch) for x, b in zip(xs, s.batched)]
-    return torch.cat([x.to(s.dtype) for x in xs], dim=_axis(s.node.attr("axis"), rank, s.out))
+    return torch.cat([x.to(s.dtype) for x in xs], dim=stored_axis(s.node.attr("axis"), rank, s.out))
 
 
 def _slice(s, xs, frame):
     n = s.node
-    index = tuple(slice(a, b, c) for a, b, c in zip(n.attr("starts"), n.attr("stops"), n.attr("steps")))
-    return xs[0][(slice(None),) * s.batched[0] + index]
+    return xs[0][sliced(n.attr("starts"), n.attr("stops"), n.attr("steps"), s.batched[0])]
 
 
 def _index(idx: torch.Tensor, size: int) -> torch.Tensor:
@@ -397,7 +354,7 @@ def _index(idx: torch.Tensor, size: int) -> torch.Tensor:
 def _gather(s, xs, frame):
     x, idx = xs
     bx, bi = s.batched
-    axis = _axis(s.node.attr("axis"), x.dim() - bx, False)
+    axis = stored_axis(s.node.attr("axis"), x.dim() - bx, False)
     idx = _index(idx, x.shape[axis + bx])
     if not bx:
         # One table for every sample (an embedding): take all indices at once; batched indices
@@ -418,7 +375,7 @@ def _gather(s, xs, frame):
 def _scatter_add(s, xs, frame):
     base, idx, values = xs
     bb, bi, bv = s.batched
-    axis = _axis(s.node.attr("axis"), len(s.node.shape), False)
+    axis = stored_axis(s.node.attr("axis"), len(s.node.shape), False)
     size = s.node.shape[axis]
     idx = _index(idx, size)
     values = values.to(s.dtype)
@@ -427,7 +384,7 @@ def _scatter_add(s, xs, frame):
         flat = values.reshape(base.shape[:axis] + (-1,) + base.shape[axis + 1:])
         return base.index_add(axis, idx.reshape(-1), flat)
     # One path for every batched pattern: [B, pre, n, post] with the indices expanded over pre and post.
-    batch = _batch_of(xs, s.batched)
+    batch = batch_size(xs, s.batched)
     pre, post = s.node.shape[:axis], s.node.shape[axis + 1:]
     p, q = int(np.prod(pre)), int(np.prod(post))
     out = _with_batch(base, bb, batch).reshape(batch, p, size, q)
@@ -490,41 +447,39 @@ def _propagate_events(spikes, indptr, indices, weights, n_post, out_batched, bs,
 
 
 # ---------------------------------------------------------------- rules: time structure
+def _keep(done, old, new):
+    return torch.where(done.reshape(done.shape + (1,) * (old.dim() - done.dim())), old, new)
+
+
+TORCH_UNTIL = Until(_keep, operator.or_, lambda done: bool(done.all()))  # the `until` rule on tensors
+
+
 def _loop(s, xs, frame):
     loop: Loop = s.extra
-    n = len(loop.carried)
-    batch = _batch_of(xs, s.batched) if s.out else None
+    spec = loop.spec.attrs
+    n = len(spec.carried)
+    batch = batch_size(xs, s.batched) if s.out else None
     flags = loop.body.flags
+    nodes = loop.spec
 
     def lift(v, b):
         # In a batched loop every carried and stacked value is batched (ITEMs are batched).
         return _with_batch(v, b, batch) if s.out else v
 
-    carry = [lift(x, b) for x, b in zip(xs[:n], s.batched[:n])]
-    invariant = dict(zip(loop.invariant, xs[n:]))
-    done = None  # per sample (a scalar in an unbatched loop): has the `until` condition held yet?
-    frames: list[list] = []
-    for _ in range(loop.count):
+    invariant = dict(zip(spec.invariant, xs[n:]))
+
+    def body(carry):
         args = dict(invariant)
-        args.update(zip(loop.carried, carry))
+        args.update(zip(spec.carried, carry))
         vals = execute(loop.body, replace(frame, args=args, batch=batch))
-        new = [lift(vals[k], flags[k]) for k in loop.next_nodes]
-        outs = [lift(vals[k], flags[k]) for k in loop.out_nodes]
-        if loop.until_node is not None:
-            if done is not None:
-                # Samples already done keep their carried values and repeat their last outputs.
-                new = [torch.where(_frozen(done, c), c, v) for c, v in zip(carry, new)]
-                outs = [torch.where(_frozen(done, p), p, o) for p, o in zip(frames[-1], outs)]
-            cond = lift(vals[loop.until_node], flags[loop.until_node]).bool()
-            done = cond if done is None else done | cond
-        carry = new
-        frames.append(outs)
-        if done is not None and bool(done.all()):
-            break
-    if frames:
-        frames += [frames[-1]] * (loop.count - len(frames))  # ended early: every sample repeats its last
+        cond = None if nodes.until_node is None else lift(vals[nodes.until_node], flags[nodes.until_node]).bool()
+        return ([lift(vals[k], flags[k]) for k in nodes.next_nodes], [lift(vals[k], flags[k]) for k in nodes.out_nodes],
+                cond)
+
+    carry, frames = iterate(spec.count, [lift(x, b) for x, b in zip(xs[:n], s.batched[:n])], body,
+                            TORCH_UNTIL if nodes.until_node is not None else None)
     stacked = []
-    for j, k in enumerate(loop.out_nodes):
+    for j, k in enumerate(nodes.out_nodes):
         if frames:
             stacked.append(torch.stack([f[j] for f in frames], dim=1 if s.out else 0))
         else:
@@ -532,11 +487,6 @@ def _loop(s, xs, frame):
             shape = ((batch,) if s.out else ()) + (0,) + node.shape
             stacked.append(torch.zeros(shape, dtype=TORCH_DTYPES[node.dtype], device=xs[0].device if xs else None))
     return tuple(carry) + tuple(stacked)
-
-
-def _frozen(done, v):
-    """``done`` shaped to broadcast against a [B, ...] value."""
-    return done.reshape(done.shape + (1,) * (v.dim() - done.dim()))
 
 
 def _item(s, xs, frame):

@@ -16,8 +16,8 @@ from typing import Callable
 
 import numpy as np
 
+from nspec.compiler.interpret import RULES, Context
 from nspec.compiler.ir import DType, Graph, Node, Op, Program, Result
-from nspec.runtime.reference import RULES, Context
 
 # A folded value may be larger than its inputs (broadcast(0, [4000, 4000])): fold it only up to
 # this many elements, or the size of its largest input, so programs never bloat.

@@ -19,7 +19,6 @@ import numpy as np
 
 from nspec.dsl import ast as A
 from nspec.dsl.diagnostics import Span
-from nspec.runtime.reference import evaluate  # moves to nspec.compiler.interpret
 
 from .discretize import METHODS, TABLEAUS, explicit_rk, propagator
 from .expressions import Abort, ExprBuilder, Val, fmt_shape, fmt_type, static

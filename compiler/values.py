@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from nspec.dsl.diagnostics import Span
-from nspec.runtime.reference import RULES as ORACLE_RULES  # moves to nspec.compiler.interpret
+from .interpret import RULES as ORACLE_RULES
 
 from .ir import DType, Node, Op
 from .units import DIMENSIONLESS, Dim, describe

@@ -1,4 +1,4 @@
-"""Graph facts the TVM backend's scheduler, fusion rules and kernels share: what a node waits
+"""Graph facts the TVM backend's scheduler and kernels share: what a node waits
 for, how PROPAGATE sees its spike vector, the graphs nested in LOOPs, and who uses what."""
 
 from __future__ import annotations

@@ -60,7 +60,7 @@ class Plan:
     level: dict
     stored: frozenset[int]
     masks: frozenset[int]
-    order: tuple  # ("kernel", node) | ("group", shape, (nodes...))
+    order: tuple  # ("kernel", node) | ("group", shape, (fusible nodes and seeded PROPAGATEs...))
     flags: tuple[bool, ...]
     seeded: dict  # accumulating PROPAGATE -> its accumulator, computed (and stored into it) in a loop nest
 

@@ -114,7 +114,7 @@ def child_warm(cache: str) -> None:
     """A fresh process: import, load the spec, load the cached library, run 1 s; print JSON."""
     t_start = time.perf_counter()
     os.environ["NSPEC_CACHE_DIR"] = cache
-    from nspec.lowering.to_relax import TvmExecutor
+    from nspec.lowering.tvm.executor import TvmExecutor
 
     t_import = time.perf_counter() - t_start
     program = load_program(4000)
@@ -137,7 +137,7 @@ def gpu_check(a) -> None:
     sys.path.insert(0, str(ROOT / "tests"))
     import test_tvm_lowering as t
 
-    from nspec.lowering.to_relax import TvmExecutor
+    from nspec.lowering.tvm.executor import TvmExecutor
     from nspec.runtime.executor import RunRequest
     from nspec.runtime.reference import ReferenceExecutor, initialize
 
@@ -236,11 +236,11 @@ def main() -> None:
     os.environ["NSPEC_CACHE_DIR"] = cache
     print(f"workload: {SPEC.relative_to(ROOT)} compiled by nspec (not a hand-built program); "
           f"cold cache {cache}", flush=True)
-    from nspec.lowering import to_relax
+    from nspec.lowering.tvm.executor import TvmExecutor
 
     program = load_program(4000)
     t0 = time.perf_counter()
-    ex = to_relax.TvmExecutor(program)
+    ex = TvmExecutor(program)
     cold = time.perf_counter() - t0
     cold_lowering = ex.info["seconds"]
     warm = json.loads(subprocess.run([sys.executable, __file__, "--child-warm", cache], capture_output=True,
@@ -307,14 +307,14 @@ def main() -> None:
 
 
 def sweep(a, out: Path) -> None:
-    from nspec.lowering import to_relax
+    from nspec.lowering.tvm.executor import TvmExecutor
 
     sizes = [int(s) for s in a.sizes.split(",")]
     rows = []
     for n in sizes:
         program = load_program(n)
         t0 = time.perf_counter()
-        ex = to_relax.TvmExecutor(program, progress=False)
+        ex = TvmExecutor(program, progress=False)
         compile_s = time.perf_counter() - t0
         b2dir = Path(tempfile.mkdtemp(prefix="nspec-brian2-")) / f"cuba_{n}"
         cpp = [brian2("cpp_standalone", n, b2dir)]

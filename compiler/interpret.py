@@ -260,13 +260,13 @@ def _csr_rows(indptr, rows):
 
 
 def _propagate(node, xs, bs, ctx):
-    spikes, indptr, indices, weights = xs
+    spikes, indptr, indices, weights = xs[:4]
     if bs[1] or bs[2]:
         raise EvaluationError("PROPAGATE needs unbatched connectivity (indptr and indices)")
     dt = NUMPY[node.dtype]
     n_post = int(node.attr("n_post"))
-    out_batched = bs[0] or bs[3]
-    batch = (spikes if bs[0] else weights).shape[0] if out_batched else 1
+    out_batched = any(bs)  # an accumulator (fifth input) may carry the batch axis alone
+    batch = batch_size(xs, bs) if out_batched else 1
     # Treat every value as batched ([1, ...] when nothing is) so that one event-driven path serves.
     s = _with_batch(spikes, bs[0], batch) if out_batched else spikes[None]
     w = weights if bs[3] else weights[None]
@@ -276,6 +276,8 @@ def _propagate(node, xs, bs, ctx):
     wk = w[trial if bs[3] else 0] if w.ndim == 1 else w[trial if bs[3] else 0, k]
     values = wk.astype(dt, copy=False) * np.repeat(s[b, i].astype(dt), counts)
     out = np.zeros((batch, n_post), dtype=dt)
+    if node.attr("accumulate"):  # the events add into the accumulator, in event order
+        out[...] = _with_batch(xs[4], bs[4], batch) if out_batched else xs[4][None]
     np.add.at(out, (trial, indices[k]), values)
     return out if out_batched else out[0]
 

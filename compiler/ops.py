@@ -109,7 +109,7 @@ class Op(enum.Enum):
     GATHER = "gather"        # gather(x, idx) along attrs.axis (take)
     SCATTER_ADD = "scatter_add"  # scatter_add(base, idx, values) along attrs.axis
     # -- synaptic propagation: post[j] = sum over pre i with spikes[i] of w[k] for k in row i
-    PROPAGATE = "propagate"  # inputs: spikes[n_pre], indptr, indices, weights ([nnz] or one shared scalar); attrs: n_post
+    PROPAGATE = "propagate"  # inputs: spikes[n_pre], indptr, indices, weights ([nnz] or one shared scalar)[, acc[n_post]]; attrs: n_post, accumulate
     # -- time structure
     LOOP = "loop"            # see "Loops" in the module docstring
     ITEM = "item"            # attrs: index; the index-th value of a LOOP
@@ -251,9 +251,13 @@ class SliceAttrs(Attrs):
 
 @dataclass(frozen=True, slots=True)
 class PropagateAttrs(Attrs):
-    """post[j] = sum over presynaptic i with spikes[i] of w[k] for k in CSR row i."""
+    """post[j] = sum over presynaptic i with spikes[i] of w[k] for k in CSR row i.
+
+    ``accumulate``: a fifth input ``acc[n_post]`` is the sum's starting value (post = acc + the
+    events, added in event order).  Only ``fuse-accumulations`` writes it, for the TVM backend."""
 
     n_post: int
+    accumulate: bool = False
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -456,12 +460,17 @@ def _scatter_add(ins, a: AxisAttrs) -> Type:
 
 
 def _propagate(ins, a: PropagateAttrs) -> Type:
-    spikes, indptr, indices, weights = ins
+    if len(ins) != 4 + a.accumulate:
+        raise SignatureError(f"propagate{' accumulate' * a.accumulate} takes {4 + a.accumulate} inputs, got {len(ins)}")
+    spikes, indptr, indices, weights = ins[:4]
     _index_dtype(indptr), _index_dtype(indices)
     if len(spikes.shape) != 1 or indptr.shape != (spikes.shape[0] + 1,):
         raise SignatureError(f"propagate: spikes {spikes.shape} need indptr of shape [{spikes.shape[0] + 1}]")
     if weights.shape not in ((), indices.shape):
         raise SignatureError(f"propagate: weights {weights.shape} for {indices.shape} synapses")
+    if a.accumulate and (ins[4].shape != (a.n_post,) or promote(ins[4].dtype, weights.dtype) != weights.dtype):
+        raise SignatureError(f"propagate: accumulator {ins[4].dtype.value}{list(ins[4].shape)} for "
+                             f"{weights.dtype.value}[{a.n_post}]")
     return weights.dtype, (a.n_post,)
 
 
@@ -519,7 +528,7 @@ SIGNATURES: dict[Op, Signature] = {
     Op.SLICE: _sig(1, 1, SliceAttrs, _slice),
     Op.GATHER: _sig(2, 2, AxisAttrs, _gather),
     Op.SCATTER_ADD: _sig(3, 3, AxisAttrs, _scatter_add),
-    Op.PROPAGATE: _sig(4, 4, PropagateAttrs, _propagate),
+    Op.PROPAGATE: _sig(4, 5, PropagateAttrs, _propagate),
     Op.LOOP: _sig(0, None, LoopAttrs, lambda ins, a: (DType.f32, ())),  # its values are read with ITEM
     Op.ITEM: _sig(1, 1, ItemAttrs, _item),
     Op.RANDOM: _sig(2, 2, RandomAttrs, lambda ins, a: (a.dtype, a.shape)),

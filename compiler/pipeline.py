@@ -10,7 +10,8 @@ systems, with the run's settings.  ``PIPELINE`` then takes it down to a flat, op
 Required passes produce the IR every backend can run (``nspec compile --emit ir`` stops after them);
 the rest are optimisations (``--emit ir-opt`` prints the program after all of them).  ``--emit
 after=NAME`` prints the program after any one pass and ``--emit passes`` lists them.  Backends may run
-passes of their own after these (``TVM_PASSES``; they are listed too).  With ``verify=True`` (the
+passes of their own after these (``BACKEND_PASSES``: TVM's fast mode runs ``TVM_PASSES``; they are
+listed too).  With ``verify=True`` (the
 default, and what the tests use) the IR verifier re-infers every node after every pass.
 """
 
@@ -26,6 +27,7 @@ from .ir import Program, verify_program
 from .passes.eliminate_dead_code import eliminate_dead_code
 from .passes.flatten_systems import flatten, to_program
 from .passes.fold_constants import fold_constants
+from .passes.fuse_accumulations import fuse_accumulations
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,11 @@ PIPELINE: tuple[Pass, ...] = (
     Pass("fold-constants", fold_constants, "evaluate constant subgraphs with the oracle's rules; apply identities"),
     Pass("eliminate-dead-code", eliminate_dead_code, "drop nodes that no result reads (LOOP bodies included)"),
 )
-BACKEND_PASSES: dict[str, tuple[Pass, ...]] = {}
+# The TVM backend's own passes, run after PIPELINE in fast mode only (they reorder float additions).
+TVM_PASSES: tuple[Pass, ...] = (
+    Pass("fuse-accumulations", fuse_accumulations, "add(x, propagate(...)) becomes a propagate accumulating into x"),
+)
+BACKEND_PASSES: dict[str, tuple[Pass, ...]] = {"tvm (fast mode)": TVM_PASSES}
 
 
 def pass_names() -> list[str]:

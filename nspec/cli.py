@@ -173,7 +173,7 @@ def _export_onnx(program, path: Path, args) -> None:
 
 
 def _export_tvm(program, path: Path, args) -> None:
-    export = _lowering("to_relax", "export")
+    export = _lowering("tvm.build", "export")
     export(program, str(path), target=args.target, force=args.force)
 
 
@@ -203,17 +203,14 @@ def _emit_onnx(program, args) -> str:
     return printer.to_text(model)
 
 
-def _emit_relax(program, args) -> str:
+def _emit_tir(program, args) -> str:
     # the TVM backend lowers the whole time loop to one TIR function of an IRModule
-    build, options = _lowering("tvm_tir", "build_primfunc"), _lowering("tvm_tir", "Options")
-    import tvm
-
-    func, _ = build(program, options(device="cuda" if args.target == "tvm-cuda" else "cpu"))
-    return tvm.IRModule({"main": func}).script()
+    text, options = _lowering("tvm.emit", "tir_text"), _lowering("tvm.tir", "Options")
+    return text(program, options(device="cuda" if args.target == "tvm-cuda" else "cpu"))
 
 
 IR_STAGES = ("ast", "ir", "ir-opt", "passes")
-EMIT_STAGES = IR_STAGES + ("onnx", "relax")
+EMIT_STAGES = IR_STAGES + ("onnx", "tir", "relax")
 
 
 def _check_emit(stage: str | None) -> None:
@@ -247,15 +244,18 @@ def cmd_compile(args) -> int:
         return EXIT_OK
     if args.emit == "onnx" and args.target not in (None, "onnx"):
         raise CliError("--emit onnx shows the ONNX lowering; drop --target or use --target onnx")
-    if args.emit == "relax" and args.target not in (None, "tvm-llvm", "tvm-cuda"):
-        raise CliError("--emit relax needs --target tvm-llvm or tvm-cuda")
+    if args.emit == "relax":  # the old name: the module holds TIR, not Relax functions
+        print("warning: --emit relax is deprecated; use --emit tir", file=sys.stderr)
+        args.emit = "tir"
+    if args.emit == "tir" and args.target not in (None, "tvm-llvm", "tvm-cuda"):
+        raise CliError("--emit tir needs --target tvm-llvm or tvm-cuda")
     path = None
     if args.target and not args.emit:
         path = _out_path(args.output, spec, TARGETS[args.target][0])
         _refuse_overwrite(path, args.force, "-o")
     program = driver.compile_file(spec, hyper, args.entry)
     if args.emit:
-        print((_emit_onnx if args.emit == "onnx" else _emit_relax)(program, args))
+        print((_emit_onnx if args.emit == "onnx" else _emit_tir)(program, args))
         return EXIT_OK
     if path is None:
         print(f"ok: {program.name}: {len(program.params)} params, {len(program.states)} states, "
@@ -516,8 +516,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--entry", metavar="NAME", help="the declaration to compile (default: the simulate target)")
     p.add_argument("--emit", metavar="STAGE",
                    help="print this stage to stdout: ast, ir (after the required passes), ir-opt (after all), "
-                        "after=PASS (after one pass), passes (the pass list), onnx, relax (the TVM IRModule, "
-                        "whose time loop is TIR)")
+                        "after=PASS (after one pass), passes (the pass list), onnx, tir (the TVM IRModule, the "
+                        "whole time loop as one TIR function; relax: a deprecated alias of tir)")
     p.add_argument("--target", choices=list(TARGETS), help="export for this backend")
     p.add_argument("-o", "--output", metavar="OUT", help="output file, or a folder ending in '/'")
     mode = p.add_mutually_exclusive_group()

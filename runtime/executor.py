@@ -58,7 +58,7 @@ class Executor(Protocol):
 BACKENDS: dict[str, str] = {
     "reference": "nspec.runtime.reference:ReferenceExecutor",
     "onnxruntime": "nspec.lowering.to_onnx:OnnxExecutor",
-    "tvm": "nspec.lowering.to_relax:TvmExecutor",
+    "tvm": "nspec.lowering.tvm.executor:TvmExecutor",
     "torch": "nspec.lowering.to_torch:TorchExecutor",
 }
 

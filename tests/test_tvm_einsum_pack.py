@@ -15,7 +15,9 @@ import pytest
 
 from nspec.compiler import ir
 from nspec.compiler.ir import DType, GraphBuilder, Op, Program, Var
-from nspec.lowering import to_relax, tvm_tir
+from nspec.lowering.tvm import einsum_tiles, emit
+from nspec.lowering.tvm.executor import TvmExecutor
+from nspec.lowering.tvm.tir import Options
 from nspec.runtime.executor import RunRequest
 
 F32 = DType.f32
@@ -67,7 +69,7 @@ def run_tvm(program: Program, values: dict, roles, **options) -> np.ndarray:
     params = {n: values[n] for n, r in zip("ab", roles) if r == "param"}
     inputs = {n: values[n] for n, r in zip("ab", roles) if r == "input"}
     request = RunRequest(params, {}, inputs, 1, ())
-    return to_relax.TvmExecutor(program, progress=False, **options).run(request).outputs["y"]
+    return TvmExecutor(program, progress=False, **options).run(request).outputs["y"]
 
 
 @pytest.mark.parametrize("equation, shapes, roles", CASES, ids=[c[0] for c in CASES])
@@ -86,10 +88,10 @@ def test_packing_is_emitted_where_it_pays(equation, shapes, roles, monkeypatch):
     """The packed function differs from the one built with packing off exactly for the strided,
     reused operands."""
     program = einsum_program(equation, shapes, roles)
-    opts = tvm_tir.Options(parallel=False)
-    packed = str(tvm_tir.build_primfunc(program, opts)[0])
-    monkeypatch.setattr(tvm_tir, "PACK_REUSE", float("inf"))
-    plain = str(tvm_tir.build_primfunc(program, opts)[0])
+    opts = Options(parallel=False)
+    packed = str(emit.build_primfunc(program, opts)[0])
+    monkeypatch.setattr(einsum_tiles, "PACK_REUSE", float("inf"))
+    plain = str(emit.build_primfunc(program, opts)[0])
     assert (packed != plain) == (equation in PACKED)
 
 
@@ -99,6 +101,6 @@ def test_packing_does_not_change_a_bit(strict, monkeypatch):
     program = einsum_program(equation, shapes, roles)
     values = operands(shapes, roles, 2, np.random.default_rng(1))
     packed = run_tvm(program, values, roles, strict=strict, cache=False)
-    monkeypatch.setattr(tvm_tir, "PACK_REUSE", float("inf"))
+    monkeypatch.setattr(einsum_tiles, "PACK_REUSE", float("inf"))
     plain = run_tvm(program, values, roles, strict=strict, cache=False)
     np.testing.assert_array_equal(packed, plain)

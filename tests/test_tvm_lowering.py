@@ -11,7 +11,8 @@ import pytest
 
 from nspec.compiler import ir
 from nspec.compiler.ir import DType, GraphBuilder, Op, Program, Var
-from nspec.lowering import to_relax, tvm_cache
+from nspec.lowering.tvm import build, cache as tvm_cache, rules
+from nspec.lowering.tvm.executor import TvmExecutor
 from nspec.runtime.executor import BackendError, RunRequest
 from nspec.runtime.reference import ReferenceExecutor
 
@@ -33,7 +34,7 @@ def _program(name, b: GraphBuilder, params=(), states=(), inputs=(), outputs=(),
 
 def _run_both(p: Program, request: RunRequest, **options):
     ref = ReferenceExecutor(p).run(request)
-    got = to_relax.TvmExecutor(p, progress=False, **options).run(request)
+    got = TvmExecutor(p, progress=False, **options).run(request)
     return ref, got
 
 
@@ -120,7 +121,7 @@ def _op_program():
 
 
 def test_every_op_outside_init_has_a_rule():
-    missing = [op for op in Op if op not in ir.INIT_ONLY and op not in to_relax.RULES]
+    missing = [op for op in Op if op not in ir.INIT_ONLY and op not in rules.RULES]
     assert not missing
 
 
@@ -305,7 +306,7 @@ def _run_tiny(func_sig):
 
 def test_cache_hits_and_detects_corruption(tmp_path):
     p = _tiny()
-    first = to_relax.compile_program(p, progress=False)
+    first = build.compile_program(p, progress=False)
     assert first[2]["cache"] == "miss"
     np.testing.assert_allclose(_run_tiny(first), np.full((1, 8), 1.75, np.float32))
     entry = tvm_cache.cache_root() / first[2]["key"]
@@ -313,51 +314,51 @@ def test_cache_hits_and_detects_corruption(tmp_path):
     # (the library is never loaded before it is corrupted: rewriting a mapped library would
     # crash this process, which the cache itself avoids by renaming new entries into place)
     lib.write_bytes(lib.read_bytes()[:-100] + b"x" * 100)  # same size, different bytes
-    assert to_relax.compile_program(p, progress=False)[2]["cache"] == "miss"
+    assert build.compile_program(p, progress=False)[2]["cache"] == "miss"
     manifest = json.loads((entry / tvm_cache.MANIFEST).read_text())
     manifest["key"] = "0" * 64  # a stale manifest
     (entry / tvm_cache.MANIFEST).write_text(json.dumps(manifest))
-    assert to_relax.compile_program(p, progress=False)[2]["cache"] == "miss"
+    assert build.compile_program(p, progress=False)[2]["cache"] == "miss"
     (entry / tvm_cache.MANIFEST).write_text("{not json")
-    assert to_relax.compile_program(p, progress=False)[2]["cache"] == "miss"
+    assert build.compile_program(p, progress=False)[2]["cache"] == "miss"
     lib.write_bytes(lib.read_bytes()[:1000])  # truncated
-    assert to_relax.compile_program(p, progress=False)[2]["cache"] == "miss"
-    hit = to_relax.compile_program(p, progress=False)
+    assert build.compile_program(p, progress=False)[2]["cache"] == "miss"
+    hit = build.compile_program(p, progress=False)
     assert hit[2]["cache"] == "hit" and hit[2]["key"] == first[2]["key"]
     np.testing.assert_allclose(_run_tiny(hit), np.full((1, 8), 1.75, np.float32))
 
 
 def test_cache_key_changes_with_program_target_and_mode():
     p = _tiny()
-    keys = {tvm_cache.cache_key(to_relax.cache_parts(p, t, strict, (), 256))
+    keys = {tvm_cache.cache_key(build.cache_parts(p, t, strict, (), 256))
             for t in ("llvm", "cuda") for strict in (False, True)}
     assert len(keys) == 4
     b = GraphBuilder()
     s = b.arg("s", "state", F32, (8,))
     b.result("s", "next", b.add(Op.ADD, (b.add(Op.MUL, (s, b.const(0.5000001)), F32, (8,)), b.const(1.0)), F32, (8,)))
     other = _program("tiny", b, states=[Var("s", F32, (8,))])
-    assert to_relax.cache_parts(other, "llvm", False, (), 256) != to_relax.cache_parts(p, "llvm", False, (), 256)
+    assert build.cache_parts(other, "llvm", False, (), 256) != build.cache_parts(p, "llvm", False, (), 256)
 
 
 # ---------------------------------------------------------------- export and CUDA code generation
 def test_export_writes_library_and_manifest_and_never_overwrites(tmp_path):
     p, _, _ = cuba_like(n=64, n_exc=48)
     path = tmp_path / "net.so"
-    to_relax.export(p, path, target="tvm-llvm")
+    build.export(p, path, target="tvm-llvm")
     manifest = json.loads((tmp_path / "net.so.json").read_text())
     assert path.stat().st_size > 0 and manifest["signature"]["records"] == ["P/spike"]
     with pytest.raises(BackendError):
-        to_relax.export(p, path, target="tvm-llvm")
-    to_relax.export(p, path, target="tvm-llvm", force=True)
+        build.export(p, path, target="tvm-llvm")
+    build.export(p, path, target="tvm-llvm", force=True)
 
 
 def test_cuda_code_generation_needs_no_gpu(tmp_path):
     p, _, _ = cuba_like(n=64, n_exc=48)
     path = tmp_path / "net_cuda.so"
-    to_relax.export(p, path, target="tvm-cuda")
+    build.export(p, path, target="tvm-cuda")
     assert path.stat().st_size > 0
     assert json.loads((tmp_path / "net_cuda.so.json").read_text())["inputs"]["target"]["kind"] == "cuda"
-    ex, _ = to_relax._build(p, "cuda", False, ("P/spike",), 128)
+    ex, _ = build.build(p, "cuda", False, ("P/spike",), 128)
     src = ex.mod.imports[0].inspect_source()
     assert "__global__" in src and "atomicAdd" in src and "__syncthreads" in src
 

@@ -1,6 +1,6 @@
 """TVM's CPU einsum runs as register tiles, and its loops never form short constant-trip nests.
 
-The tiled kernel (``tvm_tir._einsum_tiles``) splits the output into TILE_ROWS x (TILE_VECTORS x
+The tiled kernel (``einsum_tiles.tiles``) splits the output into TILE_ROWS x (TILE_VECTORS x
 VECTOR_LANES) blocks, with remainder blocks of fewer rows, fewer vectors and single columns, and
 runs a long reduction in passes of TILE_DEPTH steps.  Checked here: results against a float64
 NumPy einsum over sizes that hit every remainder (1, 15, 16, 17, 33 and a reduction longer than
@@ -18,7 +18,9 @@ import numpy as np
 import pytest
 
 from nspec.compiler.ir import DType
-from nspec.lowering import to_relax, tvm_tir
+from nspec.lowering.tvm import emit
+from nspec.lowering.tvm.executor import TvmExecutor
+from nspec.lowering.tvm.tir import Options, tvm_modules
 from nspec.runtime.executor import RunRequest
 from test_tvm_einsum_pack import einsum_program, operands
 
@@ -36,7 +38,7 @@ def run(equation, shapes, roles, batch, rng, **options):
     values = operands(shapes, roles, batch, rng)
     params = {n: values[n] for n, r in zip("ab", roles) if r == "param"}
     inputs = {n: values[n] for n, r in zip("ab", roles) if r == "input"}
-    ex = to_relax.TvmExecutor(einsum_program(equation, shapes, roles), progress=False, cache=False, **options)
+    ex = TvmExecutor(einsum_program(equation, shapes, roles), progress=False, cache=False, **options)
     got = ex.run(RunRequest(params, {}, inputs, 1, ())).outputs["y"]
     ops = [[values[n][t, 0] if r == "input" else values[n] for n, r in zip("ab", roles)] for t in range(batch)]
     return got, ops
@@ -123,11 +125,9 @@ def test_vector_loops_sit_under_at_most_two_constant_loops(shape):
     """A ReLU feeding Q K^T: the elementwise loop runs over (flattened rows) x (vectors), the
     einsum over tiles; before, [4, 16, 512] was a nest of three constant loops that LLVM fully
     unrolled into 512 vector operations (seconds of compile time)."""
-    from nspec.lowering.tvm_tir import _tvm
-
     letters = "abcd"[:len(shape) - 1]
     equation = f"{letters}n,{letters[:-1]}sn->{letters}s".replace("s", "z")
     program = einsum_program(equation, (shape, shape), ("input", "input"), relu=True)
-    func, _ = tvm_tir.build_primfunc(program, tvm_tir.Options(parallel=False))
-    depths = _nest_depths(func.body, _tvm()[1])
+    func, _ = emit.build_primfunc(program, Options(parallel=False))
+    depths = _nest_depths(func.body, tvm_modules().tirx)
     assert depths and max(depths) <= 2, depths

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import importlib.metadata as md
 import importlib.util
 import json
 import logging
@@ -25,6 +26,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
+
+import nspec
 
 log = logging.getLogger("nspec.tvm")
 
@@ -39,10 +42,7 @@ def cache_root() -> Path:
 
 
 def versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    import nspec
-
+    """The versions of nspec, TVM and tvm-ffi, part of every cache key."""
     out = {"nspec": nspec.__version__}
     for dist in ("apache-tvm", "apache-tvm-ffi"):
         try:
@@ -117,7 +117,7 @@ def import_tvm_ffi():
     for it.  ``import tvm`` afterwards reuses this tvm_ffi."""
     if "tvm_ffi" not in sys.modules and "torch" not in sys.modules:
         sys.modules["torch"] = None  # makes `import torch` raise ImportError inside tvm_ffi
-        try:
+        try:  # imported here, not at the top: the point is to control when and how (see above)
             import tvm_ffi  # noqa: F401
         finally:
             del sys.modules["torch"]

@@ -1,0 +1,194 @@
+"""The EINSUM kernel of the TVM backend, with its CPU templates: register tiles, and operand
+packing for the axpy template.
+
+On CUDA (or for a scalar result) every output element is one thread's serial reduction.  On CPU
+an operand that the inner loop would read with a stride is first packed (``pack_for_axpy``);
+then, for float einsums whose operands are all contiguous along the last output letter, the
+output is computed in register tiles (``tiles``); otherwise the axpy template runs, with that
+letter innermost and the reductions outside it.  In every template each output element starts at
+0 and adds the products in the reduction letters' loop order, as the reference does, so strict
+mode (no FMA) gives the reference's bits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from nspec.compiler.ir import Graph, Node
+from nspec.lowering.tvm.tir import LOGICAL, VECTOR_LANES, Ref, cast, imm, is_float, tvm_modules, unflatten
+
+if TYPE_CHECKING:  # annotations only: the emitter and scheduler import the rule table, which imports this
+    from nspec.lowering.tvm.emitter import Emitter
+    from nspec.lowering.tvm.schedule import Plan
+
+
+def einsum(em: Emitter, graph: Graph, i: int, vals, plan: Plan):
+    """The EINSUM kernel: picks the template (see the module docstring)."""
+    T = tvm_modules().T
+    n = graph.nodes[i]
+    lhs, rhs = n.attrs.equation.replace(" ", "").split("->")
+    terms = lhs.split(",")
+    sizes: dict[str, int] = {}
+    for term, j in zip(terms, n.inputs):
+        for c, d in zip(term, graph.nodes[j].shape):
+            sizes[c] = d
+    red = [c for c in dict.fromkeys("".join(terms)) if c not in rhs]
+    dt = LOGICAL[n.dtype]
+    out = vals[i]
+    xs = [vals[j] for j in n.inputs]
+
+    def product(env):
+        p = None
+        for term, x in zip(terms, xs):
+            v = cast(x.load(tuple(env[c] for c in term)), dt)
+            p = v if p is None else p * v
+        return p
+
+    if em.opts.device == "cuda" or not rhs:
+        stack, idx = em.foreach(n.shape)
+        with stack:
+            env = dict(zip(rhs, idx))
+            out.store(idx, imm(0, dt))
+            with contextlib.ExitStack() as s:
+                env.update({c: s.enter_context(T.serial(0, sizes[c])) for c in red})
+                out.store(idx, out.load(idx) + product(env))
+        return
+    work = int(np.prod([sizes[c] for c in sizes]))
+    for k, term in enumerate(terms):
+        packed = pack_for_axpy(em, term, rhs[-1], graph.nodes[n.inputs[k]], xs[k], work)
+        if packed is not None:
+            terms[k], xs[k] = packed
+    if is_float(dt) and all(t.count(rhs[-1]) == 0 or (t[-1] == rhs[-1] and t.count(rhs[-1]) == 1)
+                             for t in terms):
+        tiles(em, rhs, red, sizes, dt, out, product)
+        return
+    # CPU template where an operand is read along the last output axis with a stride: that axis
+    # innermost and reductions outside it, an axpy over the output that LLVM vectorises
+    stack, idx = em.foreach(n.shape)
+    with stack:
+        out.store(idx, imm(0, dt))
+    with contextlib.ExitStack() as s:
+        env = {c: s.enter_context(T.serial(0, sizes[c])) for c in rhs[:-1]}
+        env.update({c: s.enter_context(T.serial(0, sizes[c])) for c in red})
+        env[rhs[-1]] = s.enter_context(T.serial(0, sizes[rhs[-1]]))
+        oidx = tuple(env[c] for c in rhs)
+        out.store(oidx, out.load(oidx) + product(env))
+
+
+TILE_ROWS = 6     # output rows of one register tile
+TILE_VECTORS = 1  # VECTOR_LANES-wide column vectors of one tile: 6 x 16 floats = 12 AVX2 registers
+TILE_DEPTH = 256  # reduction steps per pass over the output, so a tile's operand panels stay in cache
+
+
+def tiles(em: Emitter, rhs: str, red: list[str], sizes: dict, dt: str, out, product):
+    """The CPU einsum as register tiles: TILE_ROWS output rows (letter ``rhs[-2]``) by
+    TILE_VECTORS x VECTOR_LANES columns (``rhs[-1]``, contiguous in every operand that has it)
+    accumulate in a local buffer LLVM keeps in registers while the reduction runs, then are
+    stored.  Column blocks run outside row blocks, so an operand's panel of columns stays in
+    cache across the rows; a long reduction (its letters flattened, in their loop order) runs
+    in passes of TILE_DEPTH steps over the whole output, each pass resuming from the stored
+    partial sums.  Remainders: a narrower block of whole vectors, then one column at a time;
+    fewer rows.  Each output element still starts at 0 and adds the products in the reduction
+    letters' loop order, as the reference does, so strict mode (no FMA) gives the same bits."""
+    _, tirx, _, T = tvm_modules()
+    lanes = VECTOR_LANES
+    col = rhs[-1]
+    row = rhs[-2] if len(rhs) > 1 else None
+    n_rows = sizes[row] if row else 1
+    n_cols = sizes[col]
+    red_shape = tuple(sizes[c] for c in red)
+    depth = int(np.prod(red_shape))
+    acc = T.decl_buffer((TILE_ROWS, TILE_VECTORS * lanes), dt, scope="local")
+
+    def tile(outer: dict, r0, rows: int, c0, vectors: int, width: int, k0, steps: int, first):
+        """One block: ``rows`` rows from ``r0`` by ``vectors`` runs of ``width`` columns from
+        ``c0``, reduction steps ``k0`` .. ``k0 + steps``; ``first``: whether k0 is 0."""
+        def cells(fn):
+            for r in range(rows):
+                for v in range(vectors):
+                    if width == 1:
+                        fn(r, c0 + v, (r, v))
+                    else:
+                        with T.vectorized(0, width) as lane:
+                            fn(r, c0 + v * width + lane, (r, v * width + lane))
+
+        def at(r, c):
+            env = dict(outer)
+            env[col] = c
+            if row:
+                env[row] = r0 + r
+            return env
+
+        def oidx(r, c):
+            return tuple(at(r, c)[ch] for ch in rhs)
+
+        cells(lambda r, c, a: T.buffer_store(
+            acc, imm(0, dt) if first is True else out.load(oidx(r, c)) if first is False
+            else tirx.Select(first, imm(0, dt), out.load(oidx(r, c))), list(a)))
+        with T.serial(k0, k0 + steps) as k:
+            reduce = dict(zip(red, unflatten(k, red_shape)))
+            cells(lambda r, c, a: T.buffer_store(
+                acc, tirx.BufferLoad(acc, list(a)) + product({**at(r, c), **reduce}), list(a)))
+        cells(lambda r, c, a: out.store(oidx(r, c), tirx.BufferLoad(acc, list(a))))
+
+    def blocks(k0, steps: int, first):
+        stack, idx = em.foreach(tuple(sizes[c] for c in rhs[:-2]))
+        with stack:
+            outer = dict(zip(rhs[:-2], idx))
+
+            def row_blocks(c0, vectors: int, width: int):
+                if n_rows >= TILE_ROWS:
+                    with T.serial(0, n_rows // TILE_ROWS) as rb:
+                        tile(outer, rb * TILE_ROWS, TILE_ROWS, c0, vectors, width, k0, steps, first)
+                if n_rows % TILE_ROWS:
+                    tile(outer, n_rows - n_rows % TILE_ROWS, n_rows % TILE_ROWS, c0, vectors, width, k0, steps, first)
+
+            block = TILE_VECTORS * lanes
+            if n_cols >= block:
+                with T.serial(0, n_cols // block) as cb:
+                    row_blocks(cb * block, TILE_VECTORS, lanes)
+            if n_cols % block >= lanes:
+                row_blocks(n_cols - n_cols % block, n_cols % block // lanes, lanes)
+            if n_cols % lanes:
+                with T.serial(n_cols - n_cols % lanes, n_cols) as c:
+                    row_blocks(c, 1, 1)
+
+    if depth <= TILE_DEPTH:
+        blocks(0, depth, True)
+        return
+    with T.serial(0, depth // TILE_DEPTH) as kp:
+        blocks(kp * TILE_DEPTH, TILE_DEPTH, kp == 0)
+    if depth % TILE_DEPTH:
+        blocks(depth - depth % TILE_DEPTH, depth % TILE_DEPTH, False)
+
+
+PACK_REUSE = 8  # pack an operand when the contraction reads each of its elements at least this often
+
+
+def pack_for_axpy(em: Emitter, term: str, inner: str, node: Node, x, work: int):
+    """An einsum operand that the CPU template's inner loop (over output letter ``inner``) would
+    read with a stride, copied once into a scratch buffer with ``inner`` as its last axis:
+    (new term, Ref), or None when it is already contiguous there or too little reused to pay
+    for the copy.  E.g. Q K^T ("htn,hsn->hts"): K[h, s, n] is read along s, N floats apart; the
+    copy is one pass over K, the contraction then T passes over contiguous rows.  The loops
+    and the summation order are unchanged, so the results are bit-identical."""
+    if inner not in term or term[-1] == inner or len(set(term)) != len(term):
+        return None
+    size = int(np.prod(node.shape))
+    if work < PACK_REUSE * size:
+        return None
+    packed_term = term.replace(inner, "") + inner
+    shape = tuple(node.shape[term.index(c)] for c in packed_term)
+    ref = Ref(em.scratch(shape, node.dtype), (), LOGICAL[node.dtype])
+    stack, idx = em.foreach(shape)
+    with stack:
+        at = dict(zip(packed_term, idx))
+        ref.store(idx, x.load(tuple(at[c] for c in term)))
+    return packed_term, ref
+
+
+
+__all__ = ["einsum", "tiles", "pack_for_axpy", "TILE_ROWS", "TILE_VECTORS", "TILE_DEPTH", "PACK_REUSE"]

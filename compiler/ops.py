@@ -117,10 +117,14 @@ class Op(enum.Enum):
     RANDOM = "random"        # attrs: dist in {uniform, normal, orthogonal}; inputs: two scalars (lo, hi | mean, std)
 
 
-ELEMENTWISE_BINARY = {Op.ADD, Op.SUB, Op.MUL, Op.DIV, Op.POW, Op.MOD, Op.MAXIMUM, Op.MINIMUM,
-                      Op.LT, Op.LE, Op.GT, Op.GE, Op.EQ, Op.NE, Op.AND, Op.OR}
-ELEMENTWISE_UNARY = {Op.NEG, Op.ABS, Op.EXP, Op.LOG, Op.SQRT, Op.TANH, Op.SIGMOID, Op.RELU, Op.SILU,
-                     Op.SOFTPLUS, Op.SIN, Op.COS, Op.FLOOR, Op.NOT, Op.CAST, Op.SPIKE}
+# The op families.  A new elementwise function is one enum member above plus its name in MATH:
+# its signature follows from the family; each backend then needs one rule.
+ARITHMETIC = {Op.ADD, Op.SUB, Op.MUL, Op.DIV, Op.POW, Op.MOD, Op.MAXIMUM, Op.MINIMUM}
+COMPARISONS = {Op.LT, Op.LE, Op.GT, Op.GE, Op.EQ, Op.NE, Op.AND, Op.OR}
+MATH = {Op.NEG, Op.ABS, Op.EXP, Op.LOG, Op.SQRT, Op.TANH, Op.SIGMOID, Op.RELU, Op.SILU, Op.SOFTPLUS, Op.SIN, Op.COS,
+        Op.FLOOR}  # float -> float, same shape
+ELEMENTWISE_BINARY = ARITHMETIC | COMPARISONS
+ELEMENTWISE_UNARY = MATH | {Op.NOT, Op.CAST, Op.SPIKE}
 REDUCTIONS = {Op.SUM, Op.MEAN, Op.MAX, Op.MIN}
 INIT_ONLY = {Op.RANDOM}  # backends lower step graphs only; init graphs run on the host
 
@@ -507,10 +511,9 @@ _UNARY = _sig(1, 1, NoAttrs, _same)
 SIGNATURES: dict[Op, Signature] = {
     Op.CONST: _sig(0, 0, ConstAttrs, lambda ins, a: (DType.of(a.value.dtype), a.value.shape)),
     Op.ARG: _sig(0, 0, ArgAttrs, lambda ins, a: (a.dtype, a.shape)),
-    **{op: _BINARY for op in (Op.ADD, Op.SUB, Op.MUL, Op.DIV, Op.POW, Op.MOD, Op.MAXIMUM, Op.MINIMUM)},
-    **{op: _UNARY for op in (Op.NEG, Op.ABS, Op.EXP, Op.LOG, Op.SQRT, Op.TANH, Op.SIGMOID, Op.RELU, Op.SILU,
-                             Op.SOFTPLUS, Op.SIN, Op.COS, Op.FLOOR)},
-    **{op: _LOGIC for op in (Op.LT, Op.LE, Op.GT, Op.GE, Op.EQ, Op.NE, Op.AND, Op.OR)},
+    **{op: _BINARY for op in ARITHMETIC},
+    **{op: _UNARY for op in MATH},
+    **{op: _LOGIC for op in COMPARISONS},
     Op.NOT: _sig(1, 1, NoAttrs, lambda ins, a: (DType.bool, ins[0].shape)),
     Op.WHERE: _sig(3, 3, NoAttrs, _where),
     Op.CAST: _sig(1, 1, CastAttrs, lambda ins, a: (a.dtype, ins[0].shape)),

@@ -593,6 +593,7 @@ BUILTINS: dict[str, Builtin] = {
     "exp": _dimensionless_math(Op.EXP), "log": _dimensionless_math(Op.LOG), "tanh": _dimensionless_math(Op.TANH),
     "sigmoid": _dimensionless_math(Op.SIGMOID), "sin": _dimensionless_math(Op.SIN),
     "cos": _dimensionless_math(Op.COS), "softplus": _dimensionless_math(Op.SOFTPLUS),
+    "erf": _dimensionless_math(Op.ERF),
     "silu": _dimensionless_math(Op.SILU),
     # elementwise, keeping the unit
     "relu": _unit_preserving(Op.RELU), "abs": _unit_preserving(Op.ABS), "floor": _unit_preserving(Op.FLOOR),

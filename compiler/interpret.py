@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
+from scipy import special
 
 from .batching import (LoopSpec, Until, aligned_shape, batch_size, batched_equation, batched_perm, iterate, sliced,
                        stored_axes, stored_axis, stored_shape)
@@ -387,6 +388,7 @@ RULES: dict[Op, Rule] = {
     Op.SOFTPLUS: _unary(_softplus),
     Op.SIN: _unary(np.sin),
     Op.COS: _unary(np.cos),
+    Op.ERF: _unary(special.erf),
     Op.FLOOR: _unary(np.floor),
     Op.LT: _compare(np.less),
     Op.LE: _compare(np.less_equal),

@@ -74,6 +74,7 @@ class Op(enum.Enum):
     SOFTPLUS = "softplus"
     SIN = "sin"
     COS = "cos"
+    ERF = "erf"
     FLOOR = "floor"
     # -- comparison and logic (results are bool)
     LT = "lt"
@@ -122,7 +123,7 @@ class Op(enum.Enum):
 ARITHMETIC = {Op.ADD, Op.SUB, Op.MUL, Op.DIV, Op.POW, Op.MOD, Op.MAXIMUM, Op.MINIMUM}
 COMPARISONS = {Op.LT, Op.LE, Op.GT, Op.GE, Op.EQ, Op.NE, Op.AND, Op.OR}
 MATH = {Op.NEG, Op.ABS, Op.EXP, Op.LOG, Op.SQRT, Op.TANH, Op.SIGMOID, Op.RELU, Op.SILU, Op.SOFTPLUS, Op.SIN, Op.COS,
-        Op.FLOOR}  # float -> float, same shape
+        Op.ERF, Op.FLOOR}  # float -> float, same shape
 ELEMENTWISE_BINARY = ARITHMETIC | COMPARISONS
 ELEMENTWISE_UNARY = MATH | {Op.NOT, Op.CAST, Op.SPIKE}
 REDUCTIONS = {Op.SUM, Op.MEAN, Op.MAX, Op.MIN}

@@ -276,7 +276,7 @@ def _item(e: Emit, n, args, b):
 
 
 UNARY_ONNX = {Op.NEG: "Neg", Op.ABS: "Abs", Op.EXP: "Exp", Op.LOG: "Log", Op.SQRT: "Sqrt", Op.TANH: "Tanh",
-              Op.SIGMOID: "Sigmoid", Op.RELU: "Relu", Op.SOFTPLUS: "Softplus", Op.SIN: "Sin", Op.COS: "Cos",
+              Op.SIGMOID: "Sigmoid", Op.RELU: "Relu", Op.SOFTPLUS: "Softplus", Op.SIN: "Sin", Op.COS: "Cos", Op.ERF: "Erf",
               Op.FLOOR: "Floor", Op.NOT: "Not"}
 BINARY_ONNX = {Op.ADD: "Add", Op.SUB: "Sub", Op.MUL: "Mul", Op.POW: "Pow", Op.MAXIMUM: "Max", Op.MINIMUM: "Min",
                Op.AND: "And", Op.OR: "Or"}

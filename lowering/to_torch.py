@@ -516,6 +516,7 @@ RULES: dict[Op, Callable] = {
     Op.SOFTPLUS: _unary(F.softplus),
     Op.SIN: _unary(torch.sin),
     Op.COS: _unary(torch.cos),
+    Op.ERF: _unary(torch.erf),
     Op.FLOOR: _unary(torch.floor),
     Op.LT: _compare(torch.lt),
     Op.LE: _compare(torch.le),

@@ -7,6 +7,7 @@ for each trial b, the op applied to trial b's operands (the batching rule of com
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -128,6 +129,7 @@ UNARY = [
     (Op.RELU, lambda x: x * (x > 0)), (Op.SILU, lambda x: x / (1 + np.exp(-x))),
     (Op.SOFTPLUS, lambda x: np.logaddexp(0, x)), (Op.SIN, lambda x: np.imag(np.exp(1j * x))),
     (Op.COS, lambda x: np.real(np.exp(1j * x))), (Op.FLOOR, lambda x: x - np.mod(x, 1.0)),
+    (Op.ERF, np.vectorize(math.erf)),  # the standard library's, not SciPy's (the oracle's)
 ]
 
 

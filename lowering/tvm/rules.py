@@ -233,6 +233,7 @@ RULES: dict[Op, Rule] = {
     Op.SOFTPLUS: Elementwise(_unary(_softplus)),
     Op.SIN: Elementwise(_unary(_t("sin"))),
     Op.COS: Elementwise(_unary(_t("cos"))),
+    Op.ERF: Elementwise(_unary(_t("erf"))),
     Op.FLOOR: Elementwise(_unary(lambda dt, x: tvm_modules().tirx.floor(x) if is_float(dt) else x)),
     # -- comparison and logic
     Op.LT: Elementwise(_compare(lambda a, b: a < b)),

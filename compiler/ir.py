@@ -253,6 +253,8 @@ def verify(graph: Graph, where: str = "") -> None:
             if not isinstance(n.attrs.body, Graph):
                 raise IRError(f"{ctx}: a LOOP needs a body graph")
             verify(n.attrs.body, f"{ctx}/body: ")
+        if n.op is Op.INTEGRATE:
+            verify(n.attrs.rhs, f"{ctx}/rhs: ")
         try:
             dtype, shape = infer(n.op, [graph.nodes[j] for j in n.inputs], n.attrs)
         except SignatureError as exc:
@@ -300,7 +302,7 @@ def _fmt_attr(v: Any) -> str:
 
 
 # attributes the printer leaves out: the body (printed below) and those repeating the node's type
-_TYPE_ATTRS = {Op.LOOP: ("body",), Op.ARG: ("dtype", "shape"), Op.RESHAPE: ("shape",), Op.BROADCAST: ("shape",),
+_TYPE_ATTRS = {Op.LOOP: ("body",), Op.INTEGRATE: ("rhs", "spans"), Op.ARG: ("dtype", "shape"), Op.RESHAPE: ("shape",), Op.BROADCAST: ("shape",),
                Op.CAST: ("dtype",), Op.RANDOM: ("dtype", "shape")}
 
 
@@ -313,7 +315,7 @@ def print_graph(graph: Graph, indent: str = "") -> str:
         shape = "x".join(str(s) for s in n.shape) or "scalar"
         loc = f"  # {n.span.line}:{n.span.col}" if n.span.line else ""
         lines.append(f"{indent}%{i} = {n.op.value}({args}) {attrs} : {n.dtype.value}[{shape}]{loc}".replace(")  :", ") :"))
-        body = n.attr("body")
+        body = n.attr("body", n.attr("rhs"))
         if isinstance(body, Graph):
             lines.append(print_graph(body, indent + "    "))
     for r in graph.results:

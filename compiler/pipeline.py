@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Callable
 
 from .ir import Program, verify_program
+from .passes.discretize_odes import discretize_odes
 
 
 def _passes() -> list[tuple[str, Callable[[Program], Program]]]:
@@ -22,6 +23,7 @@ def _passes() -> list[tuple[str, Callable[[Program], Program]]]:
 
 
 def run_pipeline(program: Program, verify: bool = True) -> Program:
+    program = discretize_odes(program)  # lead: moves into PIPELINE
     for _name, fn in _passes():
         program = fn(program)
         if verify:

@@ -20,7 +20,7 @@ import numpy as np
 from nspec.dsl import ast as A
 from nspec.dsl.diagnostics import Span
 
-from .discretize import INTEGRATORS, METHODS
+from .discretize import INTEGRATORS, METHODS, linear_coefficients
 from .expressions import Abort, ExprBuilder, Val, fmt_shape, fmt_type, static
 from .ir import DType, GraphBuilder, Op, Var, Graph
 from .ops import Folded, IntegrateAttrs
@@ -694,19 +694,14 @@ class Body:
                 for i, (n, x) in enumerate(xs.items())}
 
     def linear_coefficients(self, odes: dict[str, A.Ode]) -> np.ndarray | None:
-        """The constant matrix A of dx/dt = A x + b(inputs), measured by probing; None if not linear."""
-        from nspec.runtime.reference import evaluate
-
-        names = list(odes)
+        """The constant matrix A of dx/dt = A x + b(inputs), measured by probing the right-hand
+        sides in float64 (``discretize.linear_coefficients``); None if they are not linear."""
         scratch = GraphBuilder()
-        args: dict[str, tuple] = {}
         overrides: dict[str, Val] = {}
         for n, d in self.decls.items():
             if d.kind in ("in", "state", "param") and d.val is not None and n != "refractory_steps":
                 dtype = DType.f64 if d.val.dtype.is_float else d.val.dtype  # probes need the precision
-                node = scratch.arg(n, "param", dtype, d.val.shape)
-                overrides[n] = replace(d.val, node=node, dtype=dtype)
-                args[n] = (dtype, d.val.shape)
+                overrides[n] = replace(d.val, node=scratch.arg(n, "param", dtype, d.val.shape), dtype=dtype)
         env = Env(self, scratch, overrides=overrides)
         try:
             for name, ode in odes.items():
@@ -716,32 +711,7 @@ class Body:
                 scratch.result(name, "value", v.node)
         except Abort:
             return None
-        graph = scratch.build()
-        rng = np.random.default_rng(0)
-        k = len(names)
-        columns = []
-        for trial in range(2):
-            base = {n: rng.normal(size=s).astype(t.numpy) if t.is_float else np.ones(s, t.numpy)
-                    for n, (t, s) in args.items()}
-
-            def f(point: dict[str, float]) -> np.ndarray:
-                env_vals = dict(base)
-                for n in names:
-                    env_vals[n] = np.full(args[n][1], point.get(n, 0.0), dtype=np.float64).astype(args[n][0].numpy)
-                with np.errstate(all="ignore"):
-                    res = evaluate(graph, env_vals)
-                return np.stack([np.asarray(res[(n, "value")], dtype=np.float64).reshape(-1) for n in names])
-
-            f0 = f({})
-            a = np.stack([f({n: 1.0}) - f0 for n in names], axis=1)  # [k, k, cells]
-            two = f({names[0]: 2.0}) - f0
-            if not (np.allclose(two, 2 * a[:, 0], rtol=1e-5, atol=1e-9) and np.all(np.isfinite(a))):
-                return None
-            columns.append(a)
-        a0, a1 = columns
-        if not np.allclose(a0, a1, rtol=1e-6, atol=1e-12) or not np.allclose(a0, a0[..., :1], rtol=1e-6, atol=1e-12):
-            return None
-        return a0[..., 0]
+        return linear_coefficients(scratch.build(), list(odes))
 
     # ------------------------------------------------------------ result
     def primitive(self) -> Primitive:

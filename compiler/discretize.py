@@ -23,6 +23,7 @@ import numpy as np
 from scipy.linalg import expm
 
 from nspec.dsl.diagnostics import Collector, Span
+from nspec.runtime.reference import evaluate
 
 from .expressions import Abort, ExprBuilder, Val, static
 from .ir import DType, Graph, GraphBuilder, IRError, Node, Op
@@ -107,6 +108,38 @@ def propagator(a: np.ndarray, dt: float) -> Propagator:
     aug[:k, k:] = np.eye(k) * dt
     e = expm(aug)
     return Propagator(e[:k, :k], e[:k, k:])
+
+
+def linear_coefficients(graph: Graph, names: list[str]) -> np.ndarray | None:
+    """The constant matrix A of dx/dt = A x + b, where ``graph``'s ``value`` result of each of
+    ``names`` is dx/dt and its ARGs read the states ``names`` and everything else f reads; None
+    if f is not linear in the states with coefficients that are constant (the same for two
+    random draws of the other arguments, and for every cell)."""
+    args = {n.attr("name"): (n.dtype, n.shape) for n in graph.nodes if n.op is Op.ARG}
+    rng = np.random.default_rng(0)
+    columns = []
+    for _trial in range(2):
+        base = {n: rng.normal(size=s).astype(t.numpy) if t.is_float else np.ones(s, t.numpy)
+                for n, (t, s) in args.items()}
+
+        def f(point: dict[str, float]) -> np.ndarray:
+            env_vals = dict(base)
+            for n in names:
+                env_vals[n] = np.full(args[n][1], point.get(n, 0.0), dtype=np.float64).astype(args[n][0].numpy)
+            with np.errstate(all="ignore"):
+                res = evaluate(graph, env_vals)
+            return np.stack([np.asarray(res[(n, "value")], dtype=np.float64).reshape(-1) for n in names])
+
+        f0 = f({})
+        a = np.stack([f({n: 1.0}) - f0 for n in names], axis=1)  # [k, k, cells]
+        two = f({names[0]: 2.0}) - f0
+        if not (np.allclose(two, 2 * a[:, 0], rtol=1e-5, atol=1e-9) and np.all(np.isfinite(a))):
+            return None
+        columns.append(a)
+    a0, a1 = columns
+    if not np.allclose(a0, a1, rtol=1e-6, atol=1e-12) or not np.allclose(a0, a0[..., :1], rtol=1e-6, atol=1e-12):
+        return None
+    return a0[..., 0]
 
 
 # ---------------------------------------------------------------- arithmetic on values
@@ -254,16 +287,18 @@ def discretize(b: ExprBuilder, node: Node, inputs: list[int]) -> list[int]:
     g = b.g
     folded = {name: _val(v) for name, v in a.folded}
     given = dict(zip((*a.names, *a.reads, *a.probes), inputs))
-    vals = {name: Val(g.nodes[i].dtype, g.nodes[i].shape, DIMENSIONLESS, i) for name, i in given.items()}
+
+    def value(i: int) -> Val:  # units were checked at elaboration: the scheme computes without them
+        return Val(g.nodes[i].dtype, g.nodes[i].shape, DIMENSIONLESS, i)
+
+    vals = {name: value(i) for name, i in given.items()}
     xs = {name: vals[name] for name in a.names}
 
     def f(stage: dict[str, Val]) -> dict[str, Val]:
         new = inline(g, a.rhs, {**given, **{n: b.node(v, node.span) for n, v in stage.items()}})
-        return {n: folded[n] if n in folded else Val(g.nodes[new[r.node]].dtype, g.nodes[new[r.node]].shape,
-                                                      DIMENSIONLESS, new[r.node])
-                for n in a.names for r in [a.rhs.result(n, "deriv")]}
+        return {n: folded[n] if n in folded else value(new[a.rhs.result(n, "deriv").node]) for n in a.names}
 
-    hold = Val(DType.bool, g.nodes[inputs[-1]].shape, DIMENSIONLESS, inputs[-1]) if a.held else None
+    hold = value(inputs[-1]) if a.held else None
     spans = dict(zip(a.names, a.spans or (node.span,) * len(a.names)))
     probes = {**{n: vals[n] for n in a.probes}, **folded}
     problem = Problem(b, xs, f, probes, a.dt, spans, a.coefficients, hold, a.held)

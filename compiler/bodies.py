@@ -2,8 +2,9 @@
 
 A body declares ports, parameters and state, then equations: ``let`` (algebraic, evaluated
 lazily so every integration stage and every event sees its own values), readouts ``y = ...``,
-discrete updates ``next S = ...``, continuous ``dv/dt = ...`` (discretised here with the
-schemes of ``compiler/discretize.py``), and spike events with reset and refractoriness.
+discrete updates ``next S = ...``, continuous ``dv/dt = ...`` (left in the IR as ``INTEGRATE``
+nodes, one per group of equations sharing a method; the discretize-odes pass builds their
+schemes from ``compiler/discretize.py``), and spike events with reset and refractoriness.
 A neuron body is replicated over a population: every state gets a leading axis of that size.
 
 Order of one step (Brian2's): integrate the equations, test the threshold (not while
@@ -666,16 +667,13 @@ class Body:
         b = env.b
         xs = {name: self.decls[name].val for name in odes}
         coefficients = None
-        if method in ("exact", "auto"):
+        if method == "auto" or INTEGRATORS[method].linear:
             coefficients = self.linear_coefficients(odes)
-            if coefficients is None:
-                if method == "exact":
-                    first = next(iter(odes.values()))
-                    b.fail(first.span, "method exact needs linear equations with constant coefficients; "
-                                       f"d{first.var}/dt is not (use euler, rk4 or exp_euler)")
-                method = "euler"
-            else:
-                method = "exact"
+            if coefficients is None and method != "auto":
+                first = next(iter(odes.values()))
+                b.fail(first.span, f"method {method} needs linear equations with constant coefficients; "
+                                   f"d{first.var}/dt is not (use euler, rk4 or exp_euler)")
+            method = "euler" if coefficients is None else "exact" if method == "auto" else method
         integrator = INTEGRATORS[method]
         rhs, reads, folded = self.rhs_graph(odes)
         probes = self.probes(odes, integrator.probes)
@@ -686,7 +684,7 @@ class Body:
         inputs += [probes[n].node for n in probe_names] + ([hold.node] if held_here else [])
         attrs = IntegrateAttrs(method, float(self.elab.dt), tuple(odes), rhs, reads, probe_names,
                                tuple((n, Folded(v.static, v.dtype, v.shape, v.weak)) for n, v in folded.items()),
-                               held_here, coefficients if integrator.linear else None,
+                               held_here, None if coefficients is None else tuple(map(tuple, coefficients.tolist())),
                                tuple(o.span for o in odes.values()))
         span = next(iter(odes.values())).span
         node = self.g.add(Op.INTEGRATE, inputs, DType.f32, (), attrs, span)

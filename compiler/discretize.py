@@ -301,7 +301,8 @@ def discretize(b: ExprBuilder, node: Node, inputs: list[int]) -> list[int]:
     hold = value(inputs[-1]) if a.held else None
     spans = dict(zip(a.names, a.spans or (node.span,) * len(a.names)))
     probes = {**{n: vals[n] for n in a.probes}, **folded}
-    problem = Problem(b, xs, f, probes, a.dt, spans, a.coefficients, hold, a.held)
+    coefficients = None if a.coefficients is None else np.array(a.coefficients, dtype=np.float64)
+    problem = Problem(b, xs, f, probes, a.dt, spans, coefficients, hold, a.held)
     try:
         new = INTEGRATORS[a.method].build(problem)
     except Abort:

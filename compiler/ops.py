@@ -336,7 +336,7 @@ class IntegrateAttrs(Attrs):
     probes: tuple[str, ...] = ()
     folded: tuple[tuple[str, Folded], ...] = ()
     held: tuple[str, ...] = ()
-    coefficients: Any = None  # np.ndarray [len(names), len(names)] or None
+    coefficients: tuple[tuple[float, ...], ...] | None = None  # A, one row per state
     spans: tuple = ()         # the span of each state's equation
 
     def state_types(self) -> dict[str, tuple[DType, tuple[int, ...]]]:

@@ -111,6 +111,34 @@ def test_exact_carries_the_measured_coefficients(tmp_path):
     np.testing.assert_allclose(node.attrs.coefficients, [[-1 / TAU]])
 
 
+COUPLED = """
+system Coupled {
+  out y: f64
+  state v: f64 = 1
+  state g: f64 = 0
+  dv/dt = (g - v) / (10 ms)
+  dg/dt = -g / (5 ms)
+  y = v
+}
+simulate Coupled for 3 ms, dt = 1 ms
+"""
+
+
+def test_coupled_linear_equations_are_integrated_exactly(tmp_path):
+    program = compile_text(tmp_path, COUPLED)
+    (node,) = integrates(program.step)
+    assert node.attrs.method == "exact" and node.attrs.names == ("v", "g")
+    a = np.array([[-100.0, 100.0], [0.0, -200.0]])
+    np.testing.assert_allclose(node.attrs.coefficients, a)
+    assert "coefficients=((-100.0, 100.0), (0.0, -200.0))" in print_program(program)
+    step = discretize_odes(program).step
+    res = evaluate(step, {"v": np.asarray(1.0), "g": np.asarray(0.5)})
+    t = DT  # closed form: g = 0.5 e^{-200t}, v = e^{-100t} + 0.5 (e^{-100t} - e^{-200t})
+    assert float(res[("g", "next")]) == pytest.approx(0.5 * np.exp(-200 * t), rel=1e-12)
+    assert float(res[("v", "next")]) == pytest.approx(np.exp(-100 * t) + 0.5 * (np.exp(-100 * t) - np.exp(-200 * t)),
+                                                       rel=1e-12)
+
+
 def test_auto_falls_back_to_euler_and_exact_needs_linear_equations(tmp_path):
     text = DECAY.replace("RHS", "-x * x / (10 ms)")
     (node,) = integrates(compile_text(tmp_path, text.replace("  method METHOD", "")).step)

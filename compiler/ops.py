@@ -529,7 +529,7 @@ def _item(ins, a: ItemAttrs) -> Type:
     except KeyError as exc:
         raise SignatureError(exc.args[0]) from None
     if not 0 <= a.index < len(types):
-        raise SignatureError(f"ITEM {a.index} of a LOOP with {len(types)} values")
+        raise SignatureError(f"ITEM {a.index} of {loop.op.value.upper()} with {len(types)} values")
     return types[a.index]
 
 

@@ -310,7 +310,8 @@ class Folded:
     weak: bool = False
 
     def __repr__(self) -> str:
-        return f"{self.value!r}:{'weak ' if self.weak else ''}{self.dtype.value}{list(self.shape) if self.shape else ''}"
+        shape = list(self.shape) if self.shape else ""
+        return f"{self.value!r}:{'weak ' if self.weak else ''}{self.dtype.value}{shape}"
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -649,5 +650,5 @@ def infer(op: Op, inputs: Sequence, attrs: Attrs) -> Type:
 
 __all__ = ["Role", "ResultKind", "Merge", "Attrs", "NoAttrs", "ConstAttrs", "ArgAttrs", "CastAttrs", "SpikeAttrs",
            "ReduceAttrs", "AxisAttrs", "LayerNormAttrs", "EinsumAttrs", "ShapeAttrs", "TransposeAttrs", "SliceAttrs",
-           "PropagateAttrs", "LoopAttrs", "Folded", "IntegrateAttrs", "ItemAttrs", "RandomAttrs", "Signature", "IRError", "SignatureError", "SIGNATURES",
-           "make_attrs", "infer", "promote", "CONTINUOUS"]
+           "PropagateAttrs", "LoopAttrs", "Folded", "IntegrateAttrs", "ItemAttrs", "RandomAttrs", "Signature",
+           "IRError", "SignatureError", "SIGNATURES", "make_attrs", "infer", "promote", "CONTINUOUS"]

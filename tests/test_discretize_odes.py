@@ -1,6 +1,8 @@
 """discretize-odes: elaboration leaves continuous equations as INTEGRATE nodes; the pass turns
 each into its scheme's discrete step (compiler/discretize.py's INTEGRATORS)."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -23,6 +25,7 @@ system Decay {
 simulate Decay for 5 ms, dt = 1 ms
 """
 DT, TAU = 1e-3, 10e-3
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def compile_text(tmp_path, text, name="m.nspec"):
@@ -235,3 +238,16 @@ def test_the_signature_checks_an_integrate(tmp_path):
     verify(g.build())
     with pytest.raises(IRError, match="ITEM 1 of INTEGRATE with 1 values"):
         g.add(Op.ITEM, [i], attrs=(("index", 1),))
+
+
+def test_synapse_traces_and_constant_derivatives_become_integrate():
+    """specs/examples/plasticity_stdp.nspec: dv/dt = 1 / period (folded) and the STDP traces of a
+    synapse (std/synapses.nspec, integrated exactly per synapse)."""
+    program = compile_file(ROOT / "specs" / "examples" / "plasticity_stdp.nspec", optimize=False)
+    nodes = integrates(program.step)
+    by_names = {n.attrs.names: n.attrs for n in nodes}
+    assert by_names[("apre", "apost")].method == "exact"
+    assert by_names[("v",)].method == "euler" and "v" in dict(by_names[("v",)].folded)
+    after = discretize_odes(program)
+    assert not integrates(after.step)
+    verify_program(after)

@@ -2,8 +2,9 @@
 
 A body declares ports, parameters and state, then equations: ``let`` (algebraic, evaluated
 lazily so every integration stage and every event sees its own values), readouts ``y = ...``,
-discrete updates ``next S = ...``, continuous ``dv/dt = ...`` (discretised here with the
-schemes of ``compiler/discretize.py``), and spike events with reset and refractoriness.
+discrete updates ``next S = ...``, continuous ``dv/dt = ...`` (left in the IR as ``INTEGRATE``
+nodes, one per group of equations sharing a method; the discretize-odes pass builds their
+schemes from ``compiler/discretize.py``), and spike events with reset and refractoriness.
 A neuron body is replicated over a population: every state gets a leading axis of that size.
 
 Order of one step (Brian2's): integrate the equations, test the threshold (not while
@@ -20,11 +21,11 @@ import numpy as np
 from nspec.dsl import ast as A
 from nspec.dsl.diagnostics import Span
 
-from .discretize import METHODS, TABLEAUS, explicit_rk, propagator
+from .discretize import INTEGRATORS, METHODS, linear_coefficients
 from .expressions import Abort, ExprBuilder, Val, fmt_shape, fmt_type, static
-from .interpret import evaluate
 from .ir import DType, GraphBuilder, Op, Var, Graph
 from .surrogates import DEFAULT_SURROGATE, SURROGATES
+from .ops import Folded, IntegrateAttrs
 from .systems import MERGES, PortSig, Primitive
 from .ticks import wrap_ticks
 from .units import DIMENSIONLESS, Dim, base_unit_name, describe, is_unit, unit
@@ -598,11 +599,13 @@ class Body:
 
     # ------------------------------------------------------------ integration
     def integrate(self, env: Env, odes: dict[str, A.Ode], default: str | None, hold: Val | None) -> dict[str, Val]:
+        """The new values of the states of ``odes``: one INTEGRATE node per method's group."""
         b = env.b
-        xs = {name: self.decls[name].val for name in odes}
+        scratch = GraphBuilder()  # the check must not leave an unused copy of f in the step graph
+        check = Env(self, scratch, overrides=self.rhs_args(scratch, ()))
         for name, ode in odes.items():
-            probe = b.expr(ode.rhs)
-            want = xs[name].dim / _TIME
+            probe = check.b.expr(ode.rhs)
+            want = self.decls[name].val.dim / _TIME
             if probe.dim != want:
                 b.fail(ode.rhs.span, f"unit mismatch: d{name}/dt must be {describe(want)} (the unit of {name} per "
                                      f"second), the right-hand side is {describe(probe.dim)}")
@@ -618,77 +621,86 @@ class Body:
             out.update(self.integrate_group(env, {n: odes[n] for n in names}, method, hold, held))
         return out
 
-    def rhs(self, odes: dict[str, A.Ode], values: dict[str, Val]) -> dict[str, Val]:
-        env = Env(self, self.g, overrides=values)
+    def rhs(self, odes: dict[str, A.Ode], values: dict[str, Val], graph: GraphBuilder | None = None) -> dict[str, Val]:
+        """The right-hand sides of ``odes`` with ``values`` in place of names, built into ``graph``."""
+        env = Env(self, graph or self.g, overrides=values)
         return {name: env.b.as_float(env.b.expr(o.rhs), o.rhs.span) for name, o in odes.items()}
 
-    def integrate_group(self, env: Env, odes: dict[str, A.Ode], method: str, hold: Val | None, held: set[str]):
-        b = env.b
-        xs = {name: self.decls[name].val for name in odes}
-        dt = self.elab.dt
-        if method in ("exact", "auto"):
-            lin = self.linear_coefficients(odes)
-            if lin is None:
-                if method == "exact":
-                    first = next(iter(odes.values()))
-                    b.fail(first.span, "method exact needs linear equations with constant coefficients; "
-                                       f"d{first.var}/dt is not (use euler, rk4 or exp_euler)")
-                method = "euler"
+    def rhs_args(self, graph: GraphBuilder, integrated) -> dict[str, Val]:
+        """Every input, state and param as an ARG of ``graph``: role state for the ``integrated``
+        states, input for what the right-hand side reads besides them."""
+        return {n: replace(d.val, node=graph.arg(n, "state" if n in integrated else "input", d.val.dtype,
+                                                  d.val.shape, d.span))
+                for n, d in self.decls.items()
+                if d.kind in ("in", "state", "param") and d.val is not None and n != "refractory_steps"}
+
+    def rhs_graph(self, odes: dict[str, A.Ode]) -> tuple[Graph, tuple[str, ...], dict[str, Val]]:
+        """f as a graph reading the states of ``odes`` and what else it reads (the names returned),
+        with a ``deriv`` result per state; derivatives known at compile time are returned apart."""
+        scratch = GraphBuilder()
+        args = self.rhs_args(scratch, odes)
+        derivs = self.rhs(odes, args, scratch)
+        for name, v in derivs.items():
+            if not v.is_static:
+                scratch.result(name, "deriv", v.node)
+        full = scratch.build()
+        keep = sorted(full.reachable([r.node for r in full.results] + [args[n].node for n in odes]))
+        index = {old: new for new, old in enumerate(keep)}
+        nodes = tuple(replace(full.nodes[i], inputs=tuple(index[j] for j in full.nodes[i].inputs)) for i in keep)
+        graph = Graph(nodes, tuple(replace(r, node=index[r.node]) for r in full.results))
+        reads = tuple(n.attr("name") for n in nodes if n.op is Op.ARG and n.attr("name") not in odes)
+        return graph, reads, {name: v for name, v in derivs.items() if v.is_static}
+
+    def probes(self, odes: dict[str, A.Ode], probes) -> dict[str, Val]:
+        """The right-hand side evaluations an integrator asks for (``discretize.Probe``)."""
+        out: dict[str, Val] = {}
+        for p in probes:
+            fixed = {n: replace(static(p.value, self.decls[n].val.dim), dtype=self.decls[n].val.dtype) for n in odes}
+            if p.each:
+                out.update({f"{n}@{p.label}": self.rhs({n: o}, {n: fixed[n]})[n] for n, o in odes.items()})
             else:
-                return self.exact(env, odes, xs, lin, hold, held)
-        if method == "exp_euler":
-            result = self.exp_euler(env, odes, xs)
-        else:
-            span = next(iter(odes.values())).span
-
-            def axpy(x: Val, terms):
-                acc = x
-                for coef, k in terms:
-                    acc = b.binary("+", acc, b.binary("*", static(coef, _TIME), k, span), span)
-                return acc
-
-            result = explicit_rk(method, xs, lambda vals: self.rhs(odes, vals), axpy, dt)
-        if hold is not None:
-            for name in held & set(result):
-                result[name] = b.select(hold, xs[name], result[name], odes[name].span)
-        return result
-
-    def exp_euler(self, env: Env, odes, xs) -> dict[str, Val]:
-        """x' = -B/A + (x + B/A) exp(A dt) for dx/dt = A x + B, A and B evaluated at the current state."""
-        b = env.b
-        out = {}
-        for name, ode in odes.items():
-            x = xs[name]
-            zero = replace(static(0.0, x.dim), dtype=x.dtype)
-            one = replace(static(1.0, x.dim), dtype=x.dtype)
-            f0 = self.rhs({name: ode}, {name: zero})[name]
-            f1 = self.rhs({name: ode}, {name: one})[name]
-            a = b.binary("-", f1, f0, ode.span)          # per second (x's unit cancels)
-            a = replace(a, dim=a.dim / x.dim)
-            dt = static(self.elab.dt, _TIME)
-            adt = b.binary("*", a, dt, ode.span)
-            if adt.is_static or adt.weak:
-                adt = replace(adt, dtype=x.dtype, weak=False)  # keep the state's precision in exp()
-            decay = b.add(Op.EXP, [adt], adt.dtype, adt.shape, DIMENSIONLESS, ode.span)
-            safe_a = b.select(b.binary("==", a, static(0.0, a.dim), ode.span), static(1.0, a.dim), a, ode.span)
-            ratio = b.binary("/", f0, safe_a, ode.span)
-            exp_step = b.binary("-", b.binary("*", b.binary("+", x, ratio, ode.span), decay, ode.span), ratio, ode.span)
-            euler = b.binary("+", x, b.binary("*", f0, dt, ode.span), ode.span)
-            out[name] = b.select(b.binary("==", a, static(0.0, a.dim), ode.span), euler, exp_step, ode.span)
+                out.update({f"{n}@{p.label}": v for n, v in self.rhs(odes, fixed).items()})
         return out
 
+    def integrate_group(self, env: Env, odes: dict[str, A.Ode], method: str, hold: Val | None, held: set[str]):
+        """One INTEGRATE node for equations sharing a method; ``auto`` is exact when the equations are
+        linear with constant coefficients, else euler."""
+        b = env.b
+        xs = {name: self.decls[name].val for name in odes}
+        coefficients = None
+        if method == "auto" or INTEGRATORS[method].linear:
+            coefficients = self.linear_coefficients(odes)
+            if coefficients is None and method != "auto":
+                first = next(iter(odes.values()))
+                b.fail(first.span, f"method {method} needs linear equations with constant coefficients; "
+                                   f"d{first.var}/dt is not (use euler, rk4 or exp_euler)")
+            method = "euler" if coefficients is None else "exact" if method == "auto" else method
+        integrator = INTEGRATORS[method]
+        rhs, reads, folded = self.rhs_graph(odes)
+        probes = self.probes(odes, integrator.probes)
+        folded.update({n: v for n, v in probes.items() if v.is_static})
+        probe_names = tuple(n for n, v in probes.items() if not v.is_static)
+        held_here = tuple(n for n in odes if n in held)
+        inputs = [xs[n].node for n in odes] + [self.decls[n].val.node for n in reads]
+        inputs += [probes[n].node for n in probe_names] + ([hold.node] if held_here else [])
+        attrs = IntegrateAttrs(method, float(self.elab.dt), tuple(odes), rhs, reads, probe_names,
+                               tuple((n, Folded(v.static, v.dtype, v.shape, v.weak)) for n, v in folded.items()),
+                               held_here, None if coefficients is None else tuple(map(tuple, coefficients.tolist())),
+                               tuple(o.span for o in odes.values()))
+        span = next(iter(odes.values())).span
+        node = self.g.add(Op.INTEGRATE, inputs, DType.f32, (), attrs, span)
+        return {n: Val(x.dtype, x.shape, x.dim, self.g.add(Op.ITEM, [node], x.dtype, x.shape, (("index", i),), span))
+                for i, (n, x) in enumerate(xs.items())}
+
     def linear_coefficients(self, odes: dict[str, A.Ode]) -> np.ndarray | None:
-        """The constant matrix A of dx/dt = A x + b(inputs), measured by probing; None if not linear."""
-        names = list(odes)
+        """The constant matrix A of dx/dt = A x + b(inputs), measured by probing the right-hand
+        sides in float64 (``discretize.linear_coefficients``); None if they are not linear."""
         scratch = GraphBuilder()
-        args: dict[str, tuple] = {}
         overrides: dict[str, Val] = {}
         for n, d in self.decls.items():
             if d.kind in ("in", "state", "param") and d.val is not None and n != "refractory_steps":
                 dtype = DType.f64 if d.val.dtype.is_float else d.val.dtype  # probes need the precision
-                node = scratch.arg(n, "param", dtype, d.val.shape)
-                overrides[n] = replace(d.val, node=node, dtype=dtype)
-                args[n] = (dtype, d.val.shape)
+                overrides[n] = replace(d.val, node=scratch.arg(n, "param", dtype, d.val.shape), dtype=dtype)
         env = Env(self, scratch, overrides=overrides)
         try:
             for name, ode in odes.items():
@@ -698,71 +710,7 @@ class Body:
                 scratch.result(name, "value", v.node)
         except Abort:
             return None
-        graph = scratch.build()
-        rng = np.random.default_rng(0)
-        k = len(names)
-        columns = []
-        for trial in range(2):
-            base = {n: rng.normal(size=s).astype(t.numpy) if t.is_float else np.ones(s, t.numpy)
-                    for n, (t, s) in args.items()}
-
-            def f(point: dict[str, float]) -> np.ndarray:
-                env_vals = dict(base)
-                for n in names:
-                    env_vals[n] = np.full(args[n][1], point.get(n, 0.0), dtype=np.float64).astype(args[n][0].numpy)
-                with np.errstate(all="ignore"):
-                    res = evaluate(graph, env_vals)
-                return np.stack([np.asarray(res[(n, "value")], dtype=np.float64).reshape(-1) for n in names])
-
-            f0 = f({})
-            a = np.stack([f({n: 1.0}) - f0 for n in names], axis=1)  # [k, k, cells]
-            two = f({names[0]: 2.0}) - f0
-            if not (np.allclose(two, 2 * a[:, 0], rtol=1e-5, atol=1e-9) and np.all(np.isfinite(a))):
-                return None
-            columns.append(a)
-        a0, a1 = columns
-        if not np.allclose(a0, a1, rtol=1e-6, atol=1e-12) or not np.allclose(a0, a0[..., :1], rtol=1e-6, atol=1e-12):
-            return None
-        return a0[..., 0]
-
-    def exact(self, env: Env, odes, xs, a: np.ndarray, hold: Val | None, held: set[str]) -> dict[str, Val]:
-        b = env.b
-        names = list(odes)
-        zeros = {n: replace(static(0.0, xs[n].dim), dtype=xs[n].dtype) for n in names}
-        forcing = self.rhs(odes, zeros)  # b(t): the right-hand side with every state at 0
-        active = propagator(a, self.elab.dt)
-        out = self.apply_propagator(b, names, xs, forcing, active, odes)
-        if hold is not None and held:
-            mask = np.array([n in held for n in names])
-            a_h = np.where(mask[:, None], 0.0, a)
-            frozen = propagator(a_h, self.elab.dt)
-            frozen_gamma = np.where(mask[:, None], 0.0, frozen.gamma)
-            frozen = type(frozen)(np.where(mask[:, None], np.eye(len(names)), frozen.phi), frozen_gamma)
-            alt = self.apply_propagator(b, names, xs, forcing, frozen, odes)
-            for i, n in enumerate(names):
-                if not (np.allclose(frozen.phi[i], active.phi[i]) and np.allclose(frozen.gamma[i], active.gamma[i])):
-                    out[n] = b.select(hold, alt[n], out[n], odes[n].span)
-        return out
-
-    def apply_propagator(self, b: ExprBuilder, names, xs, forcing, prop, odes) -> dict[str, Val]:
-        out = {}
-        for i, n in enumerate(names):
-            span = odes[n].span
-            acc = None
-            for j, m in enumerate(names):
-                coef = float(prop.phi[i, j])
-                if coef != 0.0:
-                    term = b.binary("*", static(coef, xs[n].dim / xs[m].dim), xs[m], span)
-                    acc = term if acc is None else b.binary("+", acc, term, span)
-            for j, m in enumerate(names):
-                coef = float(prop.gamma[i, j])
-                if coef != 0.0 and not (forcing[m].is_static and np.all(np.asarray(forcing[m].static) == 0)):
-                    term = b.binary("*", static(coef, xs[n].dim / (xs[m].dim / _TIME)), forcing[m], span)
-                    acc = term if acc is None else b.binary("+", acc, term, span)
-            if acc is None:
-                acc = replace(static(0.0, xs[n].dim), dtype=xs[n].dtype)
-            out[n] = self.fit(b, acc, xs[n].dtype, xs[n].shape, xs[n].dim, span, f"state '{n}'")
-        return out
+        return linear_coefficients(scratch.build(), list(odes))
 
     # ------------------------------------------------------------ result
     def primitive(self) -> Primitive:

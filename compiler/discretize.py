@@ -1,38 +1,86 @@
 """Integration schemes for continuous equations, written as data (Brian2's lesson).
 
-Explicit Runge-Kutta schemes are Butcher tableaus in ``TABLEAUS``; ``explicit_rk`` turns one into
-graph nodes given the right-hand side as a function of the state values.  ``exp_euler`` and
-``exact`` need the equations' linear structure, which the caller measures (``linear_system``)
-by probing the right-hand side numerically: exact integration is then the matrix exponential
-of the constant coefficient matrix, computed once at compile time.
+Every method is one entry of ``INTEGRATORS``: the explicit Runge-Kutta schemes are Butcher
+tableaus run by ``explicit_rk``; ``exp_euler`` and ``exact`` need the equations' linear
+structure.  Elaboration emits an ``INTEGRATE`` node (``ops.IntegrateAttrs``) per group of
+equations; ``passes/discretize_odes.py`` replaces it by the nodes ``discretize`` builds here.
+
+What a scheme reads is a ``Problem``: the states, the right-hand side f as a function of state
+values (the INTEGRATE's ``rhs`` graph inlined once per stage), and the probes its entry asks
+for: f evaluated with states fixed to constants.  Probes are computed by the elaborator, since
+an expression with a literal in place of a state folds at compile time (in float64, with the
+language's untyped literals), which the IR cannot redo bit for bit.  Exact integration is the
+matrix exponential of the constant coefficient matrix A (measured at elaboration by probing
+the right-hand side in float64), computed once at compile time.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
 from scipy.linalg import expm
 
-# name -> (a: lower-triangular stage coefficients, b: weights).  x_new = x + dt * sum_i b_i k_i,
+from nspec.dsl.diagnostics import Collector, Span
+
+from .expressions import Abort, ExprBuilder, Val, static
+from .interpret import evaluate
+from .ir import DType, Graph, GraphBuilder, IRError, Node, Op
+from .ops import Folded, IntegrateAttrs
+from .units import DIMENSIONLESS
+
+# (a: lower-triangular stage coefficients, b: weights).  x_new = x + dt * sum_i b_i k_i,
 # k_i = f(x + dt * sum_j a_ij k_j).
-TABLEAUS: dict[str, tuple[tuple[tuple[float, ...], ...], tuple[float, ...]]] = {
-    "euler": ((), (1.0,)),
-    "midpoint": (((0.5,),), (0.0, 1.0)),
-    "heun": (((1.0,),), (0.5, 0.5)),
-    "rk4": (((0.5,), (0.0, 0.5), (0.0, 0.0, 1.0)), (1 / 6, 1 / 3, 1 / 3, 1 / 6)),
-}
-METHODS = ("exact", "exp_euler", *TABLEAUS)
+Tableau = tuple[tuple[tuple[float, ...], ...], tuple[float, ...]]
 
 
-def explicit_rk(method: str, xs: dict, f: Callable[[dict], dict], axpy: Callable, dt: float) -> dict:
-    """New values of the states ``xs`` after one step of the explicit scheme ``method``.
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """An evaluation of the right-hand side that a scheme needs, with states fixed to ``value``:
+    one state at a time (the others keep their values) when ``each``, else all of them.  The
+    elaborator supplies it as the INTEGRATE input ``f"{state}@{label}"``."""
+
+    label: str
+    value: float
+    each: bool
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One INTEGRATE node, as values of the graph being built: what a scheme reads."""
+
+    b: ExprBuilder
+    xs: dict[str, Val]                              # the states' current values
+    f: Callable[[dict[str, Val]], dict[str, Val]]   # the derivatives at the given state values
+    probes: dict[str, Val]                          # f"{state}@{label}" -> value
+    dt: float
+    spans: dict[str, Span]
+    coefficients: np.ndarray | None                 # A of dx/dt = A x + b(t) (linear schemes)
+    hold: Val | None                                # refractory: ``held`` keep their value
+    held: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Integrator:
+    """One integration method: ``build(problem) -> new state values``, the probes it reads and,
+    for ``kind == "explicit_rk"``, its Butcher tableau."""
+
+    name: str
+    kind: str            # explicit_rk | exp_euler | exact
+    build: Callable[[Problem], dict[str, Val]]
+    tableau: Tableau | None = None
+    probes: tuple[Probe, ...] = ()
+    linear: bool = False  # needs constant coefficients (measured at elaboration)
+
+
+def explicit_rk(tableau: Tableau, xs: dict, f: Callable[[dict], dict], axpy: Callable, dt: float) -> dict:
+    """New values of the states ``xs`` after one step of the explicit scheme ``tableau``.
 
     ``f(values) -> derivatives`` evaluates the right-hand sides with the given state values;
     ``axpy(x, [(coef, k), ...])`` builds ``x + sum coef * k`` as graph nodes.
     """
-    a, b = TABLEAUS[method]
+    a, b = tableau
     ks: list[dict] = []
     for i in range(len(b)):
         if i == 0:
@@ -60,3 +108,208 @@ def propagator(a: np.ndarray, dt: float) -> Propagator:
     aug[:k, k:] = np.eye(k) * dt
     e = expm(aug)
     return Propagator(e[:k, :k], e[:k, k:])
+
+
+def linear_coefficients(graph: Graph, names: list[str]) -> np.ndarray | None:
+    """The constant matrix A of dx/dt = A x + b, where ``graph``'s ``value`` result of each of
+    ``names`` is dx/dt and its ARGs read the states ``names`` and everything else f reads; None
+    if f is not linear in the states with coefficients that are constant (the same for two
+    random draws of the other arguments, and for every cell)."""
+    args = {n.attr("name"): (n.dtype, n.shape) for n in graph.nodes if n.op is Op.ARG}
+    rng = np.random.default_rng(0)
+    columns = []
+    for _trial in range(2):
+        base = {n: rng.normal(size=s).astype(t.numpy) if t.is_float else np.ones(s, t.numpy)
+                for n, (t, s) in args.items()}
+
+        def f(point: dict[str, float]) -> np.ndarray:
+            env_vals = dict(base)
+            for n in names:
+                env_vals[n] = np.full(args[n][1], point.get(n, 0.0), dtype=np.float64).astype(args[n][0].numpy)
+            with np.errstate(all="ignore"):
+                res = evaluate(graph, env_vals)
+            return np.stack([np.asarray(res[(n, "value")], dtype=np.float64).reshape(-1) for n in names])
+
+        f0 = f({})
+        a = np.stack([f({n: 1.0}) - f0 for n in names], axis=1)  # [k, k, cells]
+        two = f({names[0]: 2.0}) - f0
+        if not (np.allclose(two, 2 * a[:, 0], rtol=1e-5, atol=1e-9) and np.all(np.isfinite(a))):
+            return None
+        columns.append(a)
+    a0, a1 = columns
+    if not np.allclose(a0, a1, rtol=1e-6, atol=1e-12) or not np.allclose(a0, a0[..., :1], rtol=1e-6, atol=1e-12):
+        return None
+    return a0[..., 0]
+
+
+# ---------------------------------------------------------------- arithmetic on values
+def fit(b: ExprBuilder, v: Val, dtype: DType, shape: tuple[int, ...], span: Span) -> Val:
+    """``v`` cast and broadcast to a state's type (the elaborator checked that it fits)."""
+    v = b.cast(v, dtype, span)
+    if v.shape != tuple(shape):
+        v = b.add(Op.BROADCAST, [v], dtype, shape, v.dim, span)
+    return v
+
+
+def hold_states(p: Problem, new: dict[str, Val]) -> dict[str, Val]:
+    """The states ``p.held`` keep their value while ``p.hold`` (refractory) is true."""
+    for name in p.held:
+        new[name] = p.b.select(p.hold, p.xs[name], new[name], p.spans[name])
+    return new
+
+
+# ---------------------------------------------------------------- schemes
+def _explicit(tableau: Tableau) -> Callable[[Problem], dict[str, Val]]:
+    def build(p: Problem) -> dict[str, Val]:
+        b = p.b
+        span = next(iter(p.spans.values()))
+
+        def axpy(x: Val, terms):
+            acc = x
+            for coef, k in terms:
+                acc = b.binary("+", acc, b.binary("*", static(coef), k, span), span)
+            return acc
+
+        return hold_states(p, explicit_rk(tableau, p.xs, p.f, axpy, p.dt))
+
+    return build
+
+
+def _exp_euler(p: Problem) -> dict[str, Val]:
+    """x' = -B/A + (x + B/A) exp(A dt) for dx/dt = A x + B, A and B evaluated at the current state."""
+    b = p.b
+    out = {}
+    for name, x in p.xs.items():
+        span = p.spans[name]
+        f0, f1 = p.probes[f"{name}@at0"], p.probes[f"{name}@at1"]
+        a = b.binary("-", f1, f0, span)
+        dt = static(p.dt)
+        adt = b.binary("*", a, dt, span)
+        if adt.is_static or adt.weak:
+            adt = replace(adt, dtype=x.dtype, weak=False)  # keep the state's precision in exp()
+        decay = b.add(Op.EXP, [adt], adt.dtype, adt.shape, DIMENSIONLESS, span)
+        safe_a = b.select(b.binary("==", a, static(0.0), span), static(1.0), a, span)
+        ratio = b.binary("/", f0, safe_a, span)
+        exp_step = b.binary("-", b.binary("*", b.binary("+", x, ratio, span), decay, span), ratio, span)
+        euler = b.binary("+", x, b.binary("*", f0, dt, span), span)
+        out[name] = b.select(b.binary("==", a, static(0.0), span), euler, exp_step, span)
+    return hold_states(p, out)
+
+
+def _apply_propagator(p: Problem, forcing: dict[str, Val], prop: Propagator) -> dict[str, Val]:
+    b = p.b
+    names = list(p.xs)
+    out = {}
+    for i, n in enumerate(names):
+        span, x = p.spans[n], p.xs[n]
+        acc = None
+        for j, m in enumerate(names):
+            coef = float(prop.phi[i, j])
+            if coef != 0.0:
+                term = b.binary("*", static(coef), p.xs[m], span)
+                acc = term if acc is None else b.binary("+", acc, term, span)
+        for j, m in enumerate(names):
+            coef = float(prop.gamma[i, j])
+            if coef != 0.0 and not (forcing[m].is_static and np.all(np.asarray(forcing[m].static) == 0)):
+                term = b.binary("*", static(coef), forcing[m], span)
+                acc = term if acc is None else b.binary("+", acc, term, span)
+        if acc is None:
+            acc = replace(static(0.0), dtype=x.dtype)
+        out[n] = fit(b, acc, x.dtype, x.shape, span)
+    return out
+
+
+def _exact(p: Problem) -> dict[str, Val]:
+    """x_new = phi x + gamma b(t): the propagator of the constant matrix A; while refractory,
+    the held states' rows are frozen (identity) and the others see them as constants."""
+    names = list(p.xs)
+    a = p.coefficients
+    forcing = {n: p.probes[f"{n}@forcing"] for n in names}  # b(t): f with every state at 0
+    active = propagator(a, p.dt)
+    out = _apply_propagator(p, forcing, active)
+    if p.held:
+        mask = np.array([n in p.held for n in names])
+        frozen = propagator(np.where(mask[:, None], 0.0, a), p.dt)
+        frozen = Propagator(np.where(mask[:, None], np.eye(len(names)), frozen.phi),
+                            np.where(mask[:, None], 0.0, frozen.gamma))
+        alt = _apply_propagator(p, forcing, frozen)
+        for i, n in enumerate(names):
+            if not (np.allclose(frozen.phi[i], active.phi[i]) and np.allclose(frozen.gamma[i], active.gamma[i])):
+                out[n] = p.b.select(p.hold, alt[n], out[n], p.spans[n])
+    return out
+
+
+_AT_0_AND_1 = (Probe("at0", 0.0, each=True), Probe("at1", 1.0, each=True))
+_FORCING = (Probe("forcing", 0.0, each=False),)
+_TABLEAUS: tuple[tuple[str, Tableau], ...] = (
+    ("euler", ((), (1.0,))),
+    ("midpoint", (((0.5,),), (0.0, 1.0))),
+    ("heun", (((1.0,),), (0.5, 0.5))),
+    ("rk4", (((0.5,), (0.0, 0.5), (0.0, 0.0, 1.0)), (1 / 6, 1 / 3, 1 / 3, 1 / 6))),
+)
+
+# Every integration method (the order is the one diagnostics list them in).
+INTEGRATORS: dict[str, Integrator] = {i.name: i for i in (
+    Integrator("exact", "exact", _exact, probes=_FORCING, linear=True),
+    Integrator("exp_euler", "exp_euler", _exp_euler, probes=_AT_0_AND_1),
+    *(Integrator(name, "explicit_rk", _explicit(t), tableau=t) for name, t in _TABLEAUS),
+)}
+METHODS = tuple(INTEGRATORS)
+
+
+# ---------------------------------------------------------------- INTEGRATE -> nodes
+def inline(g: GraphBuilder, graph: Graph, args: dict[str, int]) -> dict[int, int]:
+    """Copy ``graph`` into ``g`` with its ARG nodes replaced by ``args`` (name -> node of ``g``):
+    old index -> new index."""
+    new: dict[int, int] = {}
+    for i, n in enumerate(graph.nodes):
+        new[i] = args[n.attr("name")] if n.op is Op.ARG else g.add(n.op, [new[j] for j in n.inputs], n.dtype,
+                                                                     n.shape, n.attrs, n.span)
+    return new
+
+
+def _val(v: Folded) -> Val:
+    return Val(v.dtype, v.shape, DIMENSIONLESS, None, v.value, v.weak)
+
+
+def discretize(b: ExprBuilder, node: Node, inputs: list[int]) -> list[int]:
+    """The nodes (built with ``b``) of the new states of an INTEGRATE whose inputs are ``inputs``."""
+    a: IntegrateAttrs = node.attrs
+    g = b.g
+    folded = {name: _val(v) for name, v in a.folded}
+    given = dict(zip((*a.names, *a.reads, *a.probes), inputs))
+
+    def value(i: int) -> Val:  # units were checked at elaboration: the scheme computes without them
+        return Val(g.nodes[i].dtype, g.nodes[i].shape, DIMENSIONLESS, i)
+
+    vals = {name: value(i) for name, i in given.items()}
+    xs = {name: vals[name] for name in a.names}
+
+    def f(stage: dict[str, Val]) -> dict[str, Val]:
+        new = inline(g, a.rhs, {**given, **{n: b.node(v, node.span) for n, v in stage.items()}})
+        return {n: folded[n] if n in folded else value(new[a.rhs.result(n, "deriv").node]) for n in a.names}
+
+    hold = value(inputs[-1]) if a.held else None
+    spans = dict(zip(a.names, a.spans or (node.span,) * len(a.names)))
+    probes = {**{n: vals[n] for n in a.probes}, **folded}
+    coefficients = None if a.coefficients is None else np.array(a.coefficients, dtype=np.float64)
+    problem = Problem(b, xs, f, probes, a.dt, spans, coefficients, hold, a.held)
+    try:
+        new = INTEGRATORS[a.method].build(problem)
+    except Abort:
+        raise IRError(f"integrate at {node.span}: {b.diags.items[-1].message}") from None
+    types = a.item_types()
+    out = []
+    for name, (dtype, shape) in zip(a.names, types):
+        v = new[name]
+        i = b.node(v, spans[name])
+        if (g.nodes[i].dtype, g.nodes[i].shape) != (dtype, shape):
+            raise IRError(f"integrate at {spans[name]}: {a.method} gives state {name!r} "
+                          f"{g.nodes[i].dtype.value}{list(g.nodes[i].shape)}, not {dtype.value}{list(shape)}")
+        out.append(i)
+    return out
+
+
+def builder(g: GraphBuilder) -> ExprBuilder:
+    """An expression builder over ``g`` for schemes (they name no variables)."""
+    return ExprBuilder(g, Collector(), lambda name, span: None)

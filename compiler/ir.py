@@ -11,7 +11,8 @@ Grammar of the IR (what ``verify`` checks)::
 A program's ``step`` graph is the pure function ``step(P, S_t, X_t) -> (S_{t+1}, Y_t)``: its
 ``ARG`` nodes read a parameter, a state or an input by path (``cortex/L4/v``), and its results
 give every state's next value (kind ``next``) and every output port (kind ``output``).  Before
-discretisation, continuous states have a ``deriv`` result instead of ``next``.
+the discretize-odes pass, a continuous state's next value is read (``ITEM``) from an ``INTEGRATE``
+node (``ops.IntegrateAttrs``), whose right-hand-side graph has a ``deriv`` result per state.
 
 Shapes are per sample and concrete (hyperparameters are bound before the IR is built).  The
 runtime adds one leading batch axis to every value that depends on a state or an input; a
@@ -253,6 +254,8 @@ def verify(graph: Graph, where: str = "") -> None:
             if not isinstance(n.attrs.body, Graph):
                 raise IRError(f"{ctx}: a LOOP needs a body graph")
             verify(n.attrs.body, f"{ctx}/body: ")
+        if n.op is Op.INTEGRATE:
+            verify(n.attrs.rhs, f"{ctx}/rhs: ")
         try:
             dtype, shape = infer(n.op, [graph.nodes[j] for j in n.inputs], n.attrs)
         except SignatureError as exc:
@@ -300,8 +303,8 @@ def _fmt_attr(v: Any) -> str:
 
 
 # attributes the printer leaves out: the body (printed below) and those repeating the node's type
-_TYPE_ATTRS = {Op.LOOP: ("body",), Op.ARG: ("dtype", "shape"), Op.RESHAPE: ("shape",), Op.BROADCAST: ("shape",),
-               Op.CAST: ("dtype",), Op.RANDOM: ("dtype", "shape")}
+_TYPE_ATTRS = {Op.LOOP: ("body",), Op.INTEGRATE: ("rhs", "spans"), Op.ARG: ("dtype", "shape"),
+               Op.RESHAPE: ("shape",), Op.BROADCAST: ("shape",), Op.CAST: ("dtype",), Op.RANDOM: ("dtype", "shape")}
 
 
 def print_graph(graph: Graph, indent: str = "") -> str:
@@ -313,7 +316,7 @@ def print_graph(graph: Graph, indent: str = "") -> str:
         shape = "x".join(str(s) for s in n.shape) or "scalar"
         loc = f"  # {n.span.line}:{n.span.col}" if n.span.line else ""
         lines.append(f"{indent}%{i} = {n.op.value}({args}) {attrs} : {n.dtype.value}[{shape}]{loc}".replace(")  :", ") :"))
-        body = n.attr("body")
+        body = n.attr("body", n.attr("rhs"))
         if isinstance(body, Graph):
             lines.append(print_graph(body, indent + "    "))
     for r in graph.results:

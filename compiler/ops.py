@@ -113,7 +113,9 @@ class Op(enum.Enum):
     PROPAGATE = "propagate"  # inputs: spikes[n_pre], indptr, indices, weights ([nnz] or one shared scalar)[, acc[n_post]]; attrs: n_post, accumulate
     # -- time structure
     LOOP = "loop"            # see "Loops" in the module docstring
-    ITEM = "item"            # attrs: index; the index-th value of a LOOP
+    ITEM = "item"            # attrs: index; the index-th value of a LOOP or an INTEGRATE
+    # -- continuous time (before discretize-odes only; no backend ever sees it)
+    INTEGRATE = "integrate"  # one step of dx/dt = f(x, ...) by a named method; see IntegrateAttrs
     # -- initialisation only (run on the host by the reference interpreter, never in a step graph)
     RANDOM = "random"        # attrs: dist in {uniform, normal, orthogonal}; inputs: two scalars (lo, hi | mean, std)
 
@@ -128,6 +130,7 @@ ELEMENTWISE_BINARY = ARITHMETIC | COMPARISONS
 ELEMENTWISE_UNARY = MATH | {Op.NOT, Op.CAST, Op.SPIKE}
 REDUCTIONS = {Op.SUM, Op.MEAN, Op.MAX, Op.MIN}
 INIT_ONLY = {Op.RANDOM}  # backends lower step graphs only; init graphs run on the host
+CONTINUOUS = {Op.INTEGRATE}  # replaced by passes/discretize_odes.py before any backend sees a graph
 
 
 
@@ -302,6 +305,59 @@ class LoopAttrs(Attrs):
             n = self.body.nodes[self.result_node(name, "output")]
             out.append((n.dtype, (self.count,) + n.shape))
         return tuple(out)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Folded:
+    """A value the elaborator computed at compile time (Python arithmetic in float64; ``weak``: an
+    untyped literal that takes the other operand's dtype).  An INTEGRATE keeps such a derivative
+    or probe as it is, so the scheme's arithmetic folds it exactly as elaboration would have."""
+
+    value: Any
+    dtype: DType
+    shape: tuple[int, ...]
+    weak: bool = False
+
+    def __repr__(self) -> str:
+        shape = list(self.shape) if self.shape else ""
+        return f"{self.value!r}:{'weak ' if self.weak else ''}{self.dtype.value}{shape}"
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class IntegrateAttrs(Attrs):
+    """One step of ``dt`` seconds of dx/dt = f(x, ...) for the states ``names`` by ``method``
+    (a key of ``discretize.INTEGRATORS``).
+
+    Inputs, in order: the current values of ``names``; the values of ``reads`` (what f reads
+    besides those states); the values of ``probes`` (f evaluated with states fixed to constants,
+    ``"v@at0"``, which linear schemes need); the refractory hold mask when ``held`` is not empty
+    (those states keep their value while it is true).  ``rhs`` reads them through ARG nodes named
+    ``names`` (role state) and ``reads`` (role input); its ``deriv`` result of each state is f.
+    A derivative or probe known at compile time is in ``folded`` instead.  ``coefficients`` is
+    the constant matrix A of dx/dt = A x + b(t) that exact integration needs (measured at
+    elaboration).  ``ITEM`` i reads the new value of ``names[i]``, of that state's type.
+    """
+
+    method: str
+    dt: float
+    names: tuple[str, ...]
+    rhs: Any  # ir.Graph (this module cannot import ir)
+    reads: tuple[str, ...] = ()
+    probes: tuple[str, ...] = ()
+    folded: tuple[tuple[str, Folded], ...] = ()
+    held: tuple[str, ...] = ()
+    coefficients: tuple[tuple[float, ...], ...] | None = None  # A, one row per state
+    spans: tuple = ()         # the span of each state's equation
+
+    def state_types(self) -> dict[str, tuple[DType, tuple[int, ...]]]:
+        """Each integrated state's (dtype, shape), from ``rhs``'s ARG nodes."""
+        return {n.attrs.name: (n.dtype, n.shape) for n in self.rhs.nodes
+                if n.op is Op.ARG and n.attrs.role is Role.state}
+
+    def item_types(self) -> tuple[tuple[DType, tuple[int, ...]], ...]:
+        """The types of the values ``ITEM`` reads: the new states."""
+        types = self.state_types()
+        return tuple(types[name] for name in self.names)
 
 
 @dataclass(frozen=True, slots=True)
@@ -481,15 +537,36 @@ def _propagate(ins, a: PropagateAttrs) -> Type:
 
 def _item(ins, a: ItemAttrs) -> Type:
     loop = ins[0]
-    if not isinstance(loop.attrs, LoopAttrs):
-        raise SignatureError("ITEM reads a LOOP")
+    if not isinstance(loop.attrs, (LoopAttrs, IntegrateAttrs)):
+        raise SignatureError("ITEM reads a LOOP or an INTEGRATE")
     try:
         types = loop.attrs.item_types()
     except KeyError as exc:
         raise SignatureError(exc.args[0]) from None
     if not 0 <= a.index < len(types):
-        raise SignatureError(f"ITEM {a.index} of a LOOP with {len(types)} values")
+        raise SignatureError(f"ITEM {a.index} of {loop.op.value.upper()} with {len(types)} values")
     return types[a.index]
+
+
+def _integrate(ins, a: IntegrateAttrs) -> Type:
+    inputs = (*a.names, *a.reads, *a.probes)
+    if len(ins) != len(inputs) + bool(a.held):
+        raise SignatureError(f"integrate takes {len(inputs) + bool(a.held)} inputs, got {len(ins)}")
+    args = {n.attrs.name: n for n in a.rhs.nodes if n.op is Op.ARG}
+    folded = dict(a.folded)
+    for name, n in zip(inputs, ins):
+        arg = args.get(name)
+        if arg is not None and (arg.dtype, arg.shape) != (n.dtype, n.shape):
+            raise SignatureError(f"integrate: {name!r} is {n.dtype.value}{list(n.shape)}, the right-hand side "
+                                 f"reads {arg.dtype.value}{list(arg.shape)}")
+    for name in a.names:
+        if name not in args or args[name].attrs.role is not Role.state:
+            raise SignatureError(f"integrate: the right-hand side does not read state {name!r}")
+        if (name not in folded) == (a.rhs.result(name, ResultKind.deriv) is None):
+            raise SignatureError(f"integrate: state {name!r} needs exactly one derivative (a deriv result or folded)")
+    if a.held and (ins[-1].dtype is not DType.bool or set(a.held) - set(a.names)):
+        raise SignatureError("integrate: the hold mask must be bool and hold integrated states")
+    return DType.f32, ()  # its values are read with ITEM
 
 
 @dataclass(frozen=True, slots=True)
@@ -535,6 +612,7 @@ SIGNATURES: dict[Op, Signature] = {
     Op.PROPAGATE: _sig(4, 5, PropagateAttrs, _propagate),
     Op.LOOP: _sig(0, None, LoopAttrs, lambda ins, a: (DType.f32, ())),  # its values are read with ITEM
     Op.ITEM: _sig(1, 1, ItemAttrs, _item),
+    Op.INTEGRATE: _sig(1, None, IntegrateAttrs, _integrate),
     Op.RANDOM: _sig(2, 2, RandomAttrs, lambda ins, a: (a.dtype, a.shape)),
 }
 
@@ -561,7 +639,8 @@ def make_attrs(op: Op, attrs, dtype: DType | None = None, shape: tuple[int, ...]
             values.setdefault(k, v)
     if cls is ArgAttrs and "role" in values:
         values["role"] = Role(values["role"])
-    for k in ("axes", "perm", "starts", "stops", "steps", "shape", "carried", "invariant", "stacked", "surrogate_args"):
+    for k in ("axes", "perm", "starts", "stops", "steps", "shape", "carried", "invariant", "stacked", "surrogate_args",
+              "names", "reads", "probes", "held"):
         if k in values and values[k] is not None:
             values[k] = tuple(values[k])
     try:
@@ -584,5 +663,5 @@ def infer(op: Op, inputs: Sequence, attrs: Attrs) -> Type:
 
 __all__ = ["Role", "ResultKind", "Merge", "Attrs", "NoAttrs", "ConstAttrs", "ArgAttrs", "CastAttrs", "SpikeAttrs",
            "ReduceAttrs", "AxisAttrs", "LayerNormAttrs", "EinsumAttrs", "ShapeAttrs", "TransposeAttrs", "SliceAttrs",
-           "PropagateAttrs", "LoopAttrs", "ItemAttrs", "RandomAttrs", "Signature", "IRError", "SignatureError", "SIGNATURES",
-           "make_attrs", "infer", "promote"]
+           "PropagateAttrs", "LoopAttrs", "Folded", "IntegrateAttrs", "ItemAttrs", "RandomAttrs", "Signature",
+           "IRError", "SignatureError", "SIGNATURES", "make_attrs", "infer", "promote", "CONTINUOUS"]

@@ -4,6 +4,7 @@ Elaboration (``elaborate.py``) turns a spec into a ``Design``: the run target as
 systems, with the run's settings.  ``PIPELINE`` then takes it down to a flat, optimised ``Program``:
 
     flatten-systems       Design  -> Program   substitute the wiring diagram down to one primitive
+    discretize-odes       Program -> Program   continuous equations (INTEGRATE) become a scheme's steps
     fold-constants        Program -> Program   evaluate constant subgraphs with the oracle's rules
     eliminate-dead-code   Program -> Program   drop nodes no result reads
 
@@ -11,8 +12,8 @@ Required passes produce the IR every backend can run (``nspec compile --emit ir`
 the rest are optimisations (``--emit ir-opt`` prints the program after all of them).  ``--emit
 after=NAME`` prints the program after any one pass and ``--emit passes`` lists them.  Backends may run
 passes of their own after these (``BACKEND_PASSES``: TVM's fast mode runs ``TVM_PASSES``; they are
-listed too).  With ``verify=True`` (the
-default, and what the tests use) the IR verifier re-infers every node after every pass.
+listed too).  With ``verify=True`` (the default, and what the tests use) the IR verifier re-infers
+every node after every pass.
 """
 
 from __future__ import annotations
@@ -22,12 +23,13 @@ from typing import Any, Callable
 
 from nspec.dsl.diagnostics import Collector, SourceMap, Span
 
-from .values import Abort
 from .ir import Program, verify_program
+from .passes.discretize_odes import discretize_odes
 from .passes.eliminate_dead_code import eliminate_dead_code
 from .passes.flatten_systems import flatten, to_program
 from .passes.fold_constants import fold_constants
 from .passes.fuse_accumulations import fuse_accumulations
+from .values import Abort
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,8 @@ class Pass:
 
 PIPELINE: tuple[Pass, ...] = (
     Pass("flatten-systems", flatten_systems, "Design -> Program: substitute wiring diagrams down to one system",
+         required=True),
+    Pass("discretize-odes", discretize_odes, "INTEGRATE nodes become their integrator's steps (INTEGRATORS)",
          required=True),
     Pass("fold-constants", fold_constants, "evaluate constant subgraphs with the oracle's rules; apply identities"),
     Pass("eliminate-dead-code", eliminate_dead_code, "drop nodes that no result reads (LOOP bodies included)"),

@@ -11,6 +11,7 @@ import pytest
 
 from nspec.compiler import ir
 from nspec.compiler.ir import DType, GraphBuilder, Op, Program, Var
+from nspec.compiler.ops import CONTINUOUS
 from nspec.lowering.tvm import build, cache as tvm_cache, rules
 from nspec.lowering.tvm.executor import TvmExecutor
 from nspec.runtime.executor import BackendError, RunRequest
@@ -121,14 +122,14 @@ def _op_program():
 
 
 def test_every_op_outside_init_has_a_rule():
-    missing = [op for op in Op if op not in ir.INIT_ONLY and op not in rules.RULES]
+    missing = [op for op in Op if op not in ir.INIT_ONLY | CONTINUOUS and op not in rules.RULES]
     assert not missing
 
 
 def test_every_op_matches_the_reference():
     p = _op_program()
     ops_used = {n.op for n in p.step.nodes}
-    assert ops_used >= set(Op) - ir.INIT_ONLY - {Op.LOOP, Op.ITEM}  # LOOP: see the dense test
+    assert ops_used >= set(Op) - ir.INIT_ONLY - CONTINUOUS - {Op.LOOP, Op.ITEM}  # LOOP: see the dense test
     rng = np.random.default_rng(1)
     batch, steps = 2, 3
     x = rng.uniform(0.5, 2.0, (batch, steps, 3, 4)).astype(np.float32)

@@ -25,7 +25,8 @@ from torch import nn
 
 from nspec.compiler.ir import INIT_ONLY, Graph, Op, Program, Var, verify_program
 from nspec.lowering.surrogates import SURROGATES
-from nspec.lowering.torch_rules import RULES, TORCH_DTYPES, Frame, Plan, Site, compile_plan, execute
+from nspec.lowering.torch_rules import (RULES, TORCH_DTYPES, TORCH_UNTIL, Frame, Loop, Plan, Site, compile_plan,
+                                        execute)
 from nspec.runtime.executor import BackendError, RunRequest, RunResult, require_values
 
 
@@ -386,4 +387,6 @@ def _numpy(t: torch.Tensor) -> np.ndarray:
     return t.detach().cpu().numpy().copy()
 
 
-__all__ = ["RULES", "SURROGATES", "Frame", "Site", "Plan", "compile_plan", "execute", "evaluate", "external_name", "ProgramModule", "to_module", "TorchExecutor"]
+# The interpreter's names (torch_rules.py) are re-exported: callers import them from here.
+__all__ = ["RULES", "SURROGATES", "TORCH_DTYPES", "TORCH_UNTIL", "Frame", "Site", "Plan", "Loop", "compile_plan",
+           "execute", "evaluate", "external_name", "ProgramModule", "to_module", "TorchExecutor"]

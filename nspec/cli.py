@@ -23,8 +23,9 @@ import os
 import sys
 import traceback
 
-from nspec.cli_commands import REPORT_HINT, CliError, spec_paths
-from nspec.cli_parser import build_parser, duration, param
+from nspec.cli_commands import (EMIT_STAGES, IR_STAGES, REPORT_HINT, TARGETS, CliError, cmd_check, cmd_compile, cmd_run,
+                                cmd_test, cmd_train, spec_paths)
+from nspec.cli_parser import build_parser, duration, param, positive_int
 from nspec.compiler.driver import EXIT_INTERNAL, EXIT_USAGE, EXIT_USER_ERROR
 from nspec.dsl.diagnostics import NspecError
 
@@ -74,4 +75,6 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERNAL
 
 
-__all__ = ["main", "build_parser", "param", "duration", "spec_paths", "CliError"]
+# The parser's and the commands' public names are re-exported: callers import them from here.
+__all__ = ["main", "build_parser", "param", "duration", "positive_int", "spec_paths", "CliError", "TARGETS",
+           "IR_STAGES", "EMIT_STAGES", "cmd_check", "cmd_compile", "cmd_run", "cmd_test", "cmd_train"]

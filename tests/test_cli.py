@@ -14,7 +14,8 @@ import textwrap
 import numpy as np
 import pytest
 
-from nspec.cli import CliError, _lowering, duration, main, param, spec_paths
+from nspec.cli import CliError, duration, main, param, spec_paths
+from nspec.cli_commands import _lowering
 from nspec.dsl import ast as A
 from nspec.dsl import parse
 

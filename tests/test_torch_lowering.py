@@ -17,7 +17,9 @@ import torch
 
 from nspec.compiler.ir import INIT_ONLY, DType, Graph, GraphBuilder, Op, Program, Var
 from nspec.compiler.ops import CONTINUOUS
+from nspec.lowering import surrogates
 from nspec.lowering import to_torch as tt
+from nspec.lowering import torch_rules as tr
 from nspec.lowering.surrogates import SURROGATES, spike
 from nspec.runtime import reference as ref
 from nspec.runtime.executor import BackendError, RunRequest, executor_class
@@ -625,7 +627,7 @@ def test_surrogate_gradient_matches_its_formula(name, args):
         args = tuple(0.5 + 3.0 * (k + 1) for k in range(len(SURROGATES[name].defaults)))
     x = np.linspace(-1.5, 1.5, 41)
     xt = torch.tensor(x, requires_grad=True)
-    _, full = tt.surrogates.resolve(name, args)
+    _, full = surrogates.resolve(name, args)
     y = spike(xt, name, full)
     np.testing.assert_array_equal(y.detach().numpy(), (x > 0).astype(float))
     coef = np.random.default_rng(12).normal(size=x.shape)
@@ -854,8 +856,8 @@ def test_parameter_only_values_are_computed_once_per_run(tmp_path, monkeypatch):
     path.write_text(ONCE_SPEC)
     model = nspec.load(path)
     calls = []
-    exp_rule = tt._RULE_OF["exp"]
-    monkeypatch.setitem(tt._RULE_OF, "exp", lambda s, xs, frame: calls.append(1) or exp_rule(s, xs, frame))
+    exp_rule = tr._RULE_OF["exp"]
+    monkeypatch.setitem(tr._RULE_OF, "exp", lambda s, xs, frame: calls.append(1) or exp_rule(s, xs, frame))
     x = np.ones((2, 7, 3), np.float32)
     for raw in (0.0, 1.5):
         model.load_weights({"tau": np.full(3, raw, np.float32)})
@@ -866,6 +868,6 @@ def test_parameter_only_values_are_computed_once_per_run(tmp_path, monkeypatch):
 
 
 def test_linear_shaped_einsums_take_the_linear_kernel():
-    assert tt._linear_form("ai,oi->ao") and tt._linear_form("i,oi->o") and tt._linear_form("bti,oi->bto")
-    assert not tt._linear_form("ai,io->ao") and not tt._linear_form("ai,oi->oa") and not tt._linear_form("ii,oi->o")
-    assert not tt._linear_form("ai,aoi->ao") and not tt._linear_form("ai,bi,ci->abc")
+    assert tr._linear_form("ai,oi->ao") and tr._linear_form("i,oi->o") and tr._linear_form("bti,oi->bto")
+    assert not tr._linear_form("ai,io->ao") and not tr._linear_form("ai,oi->oa") and not tr._linear_form("ii,oi->o")
+    assert not tr._linear_form("ai,aoi->ao") and not tr._linear_form("ai,bi,ci->abc")

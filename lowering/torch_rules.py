@@ -1,0 +1,548 @@
+"""The torch lowering's interpreter: plans, the executor of a plan, and one rule per op.
+
+A graph is compiled once into a ``Plan``: its live nodes in topological order, each a ``Site`` with
+the static batched flags of ``ir.batched``.  A rule is called as
+``RULES[op](site, xs, frame)``; ``xs`` are the input tensors and ``frame`` holds the ARG values, the
+constants (module buffers, so they follow ``.to(device)``), the batch size and the run options.
+Batched values carry a leading batch axis, so elementwise operands are aligned per sample, einsum
+gets a batch letter, and axes count from the per-sample shape: the rules of
+``compiler/batching.py``, which the reference interpreter applies too.
+
+The plans and the rules live together because each needs the other: ``compile_plan`` checks every
+op has a rule and ``execute`` dispatches to them, while the LOOP rule compiles and executes its
+body's plan.  The trainable module and the executor built on them are in ``to_torch.py``.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from nspec.compiler.batching import (LoopSpec, Until, aligned_shape, batch_size, batched_equation, batched_perm,
+                                     iterate, sliced, stored_axes, stored_axis, stored_shape)
+from nspec.compiler.ir import DType, Graph, IRError, Node, Op, batched
+from nspec.lowering import surrogates
+from nspec.runtime.executor import BackendError
+
+
+TORCH_DTYPES = {DType.f32: torch.float32, DType.f64: torch.float64, DType.i32: torch.int32,
+                DType.i64: torch.int64, DType.bool: torch.bool}
+
+
+# ---------------------------------------------------------------- plans
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """What rules read besides their inputs: ARG values, constants, batch size and run options."""
+
+    args: dict[str, torch.Tensor]
+    consts: dict[str, torch.Tensor]
+    batch: int | None
+    plasticity_grad: bool = False
+    propagate: str = "auto"       # "dense" | "event" | "auto" (event-driven when no gradient is needed)
+    cache: dict = field(default_factory=dict)  # per-run values of parameters only (by id of their Site),
+                                               # and the "parameters" and "constants" tensors by name
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    """One node ready to run: the batched flags of its inputs and of its value, and what its rule
+    needs precomputed (rules are looked up by op, so a module holding plans can be pickled)."""
+
+    index: int
+    node: Node
+    batched: tuple[bool, ...]
+    out: bool
+    dtype: torch.dtype | None     # None for LOOP, whose value is a tuple
+    extra: Any = None             # per op: a CONST's buffer name, a LOOP's ``Loop``, the batched einsum
+                                  # equation, a SPIKE's surrogate (name, args)
+    once: bool = False            # computed from parameters and constants only: once per run
+    op: str = ""                  # node.op.value, looked up per step (an Enum attribute is slow to read)
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A graph compiled for repeated runs; ``local`` holds the nodes only plastic updates need."""
+
+    graph: Graph
+    flags: tuple[bool, ...]
+    sites: tuple[Site, ...]
+    local: tuple[Site, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Loop:
+    """A LOOP node decoded (its attributes and the body nodes it reads) with its compiled body."""
+
+    spec: LoopSpec
+    body: Plan
+
+
+def _parameter_only(graph: Graph) -> set[int]:
+    """Nodes whose value depends on parameters and constants only (the same at every step of a run,
+    as parameters change between runs, never during one): ELM's decay factors, a reparameterised
+    weight, an index buffer's concatenation.  Their values are computed at the run's first step."""
+    fixed: set[int] = set()
+    for i, n in enumerate(graph.nodes):
+        if n.op is Op.CONST or (n.op is Op.ARG and n.attr("role") == "param"):
+            fixed.add(i)
+        elif n.op not in _PER_STEP and n.inputs and all(j in fixed for j in n.inputs):
+            fixed.add(i)
+    return fixed
+
+
+_PER_STEP = {Op.ARG, Op.RANDOM, Op.LOOP, Op.ITEM, Op.PROPAGATE}  # never computed once for a whole run
+
+
+def _fail(node: Node, index: int, message: str) -> BackendError:
+    return BackendError(f"{node.span}: error: %{index} ({node.op.value}): {message}")
+
+
+def compile_plan(graph: Graph, consts: dict[str, np.ndarray], unbatched=frozenset(), prefix: str = "c",
+                 local_results: frozenset[str] = frozenset(), roots=None) -> Plan:
+    """Compile ``graph`` (the nodes that ``roots``, by default every result, depend on).
+
+    Constants are added to ``consts`` under unique names (the caller makes them buffers).  Nodes
+    that only the ``next`` results named in ``local_results`` need go to ``Plan.local``.
+    """
+    flags = tuple(batched(graph, unbatched))
+    if roots is None:
+        roots = [r.node for r in graph.results]
+    live = graph.reachable(roots)
+    local_roots = [r.node for r in graph.results if r.kind == "next" and r.name in local_results]
+    other_roots = [r.node for r in graph.results if not (r.kind == "next" and r.name in local_results)]
+    local = graph.reachable(local_roots) - graph.reachable(other_roots) if local_roots else set()
+    sites, tail = [], []
+    fixed = _parameter_only(graph)
+    for i, n in enumerate(graph.nodes):
+        if i not in live:
+            continue
+        if n.op not in RULES:
+            raise _fail(n, i, "the torch backend has no rule for this op (initialisation-only ops run on the host)")
+        extra = None
+        if n.op is Op.CONST:
+            extra = f"{prefix}{i}"
+            consts[extra] = np.asarray(n.attr("value"), dtype=n.dtype.numpy)
+        elif n.op is Op.LOOP:
+            extra = _compile_loop(graph, i, flags, consts, f"{prefix}{i}_")
+        elif n.op is Op.PROPAGATE:
+            indptr = graph.nodes[n.inputs[1]]
+            # Connectivity read from a constant or a parameter is fixed for a whole run.
+            extra = indptr.op is Op.CONST or (indptr.op is Op.ARG and indptr.attr("role") == "param")
+        elif n.op is Op.EINSUM:
+            equation = batched_equation(n.attr("equation"), tuple(flags[j] for j in n.inputs))
+            extra = (equation, _linear_form(equation))
+        elif n.op is Op.SPIKE:
+            try:
+                extra = surrogates.resolve(n.attr("surrogate"), n.attr("surrogate_args"))
+            except (KeyError, ValueError) as exc:
+                raise _fail(n, i, str(exc).strip("'\"")) from None
+        dtype = None if n.op is Op.LOOP else TORCH_DTYPES[n.dtype]
+        once = i in fixed and n.op not in (Op.ARG, Op.CONST)
+        site = Site(i, n, tuple(flags[j] for j in n.inputs), flags[i], dtype, extra, once, n.op.value)
+        (tail if i in local else sites).append(site)
+    return Plan(graph, flags, tuple(sites), tuple(tail))
+
+
+def _compile_loop(graph: Graph, i: int, flags, consts, prefix: str) -> Loop:
+    n = graph.nodes[i]
+    try:
+        spec = LoopSpec.of(n)
+    except IRError as exc:
+        raise _fail(n, i, str(exc)) from None
+    unbatched = spec.unbatched([flags[j] for j in n.inputs], flags[i])
+    return Loop(spec, compile_plan(spec.attrs.body, consts, unbatched, prefix, roots=spec.roots))
+
+
+def execute(plan: Plan, frame: Frame) -> list:
+    """Every live node's value (None elsewhere); plastic-only nodes run without gradients."""
+    vals: list = [None] * len(plan.flags)
+    _run_sites(plan.sites, vals, frame)
+    if plan.local:
+        with torch.set_grad_enabled(frame.plasticity_grad and torch.is_grad_enabled()):
+            _run_sites(plan.local, vals, frame)
+    return vals
+
+
+def _run_sites(sites, vals, frame):
+    for s in sites:
+        if s.once and id(s) in frame.cache:
+            vals[s.index] = frame.cache[id(s)]
+            continue
+        try:
+            v = _RULE_OF[s.op](s, [vals[j] for j in s.node.inputs], frame)
+        except BackendError:
+            raise
+        except Exception as exc:  # a runtime failure names the node and the spec line it came from
+            raise _fail(s.node, s.index, f"{type(exc).__name__}: {exc}") from exc
+        if s.dtype is not None and v.dtype != s.dtype:
+            v = v.to(s.dtype)
+        vals[s.index] = v
+        if s.once:
+            frame.cache[id(s)] = v
+
+
+# ---------------------------------------------------------------- batching helpers
+def _align(xs, bs, rank: int, dtype: torch.dtype | None = None) -> list:
+    """Give batched values size-1 axes after the batch axis up to ``rank`` per-sample axes
+    (``batching.aligned_shape``); cast to ``dtype`` when given."""
+    out = []
+    for x, b in zip(xs, bs):
+        if dtype is not None and x.dtype != dtype:
+            x = x.to(dtype)
+        if b and x.dim() - 1 < rank:
+            x = x.reshape(aligned_shape(x.shape, b, rank))
+        out.append(x)
+    return out
+
+
+def _with_batch(x, b: bool, batch: int):
+    """A value as [B, ...]: batched as is, unbatched broadcast (a view) over the batch."""
+    return x if b else x.expand((batch,) + tuple(x.shape))
+
+
+# ---------------------------------------------------------------- rules: leaves and elementwise
+def _const(s, xs, frame):
+    return frame.consts[s.extra]
+
+
+def _arg(s, xs, frame):
+    return frame.args[s.node.attr("name")]
+
+
+def _arith(fn) -> Callable:
+    """A binary op computed in the node's dtype (inputs are cast to it, as the reference does)."""
+
+    def rule(s, xs, frame):
+        a, b = _align(xs, s.batched, len(s.node.shape), s.dtype)
+        return fn(a, b)
+
+    return rule
+
+
+def _compare(fn) -> Callable:
+    """A binary op on the operands' own dtypes (comparisons and logic give bool)."""
+
+    def rule(s, xs, frame):
+        a, b = _align(xs, s.batched, len(s.node.shape))
+        return fn(a, b)
+
+    return rule
+
+
+def _unary(fn) -> Callable:
+    return lambda s, xs, frame: fn(xs[0])
+
+
+def _where(s, xs, frame):
+    c, a, b = _align(xs, s.batched, len(s.node.shape))
+    return torch.where(c.bool(), a.to(s.dtype), b.to(s.dtype))
+
+
+def _cast(s, xs, frame):
+    return xs[0].to(s.dtype)
+
+
+def _spike(s, xs, frame):
+    name, args = s.extra
+    return surrogates.spike(xs[0].to(s.dtype), name, args)
+
+
+# ---------------------------------------------------------------- rules: reductions, normalisation
+def _reduce(fn) -> Callable:
+    def rule(s, xs, frame):
+        x, b = xs[0], s.batched[0]
+        dims = stored_axes(s.node.attr("axes"), x.dim() - b, b)
+        if not dims:
+            return x
+        if fn is torch.mean and not x.dtype.is_floating_point:
+            x = x.to(s.dtype)
+        return fn(x, dim=dims, keepdim=bool(s.node.attr("keepdims", False)))
+
+    return rule
+
+
+def _along(fn) -> Callable:
+    """An op over one per-sample axis (``attrs.axis``)."""
+
+    def rule(s, xs, frame):
+        x, b = xs[0], s.batched[0]
+        return fn(x, stored_axis(s.node.attr("axis"), x.dim() - b, b))
+
+    return rule
+
+
+def _layernorm(s, xs, frame):
+    x, *affine = _align(xs, s.batched, len(s.node.shape), s.dtype)
+    eps = float(s.node.attr("eps"))
+    if all(a.shape == x.shape[-1:] for a in affine):  # per-feature, unbatched: torch's fused kernel
+        return F.layer_norm(x, x.shape[-1:], *affine, eps=eps)
+    y = F.layer_norm(x, x.shape[-1:], eps=eps)
+    if affine:
+        y = y * affine[0]
+    if len(affine) > 1:
+        y = y + affine[1]
+    return y
+
+
+# ---------------------------------------------------------------- rules: contractions, shapes, indexing
+def _linear_form(equation: str) -> bool:
+    """Whether ``equation`` is ``...i,oi->...o`` (x W^T over x's last axis): F.linear, which skips
+    einsum's parsing and path search, a large share of a small per-step product's time."""
+    lhs, out = equation.split("->")
+    terms = lhs.split(",")
+    if len(terms) != 2 or len(terms[1]) != 2:
+        return False
+    (x, (o, i)) = terms
+    prefix = x[:-1]
+    return (x[-1:] == i and o != i and out == prefix + o and len(set(x + o)) == len(x) + 1)
+
+
+def _einsum(s, xs, frame):
+    xs = [x if x.dtype == s.dtype else x.to(s.dtype) for x in xs]
+    equation, linear = s.extra
+    if linear:
+        return torch.nn.functional.linear(xs[0], xs[1])
+    return torch.einsum(equation, *xs)
+
+
+def _reshape(s, xs, frame):
+    x = xs[0]
+    return x.reshape(stored_shape(s.node.shape, x.shape, s.batched[0]))
+
+
+def _broadcast(s, xs, frame):
+    (x,) = _align(xs, s.batched, len(s.node.shape))
+    return x.expand(stored_shape(s.node.shape, x.shape, s.batched[0]))
+
+
+def _transpose(s, xs, frame):
+    return xs[0].permute(batched_perm(s.node.attr("perm"), s.batched[0]))
+
+
+def _concat(s, xs, frame):
+    rank = len(s.node.shape)
+    if s.out:
+        batch = batch_size(xs, s.batched)
+        xs = [_with_batch(x, b, batch) for x, b in zip(xs, s.batched)]
+    return torch.cat([x.to(s.dtype) for x in xs], dim=stored_axis(s.node.attr("axis"), rank, s.out))
+
+
+def _slice(s, xs, frame):
+    n = s.node
+    return xs[0][sliced(n.attr("starts"), n.attr("stops"), n.attr("steps"), s.batched[0])]
+
+
+def _index(idx: torch.Tensor, size: int) -> torch.Tensor:
+    """Indices as int64, negative ones counted from the end (as ``np.take`` does)."""
+    idx = idx.long()
+    return torch.where(idx < 0, idx + size, idx)
+
+
+def _gather(s, xs, frame):
+    x, idx = xs
+    bx, bi = s.batched
+    axis = stored_axis(s.node.attr("axis"), x.dim() - bx, False)
+    idx = _index(idx, x.shape[axis + bx])
+    if not bx:
+        # One table for every sample (an embedding): take all indices at once; batched indices
+        # bring their batch axis, which moves to the front.
+        out = torch.index_select(x, axis, idx.reshape(-1)).reshape(x.shape[:axis] + idx.shape + x.shape[axis + 1:])
+        return out.movedim(axis, 0) if bi else out
+    if not bi:
+        out = torch.index_select(x, axis + 1, idx.reshape(-1))
+        return out.reshape(x.shape[:axis + 1] + idx.shape + x.shape[axis + 2:])
+    # Both batched: per-sample take through torch.gather on x viewed as [B, pre, n, post].
+    batch = idx.shape[0]
+    pre, size, post = x.shape[1:axis + 1], x.shape[axis + 1], x.shape[axis + 2:]
+    p, q, k = pre.numel(), post.numel(), idx[0].numel()
+    taken = torch.gather(x.reshape(batch, p, size, q), 2, idx.reshape(batch, 1, k, 1).expand(batch, p, k, q))
+    return taken.reshape((batch,) + pre + idx.shape[1:] + post)
+
+
+def _scatter_add(s, xs, frame):
+    base, idx, values = xs
+    bb, bi, bv = s.batched
+    axis = stored_axis(s.node.attr("axis"), len(s.node.shape), False)
+    size = s.node.shape[axis]
+    idx = _index(idx, size)
+    values = values.to(s.dtype)
+    base = base.to(s.dtype)
+    if not s.out:
+        flat = values.reshape(base.shape[:axis] + (-1,) + base.shape[axis + 1:])
+        return base.index_add(axis, idx.reshape(-1), flat)
+    # One path for every batched pattern: [B, pre, n, post] with the indices expanded over pre and post.
+    batch = batch_size(xs, s.batched)
+    pre, post = s.node.shape[:axis], s.node.shape[axis + 1:]
+    p, q = int(np.prod(pre)), int(np.prod(post))
+    out = _with_batch(base, bb, batch).reshape(batch, p, size, q)
+    idx = _with_batch(idx, bi, batch).reshape(batch, 1, -1, 1)
+    k = idx.shape[2]
+    vals = _with_batch(values, bv, batch).reshape(batch, p, k, q)
+    return out.scatter_add(2, idx.expand(batch, p, k, q), vals).reshape((batch,) + s.node.shape)
+
+
+def _propagate(s, xs, frame):
+    spikes, indptr, indices, weights = xs
+    bs, bp, bi, bw = s.batched
+    if bp or bi:
+        raise BackendError(f"{s.node.span}: error: PROPAGATE needs unbatched connectivity (indptr and indices)")
+    n_post = int(s.node.attr("n_post"))
+    spikes, weights, indptr, indices = spikes.to(s.dtype), weights.to(s.dtype), indptr.long(), indices.long()
+    needs_grad = torch.is_grad_enabled() and (spikes.requires_grad or weights.requires_grad)
+    mode = frame.propagate
+    if mode == "auto":
+        mode = "dense" if needs_grad or torch.compiler.is_compiling() else "event"
+    if mode == "event":
+        return _propagate_events(spikes, indptr, indices, weights, n_post, s.out, bs, bw)
+    # Dense: every synapse contributes spikes[pre] * w; index_add sums in CSR order, which keeps
+    # the reference's summation order (a non-spiking row adds zeros) and is differentiable.
+    rows = frame.cache.get(id(s))  # each synapse's presynaptic row
+    if rows is None:
+        rows = torch.searchsorted(indptr[1:], torch.arange(indices.shape[0], device=indptr.device), right=True)
+        if s.extra:
+            frame.cache[id(s)] = rows
+    if bw and weights.dim() == 1:
+        weights = weights[:, None]  # one weight per trial, shared by its synapses
+    contrib = spikes[..., rows] * weights
+    lead = contrib.shape[:-1]
+    return torch.zeros(lead + (n_post,), dtype=s.dtype, device=contrib.device).index_add(len(lead), indices, contrib)
+
+
+def _propagate_events(spikes, indptr, indices, weights, n_post, out_batched, bs, bw):
+    """Event-driven PROPAGATE: only the rows of neurons that spiked are read (no gradient)."""
+    batch = (spikes if bs else weights).shape[0] if out_batched else 1
+    s = _with_batch(spikes, bs, batch) if out_batched else spikes[None]
+    b, i = s.nonzero(as_tuple=True)
+    starts = indptr[i]
+    counts = indptr[i + 1] - starts
+    ends = torch.cumsum(counts, 0)
+    position = torch.arange(int(ends[-1]) if ends.shape[0] else 0, device=spikes.device)
+    # searchsorted rather than repeat_interleave: the latter always starts a parallel region,
+    # which costs milliseconds per step on a busy CPU.
+    event = torch.searchsorted(ends, position, right=True)     # the event each synapse belongs to
+    k = position - (ends - counts)[event] + starts[event]
+    trial = b[event]
+    per_synapse = weights.dim() > int(bw)  # else one weight (per trial) shared by every synapse
+    if bw:
+        wk = weights[trial, k] if per_synapse else weights[trial]
+    else:
+        wk = weights[k] if per_synapse else weights
+    values = wk * s[b, i][event]
+    out = torch.zeros(batch * n_post, dtype=values.dtype, device=values.device)
+    out = out.index_add(0, trial * n_post + indices[k], values).reshape(batch, n_post)
+    return out if out_batched else out[0]
+
+
+# ---------------------------------------------------------------- rules: time structure
+def _keep(done, old, new):
+    return torch.where(done.reshape(done.shape + (1,) * (old.dim() - done.dim())), old, new)
+
+
+TORCH_UNTIL = Until(_keep, operator.or_, lambda done: bool(done.all()))  # the `until` rule on tensors
+
+
+def _loop(s, xs, frame):
+    loop: Loop = s.extra
+    spec = loop.spec.attrs
+    n = len(spec.carried)
+    batch = batch_size(xs, s.batched) if s.out else None
+    flags = loop.body.flags
+    nodes = loop.spec
+
+    def lift(v, b):
+        # In a batched loop every carried and stacked value is batched (ITEMs are batched).
+        return _with_batch(v, b, batch) if s.out else v
+
+    invariant = dict(zip(spec.invariant, xs[n:]))
+
+    def body(carry):
+        args = dict(invariant)
+        args.update(zip(spec.carried, carry))
+        vals = execute(loop.body, replace(frame, args=args, batch=batch))
+        cond = None if nodes.until_node is None else lift(vals[nodes.until_node], flags[nodes.until_node]).bool()
+        return ([lift(vals[k], flags[k]) for k in nodes.next_nodes], [lift(vals[k], flags[k]) for k in nodes.out_nodes],
+                cond)
+
+    carry, frames = iterate(spec.count, [lift(x, b) for x, b in zip(xs[:n], s.batched[:n])], body,
+                            TORCH_UNTIL if nodes.until_node is not None else None)
+    stacked = []
+    for j, k in enumerate(nodes.out_nodes):
+        if frames:
+            stacked.append(torch.stack([f[j] for f in frames], dim=1 if s.out else 0))
+        else:
+            node = loop.body.graph.nodes[k]
+            shape = ((batch,) if s.out else ()) + (0,) + node.shape
+            stacked.append(torch.zeros(shape, dtype=TORCH_DTYPES[node.dtype], device=xs[0].device if xs else None))
+    return tuple(carry) + tuple(stacked)
+
+
+def _item(s, xs, frame):
+    return xs[0][s.node.attr("index")]
+
+
+RULES: dict[Op, Callable] = {
+    Op.CONST: _const,
+    Op.ARG: _arg,
+    Op.ADD: _arith(torch.add),
+    Op.SUB: _arith(torch.sub),
+    Op.MUL: _arith(torch.mul),
+    Op.DIV: _arith(torch.true_divide),
+    Op.POW: _arith(torch.pow),
+    Op.MOD: _arith(torch.remainder),
+    Op.MAXIMUM: _arith(torch.maximum),
+    Op.MINIMUM: _arith(torch.minimum),
+    Op.NEG: _unary(torch.neg),
+    Op.ABS: _unary(torch.abs),
+    Op.EXP: _unary(torch.exp),
+    Op.LOG: _unary(torch.log),
+    Op.SQRT: _unary(torch.sqrt),
+    Op.TANH: _unary(torch.tanh),
+    Op.SIGMOID: _unary(torch.sigmoid),
+    Op.RELU: _unary(torch.relu),
+    Op.SILU: _unary(F.silu),
+    Op.SOFTPLUS: _unary(F.softplus),
+    Op.SIN: _unary(torch.sin),
+    Op.COS: _unary(torch.cos),
+    Op.ERF: _unary(torch.erf),
+    Op.FLOOR: _unary(torch.floor),
+    Op.LT: _compare(torch.lt),
+    Op.LE: _compare(torch.le),
+    Op.GT: _compare(torch.gt),
+    Op.GE: _compare(torch.ge),
+    Op.EQ: _compare(torch.eq),
+    Op.NE: _compare(torch.ne),
+    Op.AND: _compare(torch.logical_and),
+    Op.OR: _compare(torch.logical_or),
+    Op.NOT: _unary(torch.logical_not),
+    Op.WHERE: _where,
+    Op.CAST: _cast,
+    Op.SPIKE: _spike,
+    Op.SUM: _reduce(torch.sum),
+    Op.MEAN: _reduce(torch.mean),
+    Op.MAX: _reduce(torch.amax),
+    Op.MIN: _reduce(torch.amin),
+    Op.ARGMAX: _along(lambda x, ax: torch.argmax(x, dim=ax)),
+    Op.SOFTMAX: _along(lambda x, ax: torch.softmax(x, dim=ax)),
+    Op.LOGSUMEXP: _along(lambda x, ax: torch.logsumexp(x, dim=ax)),
+    Op.LAYERNORM: _layernorm,
+    Op.EINSUM: _einsum,
+    Op.RESHAPE: _reshape,
+    Op.TRANSPOSE: _transpose,
+    Op.BROADCAST: _broadcast,
+    Op.CONCAT: _concat,
+    Op.SLICE: _slice,
+    Op.GATHER: _gather,
+    Op.SCATTER_ADD: _scatter_add,
+    Op.PROPAGATE: _propagate,
+    Op.LOOP: _loop,
+    Op.ITEM: _item,
+}
+_RULE_OF = {op.value: rule for op, rule in RULES.items()}  # by the op's string: an Enum hashes in Python
+
+
+__all__ = ["TORCH_DTYPES", "TORCH_UNTIL", "RULES", "Frame", "Site", "Plan", "Loop", "compile_plan", "execute"]

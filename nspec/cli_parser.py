@@ -1,0 +1,157 @@
+"""The ``nspec`` command line's argument parser: the argument types and every subcommand's flags.
+
+Each subcommand's parser names its handler (``cmd_*`` of ``cli_commands.py``) as ``args.handler``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+
+from nspec import __version__
+from nspec.cli_commands import TARGETS, cmd_check, cmd_compile, cmd_run, cmd_test, cmd_train
+
+
+# ---------------------------------------------------------------- argument types
+def param(text: str) -> tuple[str, object]:
+    """``k=v`` with ``v`` read as a JSON literal where it is one (``2``, ``1e-3``, ``true``,
+    ``[1, 2]``) and as a string otherwise (``routing=neuronio``)."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected name=value, got {text!r}")
+    try:
+        return key, json.loads(raw)
+    except json.JSONDecodeError:
+        return key, raw
+
+
+def duration(text: str) -> float:
+    """A positive time with a unit (``1s``, ``200ms``, ``0.5 s``), in seconds."""
+    m = re.fullmatch(r"\s*((?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)\s*([A-Za-z]+)\s*", text)
+    if m is None:
+        raise argparse.ArgumentTypeError(f"expected a time such as 1s or 200ms, got {text!r}")
+    from nspec.compiler import units
+
+    if not units.is_unit(m[2]) or units.unit(m[2])[1] != units.unit("s")[1]:
+        raise argparse.ArgumentTypeError(f"{m[2]!r} is not a unit of time (use s, ms, us)")
+    seconds = float(m[1]) * units.unit(m[2])[0]
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError("the duration must be positive")
+    return seconds
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+# ---------------------------------------------------------------- the parser
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="print the Python traceback of an internal error")
+    hyper = argparse.ArgumentParser(add_help=False)
+    hyper.add_argument("--param", "-p", action="append", type=param, metavar="NAME=VALUE",
+                       help="set a hyperparameter (JSON literal or string); repeatable")
+
+    parser = argparse.ArgumentParser(prog="nspec", description="A declarative graph compiler for brain-inspired "
+                                     "neural models.", parents=[common])
+    parser.add_argument("--version", action="version", version=f"nspec {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("check", parents=[common, hyper], help="report every diagnostic of the given specs",
+                       description="Check specs: parse, resolve and elaborate every declaration. Exit 1 on errors.")
+    p.add_argument("paths", nargs="+", metavar="FILE|DIR", help="spec files, or folders searched for *.nspec")
+    p.set_defaults(handler=cmd_check)
+
+    p = sub.add_parser("compile", parents=[common, hyper], help="compile a spec and show a stage or export it",
+                       description="Compile a spec's run target. --emit shows a stage; --target exports it.")
+    p.add_argument("spec", metavar="SPEC", nargs="?")
+    p.add_argument("--entry", metavar="NAME", help="the declaration to compile (default: the simulate target)")
+    p.add_argument("--emit", metavar="STAGE",
+                   help="print this stage to stdout: ast, ir (after the required passes), ir-opt (after all), "
+                        "after=PASS (after one pass), passes (the pass list), onnx, tir (the TVM IRModule, the "
+                        "whole time loop as one TIR function; relax: a deprecated alias of tir)")
+    p.add_argument("--target", choices=list(TARGETS), help="export for this backend")
+    p.add_argument("-o", "--output", metavar="OUT", help="output file, or a folder ending in '/'")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--whole-run", action="store_true", help="ONNX: the whole time loop in one graph (default)")
+    mode.add_argument("--step", action="store_true", help="ONNX: one step per call, state in and out")
+    p.add_argument("--steps", type=positive_int, metavar="N", help="ONNX whole-run: a fixed number of steps")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output")
+    p.set_defaults(handler=cmd_compile)
+
+    p = sub.add_parser("run", parents=[common, hyper], help="run a spec and save its results",
+                       description="Run a spec's default simulation (or --entry) and save outputs and monitors.")
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("--entry", metavar="NAME", help="the declaration to run (default: the simulate target)")
+    p.add_argument("--weights", metavar="FILE", help="weights: .safetensors, .npz or a torch state_dict")
+    p.add_argument("--inputs", metavar="FILE.npz", help="named input arrays")
+    p.add_argument("--output", "-o", metavar="FILE.npz", help="save outputs and monitors (never overwrites "
+                   "without --force)")
+    p.add_argument("--backend", default="reference", metavar="NAME",
+                   help="reference (default), onnxruntime, tvm or torch")
+    when = p.add_mutually_exclusive_group()
+    when.add_argument("--duration", type=duration, metavar="TIME", help="model time to run: 1s, 200ms, 0.5 s")
+    when.add_argument("--steps", type=positive_int, metavar="N", help="number of steps to run")
+    p.add_argument("--seed", type=int, help="seed for initial values and connectivity")
+    p.add_argument("--batch", type=positive_int, metavar="B", help="run B samples at once")
+    p.add_argument("--plot", metavar="FILE.png", help="draw a spike raster or state traces")
+    p.add_argument("--plot-kind", choices=["auto", "raster", "traces"], default="auto",
+                   help="raster of the first spike monitor or traces of the first state monitor "
+                        "(default: raster if the model records spikes)")
+    p.add_argument("--timing-json", metavar="FILE", help="write {backend, compile_s, run_s, steps} as JSON: "
+                   "compile_s covers the spec and the backend, run_s the main loop alone (which then runs "
+                   "without a progress bar)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary")
+    p.add_argument("--force", action="store_true", help="overwrite existing output files")
+    p.set_defaults(handler=cmd_run)
+
+    p = sub.add_parser("test", parents=[common], help="run the spec-level test blocks",
+                       description="Run the `test` blocks of specs; prints PASS/FAIL and 'N passed, M failed'.")
+    p.add_argument("paths", nargs="*", metavar="FILE|DIR", help="spec files or folders (default: .)")
+    p.add_argument("-k", metavar="TEXT", help="only tests whose name contains TEXT")
+    p.set_defaults(handler=cmd_test)
+
+    p = sub.add_parser("train", parents=[common, hyper], help="train a spec's parameters by gradient descent",
+                       description="Train a spec on named arrays (model inputs and targets, N samples on the first "
+                       "axis) with a loss on its outputs; checkpoints hold safetensors weights by external name.")
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("--entry", metavar="NAME", help="the declaration to train (default: the simulate target)")
+    p.add_argument("--data", required=True, metavar="FILE.npz",
+                   help="model inputs ([N, T, *shape] or [N, *shape]) and targets by name")
+    p.add_argument("--loss", required=True, metavar="KIND:OUTPUT:TARGET",
+                   help="cross_entropy, mse or bce of an output against a data array, e.g. "
+                        "cross_entropy:logits:targets or cross_entropy:predictions[:, -1]:labels; a target "
+                        "without a time axis is compared with the last step")
+    p.add_argument("--weights", metavar="FILE", help="initial weights: .safetensors, .npz or a torch state_dict")
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--epochs", type=positive_int, metavar="N", help="total epochs (default 1)")
+    length.add_argument("--max-steps", type=positive_int, metavar="N", help="total optimizer steps instead of epochs")
+    p.add_argument("--time-steps", type=positive_int, metavar="T",
+                   help="run length for inputs given without a time axis (default: the spec's simulate)")
+    p.add_argument("--batch-size", type=positive_int, default=32, metavar="B", help="samples per step (default 32)")
+    p.add_argument("--optimizer", choices=["adam", "adamw", "sgd"], default="adam")
+    p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
+    p.add_argument("--weight-decay", type=float, default=0.0, metavar="WD")
+    p.add_argument("--grad-clip", type=float, metavar="NORM", help="clip the gradient norm")
+    p.add_argument("--seed", type=int, default=0, help="initial weights and batch order (default 0)")
+    p.add_argument("--checkpoint", metavar="DIR", help="write model.safetensors, optimizer.pt and trainer.json here "
+                   "after every epoch")
+    p.add_argument("--resume", action="store_true", help="continue the checkpoint in --checkpoint DIR")
+    p.add_argument("--force", action="store_true", help="overwrite an existing checkpoint")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary")
+    p.set_defaults(handler=cmd_train)
+    return parser
+
+
+__all__ = ["build_parser", "param", "duration", "positive_int"]

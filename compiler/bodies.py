@@ -3,8 +3,9 @@
 A body declares ports, parameters and state, then equations: ``let`` (algebraic, evaluated
 lazily so every integration stage and every event sees its own values), readouts ``y = ...``,
 discrete updates ``next S = ...``, continuous ``dv/dt = ...`` (left in the IR as ``INTEGRATE``
-nodes, one per group of equations sharing a method; the discretize-odes pass builds their
-schemes from ``compiler/discretize.py``), and spike events with reset and refractoriness.
+nodes by ``body_odes.py``, one per group of equations sharing a method; the discretize-odes pass
+builds their schemes from ``compiler/discretize.py``), and spike events with reset and
+refractoriness.  Names resolve through ``body_env.Env``.
 A neuron body is replicated over a population: every state gets a leading axis of that size.
 
 Order of one step (Brian2's): integrate the equations, test the threshold (not while
@@ -14,25 +15,25 @@ neurons that spiked.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from nspec.dsl import ast as A
 from nspec.dsl.diagnostics import Span
 
-from .discretize import INTEGRATORS, METHODS, linear_coefficients
+from .body_env import TIME, Env
+from .body_odes import integrate
+from .discretize import METHODS
 from .expressions import Abort, ExprBuilder, Val, fmt_shape, fmt_type, static
-from .ir import DType, GraphBuilder, Op, Var, Graph
+from .ir import DType, GraphBuilder, Op, Var
 from .surrogates import DEFAULT_SURROGATE, SURROGATES
-from .ops import Folded, IntegrateAttrs
 from .systems import MERGES, PortSig, Primitive
 from .ticks import wrap_ticks
 from .units import DIMENSIONLESS, Dim, base_unit_name, describe, is_unit, unit
 
 DTYPES = {"f32": DType.f32, "f64": DType.f64, "i32": DType.i32, "i64": DType.i64, "bool": DType.bool,
           "spike": DType.f32, "float": DType.f32, "int": DType.i64}
-_TIME = unit("s")[1]
 
 
 def check_merge(b: ExprBuilder, port: A.Port, dtype: DType) -> str:
@@ -86,50 +87,6 @@ class _Decl:
     span: Span | None = None
 
 
-class Env:
-    """Name lookup for one evaluation context; ``lets`` are evaluated lazily and cached here."""
-
-    def __init__(self, body: "Body", graph: GraphBuilder, overrides: dict[str, Val] | None = None,
-                 allow_random: bool = False, target_shape: tuple[int, ...] = (), init: bool = False):
-        self.body = body
-        self.overrides = overrides or {}
-        self.cache: dict[str, Val] = {}
-        self.busy: set[str] = set()
-        self.init = init
-        self.b = ExprBuilder(graph, body.diags, self.lookup, allow_random=allow_random, target_shape=target_shape)
-
-    def lookup(self, name: str, span: Span) -> Val | None:
-        if name in self.overrides:
-            return self.overrides[name]
-        body = self.body
-        if name in body.lets and not self.init:
-            if name in self.cache:
-                return self.cache[name]
-            if name in self.busy:
-                self.b.fail(span, f"'{name}' is defined in terms of itself")
-            self.busy.add(name)
-            try:
-                let = body.lets[name]
-                v = self.b.expr(let.value)
-                if let.type is not None:
-                    v = body.conform(self.b, v, let.type, let.value.span, f"'{name}'")
-            finally:
-                self.busy.discard(name)
-            self.cache[name] = v
-            return v
-        d = body.decls.get(name)
-        if d is not None:
-            if self.init and d.kind in ("in", "state"):
-                self.b.fail(span, f"an initial value cannot read {'input' if d.kind == 'in' else 'state'} '{name}'; "
-                                  "it may use parameters and constants")
-            if self.init and d.kind == "param":
-                return body.init_params[name]
-            if d.kind == "out":
-                self.b.fail(span, f"'{name}' is an output port; it cannot be read inside the system")
-            return d.val
-        return body.static(name, span)
-
-
 class Body:
     """Elaborates one ``system`` or ``neuron`` declaration into a ``Primitive``."""
 
@@ -166,7 +123,7 @@ class Body:
         if name in self.args:
             return self.args[name]
         if name == "dt":
-            return static(self.elab.dt, _TIME)
+            return static(self.elab.dt, TIME)
         return self.statics.get(name, span)
 
     def shape(self, declared: tuple[int, ...]) -> tuple[int, ...]:
@@ -467,7 +424,7 @@ class Body:
         if refractory is not None and spike is not None:
             try:
                 d = env.b.static_value(refractory.duration, "the refractory period")
-                if d.dim != _TIME:
+                if d.dim != TIME:
                     b.fail(refractory.duration.span, f"the refractory period must be a duration, got {describe(d.dim)}")
                 ref_steps = int(round(float(d.static) / self.elab.dt))
                 counter = self.add_state("refractory_steps", DType.f32, self.shape(()), 0.0, refractory.span)
@@ -599,118 +556,9 @@ class Body:
 
     # ------------------------------------------------------------ integration
     def integrate(self, env: Env, odes: dict[str, A.Ode], default: str | None, hold: Val | None) -> dict[str, Val]:
-        """The new values of the states of ``odes``: one INTEGRATE node per method's group."""
-        b = env.b
-        scratch = GraphBuilder()  # the check must not leave an unused copy of f in the step graph
-        check = Env(self, scratch, overrides=self.rhs_args(scratch, ()))
-        for name, ode in odes.items():
-            probe = check.b.expr(ode.rhs)
-            want = self.decls[name].val.dim / _TIME
-            if probe.dim != want:
-                b.fail(ode.rhs.span, f"unit mismatch: d{name}/dt must be {describe(want)} (the unit of {name} per "
-                                     f"second), the right-hand side is {describe(probe.dim)}")
-            if probe.dtype is DType.bool:
-                b.fail(ode.rhs.span, f"d{name}/dt must be a number, not a bool")
-        groups: dict[str, list[str]] = {}
-        for name, ode in odes.items():
-            m = ode.method or default or getattr(self.elab, "default_method", None)
-            groups.setdefault(m or "auto", []).append(name)
-        held = {n for n, o in odes.items() if o.unless == "refractory"} if hold is not None else set()
-        out: dict[str, Val] = {}
-        for method, names in groups.items():
-            out.update(self.integrate_group(env, {n: odes[n] for n in names}, method, hold, held))
-        return out
+        """The new values of the states of ``odes`` (``body_odes.integrate``)."""
+        return integrate(self, env, odes, default, hold)
 
-    def rhs(self, odes: dict[str, A.Ode], values: dict[str, Val], graph: GraphBuilder | None = None) -> dict[str, Val]:
-        """The right-hand sides of ``odes`` with ``values`` in place of names, built into ``graph``."""
-        env = Env(self, graph or self.g, overrides=values)
-        return {name: env.b.as_float(env.b.expr(o.rhs), o.rhs.span) for name, o in odes.items()}
-
-    def rhs_args(self, graph: GraphBuilder, integrated) -> dict[str, Val]:
-        """Every input, state and param as an ARG of ``graph``: role state for the ``integrated``
-        states, input for what the right-hand side reads besides them."""
-        return {n: replace(d.val, node=graph.arg(n, "state" if n in integrated else "input", d.val.dtype,
-                                                  d.val.shape, d.span))
-                for n, d in self.decls.items()
-                if d.kind in ("in", "state", "param") and d.val is not None and n != "refractory_steps"}
-
-    def rhs_graph(self, odes: dict[str, A.Ode]) -> tuple[Graph, tuple[str, ...], dict[str, Val]]:
-        """f as a graph reading the states of ``odes`` and what else it reads (the names returned),
-        with a ``deriv`` result per state; derivatives known at compile time are returned apart."""
-        scratch = GraphBuilder()
-        args = self.rhs_args(scratch, odes)
-        derivs = self.rhs(odes, args, scratch)
-        for name, v in derivs.items():
-            if not v.is_static:
-                scratch.result(name, "deriv", v.node)
-        full = scratch.build()
-        keep = sorted(full.reachable([r.node for r in full.results] + [args[n].node for n in odes]))
-        index = {old: new for new, old in enumerate(keep)}
-        nodes = tuple(replace(full.nodes[i], inputs=tuple(index[j] for j in full.nodes[i].inputs)) for i in keep)
-        graph = Graph(nodes, tuple(replace(r, node=index[r.node]) for r in full.results))
-        reads = tuple(n.attr("name") for n in nodes if n.op is Op.ARG and n.attr("name") not in odes)
-        return graph, reads, {name: v for name, v in derivs.items() if v.is_static}
-
-    def probes(self, odes: dict[str, A.Ode], probes) -> dict[str, Val]:
-        """The right-hand side evaluations an integrator asks for (``discretize.Probe``)."""
-        out: dict[str, Val] = {}
-        for p in probes:
-            fixed = {n: replace(static(p.value, self.decls[n].val.dim), dtype=self.decls[n].val.dtype) for n in odes}
-            if p.each:
-                out.update({f"{n}@{p.label}": self.rhs({n: o}, {n: fixed[n]})[n] for n, o in odes.items()})
-            else:
-                out.update({f"{n}@{p.label}": v for n, v in self.rhs(odes, fixed).items()})
-        return out
-
-    def integrate_group(self, env: Env, odes: dict[str, A.Ode], method: str, hold: Val | None, held: set[str]):
-        """One INTEGRATE node for equations sharing a method; ``auto`` is exact when the equations are
-        linear with constant coefficients, else euler."""
-        b = env.b
-        xs = {name: self.decls[name].val for name in odes}
-        coefficients = None
-        if method == "auto" or INTEGRATORS[method].linear:
-            coefficients = self.linear_coefficients(odes)
-            if coefficients is None and method != "auto":
-                first = next(iter(odes.values()))
-                b.fail(first.span, f"method {method} needs linear equations with constant coefficients; "
-                                   f"d{first.var}/dt is not (use euler, rk4 or exp_euler)")
-            method = "euler" if coefficients is None else "exact" if method == "auto" else method
-        integrator = INTEGRATORS[method]
-        rhs, reads, folded = self.rhs_graph(odes)
-        probes = self.probes(odes, integrator.probes)
-        folded.update({n: v for n, v in probes.items() if v.is_static})
-        probe_names = tuple(n for n, v in probes.items() if not v.is_static)
-        held_here = tuple(n for n in odes if n in held)
-        inputs = [xs[n].node for n in odes] + [self.decls[n].val.node for n in reads]
-        inputs += [probes[n].node for n in probe_names] + ([hold.node] if held_here else [])
-        attrs = IntegrateAttrs(method, float(self.elab.dt), tuple(odes), rhs, reads, probe_names,
-                               tuple((n, Folded(v.static, v.dtype, v.shape, v.weak)) for n, v in folded.items()),
-                               held_here, None if coefficients is None else tuple(map(tuple, coefficients.tolist())),
-                               tuple(o.span for o in odes.values()))
-        span = next(iter(odes.values())).span
-        node = self.g.add(Op.INTEGRATE, inputs, DType.f32, (), attrs, span)
-        return {n: Val(x.dtype, x.shape, x.dim, self.g.add(Op.ITEM, [node], x.dtype, x.shape, (("index", i),), span))
-                for i, (n, x) in enumerate(xs.items())}
-
-    def linear_coefficients(self, odes: dict[str, A.Ode]) -> np.ndarray | None:
-        """The constant matrix A of dx/dt = A x + b(inputs), measured by probing the right-hand
-        sides in float64 (``discretize.linear_coefficients``); None if they are not linear."""
-        scratch = GraphBuilder()
-        overrides: dict[str, Val] = {}
-        for n, d in self.decls.items():
-            if d.kind in ("in", "state", "param") and d.val is not None and n != "refractory_steps":
-                dtype = DType.f64 if d.val.dtype.is_float else d.val.dtype  # probes need the precision
-                overrides[n] = replace(d.val, node=scratch.arg(n, "param", dtype, d.val.shape), dtype=dtype)
-        env = Env(self, scratch, overrides=overrides)
-        try:
-            for name, ode in odes.items():
-                v = env.b.as_float(env.b.expr(ode.rhs), ode.rhs.span)
-                if v.is_static:
-                    v = env.b.add(Op.BROADCAST, [v], DType.f64, self.decls[name].val.shape, v.dim, ode.span)
-                scratch.result(name, "value", v.node)
-        except Abort:
-            return None
-        return linear_coefficients(scratch.build(), list(odes))
 
     # ------------------------------------------------------------ result
     def primitive(self) -> Primitive:

@@ -246,9 +246,9 @@ STATEMENTS = {
 
 
 def test_every_statement_rule_has_an_example():
-    from nspec.dsl.parser import _parser
+    from nspec.dsl.grammar import lark_parser
 
-    rules = {str(r.origin.name) for r in _parser().rules}
+    rules = {str(r.origin.name) for r in lark_parser().rules}
     statement_rules = {r for r in rules if r.endswith(("_stmt", "_decl")) and not r.startswith("_")
                        or r in ("import_all", "import_from")}
     assert statement_rules == set(STATEMENTS)

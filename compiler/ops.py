@@ -297,6 +297,8 @@ def _gather(ins, a: AxisAttrs) -> Type:
 def _scatter_add(ins, a: AxisAttrs) -> Type:
     base, idx, vals = ins
     _index_dtype(idx)
+    if len(idx.shape) != 1:  # what the language's scatter_add() accepts and every backend implements
+        raise SignatureError(f"scatter_add indices must be 1-D, got shape {idx.shape}")
     k = _axis(a.axis, len(base.shape))
     if vals.shape != base.shape[:k] + idx.shape + base.shape[k + 1:]:
         raise SignatureError(f"scatter_add values {vals.shape} for base {base.shape} and indices {idx.shape}")

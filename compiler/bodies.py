@@ -787,11 +787,14 @@ def build_body(elab, decl: A.SystemDecl, scope, args: dict[str, Val], replicas: 
         raise Abort
     if decl.kind == "neuron" and replicas is None:
         replicas = 1
+    errors_before = sum(d.severity == "error" for d in elab.diags.items)
     body = Body(elab, decl, scope, args, replicas, increments, name).run()
     body.equations()
     ticks = [s for s in decl.body if isinstance(s, (A.Ticks, A.Until))]
     prim = body.primitive()
     if ticks:
+        if sum(d.severity == "error" for d in elab.diags.items) > errors_before:
+            raise Abort  # a body with errors (an unassigned output, say) cannot become a LOOP body
         from .ticks import wrap_ticks
 
         prim = wrap_ticks(body, prim, ticks)

@@ -1012,6 +1012,9 @@ def _rope(b: ExprBuilder, e: A.Call) -> Val:
         idx = np.arange(n)
         freqs = static((theta ** (-(2 * (idx // 2)) / n) / (2 * math.pi)).astype(np.float32))
     if freqs.shape not in ((n,), ()):
+        if math.prod(freqs.shape) != n:
+            b.fail(args[2].span, f"rope() needs one frequency per element of the last axis ({n}); "
+                                 f"freqs is {fmt_shape(freqs.shape)}")
         freqs = b.add(Op.RESHAPE, [freqs], freqs.dtype, (n,), DIMENSIONLESS, e.span)
     t = b.binary("*", pos, freqs, e.span)
     frac = b.binary("%", t, static(1.0), e.span)

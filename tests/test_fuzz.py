@@ -255,6 +255,22 @@ def test_cli_on_mutants(mirror):
     assert "Traceback" not in out and "internal error" not in out, out[-3000:]
 
 
+# Mutants that once crashed the checker with an internal IRError, each with the diagnostic it now gets.
+FOUND = [
+    # a tick loop around a body with errors (fixed in compiler/bodies.py build_body)
+    (Mutation(SPECS_ROOT / "examples" / "hopfield.nspec", "delete", 183), None),
+    # rope(S, pos, freqs) with 8192 frequencies for a last axis of 256 (fixed in expressions.py _rope)
+    (Mutation(SPECS_ROOT / "seeds" / "bdh.nspec", "substitute", 302, 18926), "rope() needs one frequency per element"),
+]
+
+
+@pytest.mark.parametrize("mutation, message", FOUND, ids=["ticks-after-errors", "rope-freqs-size"])
+def test_mutants_that_crashed_once_get_located_errors(mirror, mutation, message):
+    diags = assert_located(mutant_file(mirror, mutation, "found"))
+    assert any(d.severity == "error" for d in diags)
+    assert message is None or any(message in d.message for d in diags), [d.message for d in diags]
+
+
 def test_clean_mutants_run_on_every_backend_like_the_reference(mirror):
     """A fixed sample of clean token mutants (drawn with the fuzz seed) on ONNX, PyTorch and TVM:
     outputs and recorded values equal the reference's (integers exactly, floats to float32 rounding)."""

@@ -60,6 +60,11 @@ def fmt_shape(shape) -> str:
     return "[" + ", ".join(str(s) for s in shape) + "]"
 
 
+def is_whole_number(x) -> bool:
+    """A compile-time size or axis: a number (not a bool, a string or a list) with an integer value."""
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool) and float(x).is_integer()
+
+
 def fmt_type(v: Val) -> str:
     unit_part = "" if v.dim.dimensionless else f" {describe(v.dim)}"
     return f"{v.dtype.value}{fmt_shape(v.shape) if v.shape else ''}{unit_part}"
@@ -446,7 +451,7 @@ class ExprBuilder:
             self.fail(e.span, f"{what} must be a list of sizes known at compile time, like [2, 3]")
         out = []
         for s in v.static:
-            if isinstance(s, bool) or not float(s).is_integer():
+            if not is_whole_number(s):
                 self.fail(e.span, f"{what}: size {s!r} is not an integer")
             out.append(int(s))
         return tuple(out)
@@ -670,7 +675,7 @@ def _axes(b: ExprBuilder, e: A.Expr | None, rank: int, default) -> tuple[int, ..
     vals = v.static if isinstance(v.static, list) else [v.static]
     out = []
     for a in vals:
-        if isinstance(a, bool) or not float(a).is_integer():
+        if not is_whole_number(a):
             b.fail(e.span, f"an axis must be an integer, got {a!r}")
         out.append(_norm_axis(b, int(a), rank, e.span))
     return tuple(sorted(set(out)))

@@ -261,10 +261,12 @@ FOUND = [
     (Mutation(SPECS_ROOT / "examples" / "hopfield.nspec", "delete", 183), None),
     # rope(S, pos, freqs) with 8192 frequencies for a last axis of 256 (fixed in expressions.py _rope)
     (Mutation(SPECS_ROOT / "seeds" / "bdh.nspec", "substitute", 302, 18926), "rope() needs one frequency per element"),
+    # a string hyperparameter as a reshape size (float('random-pairing'); fixed in expressions.py)
+    (Mutation(SPECS_ROOT / "seeds" / "ctm.nspec", "substitute", 1103, 3070), "size 'random-pairing' is not an integer"),
 ]
 
 
-@pytest.mark.parametrize("mutation, message", FOUND, ids=["ticks-after-errors", "rope-freqs-size"])
+@pytest.mark.parametrize("mutation, message", FOUND, ids=["ticks-after-errors", "rope-freqs-size", "string-size"])
 def test_mutants_that_crashed_once_get_located_errors(mirror, mutation, message):
     diags = assert_located(mutant_file(mirror, mutation, "found"))
     assert any(d.severity == "error" for d in diags)

@@ -19,7 +19,7 @@ from nspec.dsl import ast as A
 
 from .ir import DType, Op
 from .units import DIMENSIONLESS, describe
-from .values import Val, fmt_shape, fmt_type, fold, norm_axis, static
+from .values import Val, fmt_shape, fmt_type, fold, is_whole_number, norm_axis, static
 
 if TYPE_CHECKING:
     from .expressions import ExprBuilder
@@ -155,7 +155,7 @@ def _axes(b: ExprBuilder, e: A.Expr | None, rank: int, default) -> tuple[int, ..
     vals = v.static if isinstance(v.static, list) else [v.static]
     out = []
     for a in vals:
-        if isinstance(a, bool) or not float(a).is_integer():
+        if not is_whole_number(a):
             b.fail(e.span, f"an axis must be an integer, got {a!r}")
         out.append(norm_axis(b, int(a), rank, e.span))
     return tuple(sorted(set(out)))
@@ -476,6 +476,9 @@ def _rope(b: ExprBuilder, e: A.Call) -> Val:
         idx = np.arange(n)
         freqs = static((theta ** (-(2 * (idx // 2)) / n) / (2 * math.pi)).astype(np.float32))
     if freqs.shape not in ((n,), ()):
+        if math.prod(freqs.shape) != n:
+            b.fail(args[2].span, f"rope() needs one frequency per element of the last axis ({n}); "
+                                 f"freqs is {fmt_shape(freqs.shape)}")
         freqs = b.add(Op.RESHAPE, [freqs], freqs.dtype, (n,), DIMENSIONLESS, e.span)
     t = b.binary("*", pos, freqs, e.span)
     frac = b.binary("%", t, static(1.0), e.span)

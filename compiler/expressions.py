@@ -24,7 +24,7 @@ from nspec.dsl.diagnostics import Collector, Span
 from .builtins import BUILTINS
 from .ir import DType, GraphBuilder, Op
 from .units import DIMENSIONLESS, Dim, describe, is_unit, unit
-from .values import Abort, Val, fmt_shape, fmt_type, fold, norm_axis, static
+from .values import Abort, Val, fmt_shape, fmt_type, fold, is_whole_number, norm_axis, static
 
 # Abort, Val, fmt_shape, fmt_type and static are used by every elaborator through this module.
 __all__ = ["Abort", "ExprBuilder", "Val", "fmt_shape", "fmt_type", "static"]
@@ -433,7 +433,7 @@ class ExprBuilder:
             self.fail(e.span, f"{what} must be a list of sizes known at compile time, like [2, 3]")
         out = []
         for s in v.static:
-            if isinstance(s, bool) or not float(s).is_integer():
+            if not is_whole_number(s):
                 self.fail(e.span, f"{what}: size {s!r} is not an integer")
             out.append(int(s))
         return tuple(out)

@@ -59,6 +59,11 @@ def fmt_shape(shape) -> str:
     return "[" + ", ".join(str(s) for s in shape) + "]"
 
 
+def is_whole_number(x) -> bool:
+    """A compile-time size or axis: a number (not a bool, a string or a list) with an integer value."""
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool) and float(x).is_integer()
+
+
 def fmt_type(v: Val) -> str:
     unit_part = "" if v.dim.dimensionless else f" {describe(v.dim)}"
     return f"{v.dtype.value}{fmt_shape(v.shape) if v.shape else ''}{unit_part}"

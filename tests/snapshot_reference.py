@@ -28,14 +28,23 @@ def specs() -> list[Path]:
     return sorted(p for p in (ROOT / "specs").rglob("*.nspec") if "errors" not in p.parts and "lib" not in p.parts)
 
 
-def run_spec(path: Path, cap: int) -> dict[str, np.ndarray] | None:
+def load(path: Path) -> nspec.Model | None:
+    """The spec's model, or None for a library-style file with no run target."""
     try:
-        model = nspec.load(path)
+        return nspec.load(path)
     except NspecError as exc:
         if "nothing to run" in str(exc):
             return None
         raise
-    steps = min(model.default_steps or 30, cap)
+
+
+def duration_steps(model: nspec.Model, cap: int) -> int:
+    """The spec's own ``simulate`` duration in steps (30 when it states none), at most ``cap``."""
+    return min(model.default_steps or 30, cap)
+
+
+def seeded_inputs(model: nspec.Model, steps: int) -> dict[str, np.ndarray]:
+    """Seeded random inputs for every input port: normal floats, 0/1 integers and booleans."""
     rng = np.random.default_rng(0)
     inputs = {}
     for v in model.program.inputs:
@@ -43,8 +52,22 @@ def run_spec(path: Path, cap: int) -> dict[str, np.ndarray] | None:
             inputs[v.name] = rng.normal(size=(steps, *v.shape)).astype(v.dtype.numpy)
         else:
             inputs[v.name] = rng.integers(0, 2, size=(steps, *v.shape)).astype(v.dtype.numpy)
-    record = sorted(r.name for r in model.program.step.results if r.kind == "value")
-    out = dict(model.run(inputs=inputs, steps=steps, record=record, batch=None))
+    return inputs
+
+
+def value_results(model: nspec.Model) -> list[str]:
+    """Every ``value`` result of the step graph (spikes, rates, traces), recorded every step."""
+    return sorted(r.name for r in model.program.step.results if r.kind == "value")
+
+
+def run_spec(path: Path, cap: int, backend: str = "reference") -> dict[str, np.ndarray] | None:
+    """Outputs, monitors, every value result and ``final_state:<name>`` of the spec's run."""
+    model = load(path)
+    if model is None:
+        return None
+    steps = duration_steps(model, cap)
+    out = dict(model.run(inputs=seeded_inputs(model, steps), steps=steps, record=value_results(model), batch=None,
+                         backend=backend))
     for name, value in (model.get_state() or {}).items():
         out[f"final_state:{name}"] = np.asarray(value)
     return out

@@ -23,6 +23,17 @@ simulate Decay for 20 ms, dt = 1 ms
 """
 
 
+# One step of each scheme on dx/dt = -x / tau multiplies x by a polynomial in h = dt / tau (its
+# Butcher tableau applied by hand), so after n steps x = factor ** n: the scheme's closed form.
+STEP_FACTOR = {
+    "euler": lambda h: 1 - h,
+    "midpoint": lambda h: 1 - h + h ** 2 / 2,
+    "rk4": lambda h: 1 - h + h ** 2 / 2 - h ** 3 / 6 + h ** 4 / 24,
+    "exp_euler": lambda h: np.exp(-h),
+    "exact": lambda h: np.exp(-h),
+}
+
+
 @pytest.mark.parametrize("method, order", [("euler", 1), ("midpoint", 2), ("rk4", 4), ("exp_euler", None), ("exact", None)])
 def test_integration_schemes_converge_at_their_order(tmp_path, method, order):
     errors = []
@@ -31,6 +42,7 @@ def test_integration_schemes_converge_at_their_order(tmp_path, method, order):
         steps = m.default_steps
         x = m.run()["x_out"]
         t = np.arange(steps) * m.dt
+        np.testing.assert_allclose(x, STEP_FACTOR[method](m.dt / 10e-3) ** np.arange(steps), rtol=1e-12)
         errors.append(np.max(np.abs(x - np.exp(-t / 10e-3))))
     if order is None:  # exact for a linear equation (float32 rounding only)
         assert errors[0] < 1e-12 and errors[1] < 1e-12
@@ -49,7 +61,14 @@ def test_exact_integration_is_used_by_default_for_linear_equations(tmp_path):
 def test_nonlinear_equation_falls_back_and_exact_is_refused(tmp_path):
     text = DECAY.replace("dx/dt = -x / (10 ms)", "dx/dt = -x * x / (10 ms)")
     m = load(tmp_path, text.replace("  method METHOD", ""), "auto.nspec")
-    assert m.run()["x_out"][-1] < 1
+    x = m.run()["x_out"]
+    # the fallback is forward Euler: x[n + 1] = x[n] - dt x[n]^2 / tau, followed step by step
+    h = m.dt / 10e-3
+    np.testing.assert_allclose(x[1:], x[:-1] - h * x[:-1] ** 2, rtol=1e-12)
+    # and it tracks the closed form x(t) = 1 / (1 + t / tau) to first order: at h = 0.1 the global
+    # error of Euler on this equation reaches 0.0198 within the 20 ms; a wrong sign or power is off by > 0.1
+    t = np.arange(m.default_steps) * m.dt
+    assert np.max(np.abs(x - 1 / (1 + t / 10e-3))) < 0.025
     with pytest.raises(nspec.dsl.NspecError, match="method exact needs linear equations"):
         load(tmp_path, text.replace("METHOD", "exact"), "exact.nspec")
 

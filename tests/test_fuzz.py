@@ -1,4 +1,5 @@
-"""Fuzzing the front end and the checker: a mutant of any valid spec gets located diagnostics, never a crash.
+"""Fuzzing the front end, the checker and the back ends: a mutant of any valid spec gets located diagnostics or
+runs, never a crash.
 
 Every spec under ``specs/`` except the error corpus (globbed when the tests are collected, so new specs join in)
 is mutated — a token deleted, duplicated, swapped with its neighbour or replaced by another token of the same
@@ -8,11 +9,20 @@ original so relative imports still resolve.  Whatever the mutant, no exception m
 diagnostic must be located (line and column >= 1, in the mutant or in a file it imports) and render as
 ``path:line:col: error: message``.  A handful of mutants also go through the real ``nspec check``.
 
-Hypothesis runs derandomized, so a run is reproducible; a failure prints the mutation that caused it.
+A mutant that checks clean (about one in eight token mutants) is compiled with ``nspec.load`` (its
+diagnostics, if compiling finds more, must be located too) and runs ``RUN_STEPS`` steps on the
+reference backend with seeded random inputs; a fixed sample of clean mutants also runs on the ONNX,
+PyTorch and TVM backends and must equal the reference.  The BDH seeds compile with small
+hyperparameters (``SMALL``) so that a mutant of them runs in a second.
+
+In the suite the fuzzing is reproducible: Hypothesis runs derandomized and the backend sample uses a
+fixed seed.  Run by hand (``python tests/test_fuzz.py``) it draws a fresh seed and prints it; set
+``NSPEC_FUZZ_SEED`` to replay a run.  A failure prints the mutation that caused it.
 """
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import shutil
@@ -22,11 +32,15 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
+import nspec
 from nspec.compiler.driver import check_files
+from nspec.dsl import NspecError
+from snapshot_reference import seeded_inputs
 
 SPECS_ROOT = Path(__file__).resolve().parent.parent / "specs"
 SPECS = sorted(p for p in SPECS_ROOT.rglob("*.nspec") if "errors" not in p.relative_to(SPECS_ROOT).parts)
@@ -37,8 +51,16 @@ TOKEN = re.compile(r'\s+|#[^\n]*|"(?:[^"\\\n]|\\.)*"|\d+\.?\d*(?:[eE][+-]?\d+)?|
 TOKEN_KINDS = ("delete", "duplicate", "swap", "substitute")
 NESTINGS = (("(", ")"), ("[", "]"), ("f(", ")"), ("-(", ")"))
 LONG_LINES = ("name", "number", "string", "comment", "sum", "repeat")
-FUZZ = settings(deadline=None, derandomize=True, database=None, print_blob=True,
+# NSPEC_FUZZ_SEED unset (the suite): derandomized Hypothesis and a fixed backend sample.
+FUZZ_SEED = os.environ.get("NSPEC_FUZZ_SEED")
+FUZZ = settings(deadline=None, derandomize=FUZZ_SEED is None, database=None, print_blob=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+RUN_STEPS = 2
+BACKENDS = ("onnxruntime", "torch", "tvm")
+BACKEND_SAMPLE = 6  # clean mutants run on every backend
+# Hyperparameters that keep the big seeds small (6 layers of 8192 neurons per head take seconds a step).
+BDH_SMALL = {"n_layer": 1, "n_embd": 32, "n_head": 2, "mlp_internal_dim_multiplier": 4}
+SMALL = {SPECS_ROOT / "seeds" / "bdh.nspec": BDH_SMALL, SPECS_ROOT / "seeds" / "bdh_parallel.nspec": {**BDH_SMALL, "T": 8}}
 
 
 @dataclass(frozen=True)
@@ -128,11 +150,17 @@ def mutant_file(mirror: Path, mutation: Mutation, tag: str = "mutant") -> Path:
     return path
 
 
-def assert_located(path: Path) -> None:
-    """``nspec check`` in-process: no exception escapes, and every diagnostic is located and renders."""
+def assert_located(path: Path) -> list:
+    """``nspec check`` in-process: no exception escapes, and every diagnostic is located and renders.
+    Returns the diagnostics."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a mutant may divide by zero in a constant; that is not the point here
         diags, sources = check_files([path])
+    assert_diagnostics_located(diags, sources, path)
+    return diags
+
+
+def assert_diagnostics_located(diags, sources, path: Path) -> None:
     for d in diags:
         assert d.severity in ("error", "warning"), d
         assert d.span.line >= 1 and d.span.col >= 1, d
@@ -145,18 +173,52 @@ def assert_located(path: Path) -> None:
         assert d.message.strip(), d
 
 
-def _run(strategy, mirror: Path, examples: int) -> int:
-    count = 0
+def compile_clean(path: Path, mutation: Mutation) -> nspec.Model | None:
+    """The clean mutant compiled, or None when compiling reports errors (located ones) or finds nothing to run."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return nspec.load(path, **SMALL.get(mutation.spec, {}))
+        except NspecError as exc:
+            assert_diagnostics_located(exc.diagnostics, exc.sources, path)
+            return None
+
+
+def run_mutant(model: nspec.Model, backend: str = "reference") -> dict:
+    """``RUN_STEPS`` steps on seeded random inputs, every value result recorded."""
+    record = sorted(r.name for r in model.program.step.results if r.kind == "value")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a mutant may overflow or divide by zero at run time
+        return model.run(inputs=seeded_inputs(model, RUN_STEPS), steps=RUN_STEPS, record=record, batch=None,
+                         backend=backend)
+
+
+def check_and_run(path: Path, mutation: Mutation) -> bool:
+    """Located diagnostics, or (checked clean) a compile and a short reference run; True when it ran."""
+    if any(d.severity == "error" for d in assert_located(path)):
+        return False
+    model = compile_clean(path, mutation)
+    if model is None:
+        return False
+    run_mutant(model)
+    return True
+
+
+def _run(strategy, mirror: Path, examples: int) -> tuple[int, int]:
+    """Runs ``examples`` mutants; returns how many were tried and how many checked clean and ran."""
+    count = ran = 0
 
     @settings(FUZZ, max_examples=examples)
     @given(strategy)
     def check(mutation: Mutation) -> None:
-        nonlocal count
+        nonlocal count, ran
         count += 1
-        assert_located(mutant_file(mirror, mutation))
+        ran += check_and_run(mutant_file(mirror, mutation), mutation)
 
+    if FUZZ_SEED is not None:
+        check = seed(int(FUZZ_SEED))(check)
     check()
-    return count
+    return count, ran
 
 
 def test_specs_to_mutate_exist():
@@ -164,15 +226,17 @@ def test_specs_to_mutate_exist():
 
 
 def test_token_mutants(mirror):
-    assert _run(token_mutations, mirror, 3300) >= 3300
+    count, ran = _run(token_mutations, mirror, 3300)
+    assert count >= 3300 and ran >= 100, (count, ran)  # about one in eight checks clean and runs
 
 
 def test_byte_mutants(mirror):
-    assert _run(byte_mutations, mirror, 1650) >= 1650
+    count, ran = _run(byte_mutations, mirror, 1650)
+    assert count >= 1650 and ran >= 1, (count, ran)  # a cut at a statement's end, a blank inserted, ...
 
 
 def test_deep_nesting_and_long_lines(mirror):
-    assert _run(stress_mutations, mirror, 50) >= 50
+    assert _run(stress_mutations, mirror, 50)[0] >= 50
 
 
 def test_cli_on_mutants(mirror):
@@ -189,3 +253,53 @@ def test_cli_on_mutants(mirror):
     out = proc.stdout + proc.stderr
     assert proc.returncode in (0, 1), out[-3000:]
     assert "Traceback" not in out and "internal error" not in out, out[-3000:]
+
+
+# Mutants that once crashed the checker with an internal IRError, each with the diagnostic it now gets.
+FOUND = [
+    # a tick loop around a body with errors (fixed in compiler/bodies.py build_body)
+    (Mutation(SPECS_ROOT / "examples" / "hopfield.nspec", "delete", 183), None),
+    # rope(S, pos, freqs) with 8192 frequencies for a last axis of 256 (fixed in expressions.py _rope)
+    (Mutation(SPECS_ROOT / "seeds" / "bdh.nspec", "substitute", 302, 18926), "rope() needs one frequency per element"),
+    # a string hyperparameter as a reshape size (float('random-pairing'); fixed in expressions.py)
+    (Mutation(SPECS_ROOT / "seeds" / "ctm.nspec", "substitute", 1103, 3070), "size 'random-pairing' is not an integer"),
+]
+
+
+@pytest.mark.parametrize("mutation, message", FOUND, ids=["ticks-after-errors", "rope-freqs-size", "string-size"])
+def test_mutants_that_crashed_once_get_located_errors(mirror, mutation, message):
+    diags = assert_located(mutant_file(mirror, mutation, "found"))
+    assert any(d.severity == "error" for d in diags)
+    assert message is None or any(message in d.message for d in diags), [d.message for d in diags]
+
+
+def test_clean_mutants_run_on_every_backend_like_the_reference(mirror):
+    """A fixed sample of clean token mutants (drawn with the fuzz seed) on ONNX, PyTorch and TVM:
+    outputs and recorded values equal the reference's (integers exactly, floats to float32 rounding)."""
+    rng = random.Random(int(FUZZ_SEED or 20261203))
+    sample = []
+    while len(sample) < BACKEND_SAMPLE:
+        mutation = Mutation(rng.choice(SPECS), rng.choice(TOKEN_KINDS), rng.randrange(2**20), rng.randrange(2**20))
+        path = mutant_file(mirror, mutation, f"backend{len(sample)}")
+        if not any(d.severity == "error" for d in assert_located(path)):
+            model = compile_clean(path, mutation)
+            if model is not None:
+                sample.append((mutation, model))
+    for mutation, model in sample:
+        expected = run_mutant(model)
+        for backend in BACKENDS:
+            got = run_mutant(model, backend)
+            assert set(got) == set(expected), (mutation, backend)
+            for key, want in expected.items():
+                if want.dtype.kind in "biu":
+                    np.testing.assert_array_equal(got[key], want, err_msg=f"{mutation} {backend} {key}")
+                else:
+                    scale = max(1.0, float(np.max(np.abs(want), where=np.isfinite(want), initial=0.0)))
+                    np.testing.assert_allclose(got[key], want, rtol=1e-4, atol=1e-5 * scale,
+                                               err_msg=f"{mutation} {backend} {key}")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("NSPEC_FUZZ_SEED", str(random.SystemRandom().randrange(2**32)))
+    print(f"fuzzing with NSPEC_FUZZ_SEED={os.environ['NSPEC_FUZZ_SEED']} (set it to replay this run)")
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider", *sys.argv[1:]]))

@@ -5,9 +5,10 @@ Learning (each test states what it asserts, and runs in well under a minute on 2
 * a spiking classifier (``specs/train/spiking_classifier.nspec``: LIF layer, learnable input
   matrix, fast-sigmoid surrogate, spike-count readout) on three classes of Poisson spike patterns:
   >= 90% held-out accuracy (chance 33%, untrained about 40%, the Bayes classifier that knows the
-  rates 98%), and the reference backend, run with the trained weights, agrees;
-* a tiny BDH (``specs/seeds/bdh.nspec``) on repeated English bytes: the mean next-byte loss of the
-  last epoch is >= 40% below ln(256), the loss of the untrained model;
+  rates 98%), and the reference backend, run with the trained weights, gives the same logits entry
+  by entry;
+* a tiny BDH (``specs/seeds/bdh.nspec``) on repeated English bytes: the next-byte loss on held-out
+  sentences is >= 0.2 nats below their own byte entropy (the best loss without context);
 * a small CTM (``specs/seeds/ctm.nspec``) on 8-bit parity, trained on 192 of the 256 inputs with
   the loss on the last internal tick: >= 75% accuracy on the 64 held-out inputs (chance 50%).
 
@@ -139,11 +140,19 @@ def test_spiking_classifier_learns_poisson_patterns():
     ref = model.run(inputs={"x": test_x}, batch=len(test_x), backend="reference")["logits"]
     agree = float((ref[:, -1].argmax(-1) == logits[:, -1].argmax(-1)).mean())
     assert agree >= 0.98, agree
-    np.testing.assert_allclose(np.median(np.abs(ref - logits)), 0, atol=1e-4)
+    # entry by entry: the two backends differ by float32 rounding only (measured: at most 2e-6 on
+    # logits up to 12); one spike flipped by a backend moves a logit by a readout weight, ~0.2
+    np.testing.assert_allclose(ref, logits, rtol=1e-5, atol=1e-4)
 
 
 ENGLISH = ("The quick brown fox jumps over the lazy dog. A journey of a thousand miles begins with a single "
-           "step. All that glitters is not gold. To be or not to be, that is the question. ")
+           "step. All that glitters is not gold. To be or not to be, that is the question. Where there is a will "
+           "there is a way. The early bird catches the worm. Practice makes perfect. Better late than never. Look "
+           "before you leap. Time and tide wait for no man. When in Rome, do as the Romans do. The best things in "
+           "life are free. Fortune favours the bold. There is no place like home. ")
+# Sentences that are not in the training text: the loss is measured on these.
+HELD_OUT = ("A bird in the hand is worth two in the bush. Actions speak louder than words. The pen is mightier "
+            "than the sword. ")
 
 
 def byte_windows(text: str, length: int, count: int, seed: int = 0):
@@ -153,14 +162,32 @@ def byte_windows(text: str, length: int, count: int, seed: int = 0):
     return (np.stack([data[s:s + length] for s in starts]), np.stack([data[s + 1:s + length + 1] for s in starts]))
 
 
+def unigram_cross_entropy(text: str) -> float:
+    """The mean loss, in nats, on ``text``'s bytes of the byte frequencies of ``text`` itself: the
+    least any model that knows only byte frequencies (and no context) can reach on that text."""
+    counts = np.bincount(np.frombuffer(text.encode(), dtype=np.uint8), minlength=256)
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log(p)).sum())
+
+
 def test_tiny_bdh_learns_next_bytes():
-    """The last epoch's mean next-byte loss is >= 40% below ln(256) = 5.55 (the untrained loss)."""
-    idx, targets = byte_windows(ENGLISH * 20, 32, 64)  # 3.5 KB of repeated text, 64 windows of 32 bytes
+    """On held-out sentences the next-byte loss is >= 0.2 nats below the unigram baseline.
+
+    The baseline is the held-out text's own byte entropy, 2.76 nats (``unigram_cross_entropy``;
+    byte frequencies of the training text do worse there, 3.31 nats with add-one smoothing, and
+    reach 2.97 on the training text, below the old bar of 0.6 ln 256 = 3.33).  Beating it needs
+    context; the trained model measured 2.43 nats."""
+    idx, targets = byte_windows(ENGLISH * 10, 32, 128)  # 4.7 KB of repeated text, 128 windows of 32 bytes
+    held_idx, held_targets = byte_windows(HELD_OUT * 4, 32, 16, seed=1)
     hyper = {"n_layer": 1, "n_embd": 32, "n_head": 2, "mlp_internal_dim_multiplier": 4, "vocab_size": 256}
     history = train(BDH, {"idx": idx, "targets": targets}, "cross_entropy:logits:targets", hyper=hyper, lr=0.01,
-                    epochs=6, batch_size=16, seed=0, progress=False)
-    assert history.losses[0] == pytest.approx(math.log(256), abs=0.1)
-    assert history.epoch_losses[-1] <= 0.6 * math.log(256), history.epoch_losses
+                    epochs=4, batch_size=16, seed=0, progress=False)
+    assert history.losses[0] == pytest.approx(math.log(256), abs=0.1)  # the untrained model guesses uniformly
+    logits = torch.as_tensor(predict(history.module, {"idx": held_idx})["logits"])
+    held_loss = float(torch.nn.functional.cross_entropy(logits.flatten(0, 1), torch.as_tensor(held_targets).flatten()))
+    baseline = unigram_cross_entropy(HELD_OUT)
+    assert baseline == pytest.approx(2.76, abs=0.01)
+    assert held_loss <= baseline - 0.2, (held_loss, baseline)
 
 
 def test_small_ctm_learns_parity():

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 
 from nspec import __version__
@@ -37,8 +38,8 @@ def duration(text: str) -> float:
     if not units.is_unit(m[2]) or units.unit(m[2])[1] != units.unit("s")[1]:
         raise argparse.ArgumentTypeError(f"{m[2]!r} is not a unit of time (use s, ms, us)")
     seconds = float(m[1]) * units.unit(m[2])[0]
-    if seconds <= 0:
-        raise argparse.ArgumentTypeError("the duration must be positive")
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise argparse.ArgumentTypeError(f"the duration must be a positive, finite time, got {text.strip()!r}")
     return seconds
 
 
@@ -49,6 +50,17 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def seed(text: str) -> int:
+    """A random seed: an integer in [0, 2**64) (NumPy's and the backends' seeds are unsigned)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer seed, got {text!r}") from None
+    if not 0 <= value < 2**64:
+        raise argparse.ArgumentTypeError(f"a seed is an integer from 0 to 2**64 - 1, got {value}")
     return value
 
 
@@ -102,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     when = p.add_mutually_exclusive_group()
     when.add_argument("--duration", type=duration, metavar="TIME", help="model time to run: 1s, 200ms, 0.5 s")
     when.add_argument("--steps", type=positive_int, metavar="N", help="number of steps to run")
-    p.add_argument("--seed", type=int, help="seed for initial values and connectivity")
+    p.add_argument("--seed", type=seed, help="seed for initial values and connectivity")
     p.add_argument("--batch", type=positive_int, metavar="B", help="run B samples at once")
     p.add_argument("--plot", metavar="FILE.png", help="draw a spike raster or state traces")
     p.add_argument("--plot-kind", choices=["auto", "raster", "traces"], default="auto",
@@ -143,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
     p.add_argument("--weight-decay", type=float, default=0.0, metavar="WD")
     p.add_argument("--grad-clip", type=float, metavar="NORM", help="clip the gradient norm")
-    p.add_argument("--seed", type=int, default=0, help="initial weights and batch order (default 0)")
+    p.add_argument("--seed", type=seed, default=0, help="initial weights and batch order (default 0)")
     p.add_argument("--checkpoint", metavar="DIR", help="write model.safetensors, optimizer.pt and trainer.json here "
                    "after every epoch")
     p.add_argument("--resume", action="store_true", help="continue the checkpoint in --checkpoint DIR")
@@ -154,4 +166,4 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-__all__ = ["build_parser", "param", "duration", "positive_int"]
+__all__ = ["build_parser", "param", "duration", "positive_int", "seed"]

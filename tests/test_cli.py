@@ -91,10 +91,30 @@ def test_duration_accepts_times(text, seconds):
     assert duration(text) == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize("text", ["5", "5 mV", "ms", "0 s", "1 parsec"])
+@pytest.mark.parametrize("text", ["5", "5 mV", "ms", "0 s", "1 parsec", "1e400s", "1e400 ms"])
 def test_duration_rejects_non_times(text):
     with pytest.raises(argparse.ArgumentTypeError):
         duration(text)
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--seed", "-1"), "a seed is an integer from 0 to 2**64 - 1, got -1"),
+    (("--seed", str(2**64)), "a seed is an integer from 0 to 2**64 - 1"),
+    (("--seed", "1.5"), "expected an integer seed, got '1.5'"),
+    (("--duration", "1e400s"), "the duration must be a positive, finite time, got '1e400s'"),
+])
+def test_run_refuses_bad_seeds_and_durations_before_working(capsys, spec, tmp_path, args, message):
+    out = tmp_path / "out.npz"
+    code, _, err = cli(capsys, "run", spec(), "--output", out, *args)
+    assert code == 2 and message in err and "internal error" not in err
+    assert not out.exists()
+
+
+def test_the_largest_seed_runs(capsys, spec, tmp_path):
+    out = tmp_path / "out.npz"
+    code, _, err = cli(capsys, "run", spec(), "--seed", 2**64 - 1, "--duration", "1ms", "--output", out, "--quiet")
+    assert code == 0, err
+    assert out.exists()
 
 
 # ---------------------------------------------------------------- usage

@@ -93,9 +93,22 @@ class Statics:
             if parsed is None:
                 b.fail(decl.span, f"--param {decl.name}={raw!r}: expected a {type(default.static).__name__} "
                                   f"like the default {default.static!r}")
+            if parsed.dim != default.dim:
+                like = _fmt_default(decl)
+                if parsed.dim.dimensionless:
+                    b.fail(decl.span, f"--param {decl.name}={raw}: '{decl.name}' has a unit ({describe(default.dim)}); "
+                                      f"write it with one, like its default {like}")
+                b.fail(decl.span, f"--param {decl.name}={raw!r}: '{decl.name}' is in {describe(default.dim)} (like "
+                                  f"its default {like}), not {describe(parsed.dim)}")
             return parsed
         v = static(raw, default.dim) if not isinstance(raw, (list, str)) else Val(DType.f32, (), default.dim, static=raw)
         return v
+
+
+def _fmt_default(decl: A.Hyper) -> str:
+    """The default as written (``10 ms``), for messages."""
+    d = decl.default
+    return f"{d.value:g} {d.unit}" if isinstance(d, A.Quantity) else f"(line {decl.span.line})"
 
 
 def _parse_quantity(text: str) -> Val | None:

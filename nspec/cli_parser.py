@@ -16,16 +16,20 @@ from nspec.cli_commands import TARGETS, cmd_check, cmd_compile, cmd_run, cmd_tes
 
 # ---------------------------------------------------------------- argument types
 def param(text: str) -> tuple[str, object]:
-    """``k=v`` with ``v`` read as a JSON literal where it is one (``2``, ``1e-3``, ``true``,
-    ``[1, 2]``) and as a string otherwise (``routing=neuronio``)."""
+    """``k=v`` with ``v`` read as a JSON literal where it is one (``true``, ``[1, 2]``, ``"text"``)
+    and as a string otherwise (``routing=neuronio``, ``tau=20 ms``).  A number stays text
+    (``2``, ``1e-3``): the compiler reads it as a quantity, so that a bare number for a
+    hyperparameter with a unit is refused instead of read in SI units."""
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key.isidentifier():
         raise argparse.ArgumentTypeError(f"expected name=value, got {text!r}")
     try:
-        return key, json.loads(raw)
+        value = json.loads(raw)
     except json.JSONDecodeError:
         return key, raw
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return key, raw.strip() if is_number else value
 
 
 def duration(text: str) -> float:

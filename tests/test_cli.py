@@ -71,12 +71,53 @@ def shell(*args, env=None, cwd=None):
 
 # ---------------------------------------------------------------- argument types
 @pytest.mark.parametrize("text, expected", [
-    ("n_layer=2", ("n_layer", 2)), ("lr=1e-3", ("lr", 0.001)), ("flag=true", ("flag", True)),
+    ("n_layer=2", ("n_layer", "2")), ("lr=1e-3", ("lr", "1e-3")), ("flag=true", ("flag", True)),
     ("dims=[1, 2]", ("dims", [1, 2])), ("routing=neuronio", ("routing", "neuronio")),
-    ('name="quoted"', ("name", "quoted")), ("empty=", ("empty", "")), ("x=-0.5", ("x", -0.5)),
+    ('name="quoted"', ("name", "quoted")), ("empty=", ("empty", "")), ("x=-0.5", ("x", "-0.5")),
+    ("tau=20 ms", ("tau", "20 ms")),
 ])
 def test_param_values_are_json_literals_else_strings(text, expected):
+    # numbers stay text: the compiler reads them as quantities, checked against the hyperparameter's unit
     assert param(text) == expected
+
+
+HYPER_WITH_UNIT = """
+hyper tau = 10 ms
+neuron N {
+  state v: f32 = 1
+  dv/dt = -v / tau
+}
+network Net {
+  population P: N[2]
+  record v of P as tr
+}
+simulate Net for 1 ms, dt = 0.1 ms
+"""
+
+
+@pytest.mark.parametrize("value, message", [
+    ("0.02", "--param tau=0.02: 'tau' has a unit (s); write it with one, like its default 10 ms"),
+    ("20 mV", "--param tau='20 mV': 'tau' is in s (like its default 10 ms), not V"),
+])
+def test_a_hyperparameter_with_a_unit_refuses_a_bare_number_or_another_unit(capsys, spec, tmp_path, value, message):
+    out = tmp_path / "out.npz"
+    code, _, err = cli(capsys, "run", spec(HYPER_WITH_UNIT), "--param", f"tau={value}", "--output", out)
+    assert code == 1 and message in err and ":2:1:" in err  # located at the hyperparameter
+    assert not out.exists()
+
+
+def test_a_hyperparameter_with_a_unit_takes_a_quantity(capsys, spec, tmp_path):
+    path = spec(HYPER_WITH_UNIT)
+    runs = {}
+    for value in ("20 ms", "0.02 s"):
+        out = tmp_path / f"{value.replace(' ', '')}.npz"
+        code, _, err = cli(capsys, "run", path, "--param", f"tau={value}", "--output", out, "--quiet")
+        assert code == 0, err
+        runs[value] = np.load(out)
+    # exact integration of dv/dt = -v / tau: v = exp(-t / tau) at the recorded steps t = 0, dt, ...
+    want = np.exp(-1e-4 * np.arange(10) / 0.02)[:, None].repeat(2, 1)
+    np.testing.assert_allclose(runs["20 ms"]["tr.v"], want, rtol=1e-6)
+    np.testing.assert_array_equal(runs["20 ms"]["tr.v"], runs["0.02 s"]["tr.v"])
 
 
 @pytest.mark.parametrize("text", ["novalue", "=3", "1x=2", "a b=1"])

@@ -1,8 +1,14 @@
 """Loading a spec and its imports, and resolving top-level names.
 
 ``load(path)`` parses the file and, transitively, every file it imports (paths relative to the
-importing file; ``std/...`` means the shipped ``specs/lib/``).  Missing files, import cycles and
-unknown imported names are located diagnostics at the ``import`` line.  Each module gets a
+importing file; ``std/...`` means the shipped ``specs/lib/``; a path found in neither place is
+looked up in the folders of ``NSPEC_PATH``).  Imports are confined: an import must name a
+``.nspec`` file inside the project of the spec being compiled (the nearest folder above it
+holding ``nspec.toml``, ``pyproject.toml`` or ``.git``, else the spec's own folder), inside
+``std/`` or inside a ``NSPEC_PATH`` folder, after resolving ``..`` and symbolic links; anything
+else is refused before the file is opened, so a diagnostic never quotes a file that is not a
+spec.  Missing files, import cycles and unknown imported names are located diagnostics at the
+``import`` line.  Each module gets a
 ``Scope``: its own declarations plus the names it imports.  ``parse_file`` (read and parse one
 file) lives here, below the driver, because loading an import needs it too.
 """
@@ -18,6 +24,23 @@ from nspec.dsl.diagnostics import Collector, Diagnostic, SourceMap, Span, error
 from nspec.dsl.parser import parse
 
 STD_LIB = Path(__file__).resolve().parent.parent / "specs" / "lib"
+PROJECT_MARKERS = ("nspec.toml", "pyproject.toml", ".git")
+SEARCH_PATH_VARIABLE = "NSPEC_PATH"
+
+
+def project_root(spec: Path) -> Path:
+    """The folder whose tree a spec's imports may read: the nearest one above ``spec`` with a
+    project marker, else the spec's own folder."""
+    folder = spec.resolve().parent
+    for candidate in (folder, *folder.parents):
+        if any((candidate / m).exists() for m in PROJECT_MARKERS):
+            return candidate
+    return folder
+
+
+def search_path() -> list[Path]:
+    """The folders of ``NSPEC_PATH`` (separated like ``PATH``), in order."""
+    return [Path(p).resolve() for p in os.environ.get(SEARCH_PATH_VARIABLE, "").split(os.pathsep) if p]
 
 Decl = A.SystemDecl | A.Hyper | A.Const
 
@@ -89,13 +112,37 @@ class Loader:
         self.scopes: dict[str, Scope | None] = {}
         self._active: list[str] = []
         self._spans: list[Span | None] = []  # the import that loaded each active file
+        self.roots: tuple[Path, ...] = ()  # where imports may read; set by the first load
 
-    def resolve_path(self, importer: str, target: str) -> Path:
+    def resolve_import(self, importer: str, target: str) -> tuple[Path | None, str | None]:
+        """The file an ``import`` names, or None and why it cannot be imported."""
         if target.startswith("std/"):
-            return STD_LIB / target[4:]
-        return (Path(importer).parent / target)
+            candidates = [STD_LIB / target[4:]]
+        elif Path(target).is_absolute():
+            return None, (f"an import names a path relative to the importing spec, a std/ file or a file in "
+                          f"{SEARCH_PATH_VARIABLE}, not an absolute path")
+        else:
+            candidates = [Path(importer).parent / target] + [folder / target for folder in search_path()]
+        if not target.endswith(".nspec"):
+            return None, "only .nspec files can be imported"
+        for candidate in candidates:
+            path = candidate.resolve()
+            if not any(path.is_relative_to(root) for root in self.roots):
+                continue  # outside every allowed tree: never opened
+            if path.exists() and not path.is_file():
+                return None, f"{candidate.as_posix()} is not a regular file"
+            if path.is_file():
+                return candidate, None  # as written (relative paths stay relative in diagnostics)
+        inside = [c for c in candidates if any(c.resolve().is_relative_to(r) for r in self.roots)]
+        if not inside:
+            roots = ", ".join(r.as_posix() for r in self.roots)
+            return None, (f"it resolves outside the folders imports may read ({roots}); add a folder to "
+                          f"{SEARCH_PATH_VARIABLE} to import from it")
+        return None, f"no such file ({inside[0].as_posix()})"
 
     def load(self, path: str, span: Span | None = None) -> Scope | None:
+        if not self.roots:  # the spec being compiled: its project, std/ and the search path
+            self.roots = (project_root(Path(path)), STD_LIB, *search_path())
         key = os.path.normpath(str(path))
         if key in self._active:
             k = self._active.index(key)
@@ -140,9 +187,9 @@ class Loader:
         for item in module.items:
             if not isinstance(item, A.Import):
                 continue
-            target = self.resolve_path(module.path, item.path)
-            if not target.is_file():
-                self.diags.error(item.span, f"cannot import \"{item.path}\": no such file ({target.as_posix()})")
+            target, why = self.resolve_import(module.path, item.path)
+            if target is None:
+                self.diags.error(item.span, f"cannot import \"{item.path}\": {why}")
                 continue
             other = self.load(str(target), item.span)
             if other is None:

@@ -138,7 +138,9 @@ stress_mutations = st.one_of(
 @pytest.fixture(scope="module")
 def mirror(tmp_path_factory) -> Path:
     """A copy of ``specs/`` (without the error corpus) to write mutants into, beside their originals."""
-    root = tmp_path_factory.mktemp("fuzz") / "specs"
+    project = tmp_path_factory.mktemp("fuzz")
+    (project / "nspec.toml").write_text("")  # a project root, like the repository's: ../lib imports stay inside
+    root = project / "specs"
     shutil.copytree(SPECS_ROOT, root, ignore=shutil.ignore_patterns("errors"))
     return root
 

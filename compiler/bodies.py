@@ -426,7 +426,7 @@ class Body:
                 d = env.b.static_value(refractory.duration, "the refractory period")
                 if d.dim != TIME:
                     b.fail(refractory.duration.span, f"the refractory period must be a duration, got {describe(d.dim)}")
-                ref_steps = int(round(float(d.static) / self.elab.dt))
+                ref_steps = env.b.static_steps(d, self.elab.dt, refractory.duration.span, "the refractory period")
                 counter = self.add_state("refractory_steps", DType.f32, self.shape(()), 0.0, refractory.span)
                 hold = b.binary(">", counter, static(1.0), refractory.span)
             except Abort:

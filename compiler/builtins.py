@@ -429,9 +429,20 @@ def _one_hot(b: ExprBuilder, e: A.Call) -> Val:
     return b.cast(eq, b.float_dtype, e.span)
 
 
+MAX_COMPILE_TIME_ELEMENTS = 2**26  # a compile-time list holds at most this many values (512 MiB of int64)
+
+
+def _check_count(b: ExprBuilder, span, what: str, count: int) -> None:
+    """Refuse a compile-time list too long to build, before building it."""
+    if count > MAX_COMPILE_TIME_ELEMENTS:
+        b.fail(span, f"{what} would build a compile-time list of {count:,} values; at most "
+                     f"{MAX_COMPILE_TIME_ELEMENTS:,} (2**26)")
+
+
 def _arange(b: ExprBuilder, e: A.Call) -> Val:
     (n,), _ = _args(b, e, 1, 1)
     k = b.static_int(n, "arange()'s size")
+    _check_count(b, n.span, "arange()", k)
     return static(np.arange(k, dtype=np.int64))
 
 
@@ -442,6 +453,7 @@ def _range(b: ExprBuilder, e: A.Call) -> Val:
               zip(args, ("stop",) if len(args) == 1 else ("start", "stop", "step"))]
     if len(bounds) == 3 and bounds[2] == 0:
         b.fail(args[2].span, "range()'s step must not be 0")
+    _check_count(b, e.span, "range()", len(range(*bounds)))
     return static(np.arange(*bounds, dtype=np.int64))
 
 
@@ -576,6 +588,7 @@ def _linspace(b: ExprBuilder, e: A.Call) -> Val:
         n = b.static_int(args[2], f"{e.func.id}()'s number of values")
         if n < 0:
             b.fail(args[2].span, f"{e.func.id}() needs a number of values >= 0, got {n}")
+        _check_count(b, args[2].span, f"{e.func.id}()", n)
         if e.func.id == "logspace" and (float(lv.static) <= 0 or float(hv.static) <= 0):
             b.fail(e.span, "logspace(a, b) needs positive bounds")
         values = (np.linspace(float(lv.static), float(hv.static), n) if e.func.id == "linspace" else

@@ -321,7 +321,7 @@ def _apply_simulate(elab: Elaborator, scope: Scope, sim: A.Simulate | None) -> i
         else:
             b.fail(opt.span, f"unknown simulate option '{opt.name}'; options are dt, seed, method")
     if duration.dim == time:
-        return max(int(round(float(duration.static) / elab.dt)), 1)
+        return max(b.static_steps(duration, elab.dt, sim.duration.span, "the simulated duration"), 1)
     if duration.dim.dimensionless and isinstance(duration.static, int):
         return duration.static  # a number of steps (data time)
     b.fail(sim.duration.span, f"'simulate ... for' needs a duration (like 1 s) or a number of steps, got "

@@ -27,7 +27,10 @@ from .units import DIMENSIONLESS, Dim, describe, is_unit, unit
 from .values import Abort, Val, fmt_shape, fmt_type, fold, is_whole_number, norm_axis, static
 
 # Abort, Val, fmt_shape, fmt_type and static are used by every elaborator through this module.
-__all__ = ["Abort", "ExprBuilder", "Val", "fmt_shape", "fmt_type", "static"]
+MAX_STEPS = 2**53  # step counts beyond this are not exact in float64 (and no run is that long)
+MAX_SIZE = 2**31 - 1  # the largest population or axis: indices are 32-bit in every backend's kernels
+
+__all__ = ["Abort", "ExprBuilder", "MAX_SIZE", "MAX_STEPS", "Val", "fmt_shape", "fmt_type", "static"]
 
 
 # ---------------------------------------------------------------- the elaborator
@@ -420,6 +423,19 @@ class ExprBuilder:
         if not v.dim.dimensionless:
             self.fail(e.span, f"{what} must be dimensionless, got {describe(v.dim)}")
         return int(v.static)
+
+    def static_steps(self, value: Val, dt: float, span: Span, what: str) -> int:
+        """A compile-time duration as a whole number of steps of ``dt`` (rounded), refused when it
+        is not finite, negative or more steps than a run can count exactly (``MAX_STEPS``)."""
+        seconds = float(value.static)
+        if not math.isfinite(seconds) or seconds < 0:
+            self.fail(span, f"{what} must be a finite, non-negative duration, got {seconds:g} s")
+        steps = seconds / dt
+        if steps > MAX_STEPS:
+            count = f"{steps:.3g}" if math.isfinite(steps) else "more than 1e308"
+            self.fail(span, f"{what} is {seconds:g} s, {count} steps of dt = {dt:g} s; at most 2**53 steps can be "
+                            "counted")
+        return int(round(steps))
 
     def static_value(self, e: A.Expr, what: str):
         v = self.expr(e)

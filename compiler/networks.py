@@ -27,7 +27,7 @@ from nspec.dsl import ast as A
 from nspec.dsl.diagnostics import Span
 
 from .bodies import Body, Env, build_body, check_merge, resolve_type
-from .expressions import Abort, ExprBuilder, Val, static
+from .expressions import MAX_SIZE, Abort, ExprBuilder, Val, static
 from .ir import DType, GraphBuilder, Monitor, Op
 from .systems import BoxIR, Composite, PortSig, Primitive, WireIR
 from .units import DIMENSIONLESS, describe, unit
@@ -96,6 +96,8 @@ def build_network(elab, decl: A.SystemDecl, scope, args: dict) -> Composite:
                 size = b.static_int(stmt.size, "a population size")
                 if size <= 0:
                     b.fail(stmt.size.span, f"a population size must be positive, got {size}")
+                if size > MAX_SIZE:
+                    b.fail(stmt.size.span, f"a population size must be at most {MAX_SIZE} (2**31 - 1), got {size}")
                 pops[stmt.name] = _Pop(stmt.name, ndecl, home, nargs, size, stmt.span)
                 declared[stmt.name] = stmt.span
             elif isinstance(stmt, A.Port):
@@ -191,7 +193,7 @@ def _monitor(elab, b: ExprBuilder, stmt: A.Record, pops, existing, projections) 
         v = b.static_value(stmt.every, "the recording interval")
         if v.dim != _TIME:
             b.fail(stmt.every.span, f"'every' needs a duration, got {describe(v.dim)}")
-        every = max(int(round(float(v.static) / elab.dt)), 1)
+        every = max(b.static_steps(v, elab.dt, stmt.every.span, "the recording interval"), 1)
     if stmt.of is not None and stmt.of.name in projections:
         proj = projections[stmt.of.name]
         states = {s.name for s in proj.decl.body if isinstance(s, A.State)}
@@ -357,7 +359,7 @@ class _Projection:
             if d.dim != _TIME or float(d.static) < 0:
                 b.fail(delays[0].value.span, f"a delay must be a non-negative duration, got {d.static!r} "
                                              f"{describe(d.dim)}")
-            self.delay_steps = int(round(float(d.static) / elab.dt))
+            self.delay_steps = db.static_steps(d, elab.dt, delays[0].value.span, "a delay")
         self.reads: set[tuple[str, str]] = set()
         self.uses_post_spike = any(isinstance(s, A.Event) and s.kind == "on_post" for s in body)
 

@@ -391,6 +391,8 @@ def check_module(path: str, sources: SourceMap, hyper: dict) -> list[Diagnostic]
         except Abort:
             pass
     sims = [i for i in scope.module.items if isinstance(i, A.Simulate)]
+    if len(sims) > 1:  # as running it would say
+        elab.diags.error(sims[1].span, "a file may have one 'simulate' item")
     try:
         sim_steps = _apply_simulate(elab, scope, sims[0] if sims else None)
         del sim_steps

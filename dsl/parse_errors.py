@@ -8,6 +8,7 @@ first, then says in general what the parser expected there.  ``parser.parse`` ca
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass, replace
 
@@ -312,7 +313,28 @@ def _in_general(f: _Failure) -> Diagnostic:
 
 
 # The rules of diagnose, most specific first; the first that recognises the mistake names it.
-_RULES = (_quantity_keyword, _brackets, _number, _keyword_misuse, _missing_separator, _named_example)
+# The words that start a statement or a declaration: a name close to one of them, followed by
+# something an assignment cannot be, is most likely that keyword misspelled.
+STATEMENT_KEYWORDS = ("assert", "box", "composite", "const", "delay", "expect", "expose", "for", "from", "hyper",
+                      "if", "import", "input", "let", "method", "module", "network", "neuron", "next", "on_post",
+                      "on_pre", "param", "population", "projection", "record", "refractory", "reset", "run", "set",
+                      "simulate", "spike", "state", "synapse", "system", "test", "ticks", "until", "wire",
+                      "workspace")
+
+
+def _misspelled_keyword(f: _Failure) -> Diagnostic | None:
+    """``refactory 2 ms``: a name that reads like a statement keyword, then not an assignment."""
+    prev = f.prev
+    if prev is None or prev.type != "NAME" or f.at_end or f.tok.line != prev.line or str(f.tok) in ("=", "+=", "-="):
+        return None
+    close = difflib.get_close_matches(str(prev), STATEMENT_KEYWORDS, n=1, cutoff=0.8)
+    if not close or close[0] == str(prev):
+        return None
+    return error(_tok_span(f.path, prev), f"unknown statement '{prev}': did you mean '{close[0]}'?")
+
+
+_RULES = (_misspelled_keyword, _quantity_keyword, _brackets, _number, _keyword_misuse, _missing_separator,
+          _named_example)
 
 
 def diagnose(exc: UnexpectedInput, text: str, path: str) -> Diagnostic:

@@ -240,7 +240,7 @@ class Body:
             if probe.shape:
                 shape = probe.shape
         full = self.shape(shape) if self.decl.kind in ("neuron", "synapse") else shape  # one per neuron/synapse
-        init = self.initial_value(p.init, dtype, full, dim, p.name, "param")
+        init = self.checked_initial_value(p.init, dtype, full, dim, p.name, "param")
         self.init_g.result(p.name, "value", init)
         raw = self.g.arg(p.name, "param", dtype, full, p.span)
         reparam = self.reparam(b, p, Val(dtype, full, dim, raw))
@@ -293,6 +293,14 @@ class Body:
         width = static(float(hi.static) - float(lo.static), raw.dim)
         return b.binary("+", b.binary("*", s, width, span), lo, span)
 
+    def checked_initial_value(self, e: A.Expr | None, dtype: DType, shape, dim: Dim, name: str, what: str) -> int:
+        """``initial_value``, or zeros when it has an error (reported): the name stays declared with its
+        type, so the equations that read it are checked against it instead of failing as unknown."""
+        try:
+            return self.initial_value(e, dtype, shape, dim, name, what)
+        except Abort:
+            return self.initial_value(None, dtype, shape, dim, name, what)
+
     def initial_value(self, e: A.Expr | None, dtype: DType, shape, dim: Dim, name: str, what: str) -> int:
         env = Env(self, self.init_g, allow_random=True, target_shape=shape, init=True)
         b = env.b
@@ -320,7 +328,7 @@ class Body:
             if probe.weak:
                 dtype = DType.f32
         full = self.shape(shape)
-        init = self.initial_value(s.init, dtype, full, dim, s.name, "state")
+        init = self.checked_initial_value(s.init, dtype, full, dim, s.name, "state")
         self.init_g.result(s.name, "value", init)
         node = self.g.arg(s.name, "state", dtype, full, s.span)
         var = Var(s.name, dtype, full, s.span, base_unit_name(dim), s.key, s.learnable)

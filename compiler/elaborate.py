@@ -94,7 +94,7 @@ class Statics:
                 b.fail(decl.span, f"--param {decl.name}={raw!r}: expected a {type(default.static).__name__} "
                                   f"like the default {default.static!r}")
             if parsed.dim != default.dim:
-                like = _fmt_default(decl)
+                like = _fmt_value(decl.default)
                 if parsed.dim.dimensionless:
                     b.fail(decl.span, f"--param {decl.name}={raw}: '{decl.name}' has a unit ({describe(default.dim)}); "
                                       f"write it with one, like its default {like}")
@@ -105,10 +105,10 @@ class Statics:
         return v
 
 
-def _fmt_default(decl: A.Hyper) -> str:
-    """The default as written (``10 ms``), for messages."""
-    d = decl.default
-    return f"{d.value:g} {d.unit}" if isinstance(d, A.Quantity) else f"(line {decl.span.line})"
+def _fmt_value(e: A.Expr) -> str:
+    """A default as written (``10 ms``), for messages."""
+    return f"{e.value:g} {e.unit}" if isinstance(e, A.Quantity) else f"line {e.span.line}"
+
 
 
 def _parse_quantity(text: str) -> Val | None:
@@ -171,6 +171,7 @@ class Elaborator:
                   extra: dict[str, Val] | None = None) -> dict[str, Val]:
         """Template arguments of ``decl`` from a reference ``Name(a, k = v)``, defaults filled in."""
         values: dict[str, Val] = {}
+        given: dict[str, Span] = {}  # where each argument is written, for errors at the use site
         params = {p.name: p for p in decl.params}
         order = [p.name for p in decl.params]
         if ref is not None and caller is not None:
@@ -178,6 +179,7 @@ class Elaborator:
                 caller.fail(ref.span, f"{decl.name} takes {len(order)} template argument(s), got {len(ref.args)}")
             for name, arg in zip(order, ref.args):
                 values[name] = caller.static_value(arg, f"template argument '{name}' of {decl.name}")
+                given[name] = arg.span
             for kw in ref.kwargs:
                 if kw.name not in params:
                     caller.fail(kw.span, f"{decl.name} has no template parameter '{kw.name}'"
@@ -185,6 +187,7 @@ class Elaborator:
                 if kw.name in values:
                     caller.fail(kw.span, f"template argument '{kw.name}' given twice")
                 values[kw.name] = caller.static_value(kw.value, f"template argument '{kw.name}' of {decl.name}")
+                given[kw.name] = kw.span
         values.update(extra or {})
         statics = self.statics(scope)
         b = ExprBuilder(GraphBuilder(), self.diags, lambda n, s: values.get(n) or statics.get(n, s))
@@ -201,6 +204,12 @@ class Elaborator:
                     where = ref.span if ref is not None else p.span
                     b.fail(where, f"template parameter '{p.name}' of {decl.name} must be in {describe(want)}, got "
                                   f"{describe(values[p.name].dim)}")
+            elif p.name in given and p.default is not None and caller is not None:
+                default = b.static_value(p.default, f"the default of '{p.name}'")
+                if default.dim != values[p.name].dim and not isinstance(default.static, (str, list, bool)):
+                    caller.fail(given[p.name], f"template argument '{p.name}' of {decl.name} is in "
+                                               f"{describe(values[p.name].dim)}, but its default "
+                                               f"({_fmt_value(p.default)}) is in {describe(default.dim)}")
         return values
 
     def instantiate(self, decl: A.SystemDecl, scope: Scope, args: dict[str, Val], span: Span, **options):

@@ -102,3 +102,11 @@ def test_cli_check_of_a_valid_spec_exits_0():
     proc = subprocess.run([sys.executable, "-m", "nspec", "check", str(spec)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("name", ["unit_state_initial_value", "unit_template_argument", "simulate_twice"])
+def test_one_mistake_gives_one_error(name):
+    # a bad initial value keeps its state declared, a bad template argument stops at the use site:
+    # no second error downstream about the same mistake
+    diags, _ = check_files([ERRORS / f"{name}.nspec"])
+    assert len([d for d in diags if d.severity == "error"]) == 1, [d.message for d in diags]

@@ -64,6 +64,8 @@ class ExprBuilder:
                 arr = arr.reshape(v.shape)
         except (TypeError, ValueError):
             self.fail(span, "this value cannot be used as a tensor")
+        except OverflowError:
+            self.fail(span, f"{value!r} does not fit in {v.dtype.value}")
         return self.g.const(arr, v.dtype, span)
 
     def add(self, op: Op, inputs: list[Val], dtype: DType, shape, dim: Dim, span: Span, attrs=()) -> Val:

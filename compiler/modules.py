@@ -125,15 +125,22 @@ class Loader:
             candidates = [Path(importer).parent / target] + [folder / target for folder in search_path()]
         if not target.endswith(".nspec"):
             return None, "only .nspec files can be imported"
-        for candidate in candidates:
-            path = candidate.resolve()
+        try:
+            resolved = [(c, c.resolve()) for c in candidates]
+        except (OSError, RuntimeError) as exc:  # a name too long, a symlink loop
+            return None, f"the path cannot be resolved ({getattr(exc, 'strerror', None) or exc})"
+        for candidate, path in resolved:
             if not any(path.is_relative_to(root) for root in self.roots):
                 continue  # outside every allowed tree: never opened
-            if path.exists() and not path.is_file():
+            try:
+                exists, regular = path.exists(), path.is_file()
+            except OSError as exc:  # a name too long for the file system, say
+                return None, f"the path cannot be opened ({exc.strerror})"
+            if exists and not regular:
                 return None, f"{candidate.as_posix()} is not a regular file"
-            if path.is_file():
+            if regular:
                 return candidate, None  # as written (relative paths stay relative in diagnostics)
-        inside = [c for c in candidates if any(c.resolve().is_relative_to(r) for r in self.roots)]
+        inside = [c for c, path in resolved if any(path.is_relative_to(r) for r in self.roots)]
         if not inside:
             roots = ", ".join(r.as_posix() for r in self.roots)
             return None, (f"it resolves outside the folders imports may read ({roots}); add a folder to "

@@ -69,9 +69,9 @@ class SourceMap:
             except OSError:
                 return None
             self.texts[span.path] = text
-        lines = text.splitlines()
+        lines = text.split("\n")  # the parser counts lines by "\n" alone (not U+2028, form feeds...)
         if 1 <= span.line <= len(lines):
-            return lines[span.line - 1]
+            return lines[span.line - 1].rstrip("\r")
         return None
 
 

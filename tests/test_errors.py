@@ -110,3 +110,12 @@ def test_one_mistake_gives_one_error(name):
     # no second error downstream about the same mistake
     diags, _ = check_files([ERRORS / f"{name}.nspec"])
     assert len([d for d in diags if d.severity == "error"]) == 1, [d.message for d in diags]
+
+
+def test_a_line_separator_in_a_comment_does_not_shift_the_quoted_line(tmp_path):
+    # U+2028 is a line break to str.splitlines() but not to the parser, which counts "\n"
+    path = tmp_path / "sep.nspec"
+    path.write_text("system S {\n  out y: f32 # a comment\u2028with a separator\n  y = 1 +\n}\n", encoding="utf-8")
+    diags, sources = check_files([path])
+    rendered = diags[0].render(sources)
+    assert ":3:10:" in rendered and "y = 1 +" in rendered and "with a separator" not in rendered

@@ -193,7 +193,10 @@ def _monitor(elab, b: ExprBuilder, stmt: A.Record, pops, existing, projections) 
         v = b.static_value(stmt.every, "the recording interval")
         if v.dim != _TIME:
             b.fail(stmt.every.span, f"'every' needs a duration, got {describe(v.dim)}")
-        every = max(b.static_steps(v, elab.dt, stmt.every.span, "the recording interval"), 1)
+        every = b.static_steps(v, elab.dt, stmt.every.span, "the recording interval")
+        if every < 1 or abs(every * elab.dt - float(v.static)) > 1e-9 * float(v.static):
+            b.fail(stmt.every.span, f"the recording interval {float(v.static):g} s is not a whole number of steps "
+                                    f"of dt = {elab.dt:g} s")
     if stmt.of is not None and stmt.of.name in projections:
         proj = projections[stmt.of.name]
         states = {s.name for s in proj.decl.body if isinstance(s, A.State)}

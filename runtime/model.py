@@ -20,6 +20,7 @@ from nspec.compiler.ir import Monitor, Program
 from nspec.dsl.diagnostics import SourceMap
 
 from .executor import RunRequest, executor_class
+from .lossless import LossyCastError, convert
 from .reference import initialize
 
 
@@ -109,7 +110,10 @@ class Model:
                 else:
                     problems.append(f"'{key}' has shape {list(arr.shape)}, the model's {var.name} needs {list(var.shape)}")
                     continue
-            params[var.name] = arr.astype(var.dtype.numpy)
+            try:
+                params[var.name] = convert(arr, var.dtype.numpy, f"weight '{key}' ({var.dtype.value})")
+            except LossyCastError as exc:
+                problems.append(str(exc))
         if problems:
             raise WeightsError("weights do not fit the model: " + "; ".join(problems))
         self.params = params
@@ -152,7 +156,10 @@ class Model:
         out, timeless, b = {}, True, batch
         for name, value in inputs.items():
             var = ports[name]
-            arr = np.asarray(value)
+            try:  # before any axis is added, so that the index in the message is the caller's
+                arr = convert(value, var.dtype.numpy, f"input '{name}' ({var.dtype.value})")
+            except LossyCastError as exc:
+                raise InputError(str(exc)) from None
             rank = len(var.shape)
             lead = arr.ndim - rank
             if lead < 0 or tuple(arr.shape[lead:]) != tuple(var.shape):
@@ -174,7 +181,7 @@ class Model:
                     raise InputError(f"input '{name}': with a batch give [batch, time, *shape] or [batch, *shape]")
                 if arr.shape[0] != batch:
                     raise InputError(f"input '{name}' has batch size {arr.shape[0]}, expected {batch}")
-            out[name] = arr.astype(var.dtype.numpy, copy=False)
+            out[name] = arr
             b = arr.shape[0]
         missing = sorted(set(ports) - set(inputs))
         if missing:
@@ -275,7 +282,7 @@ class Model:
             arr = np.asarray(v)
             if arr.shape != current[k].shape:
                 raise ValueError(f"state '{k}' has shape {list(current[k].shape)}, got {list(arr.shape)}")
-            current[k] = arr.astype(current[k].dtype)
+            current[k] = convert(arr, current[k].dtype, f"state '{k}'")
         self.state = current
 
     def to_torch(self):
@@ -318,7 +325,7 @@ def _run_in_chunks(ex, request: RunRequest, chunks: int = 50):
 def read_weights(source) -> dict[str, np.ndarray]:
     """Tensors by name from a safetensors/npz/torch file or a mapping (torch tensors become arrays)."""
     if isinstance(source, Mapping):
-        return {k: _to_numpy(v) for k, v in source.items()}
+        return _named_tensors(source.items(), "the mapping")
     path = Path(source)
     if not path.is_file():
         raise WeightsError(f"no such weights file: {path}")
@@ -330,6 +337,9 @@ def read_weights(source) -> dict[str, np.ndarray]:
             return dict(load_file(str(path)))
         if suffix == ".npz":
             with np.load(path, allow_pickle=False) as data:
+                if len(set(data.files)) != len(data.files):  # a zip may hold one name twice: which is meant?
+                    twice = sorted({k for k in data.files if data.files.count(k) > 1})
+                    raise WeightsError(f"{path} holds {', '.join(twice)} more than once")
                 return {k: data[k] for k in data.files}
         if suffix in (".pt", ".pth", ".bin", ".ckpt"):
             import torch
@@ -339,12 +349,21 @@ def read_weights(source) -> dict[str, np.ndarray]:
                 obj = obj["state_dict"]
             if not isinstance(obj, Mapping):
                 raise WeightsError(f"{path} does not hold a state_dict")
-            return {k: _to_numpy(v) for k, v in obj.items()}
+            return _named_tensors(obj.items(), str(path))
     except WeightsError:
         raise
     except Exception as exc:  # a corrupt file surfaces as whatever its reader raises
         raise WeightsError(f"cannot read weights from {path}: {exc}") from exc
     raise WeightsError(f"unsupported weights format '{suffix}' (use .safetensors, .npz or a torch .pt state_dict)")
+
+
+def _named_tensors(items, where: str) -> dict[str, np.ndarray]:
+    out = {}
+    for k, v in items:
+        if not isinstance(k, str):
+            raise WeightsError(f"{where}: weight names are strings, got the key {k!r}")
+        out[k] = _to_numpy(v)
+    return out
 
 
 def _to_numpy(v) -> np.ndarray:

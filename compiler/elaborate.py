@@ -27,7 +27,7 @@ from .expressions import Abort, ExprBuilder, Val, static
 from .ir import DType, GraphBuilder
 from .modules import Loader, Scope
 from .networks import build_network
-from .passes.flatten_systems import flatten
+from .passes.flatten_systems import check_weight_keys, flatten
 from .pipeline import Design
 from .units import describe, unit
 from .unroll import resolve_structure
@@ -417,7 +417,8 @@ def check_module(path: str, sources: SourceMap, hyper: dict) -> list[Diagnostic]
         try:
             system = elab.instantiate(decl, scope, elab.bind_args(decl, scope, None, None), decl.span)
             if decl.kind in ("network", "composite"):
-                flatten(system, elab.diags)
+                system = flatten(system, elab.diags)
+            check_weight_keys(system.params, elab.diags)
         except Abort:
             pass
     _check_overrides(elab, scope)

@@ -26,7 +26,7 @@ from nspec.dsl.diagnostics import Collector, SourceMap, Span
 from .ir import Program, verify_program
 from .passes.discretize_odes import discretize_odes
 from .passes.eliminate_dead_code import eliminate_dead_code
-from .passes.flatten_systems import flatten, to_program
+from .passes.flatten_systems import check_weight_keys, flatten, to_program
 from .passes.fold_constants import fold_constants
 from .passes.fuse_accumulations import fuse_accumulations
 from .values import Abort
@@ -56,6 +56,8 @@ def flatten_systems(design: Design) -> Program:
         prim = None
     diags.check()
     program = to_program(prim, design.name, design.dt, design.seed, design.hyper)
+    check_weight_keys(program.params, diags)
+    diags.check()
     return replace(program, duration_steps=design.duration_steps)
 
 

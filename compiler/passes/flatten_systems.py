@@ -242,6 +242,19 @@ def _merge_inits(system: Composite, flat: dict[str, Primitive]) -> Graph:
     return g.build()
 
 
+def check_weight_keys(params, diags: Collector) -> None:
+    """Every parameter is loaded and saved under its own name: its ``key``, else its path.  Two
+    sharing one (two keys alike, or a key equal to another parameter's path) would leave one of
+    them unloadable, and a state_dict would keep only one."""
+    owner: dict[str, Var] = {}
+    for v in params:
+        name = (v.key[1:] if v.key.startswith("/") else v.key) if v.key else v.name  # as to_program keys it
+        first = owner.setdefault(name, v)
+        if first is not v:
+            diags.error(v.span, f"parameter '{v.name}' is saved and loaded as '{name}', like '{first.name}' "
+                                f"(line {first.span.line}): give each parameter its own key")
+
+
 def to_program(prim: Primitive, name: str, dt: float, seed: int, hyper) -> Program:
     """The runnable program of a flattened system."""
     from ..units import base_unit_name

@@ -39,7 +39,7 @@ def _user_errors() -> tuple[type, ...]:
         errors.append(executor.BackendError)
     model = sys.modules.get("nspec.runtime.model")
     if model is not None:
-        errors.extend((model.WeightsError, model.InputError))
+        errors.extend((model.WeightsError, model.InputError, model.NonFiniteError))
     return tuple(errors)
 
 

@@ -14,6 +14,7 @@ import os
 import sys
 import time
 import traceback
+import warnings
 from pathlib import Path
 
 from nspec.compiler.driver import EXIT_INTERNAL, EXIT_OK, EXIT_USER_ERROR
@@ -338,8 +339,12 @@ def cmd_run(args) -> int:
     if batch is None and inputs:
         batch = int(next(iter(inputs.values())).shape[0])
     # the progress bar costs time in the loop, so a timed run goes without it
-    results = model.run(inputs=inputs, steps=steps, backend=args.backend, seed=args.seed, batch=batch,
-                        progress=not (args.quiet or args.timing_json))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RuntimeWarning)
+        results = model.run(inputs=inputs, steps=steps, backend=args.backend, seed=args.seed, batch=batch,
+                            progress=not (args.quiet or args.timing_json), nan_check=args.nan_check)
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
     # Model.last_timing: the backend's compile and the main loop alone, timed inside run()
     timing = model.last_timing
     compile_s, run_s, steps = load_s + timing["compile_s"], timing["run_s"], timing["steps"]

@@ -129,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "without a progress bar)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary")
     p.add_argument("--force", action="store_true", help="overwrite existing output files")
+    p.add_argument("--nan-check", choices=["error", "warn", "off"], default="error",
+                   help="when the run ends with NaN or Inf in its state: stop with an error naming the state, the "
+                        "first step and the spec line (default), warn, or say nothing")
     p.set_defaults(handler=cmd_run)
 
     p = sub.add_parser("test", parents=[common], help="run the spec-level test blocks",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -19,13 +20,17 @@ from nspec.compiler.driver import compile_file, parse_file
 from nspec.compiler.ir import Monitor, Program
 from nspec.dsl.diagnostics import SourceMap
 
-from .executor import RunRequest, executor_class
+from .executor import BackendError, RunRequest, executor_class
 from .lossless import LossyCastError, convert
 from .reference import initialize
 
 
 class WeightsError(ValueError):
     """A weights file does not fit the model: unknown or missing keys, wrong shapes, unreadable file."""
+
+
+class NonFiniteError(ArithmeticError):
+    """A run produced NaN or Inf in its state (``nan_check="error"``): says which, when and where."""
 
 
 class InputError(ValueError):
@@ -190,8 +195,16 @@ class Model:
 
     def run(self, inputs: Mapping[str, Any] | None = None, steps: int | None = None, duration: float | None = None,
             record=None, backend: str = "reference", seed: int | None = None, batch: int | None = None,
-            progress: bool = False, **options) -> dict[str, np.ndarray]:
-        """Run from the initial state; returns outputs, monitor arrays and recorded values by name."""
+            progress: bool = False, nan_check: str = "error", **options) -> dict[str, np.ndarray]:
+        """Run from the initial state; returns outputs, monitor arrays and recorded values by name.
+
+        ``nan_check`` ("error", "warn" or "off"): when the final state holds NaN or Inf, raise
+        ``NonFiniteError`` (or warn) naming the state variables, the first step and the spec line
+        where a finite value first became non-finite (found by replaying the run on the reference
+        interpreter with ``check_finite``).
+        """
+        if nan_check not in ("error", "warn", "off"):
+            raise ValueError(f"nan_check is 'error', 'warn' or 'off', got {nan_check!r}")
         arrays, timeless, b = self._inputs(inputs, batch)
         b = batch or b
         steps = self._steps(steps, duration, arrays)
@@ -210,8 +223,27 @@ class Model:
         result = _run_in_chunks(ex, request) if progress and steps >= 1000 else ex.run(request)
         self.last_timing["run_s"] = time.perf_counter() - t0
         self.last_timing["steps"] = steps
+        if nan_check != "off":
+            self._check_finite(result.state, request, nan_check)
         self.state = result.state
         return self._collect(result, steps, batch, timeless and steps == 1, record)
+
+    def _check_finite(self, state: Mapping[str, np.ndarray], request: RunRequest, mode: str) -> None:
+        bad = {k: v for k, v in state.items() if v.dtype.kind == "f" and not np.all(np.isfinite(v))}
+        if not bad:
+            return
+        which = ", ".join(f"'{k}' ({int(np.sum(~np.isfinite(v)))} of {v.size} values)" for k, v in sorted(bad.items()))
+        message = f"the run ended with NaN or Inf in state {which}"
+        replay = self.executor("reference", check_finite=True)
+        try:
+            replay.run(RunRequest(request.params, request.state, request.inputs, request.steps, ()))
+        except BackendError as exc:  # the reference interpreter names the step, the op and the spec line
+            message += f"; first: {exc}"
+        else:
+            message += "; the reference interpreter stays finite on this run (a backend's rounding diverged)"
+        if mode == "error":
+            raise NonFiniteError(message)
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
 
     def _record_list(self, record) -> list[tuple[str, int]]:
         wanted: dict[str, int] = {}

@@ -151,7 +151,12 @@ class ReferenceExecutor:
             env.update(state)
             for name, x in inputs.items():
                 env[name] = x[:, t]
-            vals = self.plan.run(Context(env, batch, None, plans, self.check_finite))
+            try:
+                vals = self.plan.run(Context(env, batch, None, plans, self.check_finite))
+            except EvaluationError as exc:
+                if not self.check_finite:
+                    raise
+                raise BackendError(f"step {t} (t = {t * p.dt:g} s): {exc}") from exc
             for name, every, node in recorded:
                 if t % every == 0 and t // every < len(records[name]):
                     records[name][t // every] = state[name] if node is None else vals[node]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from nspec.dsl import ast as A
 from nspec.dsl.diagnostics import Span
 
 from .expressions import ExprBuilder, Val
@@ -34,6 +35,28 @@ class Env:
         self.init = init
         self.b = ExprBuilder(graph, body.diags, self.lookup, allow_random=allow_random, target_shape=target_shape)
 
+    def evaluate_reads_first(self, name: str, span: Span) -> None:
+        """Evaluate the ``let``s that ``name`` reads, transitively, deepest first, so that evaluating
+        ``name`` finds them cached: a chain of a thousand lets needs no deep recursion."""
+        lets = self.body.lets
+        order: list[str] = []
+        seen = {name}
+        stack: list[tuple[str, bool]] = [(name, False)]
+        while stack:
+            current, expanded = stack.pop()
+            if expanded:
+                order.append(current)
+                continue
+            stack.append((current, True))
+            for node in A.walk(lets[current].value):
+                dep = node.id if isinstance(node, A.Name) else None
+                if dep in lets and dep not in seen and dep not in self.cache and dep not in self.busy \
+                        and dep not in self.overrides:
+                    seen.add(dep)
+                    stack.append((dep, False))
+        for dep in order[:-1]:  # ``name`` itself is last: the caller evaluates it
+            self.lookup(dep, span)
+
     def lookup(self, name: str, span: Span) -> Val | None:
         if name in self.overrides:
             return self.overrides[name]
@@ -45,6 +68,7 @@ class Env:
                 self.b.fail(span, f"'{name}' is defined in terms of itself")
             self.busy.add(name)
             try:
+                self.evaluate_reads_first(name, span)
                 let = body.lets[name]
                 v = self.b.expr(let.value)
                 if let.type is not None:

@@ -22,8 +22,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+import nspec
 from nspec.compiler.driver import check_files
 
 ERRORS = Path(__file__).resolve().parent.parent / "specs" / "errors"
@@ -119,3 +121,15 @@ def test_a_line_separator_in_a_comment_does_not_shift_the_quoted_line(tmp_path):
     diags, sources = check_files([path])
     rendered = diags[0].render(sources)
     assert ":3:10:" in rendered and "y = 1 +" in rendered and "with a separator" not in rendered
+
+
+def test_a_flat_chain_of_lets_is_not_too_deep(tmp_path):
+    # each let reads the one before: evaluated deepest first, not by a recursion 2000 deep
+    lets = "\n".join(f"  let a{i} = a{i - 1} + 1" for i in range(1, 2001))
+    path = tmp_path / "chain.nspec"
+    path.write_text(f"system S {{\n  in x: f32\n  out y: f32\n  let a0 = x\n{lets}\n  y = a2000\n}}\n"
+                    "simulate S for 2 s, dt = 1 s\n")
+    diags, _ = check_files([path])
+    assert diags == []
+    out = nspec.load(path).run({"x": np.zeros(1, np.float32)[0]}, steps=1)["y"]
+    assert float(out) == 2000.0

@@ -22,7 +22,7 @@ import numpy as np
 from nspec.dsl import ast as A
 from nspec.dsl.diagnostics import Span
 
-from .body_env import TIME, Env
+from .body_env import CLOCK, TIME, Env
 from .body_odes import integrate
 from .discretize import METHODS
 from .expressions import Abort, ExprBuilder, Val, fmt_shape, fmt_type, static
@@ -117,6 +117,7 @@ class Body:
         self.inputs: list[PortSig] = []
         self.outputs: list[PortSig] = []
         self.statics = elab.statics(scope)
+        self.clock_val: Val | None = None  # the step counter, once an equation reads `t` or draws
 
     # ------------------------------------------------------------ names
     def static(self, name: str, span: Span) -> Val | None:
@@ -335,6 +336,21 @@ class Body:
         self.states.append(Var(name, dtype, shape, span, "", None, False))
         return Val(dtype, shape, DIMENSIONLESS, node)
 
+    def clock(self, span: Span) -> Val:
+        """The step counter (i64, one per sample), a hidden state added on first use: it starts at 0
+        and its next value is itself + 1, so chunked runs continue where the last chunk stopped."""
+        if self.clock_val is None:
+            self.clock_val = self.add_state(CLOCK, DType.i64, (), 0, span)
+        return self.clock_val
+
+    def time(self, span: Span) -> Val:
+        """`t`, the model time at the start of this step: step * dt, computed in f64 and rounded once
+        to f32 (exact while the product is representable, the same bits on every backend)."""
+        step = self.g.add(Op.CAST, [self.clock(span).node], DType.f64, (), span=span)
+        dt = self.g.const(np.asarray(self.elab.dt, np.float64), DType.f64, span)
+        t = self.g.add(Op.CAST, [self.g.add(Op.MUL, [step, dt], DType.f64, (), span=span)], DType.f32, (), span=span)
+        return Val(DType.f32, (), TIME, t)
+
     # ------------------------------------------------------------ equations
     def equations(self) -> None:
         stmts = [s for s in self.decl.body if isinstance(s, self.ALLOWED[self.decl.kind])]
@@ -486,6 +502,8 @@ class Body:
             out_sig = PortSig("spike", DType.f32, spiked.shape, DIMENSIONLESS, "sum", False, spike.span)
             self.outputs.append(out_sig)
             self.g.result("spike", "output", b.node(spiked, spike.span))
+        if self.clock_val is not None:
+            after[CLOCK] = b.binary("+", self.clock_val, static(1), self.decl.span)
         for var in self.states:
             value = after.get(var.name)
             node = self.decls[var.name].val.node if value is None and var.name in self.decls else None

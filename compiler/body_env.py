@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # annotations only: bodies.py imports this module
     from .bodies import Body
 
 TIME = unit("s")[1]  # the dimension of a duration (dt, refractory periods, d/dt)
+CLOCK = "step_count"  # the hidden i64 state counting a body's steps, added when its equations read `t`
 
 
 class Env:
@@ -63,4 +64,6 @@ class Env:
             if d.kind == "out":
                 self.b.fail(span, f"'{name}' is an output port; it cannot be read inside the system")
             return d.val
+        if name == "t" and not self.init and self.b.g is body.g:
+            return body.time(span)
         return body.static(name, span)

@@ -343,6 +343,13 @@ class Body:
             self.clock_val = self.add_state(CLOCK, DType.i64, (), 0, span)
         return self.clock_val
 
+    def draw(self, shape: tuple[int, ...], span: Span) -> Val:
+        """Uniform f32 draws in [0, 1) of ``shape``, new at every step: a ``UNIFORM`` node keyed by the
+        run's seed (its stream is numbered per draw site by the number-streams pass)."""
+        node = self.g.add(Op.UNIFORM, [self.clock(span).node], DType.f32, shape,
+                          (("seed", self.elab.seed & 0xFFFFFFFF), ("stream", 0)), span)
+        return Val(DType.f32, tuple(shape), DIMENSIONLESS, node)
+
     def time(self, span: Span) -> Val:
         """`t`, the model time at the start of this step: step * dt, computed in f64 and rounded once
         to f32 (exact while the product is representable, the same bits on every backend)."""
@@ -430,7 +437,7 @@ class Body:
             b.fail(target.span, f"output '{target.name}' is assigned twice (first at line {assigns[target.name].span.line})")
 
     def build_step(self, odes, nexts, assigns, spike, reset, refractory, method) -> None:
-        env = Env(self, self.g)
+        env = Env(self, self.g, target_shape=self.shape(()))
         b = env.b
         new: dict[str, Val] = {}
         # continuous equations
@@ -455,6 +462,7 @@ class Body:
         for name, s in nexts.items():
             try:
                 d = self.decls[name]
+                b.target_shape = d.val.shape  # a draw in `next x = ...` gives one value per element of x
                 value = b.expr(s.value)
                 if isinstance(s, A.Update):
                     op = s.op[0]
@@ -514,7 +522,7 @@ class Body:
             self.g.result(var.name, "next", node)
 
     def threshold(self, spike: A.Spike, values: dict[str, Val], hold: Val | None) -> Val:
-        env = Env(self, self.g, overrides=values)
+        env = Env(self, self.g, overrides=values, target_shape=self.shape(()))
         b = env.b
         cond = spike.condition
         if isinstance(cond, A.Compare) and len(cond.ops) == 1 and cond.ops[0] in (">", ">=", "<", "<="):
@@ -554,7 +562,7 @@ class Body:
     def apply_reset(self, reset: A.Reset, values: dict[str, Val], fired: Val) -> dict[str, Val]:
         values = dict(values)
         for stmt in reset.body:
-            env = Env(self, self.g, overrides=values)
+            env = Env(self, self.g, overrides=values, target_shape=self.shape(()))
             b = env.b
             try:
                 if not isinstance(stmt, (A.Assign, A.Update)):

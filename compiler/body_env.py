@@ -33,7 +33,9 @@ class Env:
         self.cache: dict[str, Val] = {}
         self.busy: set[str] = set()
         self.init = init
-        self.b = ExprBuilder(graph, body.diags, self.lookup, allow_random=allow_random, target_shape=target_shape)
+        step = graph is body.g and not init  # step equations may read `t` and draw random numbers
+        self.b = ExprBuilder(graph, body.diags, self.lookup, allow_random=allow_random, target_shape=target_shape,
+                             draw=body.draw if step else None)
 
     def lookup(self, name: str, span: Span) -> Val | None:
         if name in self.overrides:
@@ -64,6 +66,6 @@ class Env:
             if d.kind == "out":
                 self.b.fail(span, f"'{name}' is an output port; it cannot be read inside the system")
             return d.val
-        if name == "t" and not self.init and self.b.g is body.g:
+        if name == "t" and self.b.draw is not None:
             return body.time(span)
         return body.static(name, span)

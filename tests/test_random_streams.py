@@ -4,11 +4,15 @@ batched run of 1000 steps, and the same run split in two chunks)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
+import nspec
 from nspec.compiler import ir
 from nspec.compiler.ir import DType, GraphBuilder, Op, Program, Var
+from nspec.dsl.diagnostics import NspecError
 from nspec.compiler.threefry import MASK, NUMPY_WORDS, threefry2x32, uniform_numpy
 from nspec.runtime.executor import RunRequest, executor_class
 
@@ -106,3 +110,82 @@ def test_batch_sample_zero_equals_an_unbatched_run(expected):
     one = run("reference", p, np.zeros(1, np.int64), 1000)
     for name in ref.outputs:
         np.testing.assert_array_equal(one.outputs[name][0], ref.outputs[name][0])
+
+
+# ---------------------------------------------------------------- the language: rand(), uniform(), normal() in steps
+POISSON = Path(__file__).resolve().parents[1] / "specs" / "examples" / "poisson.nspec"
+
+
+@pytest.fixture(scope="module")
+def poisson():
+    model = nspec.load(str(POISSON))
+    return model, model.run(backend="reference")
+
+
+@pytest.mark.parametrize("backend", BACKENDS[1:])
+def test_poisson_spike_trains_are_identical_on_every_backend(poisson, backend):
+    model, ref = poisson
+    got = model.run(backend=backend)
+    assert len(ref["spikes.i"]) > 0
+    np.testing.assert_array_equal(got["spikes.i"], ref["spikes.i"])
+    np.testing.assert_array_equal(got["spikes.t"], ref["spikes.t"])
+
+
+def test_poisson_trials_of_a_batch_differ_and_trial_zero_is_the_single_run(poisson):
+    model, ref = poisson
+    got = model.run(backend="reference", batch=2, steps=10000)
+    first = got["spikes.trial"] == 0
+    np.testing.assert_array_equal(got["spikes.i"][first], ref["spikes.i"])
+    assert not np.array_equal(got["spikes.i"][~first], ref["spikes.i"])
+
+
+DRAWS = """
+system Noise {
+  out a: f32[4]
+  out b: f32[4]
+  out z: f32[4] mV
+  state x: f32[4] = 0
+  next x = uniform(2, 3)
+  a = x
+  b = rand() + 0 * x
+  z = normal(1 mV, 2 mV) + 0 * x * 1 mV
+}
+simulate Noise for 1 ms, dt = 0.1 ms
+"""
+
+
+def load_text(tmp_path, text: str):
+    path = tmp_path / "draws.nspec"
+    path.write_text(text)
+    return nspec.load(str(path))
+
+
+def test_each_draw_site_has_its_own_stream_and_values_in_range(tmp_path):
+    model = load_text(tmp_path, DRAWS)
+    streams = [n.attrs.stream for n in model.program.step.nodes if n.op is Op.UNIFORM]
+    assert sorted(streams) == list(range(len(streams))) and len(streams) == 4  # uniform, rand, normal's two
+    out = model.run(steps=2000)
+    a = out["a"][1:]  # a is x before this step's update: 0 at the first step
+    assert 2 <= a.min() and a.max() < 3 and 0 <= out["b"].min() and out["b"].max() < 1
+    assert not np.array_equal(out["a"][1:] - 2, out["b"][:-1])
+    z = out["z"] / 1e-3  # in mV
+    assert abs(z.mean() - 1) < 4 * 2 / np.sqrt(z.size) and abs(z.std() - 2) < 0.1
+
+
+def test_normal_draws_agree_across_backends_within_float_tolerance(tmp_path):
+    model = load_text(tmp_path, DRAWS)
+    ref = model.run(steps=50)
+    for backend in BACKENDS[1:]:
+        got = model.run(steps=50, backend=backend)
+        np.testing.assert_array_equal(got["a"], ref["a"])
+        np.testing.assert_array_equal(got["b"], ref["b"])
+        np.testing.assert_allclose(got["z"], ref["z"], rtol=1e-5, atol=1e-9)
+
+
+@pytest.mark.parametrize("body, message", [
+    ("state v: f32 = 0\n  dv/dt = rand() / (1 s)", "allowed only in initial values"),
+    ("state w: f32[2, 2] = 0\n  next w = orthogonal()", "allowed only in initial values"),
+])
+def test_draws_where_they_cannot_be(tmp_path, body, message):
+    with pytest.raises(NspecError, match=message):
+        load_text(tmp_path, f"system Bad {{\n  {body}\n}}\nsimulate Bad for 1 ms, dt = 0.1 ms\n")

@@ -346,6 +346,9 @@ class Body:
     def draw(self, shape: tuple[int, ...], span: Span) -> Val:
         """Uniform f32 draws in [0, 1) of ``shape``, new at every step: a ``UNIFORM`` node keyed by the
         run's seed (its stream is numbered per draw site by the number-streams pass)."""
+        if any(isinstance(s, A.Ticks) for s in self.decl.body):  # a LOOP body would redraw the same numbers
+            self.diags.error(span, "random draws are not supported in a system with internal ticks")
+            raise Abort
         node = self.g.add(Op.UNIFORM, [self.clock(span).node], DType.f32, shape,
                           (("seed", self.elab.seed & 0xFFFFFFFF), ("stream", 0)), span)
         return Val(DType.f32, tuple(shape), DIMENSIONLESS, node)

@@ -189,3 +189,9 @@ def test_normal_draws_agree_across_backends_within_float_tolerance(tmp_path):
 def test_draws_where_they_cannot_be(tmp_path, body, message):
     with pytest.raises(NspecError, match=message):
         load_text(tmp_path, f"system Bad {{\n  {body}\n}}\nsimulate Bad for 1 ms, dt = 0.1 ms\n")
+
+
+def test_draws_are_refused_in_systems_with_ticks(tmp_path):
+    text = "system Bad {\n  out y: f32\n  state c: f32 = 0\n  y = rand()\n  next c = c\n  ticks 3\n}\nsimulate Bad for 1 ms, dt = 0.1 ms\n"
+    with pytest.raises(NspecError, match="internal ticks"):
+        load_text(tmp_path, text)

@@ -336,31 +336,6 @@ class Body:
         self.states.append(Var(name, dtype, shape, span, "", None, False))
         return Val(dtype, shape, DIMENSIONLESS, node)
 
-    def clock(self, span: Span) -> Val:
-        """The step counter (i64, one per sample), a hidden state added on first use: it starts at 0
-        and its next value is itself + 1, so chunked runs continue where the last chunk stopped."""
-        if self.clock_val is None:
-            self.clock_val = self.add_state(CLOCK, DType.i64, (), 0, span)
-        return self.clock_val
-
-    def draw(self, shape: tuple[int, ...], span: Span) -> Val:
-        """Uniform f32 draws in [0, 1) of ``shape``, new at every step: a ``UNIFORM`` node keyed by the
-        run's seed (its stream is numbered per draw site by the number-streams pass)."""
-        if any(isinstance(s, A.Ticks) for s in self.decl.body):  # a LOOP body would redraw the same numbers
-            self.diags.error(span, "random draws are not supported in a system with internal ticks")
-            raise Abort
-        node = self.g.add(Op.UNIFORM, [self.clock(span).node], DType.f32, shape,
-                          (("seed", self.elab.seed & 0xFFFFFFFF), ("stream", 0)), span)
-        return Val(DType.f32, tuple(shape), DIMENSIONLESS, node)
-
-    def time(self, span: Span) -> Val:
-        """`t`, the model time at the start of this step: step * dt, computed in f64 and rounded once
-        to f32 (exact while the product is representable, the same bits on every backend)."""
-        step = self.g.add(Op.CAST, [self.clock(span).node], DType.f64, (), span=span)
-        dt = self.g.const(np.asarray(self.elab.dt, np.float64), DType.f64, span)
-        t = self.g.add(Op.CAST, [self.g.add(Op.MUL, [step, dt], DType.f64, (), span=span)], DType.f32, (), span=span)
-        return Val(DType.f32, (), TIME, t)
-
     # ------------------------------------------------------------ equations
     def equations(self) -> None:
         stmts = [s for s in self.decl.body if isinstance(s, self.ALLOWED[self.decl.kind])]

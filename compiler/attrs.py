@@ -235,6 +235,17 @@ class RandomAttrs(Attrs):
     dtype: DType
     shape: tuple[int, ...]
 
+
+@dataclass(frozen=True, slots=True)
+class DrawAttrs(Attrs):
+    """A step-graph draw (``UNIFORM``): Threefry key (seed, stream) and the per-sample shape; the
+    stream is numbered per draw site by the number-streams pass."""
+
+    seed: int
+    stream: int
+    shape: tuple[int, ...]
+
+
 __all__ = ["Role", "Attrs", "NoAttrs", "ConstAttrs", "ArgAttrs", "CastAttrs", "SpikeAttrs", "ReduceAttrs", "AxisAttrs",
            "LayerNormAttrs", "EinsumAttrs", "ShapeAttrs", "TransposeAttrs", "SliceAttrs", "PropagateAttrs", "LoopAttrs",
-           "Folded", "IntegrateAttrs", "ItemAttrs", "RandomAttrs"]
+           "Folded", "IntegrateAttrs", "ItemAttrs", "RandomAttrs", "DrawAttrs"]

@@ -22,7 +22,7 @@ import numpy as np
 from nspec.dsl import ast as A
 from nspec.dsl.diagnostics import Span
 
-from .body_env import TIME, Env
+from .body_env import CLOCK, TIME, Env
 from .body_odes import integrate
 from .discretize import METHODS
 from .expressions import Abort, ExprBuilder, Val, fmt_shape, fmt_type, static
@@ -117,6 +117,7 @@ class Body:
         self.inputs: list[PortSig] = []
         self.outputs: list[PortSig] = []
         self.statics = elab.statics(scope)
+        self.clock_val: Val | None = None  # the step counter, once an equation reads `t` or draws
 
     # ------------------------------------------------------------ names
     def static(self, name: str, span: Span) -> Val | None:
@@ -422,7 +423,7 @@ class Body:
             b.fail(target.span, f"output '{target.name}' is assigned twice (first at line {assigns[target.name].span.line})")
 
     def build_step(self, odes, nexts, assigns, spike, reset, refractory, method) -> None:
-        env = Env(self, self.g)
+        env = Env(self, self.g, target_shape=self.shape(()))
         b = env.b
         new: dict[str, Val] = {}
         # continuous equations
@@ -447,6 +448,7 @@ class Body:
         for name, s in nexts.items():
             try:
                 d = self.decls[name]
+                b.target_shape = d.val.shape  # a draw in `next x = ...` gives one value per element of x
                 value = b.expr(s.value)
                 if isinstance(s, A.Update):
                     op = s.op[0]
@@ -494,6 +496,8 @@ class Body:
             out_sig = PortSig("spike", DType.f32, spiked.shape, DIMENSIONLESS, "sum", False, spike.span)
             self.outputs.append(out_sig)
             self.g.result("spike", "output", b.node(spiked, spike.span))
+        if self.clock_val is not None:
+            after[CLOCK] = b.binary("+", self.clock_val, static(1), self.decl.span)
         for var in self.states:
             value = after.get(var.name)
             node = self.decls[var.name].val.node if value is None and var.name in self.decls else None
@@ -504,7 +508,7 @@ class Body:
             self.g.result(var.name, "next", node)
 
     def threshold(self, spike: A.Spike, values: dict[str, Val], hold: Val | None) -> Val:
-        env = Env(self, self.g, overrides=values)
+        env = Env(self, self.g, overrides=values, target_shape=self.shape(()))
         b = env.b
         cond = spike.condition
         if isinstance(cond, A.Compare) and len(cond.ops) == 1 and cond.ops[0] in (">", ">=", "<", "<="):
@@ -544,7 +548,7 @@ class Body:
     def apply_reset(self, reset: A.Reset, values: dict[str, Val], fired: Val) -> dict[str, Val]:
         values = dict(values)
         for stmt in reset.body:
-            env = Env(self, self.g, overrides=values)
+            env = Env(self, self.g, overrides=values, target_shape=self.shape(()))
             b = env.b
             try:
                 if not isinstance(stmt, (A.Assign, A.Update)):

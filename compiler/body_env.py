@@ -8,19 +8,24 @@ equations) and ``networks.py``; ``Env`` reads its body's ``decls``, ``lets``, ``
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from nspec.dsl import ast as A
 from nspec.dsl.diagnostics import Span
 
-from .expressions import ExprBuilder, Val
-from .ir import GraphBuilder
-from .units import unit
+from .expressions import Abort, ExprBuilder, Val
+from .ir import DType, GraphBuilder, Op
+from .threefry import MASK
+from .units import DIMENSIONLESS, unit
 
 if TYPE_CHECKING:  # annotations only: bodies.py imports this module
     from .bodies import Body
 
 TIME = unit("s")[1]  # the dimension of a duration (dt, refractory periods, d/dt)
+CLOCK = "step_count"  # the hidden i64 state counting a body's steps, added when its equations read `t`
 
 
 class Env:
@@ -33,7 +38,9 @@ class Env:
         self.cache: dict[str, Val] = {}
         self.busy: set[str] = set()
         self.init = init
-        self.b = ExprBuilder(graph, body.diags, self.lookup, allow_random=allow_random, target_shape=target_shape)
+        step = graph is body.g and not init  # step equations may read `t` and draw random numbers
+        self.b = ExprBuilder(graph, body.diags, self.lookup, allow_random=allow_random, target_shape=target_shape,
+                             draw=partial(draw, body) if step else None)
 
     def evaluate_reads_first(self, name: str, span: Span) -> None:
         """Evaluate the ``let``s that ``name`` reads, transitively, deepest first, so that evaluating
@@ -87,4 +94,37 @@ class Env:
             if d.kind == "out":
                 self.b.fail(span, f"'{name}' is an output port; it cannot be read inside the system")
             return d.val
+        if name == "t" and self.b.draw is not None:
+            return time(body, span)
         return body.static(name, span)
+
+
+# ---------------------------------------------------------------- the clock and random draws of step equations
+def clock(body: "Body", span: Span) -> Val:
+    """The step counter (i64, one per sample), a hidden state added on first use: it starts at 0
+    and its next value is itself + 1 (``Body.build_step``), so chunked runs continue where the last
+    chunk stopped."""
+    if body.clock_val is None:
+        body.clock_val = body.add_state(CLOCK, DType.i64, (), 0, span)
+    return body.clock_val
+
+
+def time(body: "Body", span: Span) -> Val:
+    """`t`, the model time at the start of this step: step * dt, computed in f64 and rounded once
+    to f32 (exact while the product is representable, the same bits on every backend)."""
+    g = body.g
+    step = g.add(Op.CAST, [clock(body, span).node], DType.f64, (), span=span)
+    dt = g.const(np.asarray(body.elab.dt, np.float64), DType.f64, span)
+    return Val(DType.f32, (), TIME, g.add(Op.CAST, [g.add(Op.MUL, [step, dt], DType.f64, (), span=span)], DType.f32,
+                                           (), span=span))
+
+
+def draw(body: "Body", shape: tuple[int, ...], span: Span) -> Val:
+    """Uniform f32 draws in [0, 1) of ``shape``, new at every step: a ``UNIFORM`` node keyed by the
+    run's seed (its stream is numbered per draw site by the number-streams pass)."""
+    if any(isinstance(s, A.Ticks) for s in body.decl.body):  # a LOOP body would redraw the same numbers
+        body.diags.error(span, "random draws are not supported in a system with internal ticks")
+        raise Abort
+    node = body.g.add(Op.UNIFORM, [clock(body, span).node], DType.f32, shape,
+                      (("seed", body.elab.seed & MASK), ("stream", 0)), span)
+    return Val(DType.f32, tuple(shape), DIMENSIONLESS, node)

@@ -544,9 +544,9 @@ def _entropy(b: ExprBuilder, e: A.Call) -> Val:
 
 # ---------------------------------------------------------------- initialisers (init graphs only)
 def _random(b: ExprBuilder, e: A.Call, dist: str, defaults: tuple[float, float]) -> Val:
-    if not b.allow_random:
+    if not b.allow_random and (b.draw is None or dist == "orthogonal"):
         b.fail(e.span, f"{e.func.id}() draws random numbers, which is allowed only in initial values "
-                       "(param and state declarations)")
+                       "(param and state declarations)" + (" and in step equations" if dist != "orthogonal" else ""))
     args, _ = _args(b, e, 0, 2)
     vals = [b.expr(a) for a in args] + [static(d) for d in defaults[len(args):]]
     if dist == "uniform" and vals[0].dim != vals[1].dim:
@@ -558,8 +558,34 @@ def _random(b: ExprBuilder, e: A.Call, dist: str, defaults: tuple[float, float])
     for v, a in zip(vals, list(args) + [None, None]):
         if v.shape != ():
             b.fail(a.span if a is not None else e.span, f"{e.func.id}() takes scalar arguments")
+    if not b.allow_random:
+        return STEP_DRAWS[dist](b, vals[0], vals[1], e.span)
     ins = [b.cast(v, b.float_dtype, e.span) if not v.is_static else replace(v, dtype=b.float_dtype) for v in vals]
     return b.add(Op.RANDOM, ins, b.float_dtype, b.target_shape, dim, e.span, (("dist", dist),))
+
+
+def _step_uniform(b: ExprBuilder, lo: Val, hi: Val, span) -> Val:
+    """lo + (hi - lo) * u, u a fresh f32 draw in [0, 1) per element of the target shape."""
+    u = b.draw(b.target_shape, span)
+    return b.binary("+", lo, b.binary("*", b.binary("-", hi, lo, span), u, span), span)
+
+
+def _step_normal(b: ExprBuilder, mean: Val, std: Val, span) -> Val:
+    """Box-Muller from two uniform draws: sqrt(-2 ln(1 - u1)) cos(2 pi u2) (1 - u1 > 0, so finite)."""
+    u1, u2 = b.draw(b.target_shape, span), b.draw(b.target_shape, span)
+    shape = u1.shape
+    log = b.add(Op.LOG, [b.binary("-", static(1.0), u1, span)], DType.f32, shape, DIMENSIONLESS, span)
+    r = b.add(Op.SQRT, [b.binary("*", static(-2.0), log, span)], DType.f32, shape, DIMENSIONLESS, span)
+    c = b.add(Op.COS, [b.binary("*", static(2 * math.pi), u2, span)], DType.f32, shape, DIMENSIONLESS, span)
+    return b.binary("+", mean, b.binary("*", std, b.binary("*", r, c, span), span), span)
+
+
+STEP_DRAWS = {"uniform": _step_uniform, "normal": _step_normal}  # random draws inside step equations
+
+
+def _rand(b: ExprBuilder, e: A.Call) -> Val:
+    """Brian2's rand(): a uniform draw in [0, 1)."""
+    return _random(b, e, "uniform", (0.0, 1.0))
 
 
 def _uniform(b: ExprBuilder, e: A.Call) -> Val:
@@ -629,5 +655,5 @@ BUILTINS: dict[str, Builtin] = {
     "arange": _arange, "range": _range, "reversed": _reversed, "zeros": _zeros, "ones": _zeros,
     "linspace": _linspace, "logspace": _linspace,
     # random initialisers (init graphs only)
-    "uniform": _uniform, "normal": _normal, "orthogonal": _orthogonal,
+    "uniform": _uniform, "rand": _rand, "normal": _normal, "orthogonal": _orthogonal,
 }

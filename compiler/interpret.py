@@ -30,6 +30,7 @@ from scipy import special
 from .batching import (LoopSpec, Until, aligned_shape, batch_size, batched_equation, batched_perm, iterate, sliced,
                        stored_axes, stored_axis, stored_shape)
 from .ir import DType, Graph, IRError, Node, Op, batched
+from .threefry import uniform_numpy
 
 
 class EvaluationError(IRError):
@@ -365,6 +366,13 @@ def _random(node, xs, bs, ctx):
     raise EvaluationError(f"unknown distribution {dist!r}")
 
 
+def _uniform(node, xs, bs, ctx):
+    """Threefry-2x32 on NumPy uint32 words (``threefry.uniform_numpy``); an unbatched counter is sample 0."""
+    a = node.attrs
+    u = uniform_numpy(a.seed, a.stream, np.reshape(xs[0], -1), a.shape)
+    return u if bs[0] else u[0]
+
+
 RULES: dict[Op, Rule] = {
     Op.CONST: _const,
     Op.ARG: _arg,
@@ -422,6 +430,7 @@ RULES: dict[Op, Rule] = {
     Op.LOOP: _loop,
     Op.ITEM: _item,
     Op.RANDOM: _random,
+    Op.UNIFORM: _uniform,
 }
 
 

@@ -48,7 +48,7 @@ import numpy as np
 
 from nspec.dsl.diagnostics import Span, UNKNOWN_SPAN
 
-from .ops import (ELEMENTWISE_BINARY, ELEMENTWISE_UNARY, INIT_ONLY, REDUCTIONS, Attrs, DType, IRError, LoopAttrs, Op,
+from .ops import (DRAWS, ELEMENTWISE_BINARY, ELEMENTWISE_UNARY, INIT_ONLY, REDUCTIONS, Attrs, DType, IRError, LoopAttrs, Op,
                   ResultKind, Role, SignatureError, infer, make_attrs)
 
 
@@ -203,7 +203,7 @@ class GraphBuilder:
                           f"its signature gives {inferred[0].value}{list(inferred[1])}")
         dtype, shape = inferred
         key = None
-        if op in INIT_ONLY:
+        if op in DRAWS:
             pass  # every random draw is its own stream position: never merge two of them
         elif op is not Op.CONST:
             try:
@@ -304,7 +304,8 @@ def _fmt_attr(v: Any) -> str:
 
 # attributes the printer leaves out: the body (printed below) and those repeating the node's type
 _TYPE_ATTRS = {Op.LOOP: ("body",), Op.INTEGRATE: ("rhs", "spans"), Op.ARG: ("dtype", "shape"),
-               Op.RESHAPE: ("shape",), Op.BROADCAST: ("shape",), Op.CAST: ("dtype",), Op.RANDOM: ("dtype", "shape")}
+               Op.RESHAPE: ("shape",), Op.BROADCAST: ("shape",), Op.CAST: ("dtype",), Op.RANDOM: ("dtype", "shape"),
+               Op.UNIFORM: ("shape",)}
 
 
 def print_graph(graph: Graph, indent: str = "") -> str:

@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .attrs import (ArgAttrs, Attrs, AxisAttrs, CastAttrs, ConstAttrs, EinsumAttrs, Folded, IntegrateAttrs, ItemAttrs,
+from .attrs import (ArgAttrs, Attrs, AxisAttrs, CastAttrs, ConstAttrs, DrawAttrs, EinsumAttrs, Folded, IntegrateAttrs, ItemAttrs,
                     LayerNormAttrs, LoopAttrs, NoAttrs, PropagateAttrs, RandomAttrs, ReduceAttrs, Role, ShapeAttrs,
                     SliceAttrs, SpikeAttrs, TransposeAttrs)
 
@@ -121,6 +121,8 @@ class Op(enum.Enum):
     INTEGRATE = "integrate"  # one step of dx/dt = f(x, ...) by a named method; see IntegrateAttrs
     # -- initialisation only (run on the host by the reference interpreter, never in a step graph)
     RANDOM = "random"        # attrs: dist in {uniform, normal, orthogonal}; inputs: two scalars (lo, hi | mean, std)
+    # -- random draws inside the time loop (counter-based: the same bits on every backend)
+    UNIFORM = "uniform"      # attrs: seed, stream, shape; input: the step counter (i64 scalar); f32 in [0, 1)
 
 
 # The op families.  A new elementwise function is one enum member above plus its name in MATH:
@@ -133,6 +135,7 @@ ELEMENTWISE_BINARY = ARITHMETIC | COMPARISONS
 ELEMENTWISE_UNARY = MATH | {Op.NOT, Op.CAST, Op.SPIKE}
 REDUCTIONS = {Op.SUM, Op.MEAN, Op.MAX, Op.MIN}
 INIT_ONLY = {Op.RANDOM}  # backends lower step graphs only; init graphs run on the host
+DRAWS = {Op.RANDOM, Op.UNIFORM}  # each node is its own draw: never merged with an equal-looking one
 CONTINUOUS = {Op.INTEGRATE}  # replaced by passes/discretize_odes.py before any backend sees a graph
 
 
@@ -320,6 +323,14 @@ def _propagate(ins, a: PropagateAttrs) -> Type:
     return weights.dtype, (a.n_post,)
 
 
+def _uniform(ins, a: DrawAttrs) -> Type:
+    if ins[0].dtype is not DType.i64 or ins[0].shape != ():
+        raise SignatureError(f"uniform's counter must be an i64 scalar, got {ins[0].dtype.value}{list(ins[0].shape)}")
+    if not (0 <= a.seed and 0 <= a.stream < 2 ** 32):
+        raise SignatureError(f"uniform's key ({a.seed}, {a.stream}) must be non-negative 32-bit words")
+    return DType.f32, a.shape
+
+
 def _item(ins, a: ItemAttrs) -> Type:
     loop = ins[0]
     if not isinstance(loop.attrs, (LoopAttrs, IntegrateAttrs)):
@@ -399,6 +410,7 @@ SIGNATURES: dict[Op, Signature] = {
     Op.ITEM: _sig(1, 1, ItemAttrs, _item),
     Op.INTEGRATE: _sig(1, None, IntegrateAttrs, _integrate),
     Op.RANDOM: _sig(2, 2, RandomAttrs, lambda ins, a: (a.dtype, a.shape)),
+    Op.UNIFORM: _sig(1, 1, DrawAttrs, _uniform),
 }
 
 # Records whose fields the node's own type supplies when a builder gives only its type.
@@ -407,6 +419,7 @@ _FROM_NODE: dict[type[Attrs], Callable[[DType, tuple[int, ...]], dict]] = {
     CastAttrs: lambda dtype, shape: {"dtype": dtype},
     ArgAttrs: lambda dtype, shape: {"dtype": dtype, "shape": shape},
     RandomAttrs: lambda dtype, shape: {"dtype": dtype, "shape": shape},
+    DrawAttrs: lambda dtype, shape: {"shape": shape},
 }
 
 
@@ -448,5 +461,5 @@ def infer(op: Op, inputs: Sequence, attrs: Attrs) -> Type:
 
 __all__ = ["Role", "ResultKind", "Merge", "Attrs", "NoAttrs", "ConstAttrs", "ArgAttrs", "CastAttrs", "SpikeAttrs",
            "ReduceAttrs", "AxisAttrs", "LayerNormAttrs", "EinsumAttrs", "ShapeAttrs", "TransposeAttrs", "SliceAttrs",
-           "PropagateAttrs", "LoopAttrs", "Folded", "IntegrateAttrs", "ItemAttrs", "RandomAttrs", "Signature",
-           "IRError", "SignatureError", "SIGNATURES", "make_attrs", "infer", "promote", "CONTINUOUS"]
+           "PropagateAttrs", "LoopAttrs", "Folded", "IntegrateAttrs", "ItemAttrs", "RandomAttrs", "DrawAttrs", "Signature",
+           "IRError", "SignatureError", "SIGNATURES", "make_attrs", "infer", "promote", "CONTINUOUS", "DRAWS"]

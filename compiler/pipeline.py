@@ -29,6 +29,7 @@ from .passes.eliminate_dead_code import eliminate_dead_code
 from .passes.flatten_systems import check_weight_keys, flatten, to_program
 from .passes.fold_constants import fold_constants
 from .passes.fuse_accumulations import fuse_accumulations
+from .passes.number_streams import number_streams
 from .values import Abort
 
 
@@ -75,6 +76,8 @@ PIPELINE: tuple[Pass, ...] = (
     Pass("flatten-systems", flatten_systems, "Design -> Program: substitute wiring diagrams down to one system",
          required=True),
     Pass("discretize-odes", discretize_odes, "INTEGRATE nodes become their integrator's steps (INTEGRATORS)",
+         required=True),
+    Pass("number-streams", number_streams, "each random draw site (UNIFORM) gets its own stream id, in graph order",
          required=True),
     Pass("fold-constants", fold_constants, "evaluate constant subgraphs with the oracle's rules; apply identities"),
     Pass("eliminate-dead-code", eliminate_dead_code, "drop nodes that no result reads (LOOP bodies included)"),

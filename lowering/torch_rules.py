@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from nspec.compiler.batching import (LoopSpec, Until, aligned_shape, batch_size, batched_equation, batched_perm,
                                      iterate, sliced, stored_axes, stored_axis, stored_shape)
 from nspec.compiler.ir import DType, Graph, IRError, Node, Op, batched
+from nspec.compiler.threefry import MASK, UNIFORM_SCALE, UNIFORM_SHIFT, Words, threefry2x32
 from nspec.lowering import surrogates
 from nspec.runtime.executor import BackendError
 
@@ -485,6 +486,23 @@ def _item(s, xs, frame):
     return xs[0][s.node.attr("index")]
 
 
+# ---------------------------------------------------------------- rules: counter-based draws
+# 32-bit words held in int64 tensors and masked after each step (torch has no uint32 arithmetic).
+TORCH_WORDS = Words(add=lambda a, b: (a + b) & MASK, xor=lambda a, b: a ^ b,
+                    rotl=lambda x, r: ((x << r) & MASK) | (x >> (32 - r)), const=lambda v: v & MASK)
+
+
+def _uniform(s, xs, frame):
+    a = s.node.attrs
+    step = xs[0].reshape(-1, 1)  # [B, 1], or [1, 1] for an unbatched counter (sample 0)
+    size = int(np.prod(a.shape))
+    sample = torch.arange(step.shape[0], dtype=torch.int64, device=step.device)[:, None]
+    c1 = (sample * size + torch.arange(size, dtype=torch.int64, device=step.device)[None, :]) & MASK
+    x0, _ = threefry2x32(TORCH_WORDS, a.seed & MASK, a.stream, step & MASK, c1)
+    u = (x0 >> UNIFORM_SHIFT).to(torch.float32) * UNIFORM_SCALE
+    return u.reshape((step.shape[0],) + tuple(a.shape)) if s.batched[0] else u.reshape(a.shape)
+
+
 RULES: dict[Op, Callable] = {
     Op.CONST: _const,
     Op.ARG: _arg,
@@ -541,6 +559,7 @@ RULES: dict[Op, Callable] = {
     Op.PROPAGATE: _propagate,
     Op.LOOP: _loop,
     Op.ITEM: _item,
+    Op.UNIFORM: _uniform,
 }
 _RULE_OF = {op.value: rule for op, rule in RULES.items()}  # by the op's string: an Enum hashes in Python
 

@@ -63,6 +63,7 @@ def _op_program():
     y = b.arg("y", "input", F32, (3, 4))         # in (-1, 1)
     z = b.arg("z", "param", F32, (4,))
     idx = b.arg("idx", "param", I32, (5,))
+    k = b.arg("k", "param", I64, ())
     s = b.arg("s", "state", F32, (4,))
     half = b.const(0.5)
     for op in (Op.ADD, Op.SUB, Op.MUL, Op.DIV, Op.POW, Op.MAXIMUM, Op.MINIMUM):
@@ -83,6 +84,7 @@ def _op_program():
     for op in (Op.LOG, Op.SQRT):
         out(op.value, b.add(op, (x,), F32, (3, 4)))
     out("where", b.add(Op.WHERE, (cmp[Op.GT], x, y), F32, (3, 4)))
+    out("uniform", b.add(Op.UNIFORM, (k,), F32, (3, 4), (("seed", 7), ("stream", 2))))
     out("cast_i32", b.add(Op.CAST, (b.add(Op.MUL, (x, b.const(3.0)), F32, (3, 4)),), I32, (3, 4)))
     out("cast_f32", b.add(Op.CAST, (cmp[Op.GT],), F32, (3, 4)))
     out("spike", b.add(Op.SPIKE, (y,), F32, (3, 4), (("surrogate", "fast_sigmoid"), ("surrogate_args", (25.0,)))))
@@ -117,7 +119,8 @@ def _op_program():
     total = b.add(Op.SUM, (x,), F32, (4,), (("axes", (0,)), ("keepdims", False)))
     b.result("s", "next", b.add(Op.ADD, (s, b.add(Op.MUL, (total, half), F32, (4,))), F32, (4,)))
     monitors = [ir.Monitor("s", "state", ("s",), None, 1), ir.Monitor("p", "state", ("propagate",), None, 2)]
-    return _program("ops", b, params=[Var("z", F32, (4,)), Var("idx", I32, (5,))], states=[Var("s", F32, (4,))],
+    return _program("ops", b, params=[Var("z", F32, (4,)), Var("idx", I32, (5,)), Var("k", I64, ())],
+                    states=[Var("s", F32, (4,))],
                     inputs=[Var("x", F32, (3, 4)), Var("y", F32, (3, 4))], outputs=outs, monitors=monitors)
 
 
@@ -135,7 +138,8 @@ def test_every_op_matches_the_reference():
     x = rng.uniform(0.5, 2.0, (batch, steps, 3, 4)).astype(np.float32)
     y = rng.uniform(-1.0, 1.0, (batch, steps, 3, 4)).astype(np.float32)
     y[:, :, 0, 1] = 0.25  # exercises EQ and the comparison boundaries
-    params = {"z": rng.uniform(-1, 1, 4).astype(np.float32), "idx": np.array([3, 0, 1, 1, 2], np.int32)}
+    params = {"z": rng.uniform(-1, 1, 4).astype(np.float32), "idx": np.array([3, 0, 1, 1, 2], np.int32),
+              "k": np.array(2 ** 32 + 5, np.int64)}
     state = {"s": rng.uniform(-1, 1, (batch, 4)).astype(np.float32)}
     req = RunRequest(params, state, {"x": x, "y": y}, steps, (("s", 1), ("propagate", 2)))
     ref, got = _run_both(p, req)

@@ -16,13 +16,17 @@ elementwise op is one ``Elementwise`` entry here.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Mapping
 
 from nspec.compiler.ir import Graph, Node, Op
+from nspec.compiler.threefry import MASK, UNIFORM_SCALE, UNIFORM_SHIFT, Words, threefry2x32
 from nspec.lowering.tvm import einsum_tiles, kernels
 from nspec.lowering.tvm.tir import (LOGICAL, STRICT_CUDA, broadcast_index, cast, dtype_of, flatten, imm, is_float,
                                     promote, tvm_modules, unflatten)
+
+_U32 = "uint32"
 
 
 # ---------------------------------------------------------------- records
@@ -206,6 +210,47 @@ def _concat(graph: Graph, n: Node, xs: list, idx):
     return out
 
 
+# ---------------------------------------------------------------- counter-based draws
+def _tir_words(slots) -> Words:
+    """32-bit words as TIR uint32 expressions: additions wrap, shifts are native.  Every sum and xor
+    is stored to its own slot of the local buffer ``slots`` and read back: the rounds reuse each word
+    twice, and TVM's simplifier expands let-bound values, so unstored expressions grow exponentially."""
+    _, tirx, _, T = tvm_modules()
+    u32 = lambda v: imm(v & MASK, _U32)  # noqa: E731
+    used = [0]
+
+    def kept(value):
+        k = used[0]
+        used[0] += 1
+        T.buffer_store(slots, value, [k])
+        return tirx.BufferLoad(slots, [k])
+
+    return Words(add=lambda a, b: kept(a + b), xor=lambda a, b: kept(tirx.bitwise_xor(a, b)),
+                 rotl=lambda x, r: tirx.bitwise_or(tirx.shift_left(x, u32(r)), tirx.shift_right(x, u32(32 - r))),
+                 const=u32)
+
+
+_SLOTS = 128  # more than the sums and xors of one Threefry-2x32-20 evaluation (75)
+
+
+def _uniform(em, graph: Graph, i: int, vals, plan):
+    """UNIFORM as a kernel: each element of trial ``em.b`` (sample 0 for an unbatched counter)
+    draws at counter (step, sample * size + element)."""
+    n = graph.nodes[i]
+    a = n.attrs
+    T = tvm_modules().T
+    out = vals[i]
+    step = cast(vals[n.inputs[0]].load(()), _U32)  # int64 -> uint32 keeps the low word
+    sample = cast(em.b, _U32) if plan.flags[n.inputs[0]] else imm(0, _U32)
+    stack, idx = em.foreach(n.shape)
+    with stack:
+        w = _tir_words(T.alloc_buffer((_SLOTS,), _U32, scope="local"))
+        c1 = sample * w.const(math.prod(n.shape)) + cast(flatten(idx, n.shape), _U32)
+        x0, _ = threefry2x32(w, w.const(a.seed), w.const(a.stream), step, c1)
+        bits = tvm_modules().tirx.shift_right(x0, w.const(UNIFORM_SHIFT))
+        out.store(idx, cast(bits, "float32") * imm(UNIFORM_SCALE, "float32"))
+
+
 # ---------------------------------------------------------------- the table
 RULES: dict[Op, Rule] = {
     # -- leaves
@@ -269,6 +314,7 @@ RULES: dict[Op, Rule] = {
     Op.SCATTER_ADD: Kernel(kernels.scatter_add),
     Op.LOOP: Kernel(lambda em, graph, i, vals, plan: em.emit_loop(graph, i, vals, plan)),
     Op.ITEM: Kernel(kernels.item),
+    Op.UNIFORM: Kernel(_uniform),
 }
 
 

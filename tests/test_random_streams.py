@@ -1,0 +1,197 @@
+"""Random draws inside the time loop: Threefry-2x32-20 (``compiler/threefry.py``) against the
+Random123 paper's known answers, and the ``UNIFORM`` op bit-identical on the four backends (a
+batched run of 1000 steps, and the same run split in two chunks)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import nspec
+from nspec.compiler import ir
+from nspec.compiler.ir import DType, GraphBuilder, Op, Program, Var
+from nspec.dsl.diagnostics import NspecError
+from nspec.compiler.threefry import MASK, NUMPY_WORDS, threefry2x32, uniform_numpy
+from nspec.runtime.executor import RunRequest, executor_class
+
+BACKENDS = ["reference", "onnxruntime", "torch", "tvm"]
+
+# Salmon et al. (SC 2011), Random123's kat_vectors: threefry2x32_20 (counter, key) -> result
+KNOWN_ANSWERS = [
+    ((0x00000000, 0x00000000), (0x00000000, 0x00000000), (0x6B200159, 0x99BA4EFE)),
+    ((0xFFFFFFFF, 0xFFFFFFFF), (0xFFFFFFFF, 0xFFFFFFFF), (0x1CB996FC, 0xBB002BE7)),
+    ((0x243F6A88, 0x85A308D3), (0x13198A2E, 0x03707344), (0xC4923A9C, 0x483DF7A0)),
+]
+
+
+@pytest.mark.parametrize("counter, key, expected", KNOWN_ANSWERS)
+def test_threefry_known_answers(counter, key, expected):
+    words = [np.array([v], np.uint32) for v in (*key, *counter)]
+    with np.errstate(over="ignore"):
+        x0, x1 = threefry2x32(NUMPY_WORDS, *words)
+    assert (int(x0[0]), int(x1[0])) == expected
+
+
+def test_uniform_is_the_top_24_bits_of_the_first_word():
+    step, seed, stream = np.array([7, 2 ** 33 + 7]), 1234, 5  # the counter enters modulo 2^32
+    u = uniform_numpy(seed, stream, step, (2, 3))
+    assert u.dtype == np.float32 and u.shape == (2, 2, 3)
+    for s in range(2):
+        for e in range(6):
+            c = [np.array([v], np.uint32) for v in (seed, stream, 7, s * 6 + e)]
+            with np.errstate(over="ignore"):
+                x0, _ = threefry2x32(NUMPY_WORDS, *c)
+            assert u[s].reshape(-1)[e] == np.float32((int(x0[0]) >> 8) / 2 ** 24)
+
+
+def draw_program(seed: int = 42) -> Program:
+    """A step counter (i64 state) and three draw sites of different shapes and streams."""
+    b = GraphBuilder()
+    k = b.arg("k", "state", DType.i64, ())
+    outs = []
+    for stream, shape in enumerate([(), (5,), (2, 3)]):
+        name = f"u{stream}"
+        b.result(name, "output", b.add(Op.UNIFORM, (k,), DType.f32, shape, (("seed", seed), ("stream", stream))))
+        outs.append(Var(name, DType.f32, shape))
+    b.result("k", "next", b.add(Op.ADD, (k, b.const(np.int64(1), DType.i64)), DType.i64, ()))
+    p = Program("draws", b.build(), ir.Graph((), ()), (), (Var("k", DType.i64, ()),), (), tuple(outs), (), dt=1e-4)
+    ir.verify_program(p)
+    return p
+
+
+def run(backend: str, p: Program, start: np.ndarray, steps: int):
+    return executor_class(backend)(p).run(RunRequest({}, {"k": start}, {}, steps))
+
+
+@pytest.fixture(scope="module")
+def expected():
+    """The oracle's draws for a batch of 3 over 1000 steps, checked against Threefry directly."""
+    p = draw_program()
+    ref = run("reference", p, np.zeros(3, np.int64), 1000)
+    steps = np.arange(1000)
+    for name, shape, stream in [("u0", (), 0), ("u1", (5,), 1), ("u2", (2, 3), 2)]:
+        direct = np.stack([uniform_numpy(42, stream, np.full(3, t), shape) for t in steps], axis=1)
+        np.testing.assert_array_equal(ref.outputs[name], direct)
+    return p, ref
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_draws_are_bit_identical_on_every_backend(expected, backend):
+    p, ref = expected
+    got = run(backend, p, np.zeros(3, np.int64), 1000)
+    for name in ref.outputs:
+        np.testing.assert_array_equal(got.outputs[name], ref.outputs[name], err_msg=f"{backend} {name}")
+    np.testing.assert_array_equal(got.state["k"], [1000] * 3)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_two_chunks_equal_one_run(expected, backend):
+    p, ref = expected
+    first = run(backend, p, np.zeros(3, np.int64), 400)
+    second = run(backend, p, first.state["k"], 600)
+    for name in ref.outputs:
+        joined = np.concatenate([first.outputs[name], second.outputs[name]], axis=1)
+        np.testing.assert_array_equal(joined, ref.outputs[name], err_msg=f"{backend} {name}")
+
+
+def test_draws_are_uniform_and_independent(expected):
+    _, ref = expected
+    u = ref.outputs["u1"]
+    assert 0.0 <= u.min() and u.max() < 1.0
+    assert abs(float(u.mean()) - 0.5) < 4 * np.sqrt(1 / 12 / u.size)
+    assert not np.array_equal(u[0], u[1])  # batch samples have their own streams
+    assert not np.array_equal(ref.outputs["u1"][:, :, 0], ref.outputs["u2"][:, :, 0, 0])  # so do draw sites
+
+
+def test_batch_sample_zero_equals_an_unbatched_run(expected):
+    p, ref = expected
+    one = run("reference", p, np.zeros(1, np.int64), 1000)
+    for name in ref.outputs:
+        np.testing.assert_array_equal(one.outputs[name][0], ref.outputs[name][0])
+
+
+# ---------------------------------------------------------------- the language: rand(), uniform(), normal() in steps
+POISSON = Path(__file__).resolve().parents[1] / "specs" / "examples" / "poisson.nspec"
+
+
+@pytest.fixture(scope="module")
+def poisson():
+    model = nspec.load(str(POISSON))
+    return model, model.run(backend="reference")
+
+
+@pytest.mark.parametrize("backend", BACKENDS[1:])
+def test_poisson_spike_trains_are_identical_on_every_backend(poisson, backend):
+    model, ref = poisson
+    got = model.run(backend=backend)
+    assert len(ref["spikes.i"]) > 0
+    np.testing.assert_array_equal(got["spikes.i"], ref["spikes.i"])
+    np.testing.assert_array_equal(got["spikes.t"], ref["spikes.t"])
+
+
+def test_poisson_trials_of_a_batch_differ_and_trial_zero_is_the_single_run(poisson):
+    model, ref = poisson
+    got = model.run(backend="reference", batch=2, steps=10000)
+    first = got["spikes.trial"] == 0
+    np.testing.assert_array_equal(got["spikes.i"][first], ref["spikes.i"])
+    assert not np.array_equal(got["spikes.i"][~first], ref["spikes.i"])
+
+
+DRAWS = """
+system Noise {
+  out a: f32[4]
+  out b: f32[4]
+  out z: f32[4] mV
+  state x: f32[4] = 0
+  next x = uniform(2, 3)
+  a = x
+  b = rand() + 0 * x
+  z = normal(1 mV, 2 mV) + 0 * x * 1 mV
+}
+simulate Noise for 1 ms, dt = 0.1 ms
+"""
+
+
+def load_text(tmp_path, text: str):
+    path = tmp_path / "draws.nspec"
+    path.write_text(text)
+    return nspec.load(str(path))
+
+
+def test_each_draw_site_has_its_own_stream_and_values_in_range(tmp_path):
+    model = load_text(tmp_path, DRAWS)
+    streams = [n.attrs.stream for n in model.program.step.nodes if n.op is Op.UNIFORM]
+    assert sorted(streams) == list(range(len(streams))) and len(streams) == 4  # uniform, rand, normal's two
+    out = model.run(steps=2000)
+    a = out["a"][1:]  # a is x before this step's update: 0 at the first step
+    assert 2 <= a.min() and a.max() < 3 and 0 <= out["b"].min() and out["b"].max() < 1
+    assert not np.array_equal(out["a"][1:] - 2, out["b"][:-1])
+    z = out["z"] / 1e-3  # in mV
+    assert abs(z.mean() - 1) < 4 * 2 / np.sqrt(z.size) and abs(z.std() - 2) < 0.1
+
+
+def test_normal_draws_agree_across_backends_within_float_tolerance(tmp_path):
+    model = load_text(tmp_path, DRAWS)
+    ref = model.run(steps=50)
+    for backend in BACKENDS[1:]:
+        got = model.run(steps=50, backend=backend)
+        np.testing.assert_array_equal(got["a"], ref["a"])
+        np.testing.assert_array_equal(got["b"], ref["b"])
+        np.testing.assert_allclose(got["z"], ref["z"], rtol=1e-5, atol=1e-9)
+
+
+@pytest.mark.parametrize("body, message", [
+    ("state v: f32 = 0\n  dv/dt = rand() / (1 s)", "allowed only in initial values"),
+    ("state w: f32[2, 2] = 0\n  next w = orthogonal()", "allowed only in initial values"),
+])
+def test_draws_where_they_cannot_be(tmp_path, body, message):
+    with pytest.raises(NspecError, match=message):
+        load_text(tmp_path, f"system Bad {{\n  {body}\n}}\nsimulate Bad for 1 ms, dt = 0.1 ms\n")
+
+
+def test_draws_are_refused_in_systems_with_ticks(tmp_path):
+    text = "system Bad {\n  out y: f32\n  state c: f32 = 0\n  y = rand()\n  next c = c\n  ticks 3\n}\nsimulate Bad for 1 ms, dt = 0.1 ms\n"
+    with pytest.raises(NspecError, match="internal ticks"):
+        load_text(tmp_path, text)

@@ -81,7 +81,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     folder = Path(args.directory)
     folder.mkdir(parents=True, exist_ok=True)
-    compared = differing = 0
+    compared = differing = new = 0
     for path in specs():
         name = str(path.relative_to(ROOT / "specs")).replace("/", "__")
         out = run_spec(path, args.steps)
@@ -91,6 +91,10 @@ def main(argv=None) -> int:
         if args.mode == "save":
             np.savez(file, **{k.replace("/", "|"): np.asarray(v) for k, v in out.items()})
             print(f"saved {path.relative_to(ROOT)} ({len(out)} arrays)")
+            continue
+        if not file.exists():  # a spec added since the snapshot: nothing to compare it with
+            new += 1
+            print(f"new     {path.relative_to(ROOT)}")
             continue
         want = {k.replace("|", "/"): v for k, v in np.load(file).items()}
         compared += 1
@@ -104,7 +108,7 @@ def main(argv=None) -> int:
         else:
             print(f"same    {path.relative_to(ROOT)}")
     if args.mode == "compare":
-        print(f"{compared - differing} of {compared} specs bit-identical")
+        print(f"{compared - differing} of {compared} specs bit-identical" + (f" ({new} new, not compared)" if new else ""))
     return 1 if differing else 0
 
 

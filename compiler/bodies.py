@@ -194,7 +194,17 @@ class Body:
             self.check_assert(b, stmt)
 
     def check_assert(self, b: ExprBuilder, stmt: A.Assert) -> None:
-        v = Env(self, GraphBuilder()).b.expr(stmt.condition)
+        env = Env(self, GraphBuilder())
+        read = env.b.lookup
+
+        def compile_time_only(name: str, span: Span) -> Val | None:
+            v = read(name, span)
+            if v is not None and not v.is_static:  # a port, state or let of the step graph
+                b.fail(span, f"an assert condition must be known at compile time; '{name}' is computed at run time")
+            return v
+
+        env.b.lookup = compile_time_only
+        v = env.b.expr(stmt.condition)
         if not v.is_static or v.dtype is not DType.bool:
             b.fail(stmt.condition.span, "an assert condition must be a bool known at compile time")
         if not v.static:

@@ -19,7 +19,9 @@ from nspec.dsl import ast as A
 
 from .ir import DType, Op
 from .units import DIMENSIONLESS, describe
-from .values import Val, fmt_shape, fmt_type, fold, is_whole_number, norm_axis, static
+from .builtins_lists import arange, linspace, range_list, reversed_list
+from .builtins_random import normal, orthogonal, rand, uniform
+from .values import Val, call_args, fmt_shape, fmt_type, fold, is_whole_number, norm_axis, static
 
 if TYPE_CHECKING:
     from .expressions import ExprBuilder
@@ -27,27 +29,11 @@ if TYPE_CHECKING:
 Builtin = Callable[["ExprBuilder", A.Call], Val]
 
 
-def _args(b: ExprBuilder, e: A.Call, n_min: int, n_max: int, kw: tuple[str, ...] = ()) -> tuple[list[A.Expr], dict[str, A.Expr]]:
-    name = e.func.id
-    if not n_min <= len(e.args) <= n_max:
-        want = f"{n_min}" if n_min == n_max else f"{n_min} to {n_max}"
-        b.fail(e.span, f"{name}() takes {want} positional argument{'s' if n_max != 1 else ''}, got {len(e.args)}")
-    kwargs = {}
-    for k in e.kwargs:
-        if k.name not in kw:
-            allowed = f"; it accepts {', '.join(kw)}" if kw else ""
-            b.fail(k.span, f"{name}() has no argument '{k.name}'{allowed}")
-        if k.name in kwargs:
-            b.fail(k.span, f"argument '{k.name}' given twice")
-        kwargs[k.name] = k.value
-    return list(e.args), kwargs
-
-
 def _dimensionless_math(op: Op) -> Builtin:
     """exp(), sigmoid(), ...: a dimensionless float in, a dimensionless float out (folded in float64)."""
     def fn(b: ExprBuilder, e: A.Call) -> Val:
         name = e.func.id
-        (arg,), _ = _args(b, e, 1, 1)
+        (arg,), _ = call_args(b, e, 1, 1)
         x = b.expr(arg)
         b.require_numeric(x, e.span, f"apply {name} to")
         if not x.dim.dimensionless:
@@ -64,7 +50,7 @@ def _dimensionless_math(op: Op) -> Builtin:
 def _unit_preserving(op: Op) -> Builtin:
     """relu(), abs(), floor(): any numeric value in, the same dtype and unit out."""
     def fn(b: ExprBuilder, e: A.Call) -> Val:
-        (arg,), _ = _args(b, e, 1, 1)
+        (arg,), _ = call_args(b, e, 1, 1)
         x = b.expr(arg)
         b.require_numeric(x, e.span, f"apply {e.func.id} to")
         if x.is_static and not isinstance(x.static, list):
@@ -75,7 +61,7 @@ def _unit_preserving(op: Op) -> Builtin:
 
 
 def _sqrt(b: ExprBuilder, e: A.Call) -> Val:
-    (arg,), _ = _args(b, e, 1, 1)
+    (arg,), _ = call_args(b, e, 1, 1)
     x = b.expr(arg)
     b.require_numeric(x, e.span, "take the square root of")
     if x.is_static and not isinstance(x.static, list):
@@ -86,7 +72,7 @@ def _sqrt(b: ExprBuilder, e: A.Call) -> Val:
 
 
 def _convert(b: ExprBuilder, e: A.Call) -> Val:
-    (arg,), _ = _args(b, e, 1, 1)
+    (arg,), _ = call_args(b, e, 1, 1)
     x = b.expr(arg)
     target = {"float": b.float_dtype, "int": DType.i64, "bool": DType.bool}[e.func.id]
     if x.is_static and not isinstance(x.static, list):
@@ -98,14 +84,14 @@ def _convert(b: ExprBuilder, e: A.Call) -> Val:
 
 
 def _heaviside(b: ExprBuilder, e: A.Call) -> Val:
-    (arg,), _ = _args(b, e, 1, 1)
+    (arg,), _ = call_args(b, e, 1, 1)
     x = b.as_float(b.expr(arg), e.span)
     return b.add(Op.SPIKE, [x], x.dtype, x.shape, DIMENSIONLESS, e.span,
                  (("surrogate", "straight_through"), ("surrogate_args", ())))
 
 
 def _where(b: ExprBuilder, e: A.Call) -> Val:
-    (c, x, y), _ = _args(b, e, 3, 3)
+    (c, x, y), _ = call_args(b, e, 3, 3)
     cv, xv, yv = b.expr(c), b.expr(x), b.expr(y)
     if cv.dtype is not DType.bool:
         b.fail(c.span, f"where() needs a bool condition, got {fmt_type(cv)}")
@@ -125,7 +111,7 @@ def _where(b: ExprBuilder, e: A.Call) -> Val:
 
 
 def _maxmin(b: ExprBuilder, e: A.Call) -> Val:
-    (x, y), _ = _args(b, e, 2, 2)
+    (x, y), _ = call_args(b, e, 2, 2)
     xv, yv = b.expr(x), b.expr(y)
     b.same_dim(xv, yv, e.span, e.func.id)
     dtype = b.result_dtype(xv, yv, e.span, e.func.id)
@@ -138,7 +124,7 @@ def _maxmin(b: ExprBuilder, e: A.Call) -> Val:
 
 
 def _clip(b: ExprBuilder, e: A.Call) -> Val:
-    (x, lo, hi), _ = _args(b, e, 3, 3)
+    (x, lo, hi), _ = call_args(b, e, 3, 3)
     xv, lov, hiv = b.expr(x), b.expr(lo), b.expr(hi)
     for v, part in ((lov, lo), (hiv, hi)):
         if v.dim != xv.dim:
@@ -166,7 +152,7 @@ def _reduce(b: ExprBuilder, e: A.Call) -> Val:
     if name in ("max", "min") and len(e.args) == 2:
         b.fail(e.span, f"{name}() reduces one tensor; for the elementwise {name}imum of two values use "
                        f"{name}imum(a, b)")
-    (arg,), kw = _args(b, e, 1, 1, ("axis", "keepdims"))
+    (arg,), kw = call_args(b, e, 1, 1, ("axis", "keepdims"))
     x = b.expr(arg)
     b.require_numeric(x, e.span, f"take the {name} of")
     if x.shape == ():
@@ -181,7 +167,7 @@ def _reduce(b: ExprBuilder, e: A.Call) -> Val:
 
 
 def _argmax(b: ExprBuilder, e: A.Call) -> Val:
-    (arg,), kw = _args(b, e, 1, 1, ("axis",))
+    (arg,), kw = call_args(b, e, 1, 1, ("axis",))
     x = b.expr(arg)
     (axis,) = _axes(b, kw.get("axis"), len(x.shape), (len(x.shape) - 1,))
     shape = x.shape[:axis] + x.shape[axis + 1:]
@@ -189,7 +175,7 @@ def _argmax(b: ExprBuilder, e: A.Call) -> Val:
 
 
 def _softmax(b: ExprBuilder, e: A.Call) -> Val:
-    (arg,), kw = _args(b, e, 1, 1, ("axis",))
+    (arg,), kw = call_args(b, e, 1, 1, ("axis",))
     x = b.as_float(b.expr(arg), e.span)
     if not x.dim.dimensionless:
         b.fail(arg.span, f"{e.func.id}() needs a dimensionless argument, got {describe(x.dim)}")
@@ -203,7 +189,7 @@ def _softmax(b: ExprBuilder, e: A.Call) -> Val:
 
 
 def _layernorm(b: ExprBuilder, e: A.Call) -> Val:
-    args, kw = _args(b, e, 1, 3, ("eps",))
+    args, kw = call_args(b, e, 1, 3, ("eps",))
     x = b.as_float(b.expr(args[0]), e.span)
     if not x.shape:
         b.fail(args[0].span, "layernorm() needs a tensor, got a scalar")
@@ -219,7 +205,7 @@ def _layernorm(b: ExprBuilder, e: A.Call) -> Val:
 
 
 def _glu(b: ExprBuilder, e: A.Call) -> Val:
-    (arg,), kw = _args(b, e, 1, 1, ("axis",))
+    (arg,), kw = call_args(b, e, 1, 1, ("axis",))
     x = b.as_float(b.expr(arg), e.span)
     (axis,) = _axes(b, kw.get("axis"), len(x.shape), (len(x.shape) - 1,))
     n = x.shape[axis]
@@ -240,7 +226,7 @@ def _glu(b: ExprBuilder, e: A.Call) -> Val:
 
 
 def _linear(b: ExprBuilder, e: A.Call) -> Val:
-    args, _ = _args(b, e, 2, 3)
+    args, _ = call_args(b, e, 2, 3)
     x = b.as_float(b.expr(args[0]), e.span)
     w = b.as_float(b.expr(args[1]), e.span)
     if len(w.shape) != 2:
@@ -296,7 +282,7 @@ def _einsum(b: ExprBuilder, e: A.Call) -> Val:
 
 
 def _outer(b: ExprBuilder, e: A.Call) -> Val:
-    (x, y), _ = _args(b, e, 2, 2)
+    (x, y), _ = call_args(b, e, 2, 2)
     xv, yv = b.as_float(b.expr(x), e.span), b.as_float(b.expr(y), e.span)
     lx, ly = "abcd"[: len(xv.shape)], "efgh"[: len(yv.shape)]
     if len(xv.shape) == 2 and len(yv.shape) == 1:
@@ -315,7 +301,7 @@ def _outer(b: ExprBuilder, e: A.Call) -> Val:
 
 
 def _reshape(b: ExprBuilder, e: A.Call) -> Val:
-    (x, s), _ = _args(b, e, 2, 2)
+    (x, s), _ = call_args(b, e, 2, 2)
     xv = b.expr(x)
     shape = list(b.static_shape(s, "reshape()'s shape"))
     size = int(np.prod(xv.shape))
@@ -331,7 +317,7 @@ def _reshape(b: ExprBuilder, e: A.Call) -> Val:
 
 
 def _transpose(b: ExprBuilder, e: A.Call) -> Val:
-    args, _ = _args(b, e, 1, 2)
+    args, _ = call_args(b, e, 1, 2)
     xv = b.expr(args[0])
     perm = b.static_shape(args[1], "transpose()'s permutation") if len(args) == 2 else tuple(reversed(range(len(xv.shape))))
     if sorted(perm) != list(range(len(xv.shape))):
@@ -340,7 +326,7 @@ def _transpose(b: ExprBuilder, e: A.Call) -> Val:
 
 
 def _broadcast(b: ExprBuilder, e: A.Call) -> Val:
-    (x, s), _ = _args(b, e, 2, 2)
+    (x, s), _ = call_args(b, e, 2, 2)
     xv = b.expr(x)
     shape = b.static_shape(s, "broadcast()'s shape")
     try:
@@ -352,7 +338,7 @@ def _broadcast(b: ExprBuilder, e: A.Call) -> Val:
 
 
 def _concat(b: ExprBuilder, e: A.Call) -> Val:
-    (items,), kw = _args(b, e, 1, 1, ("axis",))
+    (items,), kw = call_args(b, e, 1, 1, ("axis",))
     if not isinstance(items, A.ListExpr) or not items.items:
         b.fail(items.span, f"{e.func.id}() takes a non-empty list: {e.func.id}([a, b], axis = 0)")
     vals = [b.expr(i) for i in items.items]
@@ -378,7 +364,7 @@ def _concat(b: ExprBuilder, e: A.Call) -> Val:
 
 
 def _gather(b: ExprBuilder, e: A.Call) -> Val:
-    (x, idx), kw = _args(b, e, 2, 2, ("axis",))
+    (x, idx), kw = call_args(b, e, 2, 2, ("axis",))
     xv, iv = b.expr(x), b.expr(idx)
     if iv.dtype not in (DType.i64, DType.i32):
         b.fail(idx.span, f"gather() indices must be i64, got {fmt_type(iv)}")
@@ -388,7 +374,7 @@ def _gather(b: ExprBuilder, e: A.Call) -> Val:
 
 
 def _scatter_add(b: ExprBuilder, e: A.Call) -> Val:
-    (base, idx, vals), kw = _args(b, e, 3, 3, ("axis",))
+    (base, idx, vals), kw = call_args(b, e, 3, 3, ("axis",))
     bv, iv, vv = b.expr(base), b.expr(idx), b.expr(vals)
     if iv.dtype not in (DType.i64, DType.i32) or len(iv.shape) != 1:
         b.fail(idx.span, f"scatter_add() indices must be a 1-D i64 tensor, got {fmt_type(iv)}")
@@ -403,7 +389,7 @@ def _scatter_add(b: ExprBuilder, e: A.Call) -> Val:
 
 
 def _segment_sum(b: ExprBuilder, e: A.Call) -> Val:
-    (x, n), _ = _args(b, e, 2, 2)
+    (x, n), _ = call_args(b, e, 2, 2)
     xv = b.expr(x)
     k = b.static_int(n, "the number of segments")
     if not xv.shape or k <= 0 or xv.shape[-1] % k:
@@ -415,7 +401,7 @@ def _segment_sum(b: ExprBuilder, e: A.Call) -> Val:
 
 
 def _one_hot(b: ExprBuilder, e: A.Call) -> Val:
-    (i, n), _ = _args(b, e, 2, 2)
+    (i, n), _ = call_args(b, e, 2, 2)
     iv = b.expr(i)
     k = b.static_int(n, "one_hot()'s size")
     if iv.dtype not in (DType.i64, DType.i32):
@@ -429,45 +415,8 @@ def _one_hot(b: ExprBuilder, e: A.Call) -> Val:
     return b.cast(eq, b.float_dtype, e.span)
 
 
-MAX_COMPILE_TIME_ELEMENTS = 2**26  # a compile-time list holds at most this many values (512 MiB of int64)
-
-
-def _check_count(b: ExprBuilder, span, what: str, count: int) -> None:
-    """Refuse a compile-time list too long to build, before building it."""
-    if count > MAX_COMPILE_TIME_ELEMENTS:
-        b.fail(span, f"{what} would build a compile-time list of {count:,} values; at most "
-                     f"{MAX_COMPILE_TIME_ELEMENTS:,} (2**26)")
-
-
-def _arange(b: ExprBuilder, e: A.Call) -> Val:
-    (n,), _ = _args(b, e, 1, 1)
-    k = b.static_int(n, "arange()'s size")
-    _check_count(b, n.span, "arange()", k)
-    return static(np.arange(k, dtype=np.int64))
-
-
-def _range(b: ExprBuilder, e: A.Call) -> Val:
-    """Python's range(stop) / range(start, stop[, step]): a compile-time list of ints (``for`` loops)."""
-    args, _ = _args(b, e, 1, 3)
-    bounds = [b.static_int(a, f"range()'s {what}") for a, what in
-              zip(args, ("stop",) if len(args) == 1 else ("start", "stop", "step"))]
-    if len(bounds) == 3 and bounds[2] == 0:
-        b.fail(args[2].span, "range()'s step must not be 0")
-    _check_count(b, e.span, "range()", len(range(*bounds)))
-    return static(np.arange(*bounds, dtype=np.int64))
-
-
-def _reversed(b: ExprBuilder, e: A.Call) -> Val:
-    """The items of a compile-time list, last first: ``for i in reversed(range(n))``."""
-    (items,), _ = _args(b, e, 1, 1)
-    v = b.expr(items)
-    if not v.is_static or np.ndim(v.static) != 1:
-        b.fail(items.span, "reversed() takes a list known at compile time, like range(n) or [1, 2, 3]")
-    return replace(v, static=list(v.static)[::-1] if isinstance(v.static, list) else np.asarray(v.static)[::-1].copy())
-
-
 def _zeros(b: ExprBuilder, e: A.Call) -> Val:
-    args, _ = _args(b, e, 0, 1)
+    args, _ = call_args(b, e, 0, 1)
     shape = b.static_shape(args[0], f"{e.func.id}()'s shape") if args else b.target_shape
     fill = 0.0 if e.func.id == "zeros" else 1.0
     return static(np.full(shape, fill, dtype=np.float32))
@@ -475,7 +424,7 @@ def _zeros(b: ExprBuilder, e: A.Call) -> Val:
 
 def _rope(b: ExprBuilder, e: A.Call) -> Val:
     """BDH's rotary phase: v*cos(phi) + rot(v)*sin(phi), phi = 2*pi*((pos*freqs) mod 1)."""
-    args, kw = _args(b, e, 2, 3, ("theta",))
+    args, kw = call_args(b, e, 2, 3, ("theta",))
     x = b.as_float(b.expr(args[0]), e.span)
     pos = b.as_float(b.expr(args[1]), e.span)
     if not x.shape or x.shape[-1] % 2:
@@ -517,7 +466,7 @@ def _rope(b: ExprBuilder, e: A.Call) -> Val:
 
 def _topk_mask(b: ExprBuilder, e: A.Call) -> Val:
     """1 where x is among the k largest along the last axis (ties resolved by rank counting)."""
-    (x, k), _ = _args(b, e, 2, 2)
+    (x, k), _ = call_args(b, e, 2, 2)
     xv = b.as_float(b.expr(x), e.span)
     kk = b.static_int(k, "topk_mask()'s k")
     n = xv.shape[-1] if xv.shape else 0
@@ -532,7 +481,7 @@ def _topk_mask(b: ExprBuilder, e: A.Call) -> Val:
 
 
 def _entropy(b: ExprBuilder, e: A.Call) -> Val:
-    (p,), kw = _args(b, e, 1, 1, ("axis",))
+    (p,), kw = call_args(b, e, 1, 1, ("axis",))
     pv = b.as_float(b.expr(p), e.span)
     (axis,) = _axes(b, kw.get("axis"), len(pv.shape), (len(pv.shape) - 1,))
     logp = b.add(Op.LOG, [b.binary_raw(Op.MAXIMUM, pv, static(1e-30), e.span)], pv.dtype, pv.shape, DIMENSIONLESS, e.span)
@@ -540,94 +489,6 @@ def _entropy(b: ExprBuilder, e: A.Call) -> Val:
     s = b.add(Op.SUM, [prod], pv.dtype, pv.shape[:axis] + pv.shape[axis + 1:], DIMENSIONLESS, e.span,
               (("axes", (axis,)), ("keepdims", False)))
     return b.add(Op.NEG, [s], pv.dtype, s.shape, DIMENSIONLESS, e.span)
-
-
-# ---------------------------------------------------------------- initialisers (init graphs only)
-def _random(b: ExprBuilder, e: A.Call, dist: str, defaults: tuple[float, float]) -> Val:
-    if not b.allow_random and (b.draw is None or dist == "orthogonal"):
-        b.fail(e.span, f"{e.func.id}() draws random numbers, which is allowed only in initial values "
-                       "(param and state declarations)" + (" and in step equations" if dist != "orthogonal" else ""))
-    args, _ = _args(b, e, 0, 2)
-    vals = [b.expr(a) for a in args] + [static(d) for d in defaults[len(args):]]
-    if dist == "uniform" and vals[0].dim != vals[1].dim:
-        b.fail(e.span, f"uniform(lo, hi): the bounds have different units ({describe(vals[0].dim)}, "
-                       f"{describe(vals[1].dim)})")
-    if dist == "normal" and vals[1].dim != vals[0].dim and args:
-        b.fail(e.span, "normal(mean, std): mean and std must have the same unit")
-    dim = vals[0].dim if args else DIMENSIONLESS
-    for v, a in zip(vals, list(args) + [None, None]):
-        if v.shape != ():
-            b.fail(a.span if a is not None else e.span, f"{e.func.id}() takes scalar arguments")
-    if not b.allow_random:
-        return STEP_DRAWS[dist](b, vals[0], vals[1], e.span)
-    ins = [b.cast(v, b.float_dtype, e.span) if not v.is_static else replace(v, dtype=b.float_dtype) for v in vals]
-    return b.add(Op.RANDOM, ins, b.float_dtype, b.target_shape, dim, e.span, (("dist", dist),))
-
-
-def _step_uniform(b: ExprBuilder, lo: Val, hi: Val, span) -> Val:
-    """lo + (hi - lo) * u, u a fresh f32 draw in [0, 1) per element of the target shape."""
-    u = b.draw(b.target_shape, span)
-    return b.binary("+", lo, b.binary("*", b.binary("-", hi, lo, span), u, span), span)
-
-
-def _step_normal(b: ExprBuilder, mean: Val, std: Val, span) -> Val:
-    """Box-Muller from two uniform draws: sqrt(-2 ln(1 - u1)) cos(2 pi u2) (1 - u1 > 0, so finite)."""
-    u1, u2 = b.draw(b.target_shape, span), b.draw(b.target_shape, span)
-    shape = u1.shape
-    log = b.add(Op.LOG, [b.binary("-", static(1.0), u1, span)], DType.f32, shape, DIMENSIONLESS, span)
-    r = b.add(Op.SQRT, [b.binary("*", static(-2.0), log, span)], DType.f32, shape, DIMENSIONLESS, span)
-    c = b.add(Op.COS, [b.binary("*", static(2 * math.pi), u2, span)], DType.f32, shape, DIMENSIONLESS, span)
-    return b.binary("+", mean, b.binary("*", std, b.binary("*", r, c, span), span), span)
-
-
-STEP_DRAWS = {"uniform": _step_uniform, "normal": _step_normal}  # random draws inside step equations
-
-
-def _rand(b: ExprBuilder, e: A.Call) -> Val:
-    """Brian2's rand(): a uniform draw in [0, 1)."""
-    return _random(b, e, "uniform", (0.0, 1.0))
-
-
-def _uniform(b: ExprBuilder, e: A.Call) -> Val:
-    return _random(b, e, "uniform", (0.0, 1.0))
-
-
-def _normal(b: ExprBuilder, e: A.Call) -> Val:
-    return _random(b, e, "normal", (0.0, 1.0))
-
-
-def _orthogonal(b: ExprBuilder, e: A.Call) -> Val:
-    if len(b.target_shape) != 2:
-        b.fail(e.span, "orthogonal() initialises a matrix; the declared type must be 2-D")
-    return _random(b, e, "orthogonal", (1.0, 0.0))
-
-
-def _linspace(b: ExprBuilder, e: A.Call) -> Val:
-    """``linspace(a, b)`` fills the declared type; ``linspace(a, b, n)`` is a list of n values (float64,
-    like numpy's: ``int(linspace(256, 16, 5))`` are the CTM U-Net's widths)."""
-    args, _ = _args(b, e, 2, 3)
-    lo, hi = args[:2]
-    lv, hv = b.static_value(lo, "linspace()'s start"), b.static_value(hi, "linspace()'s stop")
-    if lv.dim != hv.dim:
-        b.fail(e.span, f"{e.func.id}(): the bounds have different units")
-    if len(args) == 3:
-        n = b.static_int(args[2], f"{e.func.id}()'s number of values")
-        if n < 0:
-            b.fail(args[2].span, f"{e.func.id}() needs a number of values >= 0, got {n}")
-        _check_count(b, args[2].span, f"{e.func.id}()", n)
-        if e.func.id == "logspace" and (float(lv.static) <= 0 or float(hv.static) <= 0):
-            b.fail(e.span, "logspace(a, b) needs positive bounds")
-        values = (np.linspace(float(lv.static), float(hv.static), n) if e.func.id == "linspace" else
-                  np.logspace(math.log10(float(lv.static)), math.log10(float(hv.static)), n))
-        return static(values, lv.dim)
-    n = int(np.prod(b.target_shape)) if b.target_shape else 1
-    if e.func.id == "linspace":
-        values = np.linspace(float(lv.static), float(hv.static), n)
-    else:
-        if float(lv.static) <= 0 or float(hv.static) <= 0:
-            b.fail(e.span, "logspace(a, b) needs positive bounds")
-        values = np.logspace(math.log10(float(lv.static)), math.log10(float(hv.static)), n)
-    return static(values.reshape(b.target_shape).astype(np.float32), lv.dim)
 
 
 BUILTINS: dict[str, Builtin] = {
@@ -652,8 +513,8 @@ BUILTINS: dict[str, Builtin] = {
     "reshape": _reshape, "transpose": _transpose, "broadcast": _broadcast, "concat": _concat, "stack": _concat,
     "gather": _gather, "scatter_add": _scatter_add, "segment_sum": _segment_sum, "one_hot": _one_hot,
     # compile-time sequences and constants
-    "arange": _arange, "range": _range, "reversed": _reversed, "zeros": _zeros, "ones": _zeros,
-    "linspace": _linspace, "logspace": _linspace,
-    # random initialisers (init graphs only)
-    "uniform": _uniform, "rand": _rand, "normal": _normal, "orthogonal": _orthogonal,
+    "arange": arange, "range": range_list, "reversed": reversed_list, "zeros": _zeros, "ones": _zeros,
+    "linspace": linspace, "logspace": linspace,
+    # random draws: initialisers, and counter-based draws in step equations
+    "uniform": uniform, "rand": rand, "normal": normal, "orthogonal": orthogonal,
 }

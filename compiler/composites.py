@@ -21,7 +21,7 @@ import numpy as np
 from nspec.dsl import ast as A
 from nspec.dsl.diagnostics import Span
 
-from .bodies import check_merge, resolve_type
+from .declared_types import check_merge, resolve_type
 from .expressions import Abort, ExprBuilder, Val, fmt_shape, static
 from .ir import DType, GraphBuilder, Op, Var
 from .networks import static_builder

@@ -21,7 +21,8 @@ from nspec.dsl import ast as A
 from nspec.dsl.diagnostics import Collector, Diagnostic, SourceMap, Span
 from nspec.dsl.parser import parse
 
-from .bodies import build_body, unit_of
+from .bodies import build_body
+from .declared_types import unit_of
 from .composites import build_composite, build_workspace
 from .expressions import Abort, ExprBuilder, Val, static
 from .ir import DType, GraphBuilder

@@ -26,7 +26,8 @@ import numpy as np
 from nspec.dsl import ast as A
 from nspec.dsl.diagnostics import Span
 
-from .bodies import Body, Env, build_body, check_merge, resolve_type
+from .bodies import Body, Env, build_body
+from .declared_types import check_merge, resolve_type
 from .expressions import MAX_SIZE, Abort, ExprBuilder, Val, static
 from .ir import DType, GraphBuilder, Monitor, Op
 from .systems import BoxIR, Composite, PortSig, Primitive, WireIR

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from nspec.dsl import ast as A
 from nspec.dsl.diagnostics import Span
 from .interpret import RULES as ORACLE_RULES
 
@@ -91,3 +92,21 @@ def fold(op: Op, *values, dtype: DType | None = None) -> np.ndarray:
         dtype = _DTYPE_OF[np.result_type(*xs[1:] if op is Op.WHERE else xs)]
     node = Node(op, tuple(range(len(xs))), dtype, tuple(np.broadcast_shapes(*(x.shape for x in xs))))
     return np.asarray(ORACLE_RULES[op](node, xs, [False] * len(xs), None))
+
+
+def call_args(b, e: A.Call, n_min: int, n_max: int, kw: tuple[str, ...] = ()) -> tuple[list, dict]:
+    """A call's positional arguments and its keyword arguments by name, checked against what the
+    built-in accepts (``b`` is the ExprBuilder that reports a mistake)."""
+    name = e.func.id
+    if not n_min <= len(e.args) <= n_max:
+        want = f"{n_min}" if n_min == n_max else f"{n_min} to {n_max}"
+        b.fail(e.span, f"{name}() takes {want} positional argument{'s' if n_max != 1 else ''}, got {len(e.args)}")
+    kwargs = {}
+    for k in e.kwargs:
+        if k.name not in kw:
+            allowed = f"; it accepts {', '.join(kw)}" if kw else ""
+            b.fail(k.span, f"{name}() has no argument '{k.name}'{allowed}")
+        if k.name in kwargs:
+            b.fail(k.span, f"argument '{k.name}' given twice")
+        kwargs[k.name] = k.value
+    return list(e.args), kwargs

@@ -1,0 +1,56 @@
+"""Declared types: ``f32[n, d] mV`` -> (dtype, shape, physical dimension), port merge rules and unit
+expressions, as systems, neurons, composites and networks declare them."""
+
+from __future__ import annotations
+
+from nspec.dsl import ast as A
+
+from .expressions import ExprBuilder
+from .ir import DType
+from .systems import MERGES
+from .units import DIMENSIONLESS, Dim, describe, is_unit, unit
+
+DTYPES = {"f32": DType.f32, "f64": DType.f64, "i32": DType.i32, "i64": DType.i64, "bool": DType.bool,
+          "spike": DType.f32, "float": DType.f32, "int": DType.i64}
+
+
+def check_merge(b: ExprBuilder, port: A.Port, dtype: DType) -> str:
+    """A port's merge monoid (default sum); 'or' only on bool or spike ports."""
+    merge = port.merge or "sum"
+    if merge not in MERGES:
+        b.fail(port.span, f"unknown merge '{merge}'; use one of {', '.join(MERGES)}")
+    if merge == "or" and dtype is not DType.bool and port.type.dtype != "spike":
+        b.fail(port.span, "merge 'or' needs a bool or spike port")
+    return merge
+
+
+def unit_of(b: ExprBuilder, u: A.UnitExpr) -> tuple[float, Dim]:
+    if isinstance(u, A.UnitOne):
+        if u.value != 1:
+            b.fail(u.span, f"a unit expression may use the number 1 only (as in 1/s), not {u.value:g}")
+        return 1.0, DIMENSIONLESS
+    if isinstance(u, A.UnitAtom):
+        if not is_unit(u.name):
+            b.fail(u.span, f"unknown unit '{u.name}'")
+        scale, dim = unit(u.name)
+        return scale ** u.exponent, dim ** u.exponent
+    ls, ld = unit_of(b, u.left)
+    rs, rd = unit_of(b, u.right)
+    return (ls * rs, ld * rd) if u.op == "*" else (ls / rs, ld / rd)
+
+
+def resolve_type(b: ExprBuilder, t: A.TensorType | None, default: DType = DType.f32):
+    """(dtype, shape, dim) of a declared type; sizes must be positive compile-time integers."""
+    if t is None:
+        return default, (), DIMENSIONLESS
+    dtype = DTYPES.get(t.dtype, default) if t.dtype else default
+    if t.dtype in ("str",):
+        b.fail(t.span, "'str' is the type of hyperparameters only")
+    shape = []
+    for s in t.shape or ():
+        n = b.static_int(s, "a size")
+        if n < 0:
+            b.fail(s.span, f"a size must not be negative, got {n}")
+        shape.append(n)
+    dim = unit_of(b, t.unit)[1] if t.unit is not None else DIMENSIONLESS
+    return dtype, tuple(shape), dim

@@ -12,12 +12,18 @@ an expression with a literal in place of a state folds at compile time (in float
 language's untyped literals), which the IR cannot redo bit for bit.  Exact integration is the
 matrix exponential of the constant coefficient matrix A (measured at elaboration by probing
 the right-hand side in float64), computed once at compile time.
+
+Stochastic equations dx/dt = f(x) + sum_k g_k(x) xi_k (white noise, Ito) are integrated by an
+entry's ``stochastic`` scheme: Euler-Maruyama, x + f dt + sum_k g_k sqrt(dt) N_k, for ``euler``,
+and the derivative-free Milstein scheme for ``milstein``, with N_k the step's N(0, 1) draws.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Callable
+
+import math
 
 import numpy as np
 from scipy.linalg import expm
@@ -59,12 +65,19 @@ class Problem:
     coefficients: np.ndarray | None                 # A of dx/dt = A x + b(t) (linear schemes)
     hold: Val | None                                # refractory: ``held`` keep their value
     held: tuple[str, ...]
+    # white noise: f and the factors g at the given state values (state -> noise -> g), from one
+    # copy of the right-hand side; the step's N(0, 1) draw of each noise; the states whose
+    # factors depend on the states (multiplicative noise)
+    sde: Callable[[dict[str, Val]], tuple[dict[str, Val], dict[str, dict[str, Val]]]] | None = None
+    noise: dict[str, Val] = field(default_factory=dict)
+    multiplicative: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
 class Integrator:
     """One integration method: ``build(problem) -> new state values``, the probes it reads and,
-    for ``kind == "explicit_rk"``, its Butcher tableau."""
+    for ``kind == "explicit_rk"``, its Butcher tableau; ``stochastic`` builds the step of
+    equations with noise (None: the method cannot integrate noise)."""
 
     name: str
     kind: str            # explicit_rk | exp_euler | exact
@@ -72,6 +85,8 @@ class Integrator:
     tableau: Tableau | None = None
     probes: tuple[Probe, ...] = ()
     linear: bool = False  # needs constant coefficients (measured at elaboration)
+    stochastic: Callable[[Problem], dict[str, Val]] | None = None
+    max_noises: int | None = None  # independent noises one group of equations may have (None: any)
 
 
 def explicit_rk(tableau: Tableau, xs: dict, f: Callable[[dict], dict], axpy: Callable, dt: float) -> dict:
@@ -158,21 +173,61 @@ def hold_states(p: Problem, new: dict[str, Val]) -> dict[str, Val]:
     return new
 
 
+def axpy(b: ExprBuilder, x: Val, terms, span: Span) -> Val:
+    """``x + sum coef * k`` for ``terms`` = [(coef, k), ...], coef a number or a value."""
+    acc = x
+    for coef, k in terms:
+        acc = b.binary("+", acc, b.binary("*", static(coef) if isinstance(coef, float) else coef, k, span), span)
+    return acc
+
+
 # ---------------------------------------------------------------- schemes
 def _explicit(tableau: Tableau) -> Callable[[Problem], dict[str, Val]]:
     def build(p: Problem) -> dict[str, Val]:
-        b = p.b
         span = next(iter(p.spans.values()))
-
-        def axpy(x: Val, terms):
-            acc = x
-            for coef, k in terms:
-                acc = b.binary("+", acc, b.binary("*", static(coef), k, span), span)
-            return acc
-
-        return hold_states(p, explicit_rk(tableau, p.xs, p.f, axpy, p.dt))
+        return hold_states(p, explicit_rk(tableau, p.xs, p.f, lambda x, terms: axpy(p.b, x, terms, span), p.dt))
 
     return build
+
+
+def _euler_maruyama(p: Problem) -> dict[str, Val]:
+    """x_new = x + f(x) dt + sum_k g_k(x) sqrt(dt) N_k (Ito); held states hold their noise too."""
+    f, g = p.sde(p.xs)
+    dw = _increments(p)
+    return hold_states(p, {n: axpy(p.b, x, [(p.dt, f[n]), *((dw[k], gk) for k, gk in g[n].items())], p.spans[n])
+                           for n, x in p.xs.items()})
+
+
+def _milstein(p: Problem) -> dict[str, Val]:
+    """Euler-Maruyama plus the derivative-free Milstein correction of one noise with dW = sqrt(dt) N
+    (Kloeden & Platen 1992, eq. 11.1.5; Brian2's ``milstein``):
+    x_new = x + f dt + g dW + (g(x_s) - g(x)) (dW^2 - dt) / (2 sqrt(dt)), x_s = x + f dt + g sqrt(dt).
+    The correction is 0 for additive noise (g independent of the states): then it is Euler-Maruyama."""
+    b, dt = p.b, p.dt
+    f, g = p.sde(p.xs)
+    dw = _increments(p)
+    new = {n: axpy(b, x, [(dt, f[n]), *((dw[k], gk) for k, gk in g[n].items())], p.spans[n]) for n, x in p.xs.items()}
+    if not p.multiplicative:
+        return hold_states(p, new)
+    (noise,) = p.noise  # the elaborator allows milstein one noise per group (max_noises)
+    root = math.sqrt(dt)
+    support = {n: axpy(b, x, [(dt, f[n]), *((root, gk) for gk in g[n].values())], p.spans[n]) for n, x in p.xs.items()}
+    _, g_support = p.sde(support)
+    draw = p.noise[noise]
+    span = next(iter(p.spans.values()))
+    # (dW^2 - dt) / (2 sqrt(dt)) = sqrt(dt) (N^2 - 1) / 2
+    scale = b.binary("*", static(root / 2), b.binary("-", b.binary("*", draw, draw, span), static(1.0), span), span)
+    for n in p.multiplicative:
+        if noise in g[n]:
+            diff = b.binary("-", g_support[n][noise], g[n][noise], p.spans[n])
+            new[n] = axpy(b, new[n], [(scale, diff)], p.spans[n])
+    return hold_states(p, new)
+
+
+def _increments(p: Problem) -> dict[str, Val]:
+    """Each noise's Wiener increment dW = sqrt(dt) N over this step."""
+    span = next(iter(p.spans.values()))
+    return {k: p.b.binary("*", static(math.sqrt(p.dt)), v, span) for k, v in p.noise.items()}
 
 
 def _exp_euler(p: Problem) -> dict[str, Val]:
@@ -248,13 +303,20 @@ _TABLEAUS: tuple[tuple[str, Tableau], ...] = (
     ("rk4", (((0.5,), (0.0, 0.5), (0.0, 0.0, 1.0)), (1 / 6, 1 / 3, 1 / 3, 1 / 6))),
 )
 
+_STOCHASTIC = {"euler": _euler_maruyama}  # explicit schemes that also integrate noise
+
 # Every integration method (the order is the one diagnostics list them in).
 INTEGRATORS: dict[str, Integrator] = {i.name: i for i in (
     Integrator("exact", "exact", _exact, probes=_FORCING, linear=True),
     Integrator("exp_euler", "exp_euler", _exp_euler, probes=_AT_0_AND_1),
-    *(Integrator(name, "explicit_rk", _explicit(t), tableau=t) for name, t in _TABLEAUS),
+    *(Integrator(name, "explicit_rk", _explicit(t), tableau=t, stochastic=_STOCHASTIC.get(name))
+      for name, t in _TABLEAUS),
+    # deterministic equations: Euler; with one noise: Milstein (strong order 1 for multiplicative noise)
+    Integrator("milstein", "explicit_rk", _explicit(_TABLEAUS[0][1]), tableau=_TABLEAUS[0][1], stochastic=_milstein,
+               max_noises=1),
 )}
 METHODS = tuple(INTEGRATORS)
+STOCHASTIC_AUTO = "euler"  # the method of an equation with noise that names none: Euler-Maruyama
 
 
 # ---------------------------------------------------------------- INTEGRATE -> nodes
@@ -285,17 +347,25 @@ def discretize(b: ExprBuilder, node: Node, inputs: list[int]) -> list[int]:
     vals = {name: value(i) for name, i in given.items()}
     xs = {name: vals[name] for name in a.names}
 
-    def f(stage: dict[str, Val]) -> dict[str, Val]:
+    def sde(stage: dict[str, Val]) -> tuple[dict[str, Val], dict[str, dict[str, Val]]]:
         new = inline(g, a.rhs, {**given, **{n: b.node(v, node.span) for n, v in stage.items()}})
-        return {n: folded[n] if n in folded else value(new[a.rhs.result(n, "deriv").node]) for n in a.names}
 
+        def term(key: str, kind: str) -> Val:
+            return folded[key] if key in folded else value(new[a.rhs.result(key, kind).node])
+
+        return ({n: term(n, "deriv") for n in a.names},
+                {n: {k: term(f"{n}@{k}", "value") for k in a.noises if f"{n}@{k}" in factor_keys} for n in a.names})
+
+    factor_keys = {r.name for r in a.rhs.results if r.kind == "value"} | set(folded)
     hold = value(inputs[-1]) if a.held else None
     spans = dict(zip(a.names, a.spans or (node.span,) * len(a.names)))
     probes = {**{n: vals[n] for n in a.probes}, **folded}
     coefficients = None if a.coefficients is None else np.array(a.coefficients, dtype=np.float64)
-    problem = Problem(b, xs, f, probes, a.dt, spans, coefficients, hold, a.held)
+    problem = Problem(b, xs, lambda stage: sde(stage)[0], probes, a.dt, spans, coefficients, hold, a.held,
+                      sde, {k: vals[k] for k in a.noises}, multiplicative(a))
+    integrator = INTEGRATORS[a.method]
     try:
-        new = INTEGRATORS[a.method].build(problem)
+        new = (integrator.stochastic if a.noises else integrator.build)(problem)
     except Abort:
         raise IRError(f"integrate at {node.span}: {b.diags.items[-1].message}") from None
     types = a.item_types()
@@ -308,6 +378,18 @@ def discretize(b: ExprBuilder, node: Node, inputs: list[int]) -> list[int]:
                           f"{g.nodes[i].dtype.value}{list(g.nodes[i].shape)}, not {dtype.value}{list(shape)}")
         out.append(i)
     return out
+
+
+def multiplicative(a: IntegrateAttrs) -> frozenset[str]:
+    """The states of ``a`` whose noise factors depend on the integrated states (else the noise is
+    additive and Milstein's correction vanishes)."""
+    graph = a.rhs
+    depends: set[int] = set()
+    for i, n in enumerate(graph.nodes):
+        if (n.op is Op.ARG and n.attr("name") in a.names) or any(j in depends for j in n.inputs):
+            depends.add(i)
+    return frozenset(n for n in a.names for k in a.noises
+                     if (r := graph.result(f"{n}@{k}", "value")) is not None and r.node in depends)
 
 
 def builder(g: GraphBuilder) -> ExprBuilder:

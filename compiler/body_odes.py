@@ -48,6 +48,7 @@ class Split:
     drift: A.Ode            # the equation with its noise terms removed
     factors: Factors
     zero_drift: bool        # the equation is noise only (dx/dt = g * xi): its drift 0 has any unit
+    reads_state: str | None = None  # a state with a continuous equation that a factor reads (multiplicative noise)
 
 
 def integrate(body: Body, env: Env, odes: dict[str, A.Ode], default: str | None, hold: Val | None) -> dict[str, Val]:
@@ -61,7 +62,7 @@ def integrate(body: Body, env: Env, odes: dict[str, A.Ode], default: str | None,
             pass
     if len(splits) < len(odes):
         raise Abort
-    check_units(body, b, splits)
+    splits = check_terms(body, b, splits)
     odes = {name: s.drift for name, s in splits.items()}
     draws = noise_draws(body, b, splits)
     groups: dict[str, list[str]] = {}
@@ -186,19 +187,22 @@ NONLINEAR = {"Binary": "under a nonlinear operator", "Call": "inside a function 
 
 
 def readable(dim: Dim) -> str:
-    """``describe`` for units with a half power of seconds, which noise terms have: ``V*s^-1/2``."""
+    """``describe`` for units with a half power of seconds, which noise terms have: ``V*s^-1/2``
+    (V per square root of a second), ``V/s*s^-1/2``."""
     if dict(dim.exps).get(TIME.exps[0][0], 0.0) % 1 != 0.5:
         return describe(dim)
     rest = dim * TIME ** 0.5
     return "s^-1/2" if rest.dimensionless else f"{describe(rest)}*s^-1/2"
 
 
-def check_units(body: Body, b: ExprBuilder, splits: dict[str, Split]) -> None:
+def check_terms(body: Body, b: ExprBuilder, splits: dict[str, Split]) -> dict[str, Split]:
     """Every drift is the state's unit per second, every noise term g * xi too (xi is s^-1/2),
-    and a factor g fits the state's shape; all mistakes are reported, then ``Abort``."""
+    and a factor g fits the state's shape; all mistakes are reported, then ``Abort``.  Returns
+    ``splits`` with ``reads_state`` set where a factor reads a state with a continuous equation."""
     scratch = GraphBuilder()  # the check must not leave an unused copy of f in the step graph
-    check = Env(body, scratch, overrides=rhs_args(body, scratch, ()))
+    check = Env(body, scratch, overrides=rhs_args(body, scratch, splits))
     failed = False
+    out: dict[str, Split] = {}
     for name, split in splits.items():
         x = body.decls[name].val
         want = x.dim / TIME
@@ -212,13 +216,26 @@ def check_units(body: Body, b: ExprBuilder, splits: dict[str, Split]) -> None:
                 b.fail(split.drift.rhs.span, f"d{name}/dt must be a number, not a bool")
         except Abort:
             failed = True
+        reads = []
         for noise, factor in split.factors.items():
             try:
-                check_factor(b, check.b.expr(factor), noise, name, x, factor.span)
+                g = check.b.expr(factor)
+                check_factor(b, g, noise, name, x, factor.span)
+                reads += states_read(scratch.build(), g, splits)
             except Abort:
                 failed = True
+        out[name] = replace(split, reads_state=reads[0] if reads else None)
     if failed:
         raise Abort
+    return out
+
+
+def states_read(graph: Graph, v: Val, states) -> list[str]:
+    """The ``states`` (state ARGs of ``graph``) that the value ``v`` depends on."""
+    if v.is_static:
+        return []
+    return [graph.nodes[i].attr("name") for i in sorted(graph.reachable([v.node]))
+            if graph.nodes[i].op is Op.ARG and graph.nodes[i].attr("name") in states]
 
 
 def check_factor(b: ExprBuilder, g: Val, noise: str, name: str, x: Val, span: Span) -> None:
@@ -260,18 +277,25 @@ def noise_draws(body: Body, b: ExprBuilder, splits: dict[str, Split]) -> dict[st
 
 def group_method(body: Body, b: ExprBuilder, ode: A.Ode, split: Split, default: str | None) -> str:
     """The method integrating ``ode``: its own, its body's, the run's, else ``auto``; with noise,
-    ``auto`` is Euler-Maruyama and a method that cannot integrate noise is a located error."""
+    ``auto`` is Euler-Maruyama for additive noise and stochastic Heun for multiplicative noise
+    (Brian2's choice), and a method that cannot integrate the noise is a located error."""
     run_default = getattr(body.elab, "default_method", None)
     method = ode.method or default or run_default
     if not split.factors:
         return method or "auto"
+    kind = "additive" if split.reads_state is None else "multiplicative"
     if method is None:
-        return STOCHASTIC_AUTO
-    if INTEGRATORS[method].stochastic is None:
+        return STOCHASTIC_AUTO[kind]
+    accepting = [m for m, i in INTEGRATORS.items() if i.noise == "multiplicative" or i.noise == kind]
+    if method not in accepting:
         where = "" if ode.method else " (this declaration's default)" if default else " (the simulate item's default)"
-        accepting = ", ".join(m for m, i in INTEGRATORS.items() if i.stochastic is not None)
-        b.fail(ode.span, f"method {method}{where} cannot integrate d{ode.var}/dt, which has noise "
-                         f"({', '.join(split.factors)}); the methods for stochastic equations are {accepting}")
+        noises = ", ".join(split.factors)
+        if INTEGRATORS[method].noise is None:
+            b.fail(ode.span, f"method {method}{where} cannot integrate d{ode.var}/dt, which has noise ({noises}); "
+                             f"the methods for stochastic equations are {', '.join(accepting)}")
+        b.fail(ode.span, f"method {method}{where} integrates additive noise only, and the factor of {noises} in "
+                         f"d{ode.var}/dt reads {split.reads_state}, a state with a continuous equation "
+                         f"(multiplicative noise, read as Stratonovich as in Brian2); use {', '.join(accepting)}")
     return method
 
 
@@ -285,7 +309,7 @@ def check_noises_per_method(b: ExprBuilder, method: str, odes: dict[str, A.Ode],
                 seen.append(k)
             if limit is not None and len(seen) > limit:
                 b.fail(odes[name].span, f"method {method} integrates at most {limit} independent noise per group "
-                                        f"of equations, these have {', '.join(seen)}; use euler (Euler-Maruyama)")
+                                        f"of equations, these have {', '.join(seen)}; use heun (or euler for additive noise)")
 
 
 # ---------------------------------------------------------------- right-hand sides

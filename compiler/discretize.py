@@ -13,9 +13,11 @@ language's untyped literals), which the IR cannot redo bit for bit.  Exact integ
 matrix exponential of the constant coefficient matrix A (measured at elaboration by probing
 the right-hand side in float64), computed once at compile time.
 
-Stochastic equations dx/dt = f(x) + sum_k g_k(x) xi_k (white noise, Ito) are integrated by an
-entry's ``stochastic`` scheme: Euler-Maruyama, x + f dt + sum_k g_k sqrt(dt) N_k, for ``euler``,
-and the derivative-free Milstein scheme for ``milstein``, with N_k the step's N(0, 1) draws.
+Stochastic equations dx/dt = f(x) + sum_k g_k(x) xi_k (white noise; Stratonovich, as in Brian2,
+which matters only for multiplicative noise, g depending on the states) are integrated by an
+entry's ``stochastic`` scheme, with dW_k = sqrt(dt) N_k and N_k the step's N(0, 1) draws:
+Euler-Maruyama x + f dt + sum_k g_k dW_k for ``euler`` (additive noise only), stochastic Heun
+for ``heun`` and Brian2's derivative-free Milstein scheme for ``milstein``.
 """
 
 from __future__ import annotations
@@ -86,6 +88,7 @@ class Integrator:
     probes: tuple[Probe, ...] = ()
     linear: bool = False  # needs constant coefficients (measured at elaboration)
     stochastic: Callable[[Problem], dict[str, Val]] | None = None
+    noise: str | None = None       # the noise ``stochastic`` integrates: additive | multiplicative
     max_noises: int | None = None  # independent noises one group of equations may have (None: any)
 
 
@@ -191,18 +194,35 @@ def _explicit(tableau: Tableau) -> Callable[[Problem], dict[str, Val]]:
 
 
 def _euler_maruyama(p: Problem) -> dict[str, Val]:
-    """x_new = x + f(x) dt + sum_k g_k(x) sqrt(dt) N_k (Ito); held states hold their noise too."""
+    """x_new = x + f(x) dt + sum_k g_k dW_k, dW_k = sqrt(dt) N_k: for additive noise (g_k free of
+    the states), where Ito and Stratonovich agree; held states hold their noise too."""
     f, g = p.sde(p.xs)
     dw = _increments(p)
     return hold_states(p, {n: axpy(p.b, x, [(p.dt, f[n]), *((dw[k], gk) for k, gk in g[n].items())], p.spans[n])
                            for n, x in p.xs.items()})
 
 
+def _stochastic_heun(p: Problem) -> dict[str, Val]:
+    """Heun's predictor-corrector with the noise (Stratonovich, as Brian2 reads multiplicative noise):
+    x~ = x + f(x) dt + sum_k g_k(x) dW_k, x_new = x + (f(x) + f(x~)) dt / 2 + sum_k (g_k(x) + g_k(x~)) dW_k / 2;
+    without noise it is the deterministic ``heun`` tableau."""
+    f, g = p.sde(p.xs)
+    dw = _increments(p)
+    guess = {n: axpy(p.b, x, [(p.dt, f[n]), *((dw[k], gk) for k, gk in g[n].items())], p.spans[n])
+             for n, x in p.xs.items()}
+    f2, g2 = p.sde(guess)
+    span = next(iter(p.spans.values()))
+    half = {k: p.b.binary("*", static(0.5), v, span) for k, v in dw.items()}
+    return hold_states(p, {n: axpy(p.b, x, [(p.dt / 2, f[n]), (p.dt / 2, f2[n]),
+                                            *((half[k], gk) for k, gk in g[n].items()),
+                                            *((half[k], gk) for k, gk in g2[n].items())], p.spans[n])
+                           for n, x in p.xs.items()})
+
+
 def _milstein(p: Problem) -> dict[str, Val]:
-    """Euler-Maruyama plus the derivative-free Milstein correction of one noise with dW = sqrt(dt) N
-    (Kloeden & Platen 1992, eq. 11.1.5; Brian2's ``milstein``):
-    x_new = x + f dt + g dW + (g(x_s) - g(x)) (dW^2 - dt) / (2 sqrt(dt)), x_s = x + f dt + g sqrt(dt).
-    The correction is 0 for additive noise (g independent of the states): then it is Euler-Maruyama."""
+    """Brian2's derivative-free Milstein scheme (Stratonovich) for one noise, dW = sqrt(dt) N:
+    x_s = x + f dt + g sqrt(dt), x_new = x + f dt + g dW + (g(x_s) - g(x)) dW^2 / (2 sqrt(dt)).
+    The correction vanishes for additive noise: then it is Euler-Maruyama, node for node."""
     b, dt = p.b, p.dt
     f, g = p.sde(p.xs)
     dw = _increments(p)
@@ -213,14 +233,12 @@ def _milstein(p: Problem) -> dict[str, Val]:
     root = math.sqrt(dt)
     support = {n: axpy(b, x, [(dt, f[n]), *((root, gk) for gk in g[n].values())], p.spans[n]) for n, x in p.xs.items()}
     _, g_support = p.sde(support)
-    draw = p.noise[noise]
     span = next(iter(p.spans.values()))
-    # (dW^2 - dt) / (2 sqrt(dt)) = sqrt(dt) (N^2 - 1) / 2
-    scale = b.binary("*", static(root / 2), b.binary("-", b.binary("*", draw, draw, span), static(1.0), span), span)
-    for n in p.multiplicative:
+    square = b.binary("*", static(1 / (2 * root)), b.binary("*", dw[noise], dw[noise], span), span)
+    for n in sorted(p.multiplicative, key=list(p.xs).index):
         if noise in g[n]:
-            diff = b.binary("-", g_support[n][noise], g[n][noise], p.spans[n])
-            new[n] = axpy(b, new[n], [(scale, diff)], p.spans[n])
+            new[n] = axpy(b, new[n], [(square, b.binary("-", g_support[n][noise], g[n][noise], p.spans[n]))],
+                          p.spans[n])
     return hold_states(p, new)
 
 
@@ -303,20 +321,23 @@ _TABLEAUS: tuple[tuple[str, Tableau], ...] = (
     ("rk4", (((0.5,), (0.0, 0.5), (0.0, 0.0, 1.0)), (1 / 6, 1 / 3, 1 / 3, 1 / 6))),
 )
 
-_STOCHASTIC = {"euler": _euler_maruyama}  # explicit schemes that also integrate noise
+# explicit schemes that also integrate noise: (scheme, the noise it integrates; Brian2's ``stochastic``)
+_STOCHASTIC = {"euler": (_euler_maruyama, "additive"), "heun": (_stochastic_heun, "multiplicative")}
 
 # Every integration method (the order is the one diagnostics list them in).
 INTEGRATORS: dict[str, Integrator] = {i.name: i for i in (
     Integrator("exact", "exact", _exact, probes=_FORCING, linear=True),
     Integrator("exp_euler", "exp_euler", _exp_euler, probes=_AT_0_AND_1),
-    *(Integrator(name, "explicit_rk", _explicit(t), tableau=t, stochastic=_STOCHASTIC.get(name))
-      for name, t in _TABLEAUS),
+    *(Integrator(name, "explicit_rk", _explicit(t), tableau=t, stochastic=_STOCHASTIC.get(name, (None, None))[0],
+                 noise=_STOCHASTIC.get(name, (None, None))[1]) for name, t in _TABLEAUS),
     # deterministic equations: Euler; with one noise: Milstein (strong order 1 for multiplicative noise)
     Integrator("milstein", "explicit_rk", _explicit(_TABLEAUS[0][1]), tableau=_TABLEAUS[0][1], stochastic=_milstein,
-               max_noises=1),
+               noise="multiplicative", max_noises=1),
 )}
 METHODS = tuple(INTEGRATORS)
-STOCHASTIC_AUTO = "euler"  # the method of an equation with noise that names none: Euler-Maruyama
+# The method of an equation with noise that names none, by the kind of its noise (Brian2's choice):
+# Euler-Maruyama for additive noise, stochastic Heun for multiplicative noise.
+STOCHASTIC_AUTO = {"additive": "euler", "multiplicative": "heun"}
 
 
 # ---------------------------------------------------------------- INTEGRATE -> nodes

@@ -67,7 +67,7 @@ def integrate(body: Body, env: Env, odes: dict[str, A.Ode], default: str | None,
     draws = noise_draws(body, b, splits)
     groups: dict[str, list[str]] = {}
     for name, ode in odes.items():
-        groups.setdefault(group_method(body, b, odes[name], splits[name], default), []).append(name)
+        groups.setdefault(group_method(body, b, ode, splits[name], default), []).append(name)
     held = {n for n, o in odes.items() if o.unless == "refractory"} if hold is not None else set()
     out: dict[str, Val] = {}
     for method, names in groups.items():
@@ -417,8 +417,9 @@ def constant_coefficients(body: Body, odes: dict[str, A.Ode]) -> np.ndarray | No
     try:
         for name, ode in odes.items():
             v = env.b.as_float(env.b.expr(ode.rhs), ode.rhs.span)
-            if v.is_static:
-                v = env.b.add(Op.BROADCAST, [v], DType.f64, body.decls[name].val.shape, v.dim, ode.span)
+            if v.is_static:  # a constant derivative: f64 like the probes (an f32 constant cannot broadcast to f64)
+                v = env.b.add(Op.BROADCAST, [replace(v, dtype=DType.f64, weak=False)], DType.f64,
+                              body.decls[name].val.shape, v.dim, ode.span)
             scratch.result(name, "value", v.node)
     except Abort:
         return None

@@ -348,3 +348,39 @@ def test_noise_in_a_system_with_ticks_is_refused(tmp_path):
             "  dx/dt = (u - x) / (10 ms) + xi / sqrt(10 ms)\n  y = x\n  ticks 3\n}\nsimulate T for 2 ms, dt = 1 ms\n")
     with pytest.raises(NspecError, match="random draws are not supported in a system with internal ticks"):
         load(tmp_path, text)
+
+
+SYNAPSE = """
+neuron Src(period = 5 ms) {
+  state v: f32 = 0
+  dv/dt = 1 / period
+  spike when v > 1
+  reset { v = 0 }
+}
+neuron Tgt {
+  state ge: nS = 0 nS
+  dge/dt = -ge / (5 ms)
+}
+synapse NoisyTrace(taupre = 20 ms) {
+  state w: f32 = 0.5
+  state apre: f32 = 0
+  dapre/dt = -apre / taupre + 0.1 * sqrt(2 / taupre) * xi
+  on_pre { ge += w * 1 nS;  apre += 0.01 }
+}
+network Net {
+  population A: Src[3]
+  population B: Tgt[2]
+  projection p: A -> B via NoisyTrace { connect all_to_all }
+  record ge of B as m
+}
+simulate Net for 10 ms, dt = 0.1 ms
+"""
+
+
+def test_synapse_equations_take_noise_one_draw_per_synapse(tmp_path):
+    model = load(tmp_path, SYNAPSE)
+    model.run(steps=100)
+    state = model.get_state()
+    apre = state["p/apre"][0]
+    assert apre.shape == (6,) and len(set(apre.tolist())) == 6  # every synapse diffuses on its own
+    assert int(state["p/step_count"][0]) == 100  # the step counter behind the draws counts on

@@ -22,10 +22,9 @@ for ``heun`` and Brian2's derivative-free Milstein scheme for ``milstein``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from typing import Callable
-
-import math
 
 import numpy as np
 from scipy.linalg import expm
@@ -321,15 +320,15 @@ _TABLEAUS: tuple[tuple[str, Tableau], ...] = (
     ("rk4", (((0.5,), (0.0, 0.5), (0.0, 0.0, 1.0)), (1 / 6, 1 / 3, 1 / 3, 1 / 6))),
 )
 
-# explicit schemes that also integrate noise: (scheme, the noise it integrates; Brian2's ``stochastic``)
-_STOCHASTIC = {"euler": (_euler_maruyama, "additive"), "heun": (_stochastic_heun, "multiplicative")}
+# explicit schemes that also integrate noise: the scheme and the noise it takes (Brian2's ``stochastic``)
+_STOCHASTIC = {"euler": {"stochastic": _euler_maruyama, "noise": "additive"},
+               "heun": {"stochastic": _stochastic_heun, "noise": "multiplicative"}}
 
 # Every integration method (the order is the one diagnostics list them in).
 INTEGRATORS: dict[str, Integrator] = {i.name: i for i in (
     Integrator("exact", "exact", _exact, probes=_FORCING, linear=True),
     Integrator("exp_euler", "exp_euler", _exp_euler, probes=_AT_0_AND_1),
-    *(Integrator(name, "explicit_rk", _explicit(t), tableau=t, stochastic=_STOCHASTIC.get(name, (None, None))[0],
-                 noise=_STOCHASTIC.get(name, (None, None))[1]) for name, t in _TABLEAUS),
+    *(Integrator(name, "explicit_rk", _explicit(t), tableau=t, **_STOCHASTIC.get(name, {})) for name, t in _TABLEAUS),
     # deterministic equations: Euler; with one noise: Milstein (strong order 1 for multiplicative noise)
     Integrator("milstein", "explicit_rk", _explicit(_TABLEAUS[0][1]), tableau=_TABLEAUS[0][1], stochastic=_milstein,
                noise="multiplicative", max_noises=1),

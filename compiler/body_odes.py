@@ -104,7 +104,8 @@ def split_noise(e: A.Expr, is_noise: Callable[[str], bool]) -> tuple[A.Expr | No
         return e, {}
     rule = SPLIT_RULES.get((type(e).__name__, getattr(e, "op", None)))
     if rule is None:
-        raise NonLinear(e.span, noises[0].id, NONLINEAR.get(type(e).__name__, "inside this expression"))
+        what = NONLINEAR.get(getattr(e, "op", None)) or NONLINEAR.get(type(e).__name__, "inside this expression")
+        raise NonLinear(e.span, noises[0].id, what)
     return rule(e, is_noise)
 
 
@@ -182,8 +183,11 @@ SPLIT_RULES = {
     ("Binary", "*"): _product,    # (f + g xi) * c -> f c + (g c) xi, c free of noise
     ("Binary", "/"): _quotient,   # (f + g xi) / c -> f / c + (g / c) xi, c free of noise
 }
-NONLINEAR = {"Binary": "under a nonlinear operator", "Call": "inside a function call", "Compare": "in a comparison",
-             "Index": "indexed", "ListExpr": "in a list"}
+# What a noise is where it is not a term g * xi, by operator or node type (for the diagnostic).
+NONLINEAR = {"^": "raised to a power", "%": "under a remainder", "@": "in a matrix product",
+             "and": "in a logical operation", "or": "in a logical operation", "not": "in a logical operation",
+             "Call": "inside a function call", "Compare": "in a comparison", "Index": "indexed", "ListExpr": "in a list",
+             "Attribute": "under an attribute"}
 
 
 def readable(dim: Dim) -> str:

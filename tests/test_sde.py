@@ -295,7 +295,7 @@ simulate Net for 1 ms, dt = 0.1 ms
 
 @pytest.mark.parametrize("equation, where, message", [
     ("dx/dt = -x / tau + sigma * sqrt(2 / tau) * xi^2", "4:46", "dx/dt must be linear in its noise, f + g * xi: "
-                                                               "here 'xi' is under a nonlinear operator"),
+                                                               "here 'xi' is raised to a power"),
     ("dx/dt = -x / tau + sigma * sqrt(2 / tau) * exp(xi)", "4:46", "'xi' is inside a function call"),
     ("dx/dt = -x / tau + sigma / xi", "4:22", "'xi' is in a denominator"),
     ("dx/dt = -x / tau + sigma * xi * xi_2 * 1 s", "4:22", "'xi_2' is multiplied by a noise"),

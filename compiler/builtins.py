@@ -20,7 +20,7 @@ from nspec.dsl import ast as A
 from .ir import DType, Op
 from .units import DIMENSIONLESS, describe
 from .builtins_lists import arange, linspace, range_list, reversed_list
-from .builtins_random import normal, orthogonal, rand, uniform
+from .builtins_random import binomial, normal, orthogonal, rand, uniform
 from .values import Val, call_args, fmt_shape, fmt_type, fold, is_whole_number, norm_axis, static
 
 if TYPE_CHECKING:
@@ -516,5 +516,5 @@ BUILTINS: dict[str, Builtin] = {
     "arange": arange, "range": range_list, "reversed": reversed_list, "zeros": _zeros, "ones": _zeros,
     "linspace": linspace, "logspace": linspace,
     # random draws: initialisers, and counter-based draws in step equations
-    "uniform": uniform, "rand": rand, "normal": normal, "orthogonal": orthogonal,
+    "uniform": uniform, "rand": rand, "normal": normal, "orthogonal": orthogonal, "binomial": binomial,
 }

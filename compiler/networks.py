@@ -27,6 +27,7 @@ from nspec.dsl import ast as A
 from nspec.dsl.diagnostics import Span
 
 from .bodies import Body, Env, build_body
+from .body_env import CLOCK
 from .declared_types import check_merge, resolve_type
 from .expressions import MAX_SIZE, Abort, ExprBuilder, Val, static
 from .ir import DType, GraphBuilder, Monitor, Op
@@ -336,6 +337,7 @@ class _Projection:
         local = {s.name for s in body if isinstance(s, (A.State, A.Param, A.Let))}
         self.increment_targets: set[str] = set()
         self.drive_targets: set[str] = set()
+        self.clock_increments: set[str] = set()  # post states a statement outside events adds to every step
         for s in body:
             stmts = s.body if isinstance(s, A.Event) else (s,) if isinstance(s, A.Update) else ()
             for u in stmts:
@@ -350,10 +352,13 @@ class _Projection:
                     self.increment_targets.add(t)
                 elif not isinstance(s, A.Event) and t in post_inputs:
                     self.drive_targets.add(t)
+                elif not isinstance(s, A.Event) and t in post_neuron_states:
+                    self.increment_targets.add(t)  # added every step, after the threshold, like on_pre's
+                    self.clock_increments.add(t)
                 else:
                     what = "on_pre/on_post target" if isinstance(s, A.Event) else "summed target"
                     b.fail(u.target.span, f"{what} '{t}' is neither a variable of this synapse nor "
-                                          f"{'a state' if isinstance(s, A.Event) else 'an input port'} of the post "
+                                          f"{'a state' if isinstance(s, A.Event) else 'an input port or state'} of the post "
                                           f"population '{self.post}' ({pops[self.post].decl.name})")
         self.delay_steps = 0
         delays = [s for s in body if isinstance(s, A.Delay)]
@@ -439,18 +444,28 @@ class _Projection:
                     body.require_state(env.b, s.target.name, s.target.span, "'next'")
                     e = SynEnv(body, g, overrides=values).b
                     d = body.decls[s.target.name]
+                    e.target_shape = d.val.shape  # a draw gives one value per synapse
                     values[s.target.name] = body.fit(e, e.expr(s.value), d.val.dtype, d.val.shape, d.val.dim,
                                                      s.value.span, f"state '{s.target.name}'")
                 elif isinstance(s, A.Update) and s.target.name in self.drive_targets:
                     e = SynEnv(body, g, overrides=values).b
+                    e.target_shape = (self.nnz,)
                     per_syn = e.as_float(e.expr(s.value), s.value.span)
                     drives[s.target.name] = self._sum_into_post(e, per_syn, drives.get(s.target.name), s.span)
+                elif isinstance(s, A.Update) and s.target.name in self.clock_increments:
+                    e = SynEnv(body, g, overrides=values).b
+                    e.target_shape = (self.nnz,)
+                    per_syn = self._increment_value(e, s, "a statement outside on_pre")
+                    increments[s.target.name] = self._sum_into_post(e, per_syn, increments.get(s.target.name),
+                                                                    s.span)
                 elif isinstance(s, A.Event):
                     fired = self.g_pre_local if s.kind == "on_pre" else self._slice(
                         env.b, self._post_spike(body), self.post_range)
                     values = self._event(body, SynEnv, s, values, fired, increments)
             except Abort:
                 continue
+        if body.clock_val is not None:  # a draw or `t` added the step counter: it counts on
+            values[CLOCK] = env.b.binary("+", body.clock_val, static(1), self.stmt.span)
         for var in body.states:
             g.result(var.name, "next", env.b.node(values[var.name], var.span))
         outputs = []
@@ -509,21 +524,13 @@ class _Projection:
         for stmt in ev.body:
             env = env_cls(body, g, overrides=values)
             b = env.b
+            b.target_shape = (self.nnz,)  # a draw (rand() < p) gives one value per synapse
             try:
                 if not isinstance(stmt, (A.Update, A.Assign)):
                     b.fail(stmt.span, f"{ev.kind} holds updates like 'ge += w' or 'w = clip(w + apost, 0, wmax)'")
                 name = stmt.target.name
-                value = b.as_float(b.expr(stmt.value), stmt.value.span)
                 if name in self.increment_targets and name not in values:
-                    if isinstance(stmt, A.Assign) or stmt.op != "+=" and stmt.op != "-=":
-                        b.fail(stmt.span, f"'{name}' is a post-neuron variable: {ev.kind} may only add to it ('+=' or '-=')")
-                    if stmt.op == "-=":
-                        value = b.add(Op.NEG, [value], value.dtype, value.shape, value.dim, stmt.span)
-                    post_states = {s.name: s for s in self.pops[self.post].decl.body if isinstance(s, A.State)}
-                    pdim = resolve_type(b, post_states[name].type)[2] if post_states[name].type else DIMENSIONLESS
-                    if value.dim != pdim:
-                        b.fail(stmt.value.span, f"unit mismatch: '{name}' of {self.post} is {describe(pdim)}, the "
-                                                f"increment is {describe(value.dim)}")
+                    value = self._increment_value(b, stmt, ev.kind)
                     weights = value if value.shape == (self.nnz,) else (
                         value if value.shape == () else b.fail(stmt.value.span, "an increment is one value per synapse"))
                     n_local = self.post_range[1] - self.post_range[0]
@@ -533,6 +540,7 @@ class _Projection:
                     prev = increments.get(name)
                     increments[name] = full if prev is None else b.binary("+", prev, full, stmt.span)
                     continue
+                value = b.as_float(b.expr(stmt.value), stmt.value.span)
                 d = body.decls.get(name)
                 if d is None or d.kind != "state":
                     b.fail(stmt.target.span, f"{ev.kind} assigns '{name}', which is not a state of this synapse")
@@ -547,6 +555,21 @@ class _Projection:
             except Abort:
                 continue
         return values
+
+    def _increment_value(self, b: ExprBuilder, stmt, where: str) -> Val:
+        """The value ``stmt`` adds to a post-neuron state (negated for '-='), checked against its unit."""
+        name = stmt.target.name
+        if isinstance(stmt, A.Assign) or stmt.op not in ("+=", "-="):
+            b.fail(stmt.span, f"'{name}' is a post-neuron variable: {where} may only add to it ('+=' or '-=')")
+        value = b.as_float(b.expr(stmt.value), stmt.value.span)
+        if stmt.op == "-=":
+            value = b.add(Op.NEG, [value], value.dtype, value.shape, value.dim, stmt.span)
+        post_states = {s.name: s for s in self.pops[self.post].decl.body if isinstance(s, A.State)}
+        pdim = resolve_type(b, post_states[name].type)[2] if post_states[name].type else DIMENSIONLESS
+        if value.dim != pdim:
+            b.fail(stmt.value.span, f"unit mismatch: '{name}' of {self.post} is {describe(pdim)}, the "
+                                    f"increment is {describe(value.dim)}")
+        return value
 
     def _delayed(self, body: Body, b: ExprBuilder, target: str, inc: Val) -> Val:
         d = self.delay_steps

@@ -82,7 +82,7 @@ def orthogonal(b: ExprBuilder, e: A.Call) -> Val:
 
 # ---------------------------------------------------------------- binomial draws in step equations
 BINOMIAL_TAIL = 1e-12  # the probability mass beyond the unrolled bound K that the draw lumps onto K
-BINOMIAL_MAX_K = 256  # a larger bound switches to the normal approximation (then n p > 100)
+BINOMIAL_MAX_K = 256  # a larger bound switches to the normal approximation (n p above about 155)
 BINOMIAL_MAX_N = 2**24  # counts are f32: whole numbers are exact up to 2**24
 FINE = 2.0**-24  # u = u1 + u2 * 2**-24: a uniform draw in [0, 1) on a grid of 2**-48, exact in f64
 

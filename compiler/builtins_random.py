@@ -91,9 +91,9 @@ FINE = 2.0**-24  # u = u1 + u2 * 2**-24: a uniform draw in [0, 1) on a grid of 2
 class BinomialPlan:
     """How ``binomial(n, p)`` is drawn, decided at compile time in float64.
 
-    Exact (``cdf`` non-empty): X = #{k : u >= cdf[k]} for one uniform u, the inverse transform of the
-    distribution of q = min(p, 1 - p) truncated at K = len(cdf) (P(X > K) < ``BINOMIAL_TAIL``), then
-    n - X when ``flip`` (p > 1/2).  Otherwise the normal approximation: clip(floor(mean + std z +
+    Exact (``cdf`` non-empty): X = #{k : u >= cdf[k]} for one uniform u, the inverse transform of
+    Binomial(n, q), q = min(p, 1 - p), truncated at K = len(cdf): X = K takes the mass P(X >= K) <
+    ``BINOMIAL_TAIL`` (so the draws of X > K it stands for are rarer still); n - X when ``flip``.  Otherwise the normal approximation: clip(floor(mean + std z +
     1/2), 0, n) with z a standard normal draw (Brian2's choice for n p > 5 and n (1 - p) > 5).
     """
 
@@ -107,7 +107,7 @@ class BinomialPlan:
 def binomial_plan(n: int, p: float) -> BinomialPlan:
     """The plan of a draw from Binomial(n, p): the CDF P(X <= k) by the pmf recursion
     pmf(k + 1) = pmf(k) (n - k) / (k + 1) q / (1 - q) from pmf(0) = (1 - q)^n, up to the first K
-    whose tail 1 - P(X <= K) is below ``BINOMIAL_TAIL``."""
+    whose tail P(X >= K) = 1 - P(X <= K - 1) is below ``BINOMIAL_TAIL`` (or K = n)."""
     q = min(p, 1.0 - p)
     mean, std = n * p, math.sqrt(n * p * (1.0 - p))
     if n == 0 or q == 0.0:

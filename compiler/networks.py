@@ -29,7 +29,7 @@ from nspec.dsl.diagnostics import Span
 from .bodies import Body, Env, build_body
 from .body_env import CLOCK
 from .declared_types import check_merge, resolve_type
-from .expressions import MAX_SIZE, Abort, ExprBuilder, Val, static
+from .expressions import MAX_SIZE, Abort, ExprBuilder, Val, fmt_shape, static
 from .ir import DType, GraphBuilder, Monitor, Op
 from .systems import BoxIR, Composite, PortSig, Primitive, WireIR
 from .units import DIMENSIONLESS, describe, unit
@@ -127,11 +127,13 @@ def build_network(elab, decl: A.SystemDecl, scope, args: dict) -> Composite:
     for proj in projections:
         for target in proj.increment_targets:
             pops[proj.post].increments.add(target)
+    built: dict[str, Primitive] = {}
     for pop in pops.values():
         try:
             prim = _population(elab, pop)
         except Abort:
             continue
+        built[pop.name] = prim
         boxes.append(BoxIR(pop.name, prim, pop.name, pop.name, pop.span))
     for proj in projections:
         try:
@@ -143,7 +145,7 @@ def build_network(elab, decl: A.SystemDecl, scope, args: dict) -> Composite:
     for stmt in decl.body:
         try:
             if isinstance(stmt, A.Wire):
-                wires.extend(_network_wires(b, stmt, pops, ports_in, ports_out))
+                wires.extend(_network_wires(b, stmt, pops, ports_in, ports_out, built))
             elif isinstance(stmt, A.Record):
                 monitors.append(_monitor(elab, b, stmt, pops, monitors, {p.name: p for p in projections}))
         except Abort:
@@ -171,13 +173,14 @@ def _population(elab, pop: _Pop) -> Primitive:
     return replace(prim, outputs=tuple(outputs), step=g.build())
 
 
-def _network_wires(b: ExprBuilder, stmt: A.Wire, pops, ports_in, ports_out) -> list[WireIR]:
+def _network_wires(b: ExprBuilder, stmt: A.Wire, pops, ports_in, ports_out, built) -> list[WireIR]:
     out = []
     src = stmt.source
     if src.box is not None:
         b.fail(src.span, "in a network, wires start at the network's own input ports")
     if src.port not in {p.name for p in ports_in}:
         b.fail(src.span, f"unknown input port '{src.port}' of the network")
+    source = next(p for p in ports_in if p.name == src.port)
     for t in stmt.targets:
         if t.box is None or t.box not in pops:
             b.fail(t.span, f"wire target '{t.box or t.port}' is not a population of this network")
@@ -185,6 +188,11 @@ def _network_wires(b: ExprBuilder, stmt: A.Wire, pops, ports_in, ports_out) -> l
         ports = {s.name for s in ndecl.body if isinstance(s, A.Port) and s.direction == "in"}
         if t.port not in ports:
             b.fail(t.span, f"neuron {ndecl.name} has no input port '{t.port}'")
+        target = next((p for p in built[t.box].inputs if p.name == t.port), None) if t.box in built else None
+        if target is not None and source.shape != target.shape:  # ports are per neuron: [size, *declared]
+            b.fail(stmt.span, f"shape mismatch on wire {src.port} -> {t.box}.{t.port}: {fmt_shape(source.shape)} into "
+                              f"{fmt_shape(target.shape)} (a neuron's port holds one value per neuron of "
+                              f"'{t.box}')")
         out.append(WireIR(None, src.port, t.box, t.port, None, stmt.span))
     return out
 

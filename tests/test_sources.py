@@ -261,3 +261,17 @@ def test_every_source_gives_the_reference_spikes_on_every_backend(library_runs, 
             np.testing.assert_array_equal(got[key], want, err_msg=f"{name}: {key} on {backend}")
     bench = library_runs["bench"][2]
     assert all(bench[f"{m}.i"].size > 0 for m in ("inputs", "reliable", "unreliable", "driven", "replayed", "target"))
+
+
+def test_an_event_list_wired_without_the_neuron_axis_is_a_located_error(tmp_path):
+    spec = """module bad "x"
+from "std/sources.nspec" import SpikeGeneratorGroup
+network N {
+  in times: f64[5] s
+  population G: SpikeGeneratorGroup(N = 3, E = 5)[3]
+  wire times -> G.times
+}
+simulate N for 1 ms, dt = 0.1 ms
+"""
+    with pytest.raises(NspecError, match=r"spec.nspec:6:.*shape mismatch on wire times -> G.times: \[5\] into \[3, 5\]"):
+        load_text(tmp_path, spec)

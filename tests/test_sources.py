@@ -268,10 +268,28 @@ def test_an_event_list_wired_without_the_neuron_axis_is_a_located_error(tmp_path
 from "std/sources.nspec" import SpikeGeneratorGroup
 network N {
   in times: f64[5] s
-  population G: SpikeGeneratorGroup(N = 3, E = 5)[3]
+  population G: SpikeGeneratorGroup(E = 5)[3]
   wire times -> G.times
 }
 simulate N for 1 ms, dt = 0.1 ms
 """
     with pytest.raises(NspecError, match=r"spec.nspec:6:.*shape mismatch on wire times -> G.times: \[5\] into \[3, 5\]"):
         load_text(tmp_path, spec)
+
+
+def test_index_numbers_neurons_and_is_refused_in_a_system(tmp_path):
+    spec = """module idx "x"
+neuron Numbered {
+  state k: f32 = 0
+  next k = float(index())
+}
+network N {
+  population P: Numbered[4]
+}
+simulate N for 2 ms, dt = 1 ms
+"""
+    model = load_text(tmp_path, spec)
+    model.run(steps=2)
+    np.testing.assert_array_equal(model.get_state()["P/k"].ravel(), [0, 1, 2, 3])
+    with pytest.raises(NspecError, match=r"spec.nspec:5:.*index\(\) numbers the neurons of a population"):
+        load_text(tmp_path, BAD.replace("state c: f32[4] = 0", "state c: f32 = 0").replace("STATEMENT", "float(index())"))

@@ -93,8 +93,9 @@ class BinomialPlan:
 
     Exact (``cdf`` non-empty): X = #{k : u >= cdf[k]} for one uniform u, the inverse transform of
     Binomial(n, q), q = min(p, 1 - p), truncated at K = len(cdf): X = K takes the mass P(X >= K) <
-    ``BINOMIAL_TAIL`` (so the draws of X > K it stands for are rarer still); n - X when ``flip``.  Otherwise the normal approximation: clip(floor(mean + std z +
-    1/2), 0, n) with z a standard normal draw (Brian2's choice for n p > 5 and n (1 - p) > 5).
+    ``BINOMIAL_TAIL`` (so the draws of X > K it stands for are rarer still); n - X when ``flip``.
+    Otherwise the normal approximation: clip(floor(mean + std z + 1/2), 0, n) with z a standard
+    normal draw (Brian2's choice for n p > 5 and n (1 - p) > 5).
     """
 
     n: int

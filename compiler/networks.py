@@ -365,9 +365,9 @@ class _Projection:
                     self.clock_increments.add(t)
                 else:
                     what = "on_pre/on_post target" if isinstance(s, A.Event) else "summed target"
-                    b.fail(u.target.span, f"{what} '{t}' is neither a variable of this synapse nor "
-                                          f"{'a state' if isinstance(s, A.Event) else 'an input port or state'} of the post "
-                                          f"population '{self.post}' ({pops[self.post].decl.name})")
+                    kind = "a state" if isinstance(s, A.Event) else "an input port or state"
+                    b.fail(u.target.span, f"{what} '{t}' is neither a variable of this synapse nor {kind} of the "
+                                          f"post population '{self.post}' ({pops[self.post].decl.name})")
         self.delay_steps = 0
         delays = [s for s in body if isinstance(s, A.Delay)]
         if delays:

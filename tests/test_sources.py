@@ -273,7 +273,8 @@ network N {
 }
 simulate N for 1 ms, dt = 0.1 ms
 """
-    with pytest.raises(NspecError, match=r"spec.nspec:6:.*shape mismatch on wire times -> G.times: \[5\] into \[3, 5\]"):
+    with pytest.raises(NspecError, match=r"spec.nspec:6:.*shape mismatch on wire times -> G.times: "
+                                         r"\[5\] into \[3, 5\]"):
         load_text(tmp_path, spec)
 
 
@@ -292,4 +293,5 @@ simulate N for 2 ms, dt = 1 ms
     model.run(steps=2)
     np.testing.assert_array_equal(model.get_state()["P/k"].ravel(), [0, 1, 2, 3])
     with pytest.raises(NspecError, match=r"spec.nspec:5:.*index\(\) numbers the neurons of a population"):
-        load_text(tmp_path, BAD.replace("state c: f32[4] = 0", "state c: f32 = 0").replace("STATEMENT", "float(index())"))
+        scalar = BAD.replace("state c: f32[4] = 0", "state c: f32 = 0")
+        load_text(tmp_path, scalar.replace("STATEMENT", "float(index())"))

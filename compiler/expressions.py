@@ -242,8 +242,8 @@ class ExprBuilder:
             self.fail(span, f"unknown operator {op!r}")
         shape = self.broadcast(a, b, span, op)
         if op in ("/", "%") and _integers(a, b) and b.is_static and np.any(np.asarray(b.static) == 0):
-            self.fail(span, f"integer {'division' if op == '/' else 'remainder'} by zero: the divisor "
-                            f"{_text(e.right) if isinstance(e, A.Binary) else 'here'} is 0")
+            kind = "division" if op == "/" else "remainder"  # (a float divisor of 0 gives inf or nan, as IEEE says)
+            self.fail(span, f"integer {kind} by zero: the divisor {_text(e.right) if isinstance(e, A.Binary) else 'here'} is 0")
         is_cmp = op in ("<", "<=", ">", ">=", "==", "!=")
         dtype = DType.bool if is_cmp else self.result_dtype(a, b, span, op)
         if op == "/" and not dtype.is_float:

@@ -18,9 +18,9 @@ Each site is proven at one of four moments (``Site.when``), from what its operan
   compile time against that value.
 * ``never``: anything else whose values the interval analysis (``ranges``) proves valid, such as
   ``x[argmax(y)]`` or ``x[i % 3]``.
-* ``run``: the rest.  The required check-bounds pass gives the program a status state and one
-  ``CHECK`` node per site, which keeps the first failure (site, step, value); the runtime turns a
-  failed status into a located error (``status_error``), the same on every backend.
+* ``run``: the rest.  The required check-bounds pass (``passes/check_bounds.py``) gives the program
+  a status state and one ``CHECK`` node per site, which keeps the first failure (site, step, value);
+  the runtime turns a failed status into a located error (``status_error``), the same on every backend.
 
 Whatever the moment, every backend's rules clamp indices into the buffer and divide by 1 where an
 integer divisor is 0 (``interpret.in_range``, ``interpret.nonzero_divisor``), so no kernel touches
@@ -34,10 +34,10 @@ from typing import Mapping
 
 import numpy as np
 
-from nspec.dsl.diagnostics import Diagnostic, NspecError, SourceMap, Span, error
+from nspec.dsl.diagnostics import Diagnostic, Span, error
 
 from .interpret import CHECK_FAILS, Context, Plan
-from .ir import DType, Graph, GraphBuilder, Node, Op, Program, Var
+from .ir import DType, Graph, Node, Op, Program
 from .ops import STATUS_SHAPE, LoopAttrs
 
 STATUS = "nspec/status"  # the state a program with run-time checks carries: (site, step, value) per sample
@@ -450,47 +450,5 @@ def _checks(graph: Graph):
             yield from _checks(n.attrs.body)
 
 
-def check_bounds(program: Program) -> Program:
-    """The check-bounds pass: a CHECK node per site proven only at run time, chained through the
-    status state ``nspec/status`` (added only when a site needs it), which counts clean steps.
-    Sites inside LOOP bodies are checked on the step graph when their operand is loop-invariant."""
-    diags = static_errors(program.step, program.init)
-    if diags:
-        raise NspecError(diags, SourceMap())
-    sites = [s for s in classify(program.step) if s.when == "run"]
-    if not sites:
-        return program
-    inner = [s for s in sites if s.loops]
-    if inner:
-        raise_inner(inner)
-    g = _extend(program.step)
-    status = g.arg(STATUS, "state", DType.i64, STATUS_SHAPE)
-    for k, s in enumerate(sites, start=1):
-        status = g.add(Op.CHECK, [status, s.operand], DType.i64, STATUS_SHAPE,
-                       (("site", k), ("kind", s.kind), ("size", s.size)), s.span)
-    head = g.add(Op.SLICE, [status], DType.i64, (1,), (("starts", (0,)), ("stops", (1,)), ("steps", (1,))))
-    clear = g.add(Op.EQ, [head, g.const(np.zeros(1, np.int64), DType.i64)], DType.bool, (1,))
-    counted = g.add(Op.ADD, [status, g.const(np.array([0, 1, 0], np.int64), DType.i64)], DType.i64, STATUS_SHAPE)
-    g.result(STATUS, "next", g.add(Op.WHERE, [clear, counted, status], DType.i64, STATUS_SHAPE))
-    init = _extend(program.init)
-    init.result(STATUS, "value", init.const(np.zeros(STATUS_SHAPE, np.int64), DType.i64))
-    var = Var(STATUS, DType.i64, STATUS_SHAPE, learnable=False)
-    return replace(program, step=g.build(), init=init.build(), states=program.states + (var,))
-
-
-def _extend(graph: Graph) -> GraphBuilder:
-    """A builder that appends to ``graph``'s nodes and results."""
-    g = GraphBuilder()
-    g.nodes, g.results = list(graph.nodes), list(graph.results)
-    return g
-
-
-def raise_inner(sites: list[Site]) -> None:
-    """A computed index inside a LOOP body (internal ticks) cannot be checked yet: say where."""
-    raise NspecError([error(s.span, f"this {s.what} is computed inside internal ticks from values that change "
-                                    "each tick; nspec cannot check it at run time there yet: compute it before "
-                                    "the ticks") for s in sites])
-
-
 __all__ = ["STATUS", "Site", "Range", "find_sites", "classify", "ranges", "operand_value", "describe", "static_errors",
-           "start_errors", "start_sites", "status_error", "check_bounds"]
+           "start_errors", "start_sites", "status_error"]

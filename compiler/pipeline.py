@@ -24,8 +24,8 @@ from typing import Any, Callable
 
 from nspec.dsl.diagnostics import Collector, SourceMap, Span
 
-from .bounds import check_bounds
 from .ir import Program, verify_program
+from .passes.check_bounds import check_bounds
 from .passes.discretize_odes import discretize_odes
 from .passes.eliminate_dead_code import eliminate_dead_code
 from .passes.flatten_systems import check_weight_keys, flatten, to_program

@@ -62,6 +62,25 @@ system Computed {
 
 simulate Computed for 2 ms, dt = 1 ms
 """
+TICKS = """\
+module ticks "an index computed inside internal ticks, from a state that changes each tick"
+
+system Tick {
+  in x: f32[4]
+  in k: i64
+  out y: f32
+  out seen: f32 stack
+  state acc: f32 = 0
+  state j: i64 = 0
+  y = acc
+  seen = acc
+  next j = j + k
+  next acc = acc + x[j]
+  ticks 3
+}
+
+simulate Tick for 2 ms, dt = 1 ms
+"""
 LINES = {"gather": 11, "scatter": 12, "mod": 13, "div": 14}  # the lines of COMPUTED's four sites
 
 
@@ -70,6 +89,7 @@ def specs(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("memory_safety")
     (root / "route.nspec").write_text(ROUTE)
     (root / "computed.nspec").write_text(COMPUTED)
+    (root / "ticks.nspec").write_text(TICKS)
     return root
 
 
@@ -279,6 +299,33 @@ def test_computed_mistakes_give_the_same_located_error_on_every_backend(computed
     """, tmp_path)
     assert out.returncode == 0, out.stderr  # no segfault, no SIGFPE
     assert _first_line(out.stdout.strip().splitlines()[-1]) == expect
+
+
+def test_an_index_computed_inside_ticks_is_checked_on_every_backend(specs, tmp_path):
+    """The status is carried through the LOOP of internal ticks (stacked outputs keep their place)."""
+    model = nspec.load(specs / "ticks.nspec")
+    x = np.array([1, 2, 3, 4], np.float32)
+    want = "ticks.nspec:13:20: error: index 4 is out of range for an axis of size 4 (step 1)"  # j = 0..2, then 3, 4
+    ok = {}
+    for backend in IN_PROCESS:
+        assert _outcome(model, {"x": x, "k": np.array(1)}, backend) == want, backend
+        ok[backend] = model.run({"x": x, "k": np.array(0)}, backend=backend)  # j stays 0: x[0] each tick
+        np.testing.assert_array_equal(ok[backend]["seen"], [[0, 1, 2], [3, 4, 5]], err_msg=backend)
+        np.testing.assert_array_equal(ok[backend]["y"], [2, 5], err_msg=backend)  # the last tick's
+    out = _run_tvm(f"""
+        import numpy as np, nspec
+        from nspec.runtime.checks import RunCheckError
+        m = nspec.load({str(specs / "ticks.nspec")!r})
+        x = np.array([1, 2, 3, 4], np.float32)
+        print(m.run({{"x": x, "k": np.array(0)}}, backend="tvm")["seen"].tolist())
+        try:
+            m.run({{"x": x, "k": np.array(1)}}, backend="tvm")
+        except RunCheckError as exc:
+            print(str(exc).split("\\n", 1)[0])
+    """, tmp_path)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert lines[-2] == "[[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]" and _first_line(lines[-1]) == want
 
 
 def test_in_range_values_are_unchanged_on_every_backend(computed):

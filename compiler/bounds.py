@@ -36,7 +36,7 @@ import numpy as np
 
 from nspec.dsl.diagnostics import Diagnostic, Span, error
 
-from .interpret import CHECK_FAILS, Context, Plan
+from .interpret import CHECK_FAILS, Context, EvaluationError, Plan
 from .ir import DType, Graph, Node, Op, Program
 from .ops import STATUS_SHAPE, LoopAttrs
 
@@ -55,11 +55,6 @@ class Site:
     size: int                # the indexed axis (index), n_post (indices), the row count (indptr)
     span: Span
     when: str = "run"        # "compile" | "start" | "never" | "run"
-
-    @property
-    def what(self) -> str:
-        return {"index": "index", "divisor": "divisor", "indptr": "connectivity row table",
-                "indices": "connectivity target"}[self.kind]
 
 
 # ---------------------------------------------------------------- finding sites
@@ -313,17 +308,24 @@ def _csr_extent(indptr: np.ndarray | None, indices: np.ndarray) -> str | None:
 
 def static_errors(step: Graph, init: Graph | None = None) -> list[Diagnostic]:
     """Located errors for sites proven at compile time: their constant operands, and parameters
-    whose initial value in ``init`` is a constant, checked against that value."""
-    init_values = _constant_inits(init) if init is not None else {}
+    whose initial value in ``init`` is a constant, checked against that value.  Only the values
+    sites read are computed; a value that cannot be computed here is left to the run."""
+    sites = classify(step)
+    wanted = set().union(*(_reads(step, s) for s in sites if s.when == "start"))
+    init_values = _constant_inits(init, wanted) if init is not None else {}
     out: list[Diagnostic] = []
     values: dict[tuple, np.ndarray] = {}
-    for s in classify(step):
+    for s in sites:
         graph = _graphs(step, s.loops)[-1]
         if s.when == "compile":
-            v, source = operand_value(step, s, {}), None
+            env, source = {}, None
         elif s.when == "start" and _reads_only(step, s, init_values):
-            v, source = operand_value(step, s, init_values), "the initial value of "
+            env, source = init_values, "the initial value of "
         else:
+            continue
+        try:
+            v = operand_value(step, s, env)
+        except EvaluationError:
             continue
         values[(s.loops, s.operand)] = v
         bad = _first_bad(s, v)
@@ -337,13 +339,18 @@ def static_errors(step: Graph, init: Graph | None = None) -> list[Diagnostic]:
     return out
 
 
-def _constant_inits(init: Graph) -> dict[str, np.ndarray]:
-    """Initial values computed from constants alone (no random draw): name -> value."""
+def _constant_inits(init: Graph, names: set[str]) -> dict[str, np.ndarray]:
+    """The initial values of ``names`` computed from constants alone (no random draw)."""
     out = {}
     for r in init.results:
+        if r.name not in names:
+            continue
         need = init.reachable([r.node])
         if all(init.nodes[j].op not in (Op.ARG, Op.RANDOM) for j in need):
-            out[r.name] = Plan(init, only=need).run(Context({}))[r.node]
+            try:
+                out[r.name] = Plan(init, only=need).run(Context({}))[r.node]
+            except EvaluationError:
+                continue
     return out
 
 

@@ -233,8 +233,9 @@ def in_range(idx, size: int):
     index out of [-size, size) is clamped to the nearest end.  Every backend's indexing rules do the
     same, so no kernel reads or writes outside its buffer; a CHECK node (or the checks at compile time
     and at the start of a run, ``compiler/bounds.py``) reports such an index as an error."""
-    idx = np.where(idx < 0, idx + size, idx)
-    return np.clip(idx, 0, size - 1)
+    if not idx.size or (idx.min() >= 0 and idx.max() < size):
+        return idx  # the usual case, without a copy
+    return np.clip(np.where(idx < 0, idx + size, idx), 0, size - 1)
 
 
 def nonzero_divisor(b):
@@ -416,6 +417,8 @@ def _check(node, xs, bs, ctx):
     s = _with_batch(status, bs[0], batch) if any(bs) else status[None]
     flat = (_with_batch(x, bs[1], batch) if any(bs) else x[None]).reshape(batch, -1)
     fails = CHECK_FAILS[a.kind](flat, a.size)
+    if not fails.any():
+        return status
     first = np.argmax(fails, axis=1) if flat.shape[1] else np.zeros(batch, np.int64)
     value = flat[np.arange(batch), first] if flat.shape[1] else first
     report = (s[:, 0] == 0) & fails.any(axis=1)

@@ -25,7 +25,9 @@ from hypothesis import strategies as st
 import nspec
 from nspec.compiler import bounds
 from nspec.compiler.driver import check_files
-from nspec.dsl.diagnostics import NspecError
+from nspec.compiler.ir import DType, GraphBuilder, Op, Program, Var
+from nspec.compiler.passes.check_bounds import check_bounds
+from nspec.dsl.diagnostics import NspecError, Span
 from nspec.runtime.checks import RunCheckError
 
 IN_PROCESS = ("reference", "onnxruntime", "torch")
@@ -426,3 +428,34 @@ def test_generated_computed_indices_on_tvm_match_the_numpy_oracle(computed, tmp_
                 np.testing.assert_array_equal(np.array(got[name]), value, err_msg=name)
         else:
             assert _first_line(got) == want
+
+
+# ---------------------------------------------------------------- connectivity
+def _propagate_program(indptr, indices, computed: bool = False):
+    g = GraphBuilder()
+    spikes = g.arg("spikes", "input", DType.f32, (3,))
+    ptr, idx = g.const(np.array(indptr, np.int64), DType.i64), g.const(np.array(indices, np.int64), DType.i64)
+    if computed:  # connectivity read from an input: no spec builds it, but the IR could hold it
+        idx = g.add(Op.ADD, [idx, g.arg("shift", "input", DType.i64, ())], DType.i64, (len(indices),))
+    w = g.const(np.ones(len(indices), np.float32))
+    g.result("y", "output", g.add(Op.PROPAGATE, [spikes, ptr, idx, w], DType.f32, (2,), (("n_post", 2),),
+                                  Span("net.nspec", 4, 5)))
+    inputs = (Var("spikes", DType.f32, (3,)),) + ((Var("shift", DType.i64, ()),) if computed else ())
+    return Program("net", g.build(), GraphBuilder().build(), (), (), inputs, (Var("y", DType.f32, (2,)),))
+
+
+@pytest.mark.parametrize("indptr, indices, expect", [
+    ([0, 1, 2, 3], [0, 1, 2], "connectivity target 2 is out of range for 2 postsynaptic neurons"),
+    ([0, 2, 1, 3], [0, 1, 1], "connectivity row table is not a non-decreasing table from 0 (entry 1)"),
+    ([1, 1, 2, 3], [0, 1, 1], "connectivity row table is not a non-decreasing table from 0 (entry 1)"),
+    ([0, 1, 2, 4], [0, 1, 1], "connectivity row table ends at 4, past its 3 targets"),
+])
+def test_constant_connectivity_out_of_range_is_a_located_compile_error(indptr, indices, expect):
+    with pytest.raises(NspecError, match=r"net.nspec:4:5: error: " + expect.replace("(", r"\(").replace(")", r"\)")):
+        check_bounds(_propagate_program(indptr, indices))
+    assert check_bounds(_propagate_program([0, 1, 2, 3], [0, 1, 1])).states == ()  # valid: nothing added
+
+
+def test_connectivity_computed_at_run_time_is_refused():
+    with pytest.raises(NspecError, match=r"net.nspec:4:5: error: synaptic connectivity must be constant or parameters"):
+        check_bounds(_propagate_program([0, 1, 2, 3], [0, 1, 1], computed=True))

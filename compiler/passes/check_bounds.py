@@ -21,7 +21,7 @@ import numpy as np
 from nspec.compiler.bounds import STATUS, Site, classify, static_errors
 from nspec.compiler.ir import DType, Graph, GraphBuilder, Op, Program, Var
 from nspec.compiler.ops import STATUS_SHAPE
-from nspec.dsl.diagnostics import NspecError, SourceMap
+from nspec.dsl.diagnostics import NspecError, SourceMap, error
 
 
 def _chain(graph: Graph, loops: tuple[int, ...], g: GraphBuilder, status: int,
@@ -63,8 +63,15 @@ def check_bounds(program: Program) -> Program:
     if diags:
         raise NspecError(diags, SourceMap())
     sites: dict[tuple, list[Site]] = {}
+    checked = set()
+    runtime_csr = [s for s in classify(program.step) if s.when == "run" and s.kind in ("indptr", "indices")]
+    if runtime_csr:  # the language builds connectivity from constants (or parameters) only
+        raise NspecError([error(s.span, "synaptic connectivity must be constant or parameters; this one is "
+                                        "computed at run time") for s in runtime_csr], SourceMap())
     for s in classify(program.step):
-        if s.when == "run":
+        # a second site on the same values (x[i] and scatter_add(..., i, ...)) could never fail first
+        if s.when == "run" and (s.loops, s.operand, s.kind, s.size) not in checked:
+            checked.add((s.loops, s.operand, s.kind, s.size))
             sites.setdefault((s.loops, s.node), []).append(s)
     if not sites:
         return program

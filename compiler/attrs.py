@@ -251,6 +251,18 @@ class DrawAttrs(Attrs):
     shape: tuple[int, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class CheckAttrs(Attrs):
+    """A run-time check (``CHECK``): ``site`` numbers it in its program (1, 2, ...; the status a
+    failed check leaves names it), ``kind`` is "index" (valid values in [-size, size)) or
+    "divisor" (valid values are non-zero)."""
+
+    site: int
+    kind: str
+    size: int = 0
+
+
 __all__ = ["Role", "Attrs", "NoAttrs", "ConstAttrs", "ArgAttrs", "CastAttrs", "SpikeAttrs", "ReduceAttrs", "AxisAttrs",
            "LayerNormAttrs", "EinsumAttrs", "ShapeAttrs", "TransposeAttrs", "SliceAttrs", "PropagateAttrs", "LoopAttrs",
-           "Folded", "IntegrateAttrs", "ItemAttrs", "RandomAttrs", "DrawAttrs"]
+           "Folded", "IntegrateAttrs", "ItemAttrs", "RandomAttrs", "DrawAttrs",
+           "CheckAttrs"]

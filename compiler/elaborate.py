@@ -22,6 +22,7 @@ from nspec.dsl.diagnostics import Collector, Diagnostic, SourceMap, Span
 from nspec.dsl.parser import parse
 
 from .bodies import build_body
+from .bounds import static_errors
 from .declared_types import unit_of
 from .composites import build_composite, build_workspace
 from .expressions import Abort, ExprBuilder, Val, static
@@ -420,6 +421,7 @@ def check_module(path: str, sources: SourceMap, hyper: dict) -> list[Diagnostic]
             if decl.kind in ("network", "composite"):
                 system = flatten(system, elab.diags)
             check_weight_keys(system.params, elab.diags)
+            elab.diags.extend(static_errors(system.step, system.init))
         except Abort:
             pass
     _check_overrides(elab, scope)

@@ -246,6 +246,9 @@ class ExprBuilder:
         else:
             self.fail(span, f"unknown operator {op!r}")
         shape = self.broadcast(a, b, span, op)
+        if op in ("/", "%") and _integers(a, b) and b.is_static and np.any(np.asarray(b.static) == 0):
+            kind = "division" if op == "/" else "remainder"  # (a float divisor of 0 gives inf or nan, as IEEE says)
+            self.fail(span, f"integer {kind} by zero: the divisor {_text(e.right) if isinstance(e, A.Binary) else 'here'} is 0")
         is_cmp = op in ("<", "<=", ">", ">=", "==", "!=")
         dtype = DType.bool if is_cmp else self.result_dtype(a, b, span, op)
         if op == "/" and not dtype.is_float:
@@ -491,6 +494,11 @@ def _text(e) -> str:
     if isinstance(e, A.Index):
         return f"{_text(e.value)}[...]"
     return "expression"
+
+
+def _integers(a: Val, b: Val) -> bool:
+    """Both operands are integers (a division of them is checked for a zero divisor)."""
+    return all(v.dtype in (DType.i64, DType.i32) and not isinstance(v.static, str) for v in (a, b))
 
 
 _IR_BINARY = {

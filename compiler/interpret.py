@@ -98,6 +98,17 @@ def _arith(fn) -> Rule:
     return rule
 
 
+def _divide(fn) -> Rule:
+    """DIV or MOD in the node's dtype; an integer divisor of 0 counts as 1 (see ``nonzero_divisor``)."""
+
+    def rule(node, xs, bs, ctx):
+        dt = NUMPY[node.dtype]
+        a, b = _align([x.astype(dt, copy=False) for x in xs], bs, len(node.shape))
+        return fn(a, nonzero_divisor(b))
+
+    return rule
+
+
 def _compare(fn) -> Rule:
     """A binary op on the operands' own dtypes (comparisons and logic give bool)."""
 
@@ -217,9 +228,25 @@ def _slice(node, xs, bs, ctx):
     return xs[0][sliced(node.attr("starts"), node.attr("stops"), node.attr("steps"), bs[0])]
 
 
+def in_range(idx, size: int):
+    """Indices as positions in [0, size): negative ones count from the end (as ``np.take``), and an
+    index out of [-size, size) is clamped to the nearest end.  Every backend's indexing rules do the
+    same, so no kernel reads or writes outside its buffer; a CHECK node (or the checks at compile time
+    and at the start of a run, ``compiler/bounds.py``) reports such an index as an error."""
+    if not idx.size or (idx.min() >= 0 and idx.max() < size):
+        return idx  # the usual case, without a copy
+    return np.clip(np.where(idx < 0, idx + size, idx), 0, size - 1)
+
+
+def nonzero_divisor(b):
+    """An integer divisor with 0 replaced by 1 (so a division never traps); CHECK reports the zero."""
+    return np.where(b == 0, b.dtype.type(1), b) if b.dtype.kind in "iu" else b
+
+
 def _gather(node, xs, bs, ctx):
     x, idx = xs
     axis = stored_axis(node.attr("axis"), x.ndim - bs[0], False)
+    idx = in_range(idx, x.shape[axis + bs[0]])
     if not any(bs):
         return np.take(x, idx, axis=axis)
     if not bs[1]:
@@ -238,6 +265,7 @@ def _scatter_add(node, xs, bs, ctx):
     base, idx, values = xs
     axis = stored_axis(node.attr("axis"), len(node.shape), False)
     dt = NUMPY[node.dtype]
+    idx = in_range(idx, node.shape[axis])
     if not any(bs):
         out = base.astype(dt, copy=True)
         np.add.at(out, (slice(None),) * axis + (idx,), values.astype(dt, copy=False))
@@ -373,15 +401,41 @@ def _uniform(node, xs, bs, ctx):
     return u if bs[0] else u[0]
 
 
+# ---------------------------------------------------------------- run-time checks
+# kind -> the values that fail the check (x, size) -> bool array; every backend has the same table.
+CHECK_FAILS = {
+    "index": lambda x, size: (x < -size) | (x >= size),
+    "divisor": lambda x, size: x == 0,
+}
+
+
+def _check(node, xs, bs, ctx):
+    """The status, or (site, its step, the first failing value of x) when it is clear and x fails."""
+    status, x = xs
+    a = node.attrs
+    batch = batch_size(xs, bs) if any(bs) else 1
+    s = _with_batch(status, bs[0], batch) if any(bs) else status[None]
+    flat = (_with_batch(x, bs[1], batch) if any(bs) else x[None]).reshape(batch, -1)
+    fails = CHECK_FAILS[a.kind](flat, a.size)
+    if not fails.any():
+        return status
+    first = np.argmax(fails, axis=1) if flat.shape[1] else np.zeros(batch, np.int64)
+    value = flat[np.arange(batch), first] if flat.shape[1] else first
+    report = (s[:, 0] == 0) & fails.any(axis=1)
+    failed = np.stack([np.full(batch, a.site, np.int64), s[:, 1], value.astype(np.int64)], axis=1)
+    out = np.where(report[:, None], failed, s)
+    return out if any(bs) else out[0]
+
+
 RULES: dict[Op, Rule] = {
     Op.CONST: _const,
     Op.ARG: _arg,
     Op.ADD: _arith(np.add),
     Op.SUB: _arith(np.subtract),
     Op.MUL: _arith(np.multiply),
-    Op.DIV: _arith(np.true_divide),
+    Op.DIV: _divide(np.true_divide),
     Op.POW: _arith(np.power),
-    Op.MOD: _arith(np.mod),
+    Op.MOD: _divide(np.mod),
     Op.MAXIMUM: _arith(np.maximum),
     Op.MINIMUM: _arith(np.minimum),
     Op.NEG: _unary(np.negative),
@@ -431,6 +485,7 @@ RULES: dict[Op, Rule] = {
     Op.ITEM: _item,
     Op.RANDOM: _random,
     Op.UNIFORM: _uniform,
+    Op.CHECK: _check,
 }
 
 
@@ -531,4 +586,4 @@ def evaluate(graph: Graph, env: dict[str, np.ndarray], batch: int | None = None,
     return {(r.name, r.kind): vals[r.node] for r in graph.results}
 
 
-__all__ = ["RULES", "Rule", "Context", "Plan", "EvaluationError", "evaluate"]
+__all__ = ["RULES", "CHECK_FAILS", "in_range", "nonzero_divisor", "Rule", "Context", "Plan", "EvaluationError", "evaluate"]

@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .attrs import (ArgAttrs, Attrs, AxisAttrs, CastAttrs, ConstAttrs, DrawAttrs, EinsumAttrs, Folded, IntegrateAttrs, ItemAttrs,
+from .attrs import (ArgAttrs, Attrs, AxisAttrs, CastAttrs, CheckAttrs, ConstAttrs, DrawAttrs, EinsumAttrs, Folded, IntegrateAttrs, ItemAttrs,
                     LayerNormAttrs, LoopAttrs, NoAttrs, PropagateAttrs, RandomAttrs, ReduceAttrs, Role, ShapeAttrs,
                     SliceAttrs, SpikeAttrs, TransposeAttrs)
 
@@ -123,6 +123,9 @@ class Op(enum.Enum):
     RANDOM = "random"        # attrs: dist in {uniform, normal, orthogonal}; inputs: two scalars (lo, hi | mean, std)
     # -- random draws inside the time loop (counter-based: the same bits on every backend)
     UNIFORM = "uniform"      # attrs: seed, stream, shape; input: the step counter (i64 scalar); f32 in [0, 1)
+    # -- run-time checks (added by the check-bounds pass; compiler/bounds.py)
+    CHECK = "check"          # check(status i64[3], x): the status, or [site, step, first bad value of x] if
+                             # the status is clear and x fails attrs.kind; attrs: site, kind, size
 
 
 # The op families.  A new elementwise function is one enum member above plus its name in MATH:
@@ -331,6 +334,20 @@ def _uniform(ins, a: DrawAttrs) -> Type:
     return DType.f32, a.shape
 
 
+CHECK_KINDS = ("index", "divisor")
+STATUS_SHAPE = (3,)  # a check status: (site, step, value); site 0 while every check has held
+
+
+def _check(ins, a: CheckAttrs) -> Type:
+    status, x = ins
+    if status.dtype is not DType.i64 or status.shape != STATUS_SHAPE:
+        raise SignatureError(f"check's status must be i64{list(STATUS_SHAPE)}, got {status.dtype.value}{list(status.shape)}")
+    _index_dtype(x)
+    if a.kind not in CHECK_KINDS or a.site < 1 or (a.kind == "index" and a.size < 1):
+        raise SignatureError(f"check: site {a.site} of kind {a.kind!r} (size {a.size})")
+    return DType.i64, STATUS_SHAPE
+
+
 def _item(ins, a: ItemAttrs) -> Type:
     loop = ins[0]
     if not isinstance(loop.attrs, (LoopAttrs, IntegrateAttrs)):
@@ -411,6 +428,7 @@ SIGNATURES: dict[Op, Signature] = {
     Op.INTEGRATE: _sig(1, None, IntegrateAttrs, _integrate),
     Op.RANDOM: _sig(2, 2, RandomAttrs, lambda ins, a: (a.dtype, a.shape)),
     Op.UNIFORM: _sig(1, 1, DrawAttrs, _uniform),
+    Op.CHECK: _sig(2, 2, CheckAttrs, _check),
 }
 
 # Records whose fields the node's own type supplies when a builder gives only its type.
@@ -461,5 +479,6 @@ def infer(op: Op, inputs: Sequence, attrs: Attrs) -> Type:
 
 __all__ = ["Role", "ResultKind", "Merge", "Attrs", "NoAttrs", "ConstAttrs", "ArgAttrs", "CastAttrs", "SpikeAttrs",
            "ReduceAttrs", "AxisAttrs", "LayerNormAttrs", "EinsumAttrs", "ShapeAttrs", "TransposeAttrs", "SliceAttrs",
-           "PropagateAttrs", "LoopAttrs", "Folded", "IntegrateAttrs", "ItemAttrs", "RandomAttrs", "DrawAttrs", "Signature",
-           "IRError", "SignatureError", "SIGNATURES", "make_attrs", "infer", "promote", "CONTINUOUS", "DRAWS"]
+           "PropagateAttrs", "LoopAttrs", "Folded", "IntegrateAttrs", "ItemAttrs", "RandomAttrs", "DrawAttrs", "CheckAttrs", "Signature",
+           "IRError", "SignatureError", "SIGNATURES", "make_attrs", "infer", "promote", "CONTINUOUS", "DRAWS",
+           "CHECK_KINDS", "STATUS_SHAPE"]

@@ -5,6 +5,7 @@ systems, with the run's settings.  ``PIPELINE`` then takes it down to a flat, op
 
     flatten-systems       Design  -> Program   substitute the wiring diagram down to one primitive
     discretize-odes       Program -> Program   continuous equations (INTEGRATE) become a scheme's steps
+    check-bounds          Program -> Program   indices and integer divisors: compile errors, run-time CHECKs
     fold-constants        Program -> Program   evaluate constant subgraphs with the oracle's rules
     eliminate-dead-code   Program -> Program   drop nodes no result reads
 
@@ -24,6 +25,7 @@ from typing import Any, Callable
 from nspec.dsl.diagnostics import Collector, SourceMap, Span
 
 from .ir import Program, verify_program
+from .passes.check_bounds import check_bounds
 from .passes.discretize_odes import discretize_odes
 from .passes.eliminate_dead_code import eliminate_dead_code
 from .passes.flatten_systems import check_weight_keys, flatten, to_program
@@ -79,6 +81,8 @@ PIPELINE: tuple[Pass, ...] = (
          required=True),
     Pass("number-streams", number_streams, "each random draw site (UNIFORM) gets its own stream id, in graph order",
          required=True),
+    Pass("check-bounds", check_bounds, "constant indices and divisors checked now; the rest at the start of a run "
+         "or by CHECK nodes (compiler/bounds.py)", required=True),
     Pass("fold-constants", fold_constants, "evaluate constant subgraphs with the oracle's rules; apply identities"),
     Pass("eliminate-dead-code", eliminate_dead_code, "drop nodes that no result reads (LOOP bodies included)"),
 )

@@ -53,16 +53,24 @@ def _ne(e: Emit, n, args, b):
     return _val(n, e.op("Not", _binary("Equal", compare=True)(e, n, args, b).name), b)
 
 
+def _nonzero(e: Emit, y: str, dtype: DType) -> str:
+    """An integer divisor with 0 replaced by 1, so that no division traps (``interpret.nonzero_divisor``)."""
+    return e.op("Where", e.op("Equal", y, e.scalar(0, dtype)), e.scalar(1, dtype), y)
+
+
 def _div(e: Emit, n, args, b):
     # true division in the node's dtype; integer Div truncates toward zero, as the reference's
     # float quotient cast back to int does.
-    return _binary("Div")(e, n, args, b)
+    if n.dtype.is_float:
+        return _binary("Div")(e, n, args, b)
+    x, y = (e.lift(e.cast(a, n.dtype), len(n.shape)) for a in args)
+    return _val(n, e.op("Div", x, _nonzero(e, y, n.dtype)), b)
 
 
 def _mod(e: Emit, n, args, b):
     x, y = (e.lift(e.cast(a, n.dtype), len(n.shape)) for a in args)
-    if not n.dtype.is_float:
-        return _val(n, e.op("Mod", x, y), b)  # integer Mod (fmod=0) takes the divisor's sign, as numpy
+    if not n.dtype.is_float:  # integer Mod (fmod=0) takes the divisor's sign, as numpy
+        return _val(n, e.op("Mod", x, _nonzero(e, y, n.dtype)), b)
     # numpy's float mod: fmod, then add the divisor where the signs differ and the remainder is nonzero.
     r = e.op("Mod", x, y, fmod=1)
     zero = e.scalar(0, n.dtype)
@@ -223,11 +231,20 @@ def _moveaxis(e: Emit, name: str, rank: int, src: int, dst: int) -> str:
     return e.op("Transpose", name, perm=perm)
 
 
+def _in_range(e: Emit, idx: Val, size: int) -> Val:
+    """int64 indices as positions in [0, size): negative ones from the end, the rest clamped, so
+    that no Gather or Scatter leaves its buffer (``interpret.in_range``)."""
+    wrapped = e.op("Where", e.op("Less", idx.name, e.scalar(0, DType.i64)),
+                   e.op("Add", idx.name, e.scalar(size, DType.i64)), idx.name)
+    clamped = e.op("Max", e.op("Min", wrapped, e.scalar(size - 1, DType.i64)), e.scalar(0, DType.i64))
+    return Val(clamped, DType.i64, idx.shape, idx.batched)
+
+
 def _gather(e: Emit, n, args, b):
     """numpy ``take(x, idx, axis)`` per sample."""
     x, idx = args
-    idx = e.cast(idx, DType.i64)
     axis = stored_axis(n.attr("axis"), len(x.shape), False)
+    idx = _in_range(e, e.cast(idx, DType.i64), x.shape[axis])
     if not idx.batched:
         return _val(n, e.op("Gather", x.name, idx.name, axis=x.axis(axis)), b)
     if not x.batched:
@@ -235,8 +252,7 @@ def _gather(e: Emit, n, args, b):
         out = e.op("Gather", x.name, idx.name, axis=axis)
         return _val(n, _moveaxis(e, out, len(n.shape) + 1, axis, 0), b)
     # both batched: gather whole sub-arrays per sample with GatherND(batch_dims=1) on axis 1.
-    size = e.scalar(x.shape[axis], DType.i64)
-    pos = e.op("Where", e.op("Less", idx.name, e.scalar(0, DType.i64)), e.op("Add", idx.name, size), idx.name)
+    pos = idx.name
     data = _moveaxis(e, x.name, x.rank, axis + 1, 1)
     out = e.op("GatherND", data, e.op("Unsqueeze", pos, e.i64([-1])), batch_dims=1)
     k = len(idx.shape)
@@ -260,7 +276,8 @@ def _scatter_add(e: Emit, n, args, b):
     if b:
         base, values = e.to_batch(base), e.to_batch(values)
     upd = _reshape_to(e, values, flat)
-    ind = e.op("Reshape", e.cast(idx, DType.i64).name, e.i64((0, k) if idx.batched else (k,)))
+    ind = e.op("Reshape", _in_range(e, e.cast(idx, DType.i64), n.shape[axis]).name,
+               e.i64((0, k) if idx.batched else (k,)))
     others = [d + idx.batched for d in range(len(flat)) if d != axis]
     if others:
         ind = e.op("Unsqueeze", ind, e.i64(others))
@@ -309,6 +326,33 @@ def _uniform(e: Emit, n, args, b):
     return _val(n, e.op("Reshape", u, shape), step.batched)
 
 
+# ---------------------------------------------------------------- run-time checks
+CHECK_FAILS_ONNX = {  # kind -> the ONNX ops of interpret.CHECK_FAILS on int64 values
+    "index": lambda e, x, size: e.op("Or", e.op("Less", x, e.scalar(-size, DType.i64)),
+                                     e.op("GreaterOrEqual", x, e.scalar(size, DType.i64))),
+    "divisor": lambda e, x, size: e.op("Equal", x, e.scalar(0, DType.i64)),
+}
+
+
+def _check(e: Emit, n, args, b):
+    """The status, or (site, its step, the first failing value) when it is clear and x fails."""
+    status, x = args
+    a = n.attrs
+    if not int(np.prod(x.shape)):
+        return _val(n, e.op("Identity", status.name), b)
+    st = e.to_batch(status).name if b else e.op("Reshape", status.name, e.i64([1, 3]))
+    x = e.cast(x, DType.i64)
+    flat = e.op("Reshape", e.to_batch(x).name if b else x.name, e.i64([0 if b else 1, -1]))
+    fails = e.op("Cast", CHECK_FAILS_ONNX[a.kind](e, flat, a.size), to=ONNX_DTYPE[DType.i64])
+    value = e.op("GatherElements", flat, e.op("ArgMax", fails, axis=1, keepdims=1), axis=1)
+    found = e.op("Greater", e.op("ReduceMax", fails, e.i64([1]), keepdims=1), e.scalar(0, DType.i64))
+    column = lambda k: e.op("Slice", st, e.i64([k]), e.i64([k + 1]), e.i64([1]))  # noqa: E731
+    report = e.op("And", e.op("Equal", column(0), e.scalar(0, DType.i64)), found)
+    site = e.op("Expand", e.const(np.full((1, 1), a.site, np.int64)), e.op("Shape", value))
+    out = e.op("Where", report, e.op("Concat", site, column(1), value, axis=1), st)
+    return _val(n, out if b else e.op("Reshape", out, e.i64([3])), b)
+
+
 UNARY_ONNX = {Op.NEG: "Neg", Op.ABS: "Abs", Op.EXP: "Exp", Op.LOG: "Log", Op.SQRT: "Sqrt", Op.TANH: "Tanh",
               Op.SIGMOID: "Sigmoid", Op.RELU: "Relu", Op.SOFTPLUS: "Softplus", Op.SIN: "Sin", Op.COS: "Cos", Op.ERF: "Erf",
               Op.FLOOR: "Floor", Op.NOT: "Not"}
@@ -349,4 +393,5 @@ RULES = {
     Op.LOOP: loop,
     Op.ITEM: _item,
     Op.UNIFORM: _uniform,
+    Op.CHECK: _check,
 }

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from nspec.compiler.batching import (LoopSpec, Until, aligned_shape, batch_size, batched_equation, batched_perm,
                                      iterate, sliced, stored_axes, stored_axis, stored_shape)
+from nspec.compiler.interpret import CHECK_FAILS
 from nspec.compiler.ir import DType, Graph, IRError, Node, Op, batched
 from nspec.compiler.threefry import MASK, UNIFORM_SCALE, UNIFORM_SHIFT, Words, threefry2x32
 from nspec.lowering import surrogates
@@ -225,6 +226,18 @@ def _arith(fn) -> Callable:
     return rule
 
 
+def _divide(fn) -> Callable:
+    """DIV or MOD in the node's dtype; an integer divisor of 0 counts as 1 (``interpret.nonzero_divisor``)."""
+
+    def rule(s, xs, frame):
+        a, b = _align(xs, s.batched, len(s.node.shape), s.dtype)
+        if not b.is_floating_point():
+            b = torch.where(b == 0, torch.ones_like(b), b)
+        return fn(a, b)
+
+    return rule
+
+
 def _compare(fn) -> Callable:
     """A binary op on the operands' own dtypes (comparisons and logic give bool)."""
 
@@ -339,9 +352,10 @@ def _slice(s, xs, frame):
 
 
 def _index(idx: torch.Tensor, size: int) -> torch.Tensor:
-    """Indices as int64, negative ones counted from the end (as ``np.take`` does)."""
+    """Indices as int64, negative ones counted from the end (as ``np.take`` does), clamped into
+    [0, size) so that no index leaves the buffer (``interpret.in_range``)."""
     idx = idx.long()
-    return torch.where(idx < 0, idx + size, idx)
+    return torch.where(idx < 0, idx + size, idx).clamp(0, size - 1)
 
 
 def _gather(s, xs, frame):
@@ -503,15 +517,34 @@ def _uniform(s, xs, frame):
     return u.reshape((step.shape[0],) + tuple(a.shape)) if s.batched[0] else u.reshape(a.shape)
 
 
+# ---------------------------------------------------------------- rules: run-time checks
+def _check(s, xs, frame):
+    """The status, or (site, its step, the first failing value) when it is clear and x fails."""
+    status, x = xs
+    a = s.node.attrs
+    batch = batch_size(xs, s.batched) if s.out else 1
+    st = _with_batch(status, s.batched[0], batch) if s.out else status[None]
+    flat = (_with_batch(x, s.batched[1], batch) if s.out else x[None]).reshape(batch, -1).long()
+    fails = CHECK_FAILS[a.kind](flat, a.size)
+    if flat.shape[1]:
+        value = flat.gather(1, fails.to(torch.uint8).argmax(dim=1, keepdim=True))[:, 0]
+    else:
+        value = torch.zeros_like(st[:, 0])
+    report = (st[:, 0] == 0) & fails.any(dim=1)
+    failed = torch.stack([torch.full_like(st[:, 0], a.site), st[:, 1], value], dim=1)
+    out = torch.where(report[:, None], failed, st)
+    return out if s.out else out[0]
+
+
 RULES: dict[Op, Callable] = {
     Op.CONST: _const,
     Op.ARG: _arg,
     Op.ADD: _arith(torch.add),
     Op.SUB: _arith(torch.sub),
     Op.MUL: _arith(torch.mul),
-    Op.DIV: _arith(torch.true_divide),
+    Op.DIV: _divide(torch.true_divide),
     Op.POW: _arith(torch.pow),
-    Op.MOD: _arith(torch.remainder),
+    Op.MOD: _divide(torch.remainder),
     Op.MAXIMUM: _arith(torch.maximum),
     Op.MINIMUM: _arith(torch.minimum),
     Op.NEG: _unary(torch.neg),
@@ -560,6 +593,7 @@ RULES: dict[Op, Callable] = {
     Op.LOOP: _loop,
     Op.ITEM: _item,
     Op.UNIFORM: _uniform,
+    Op.CHECK: _check,
 }
 _RULE_OF = {op.value: rule for op, rule in RULES.items()}  # by the op's string: an Enum hashes in Python
 

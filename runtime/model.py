@@ -20,6 +20,7 @@ from nspec.compiler.driver import compile_file, parse_file
 from nspec.compiler.ir import Monitor, Program
 from nspec.dsl.diagnostics import SourceMap
 
+from .checks import RunChecks
 from .executor import BackendError, RunRequest, executor_class
 from .lossless import LossyCastError, convert
 from .reference import initialize
@@ -57,6 +58,14 @@ class Model:
         self.state: dict[str, np.ndarray] | None = None
         self.last_timing: dict[str, float] = {}
         self._executors: dict[tuple, Any] = {}
+        self._checks: RunChecks | None = None
+
+    @property
+    def checks(self) -> RunChecks:
+        """Bounds and division checks at the start and end of a run (found once)."""
+        if self._checks is None:
+            self._checks = RunChecks(self.program)
+        return self._checks
 
     # ------------------------------------------------------------ facts
     @property
@@ -121,6 +130,7 @@ class Model:
                 problems.append(str(exc))
         if problems:
             raise WeightsError("weights do not fit the model: " + "; ".join(problems))
+        self.checks.at_start(params)
         self.params = params
 
     def state_dict(self) -> dict[str, np.ndarray]:
@@ -216,6 +226,7 @@ class Model:
             else:
                 arrays[name] = arr[:, :steps]  # every backend gets exactly the steps it runs
         params, state = self.initial(b, seed)
+        self.checks.at_start(params, arrays)
         wanted = self._record_list(record)
         ex = self.executor(backend, **options)
         request = RunRequest(params, state, arrays, steps, tuple(wanted))
@@ -223,6 +234,7 @@ class Model:
         result = _run_in_chunks(ex, request) if progress and steps >= 1000 else ex.run(request)
         self.last_timing["run_s"] = time.perf_counter() - t0
         self.last_timing["steps"] = steps
+        self.checks.at_end(result.state)
         if nan_check != "off":
             self._check_finite(result.state, request, nan_check)
         self.state = result.state
@@ -297,7 +309,9 @@ class Model:
         params, _ = self.initial(1, None)
         arrays, _, _ = self._inputs(inputs, None)
         ex = self.executor(backend)
+        self.checks.at_start(params, arrays)
         result = ex.run(RunRequest(params, self.state, arrays, 1, ()))
+        self.checks.at_end(result.state)
         self.state = result.state
         return {k: v[0, 0] for k, v in result.outputs.items()}
 

@@ -47,6 +47,9 @@ def draw(rng, kind: str, dtype: D, shape):
         x = rng.integers(-2, 3, shape)
     elif kind == "bool":
         x = rng.random(shape) < 0.5
+    elif kind == "status":  # a check status (site, step, value): clear (site 0) or failed at site 4
+        x = rng.integers(0, 9, shape)
+        x[..., 0] = rng.choice([0, 0, 4], shape[:-1])
     elif kind.startswith("index"):  # index<n>: valid take indices into n, negatives included
         n = int(kind[5:])
         x = rng.integers(-n, n, shape)
@@ -193,6 +196,9 @@ def cases():
                 F, (5, 4), (("axis", 0),), three))
     out.append(("scatter_add1", Op.SCATTER_ADD, [("normal", F, (3, 5)), ("index5", I32, (4,)), ("normal", F, (3, 4))],
                 F, (3, 5), (("axis", 1),), three))
+    for kind, values in (("index", "index9"), ("divisor", "small")):  # index9 into 5: some fail, as some zeros
+        out.append((f"check-{kind}", Op.CHECK, [("status", D.i64, (3,)), (values, I32, (2, 3))], D.i64, (3,),
+                    (("site", 2), ("kind", kind), ("size", 5)), TWO))
     return out
 
 

@@ -195,6 +195,11 @@ def build(op: Op, draw, rng) -> Case:
     elif op is Op.UNIFORM:
         c.node(op, (c.arg(values(rng, DType.i64, ())),),
                (("seed", draw(st.integers(0, 2 ** 32 - 1))), ("stream", draw(st.integers(0, 9))), ("shape", draw(shapes))))
+    elif op is Op.CHECK:
+        kind = draw(st.sampled_from(("index", "divisor")))
+        status = c.arg(np.array([0, draw(st.integers(0, 9)), 0], np.int64))
+        x = c.arg(rng.integers(-4, 4, draw(shapes)).astype(draw(st.sampled_from((np.int32, np.int64)))))
+        c.node(op, (status, x), (("site", draw(st.integers(1, 9))), ("kind", kind), ("size", draw(st.integers(1, 4)))))
     else:
         raise AssertionError(f"no case for {op}")
     return c

@@ -40,6 +40,10 @@ def _values(rng, dtype: DType, shape, kind: str):
     """Random test values: ``kind`` picks the range (positive for log/sqrt/pow, indices, 0/1 spikes)."""
     if dtype is BOOL:
         return rng.random(shape) < 0.5
+    if kind == "status":  # a check status (site, step, value): clear (site 0) or failed at site 4
+        x = rng.integers(0, 9, size=shape)
+        x[..., 0] = rng.choice([0, 0, 4], size=shape[:-1])
+        return x.astype(dtype.numpy)
     if kind.startswith("idx"):
         return rng.integers(-int(kind[3:]), int(kind[3:]), size=shape).astype(dtype.numpy)
     if kind.startswith("int"):
@@ -129,7 +133,13 @@ CASES = (
        _case(Op.SCATTER_ADD, [("base", "param", F32, (2, 5)), ("i", "param", I64, (6,)), ("v", "input", F32, (2, 6))],
              F32, (2, 5), (("axis", 1),), ("normal", "int5", "normal")),
        _case(Op.SCATTER_ADD, [("base", "param", F32, (5,)), ("i", "param", I64, (6,)), ("v", "param", F32, (6,))],
-             F32, (5,), (("axis", 0),), ("normal", "int5", "normal"))]
+             F32, (5,), (("axis", 0),), ("normal", "int5", "normal")),
+       _case(Op.CHECK, [("st", "input", I64, (3,)), ("i", "input", I64, (2, 3))], I64, (3,),
+             (("site", 2), ("kind", "index"), ("size", 5)), ("status", "idx9")),
+       _case(Op.CHECK, [("st", "input", I64, (3,)), ("i", "param", I64, (4,))], I64, (3,),
+             (("site", 1), ("kind", "divisor")), ("status", "idx2")),
+       _case(Op.CHECK, [("st", "param", I64, (3,)), ("i", "param", I64, (4,))], I64, (3,),
+             (("site", 1), ("kind", "index"), ("size", 3)), ("status", "idx9"))]
 )
 
 
@@ -666,12 +676,14 @@ def test_unknown_surrogate_and_init_only_ops_are_located_errors():
 
 def test_runtime_failures_name_the_node_and_its_spec_line():
     from nspec.dsl.diagnostics import Span
+    # (an index out of range is no failure: every backend clamps it and a CHECK reports it,
+    # tests/test_memory_safety.py; values of the wrong size are one)
     b = GraphBuilder()
-    t = b.arg("t", "param", F32, (5,))
-    i = b.arg("i", "input", I64, (2,))
-    b.result("y", "output", b.add(Op.GATHER, [t, i], F32, (2,), (("axis", 0),), Span("model.nspec", 9, 4)))
-    env = {"t": np.zeros(5, np.float32), "i": np.array([[1, 7]])}
-    with pytest.raises(BackendError, match=r"model.nspec:9:4: error: %2 \(gather\): .*index"):
+    t = b.arg("t", "input", F32, (2,))
+    i = b.arg("i", "input", F32, (2,))
+    b.result("y", "output", b.add(Op.ADD, [t, i], F32, (2,), (), Span("model.nspec", 9, 4)))
+    env = {"t": np.zeros((1, 2), np.float32), "i": np.zeros((1, 3), np.float32)}
+    with pytest.raises(BackendError, match=r"model.nspec:9:4: error: %2 \(add\): .*size"):
         tt.evaluate(b.build(), env, 1)
 
 

@@ -113,6 +113,10 @@ def _op_program():
     indices = b.const(np.array([0, 2, 1, 0, 2], np.int64), I64)
     weights = b.const(np.array([0.5, -1.0, 2.0, 0.25, 4.0], np.float32))
     out("propagate", b.add(Op.PROPAGATE, (spikes, indptr, indices, weights), F32, (3,), (("n_post", 3),)))
+    status = b.arg("st", "state", I64, (3,))
+    picks = b.add(Op.CAST, (b.add(Op.MUL, (y, b.const(9.0)), F32, (3, 4)),), I64, (3, 4))  # some in [-4, 4), some not
+    b.result("st", "next", b.add(Op.CHECK, (status, picks), I64, (3,), (("site", 3), ("kind", "index"), ("size", 4))))
+    out("check", b.add(Op.CHECK, (status, picks), I64, (3,), (("site", 2), ("kind", "divisor"))))
     empty = b.const(np.zeros((0,), np.float32))  # an empty constant is an argument too (ELM has one)
     out("empty_sum", b.add(Op.ADD, (b.add(Op.SUM, (empty,), F32, (), (("axes", (0,)), ("keepdims", False))), x),
                            F32, (3, 4)))
@@ -120,7 +124,7 @@ def _op_program():
     b.result("s", "next", b.add(Op.ADD, (s, b.add(Op.MUL, (total, half), F32, (4,))), F32, (4,)))
     monitors = [ir.Monitor("s", "state", ("s",), None, 1), ir.Monitor("p", "state", ("propagate",), None, 2)]
     return _program("ops", b, params=[Var("z", F32, (4,)), Var("idx", I32, (5,)), Var("k", I64, ())],
-                    states=[Var("s", F32, (4,))],
+                    states=[Var("s", F32, (4,)), Var("st", I64, (3,))],
                     inputs=[Var("x", F32, (3, 4)), Var("y", F32, (3, 4))], outputs=outs, monitors=monitors)
 
 
@@ -140,7 +144,7 @@ def test_every_op_matches_the_reference():
     y[:, :, 0, 1] = 0.25  # exercises EQ and the comparison boundaries
     params = {"z": rng.uniform(-1, 1, 4).astype(np.float32), "idx": np.array([3, 0, 1, 1, 2], np.int32),
               "k": np.array(2 ** 32 + 5, np.int64)}
-    state = {"s": rng.uniform(-1, 1, (batch, 4)).astype(np.float32)}
+    state = {"s": rng.uniform(-1, 1, (batch, 4)).astype(np.float32), "st": np.zeros((batch, 3), np.int64)}
     req = RunRequest(params, state, {"x": x, "y": y}, steps, (("s", 1), ("propagate", 2)))
     ref, got = _run_both(p, req)
     for name in ref.outputs:
@@ -148,6 +152,7 @@ def test_every_op_matches_the_reference():
     for name in ref.records:
         _assert_close("record " + name, ref.records[name], got.records[name])
     _assert_close("state s", ref.state["s"], got.state["s"])
+    _assert_close("state st", ref.state["st"], got.state["st"])
 
 
 # ---------------------------------------------------------------- a spiking network

@@ -243,6 +243,14 @@ def layernorm(em: Emitter, graph: Graph, i: int, vals, plan: Plan):
             out.store(at(j), y)
 
 
+def in_range(k, size: int):
+    """An int64 index as an int32 position in [0, size): negative ones from the end, the rest clamped,
+    so that no load or store leaves its buffer (``interpret.in_range``; a CHECK reports the index)."""
+    tirx = tvm_modules().tirx
+    k = tirx.Select(k < imm(0, "int64"), k + imm(size, "int64"), k)
+    return cast(tirx.Max(tirx.Min(k, imm(size - 1, "int64")), imm(0, "int64")), "int32")
+
+
 def gather(em: Emitter, graph: Graph, i: int, vals, plan: Plan):
     _, tirx, _, T = tvm_modules()
     n = graph.nodes[i]
@@ -253,8 +261,7 @@ def gather(em: Emitter, graph: Graph, i: int, vals, plan: Plan):
     out = vals[i]
     stack, idx = em.foreach(n.shape)
     with stack:
-        k = cast(ind.load(idx[axis:axis + len(ks)]), "int32")
-        k = tirx.Select(k < 0, k + xs[axis], k)
+        k = in_range(cast(ind.load(idx[axis:axis + len(ks)]), "int64"), xs[axis])
         out.store(idx, x.load(idx[:axis] + (k,) + idx[axis + len(ks):]))
 
 
@@ -273,10 +280,37 @@ def scatter_add(em: Emitter, graph: Graph, i: int, vals, plan: Plan):
     with em.single():
         with contextlib.ExitStack() as s:
             idx = tuple(s.enter_context(T.serial(0, d)) for d in vs)
-            k = cast(ind.load(idx[axis:axis + len(ks)]), "int32")
-            k = tirx.Select(k < 0, k + n.shape[axis], k)
+            k = in_range(cast(ind.load(idx[axis:axis + len(ks)]), "int64"), n.shape[axis])
             oidx = idx[:axis] + (k,) + idx[axis + len(ks):]
             out.store(oidx, out.load(oidx) + cast(values.load(idx), dt))
+
+
+# kind -> the TIR condition of interpret.CHECK_FAILS on an int64 value
+CHECK_FAILS_TIR = {
+    "index": lambda v, size: tvm_modules().tirx.Or(v < imm(-size, "int64"), v >= imm(size, "int64")),
+    "divisor": lambda v, size: tvm_modules().tirx.EQ(v, imm(0, "int64")),
+}
+
+
+def check(em: Emitter, graph: Graph, i: int, vals, plan: Plan):
+    """CHECK: the status, or (site, its step, the first failing value) when it is clear and x fails;
+    serial, in x's order, so that 'first' is the reference's."""
+    _, tirx, _, T = tvm_modules()
+    n = graph.nodes[i]
+    status, x = vals[n.inputs[0]], vals[n.inputs[1]]
+    a = n.attrs
+    out = vals[i]
+    em.copy(out, status, n.shape)
+    em.sync()
+    with em.single():
+        with contextlib.ExitStack() as s:
+            idx = tuple(s.enter_context(T.serial(0, d)) for d in graph.nodes[n.inputs[1]].shape)
+            v = cast(x.load(idx), "int64")
+            with T.If(tirx.And(CHECK_FAILS_TIR[a.kind](v, a.size), tirx.EQ(out.load((0,)), imm(0, "int64")))):
+                with T.Then():
+                    out.store((0,), imm(a.site, "int64"))
+                    out.store((2,), v)
+    em.sync()
 
 
 def item(em: Emitter, graph: Graph, i: int, vals, plan: Plan):
@@ -284,4 +318,4 @@ def item(em: Emitter, graph: Graph, i: int, vals, plan: Plan):
     vals[i] = vals[n.inputs[0]][n.attrs.index]
 
 
-__all__ = ["propagate", "reduce", "argmax", "softmax", "layernorm", "gather", "scatter_add", "item"]
+__all__ = ["propagate", "reduce", "argmax", "softmax", "layernorm", "gather", "scatter_add", "check", "in_range", "item"]

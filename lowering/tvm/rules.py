@@ -102,15 +102,24 @@ def _rounded(op: str, fn):
     return rule
 
 
+def _nonzero(dt, b):
+    """An integer divisor with 0 replaced by 1, so that no division traps (``interpret.nonzero_divisor``)."""
+    return tvm_modules().tirx.Select(tvm_modules().tirx.EQ(b, imm(0, dt)), imm(1, dt), b)
+
+
 def _div(dt, a, b):
     tirx = tvm_modules().tirx
-    return _rounded("div", lambda x, y: x / y)(dt, a, b) if is_float(dt) else tirx.floordiv(a, b)
+    if not is_float(dt):
+        return tirx.floordiv(a, _nonzero(dt, b))
+    if isinstance(b, tirx.FloatImm) and b.value == 0:  # TVM's simplifier refuses x / 0.0; IEEE: x * (+-inf)
+        return a * imm(math.copysign(math.inf, b.value), dt)
+    return _rounded("div", lambda x, y: x / y)(dt, a, b)
 
 
 def _mod(dt, a, b):
     tirx = tvm_modules().tirx
     if not is_float(dt):
-        return tirx.floormod(a, b)
+        return tirx.floormod(a, _nonzero(dt, b))
     # np.mod: the remainder takes the divisor's sign
     r = tirx.call_pure_extern(dt, "fmodf" if dt == "float32" else "fmod", a, b)  # no LLVM rule for tirx.fmod
     zero = imm(0, dt)
@@ -315,6 +324,7 @@ RULES: dict[Op, Rule] = {
     Op.LOOP: Kernel(lambda em, graph, i, vals, plan: em.emit_loop(graph, i, vals, plan)),
     Op.ITEM: Kernel(kernels.item),
     Op.UNIFORM: Kernel(_uniform),
+    Op.CHECK: Kernel(kernels.check),
 }
 
 

@@ -122,7 +122,7 @@ class Op(enum.Enum):
     # -- initialisation only (run on the host by the reference interpreter, never in a step graph)
     RANDOM = "random"        # attrs: dist in {uniform, normal, orthogonal}; inputs: two scalars (lo, hi | mean, std)
     # -- random draws inside the time loop (counter-based: the same bits on every backend)
-    UNIFORM = "uniform"      # attrs: seed, stream, shape; input: the step counter (i64 scalar); f32 in [0, 1)
+    UNIFORM = "uniform"      # attrs: stream, streams, shape; inputs: the step counter and the seed (i64 scalars); f32 in [0, 1)
 
 
 # The op families.  A new elementwise function is one enum member above plus its name in MATH:
@@ -324,10 +324,11 @@ def _propagate(ins, a: PropagateAttrs) -> Type:
 
 
 def _uniform(ins, a: DrawAttrs) -> Type:
-    if ins[0].dtype is not DType.i64 or ins[0].shape != ():
-        raise SignatureError(f"uniform's counter must be an i64 scalar, got {ins[0].dtype.value}{list(ins[0].shape)}")
-    if not (0 <= a.seed and 0 <= a.stream < 2 ** 32):
-        raise SignatureError(f"uniform's key ({a.seed}, {a.stream}) must be non-negative 32-bit words")
+    for what, t in zip(("counter", "seed"), ins):
+        if t.dtype is not DType.i64 or t.shape != ():
+            raise SignatureError(f"uniform's {what} must be an i64 scalar, got {t.dtype.value}{list(t.shape)}")
+    if not 0 <= a.stream < a.streams <= 2 ** 32:
+        raise SignatureError(f"uniform's stream {a.stream} must be one of its program's {a.streams} (at most 2^32)")
     return DType.f32, a.shape
 
 
@@ -410,7 +411,7 @@ SIGNATURES: dict[Op, Signature] = {
     Op.ITEM: _sig(1, 1, ItemAttrs, _item),
     Op.INTEGRATE: _sig(1, None, IntegrateAttrs, _integrate),
     Op.RANDOM: _sig(2, 2, RandomAttrs, lambda ins, a: (a.dtype, a.shape)),
-    Op.UNIFORM: _sig(1, 1, DrawAttrs, _uniform),
+    Op.UNIFORM: _sig(2, 2, DrawAttrs, _uniform),
 }
 
 # Records whose fields the node's own type supplies when a builder gives only its type.

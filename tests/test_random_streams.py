@@ -35,34 +35,38 @@ def test_threefry_known_answers(counter, key, expected):
 
 
 def test_uniform_is_the_top_24_bits_of_the_first_word():
-    step, seed, stream = np.array([7, 2 ** 33 + 7]), 1234, 5  # the counter enters modulo 2^32
-    u = uniform_numpy(seed, stream, step, (2, 3))
+    step, seed, stream = np.array([7, 2 ** 33 + 7]), 1234, 5  # the high word of the counter enters the key
+    u = uniform_numpy(seed, stream, 8, step, (2, 3))
     assert u.dtype == np.float32 and u.shape == (2, 2, 3)
     for s in range(2):
-        for e in range(6):
-            c = [np.array([v], np.uint32) for v in (seed, stream, 7, s * 6 + e)]
+        for e in range(6):  # key (seed, stream + streams * step_hi), counter (step_lo, element)
+            c = [np.array([v], np.uint32) for v in (seed, stream + 8 * (step[s] >> 32), 7, s * 6 + e)]
             with np.errstate(over="ignore"):
                 x0, _ = threefry2x32(NUMPY_WORDS, *c)
             assert u[s].reshape(-1)[e] == np.float32((int(x0[0]) >> 8) / 2 ** 24)
 
 
-def draw_program(seed: int = 42) -> Program:
-    """A step counter (i64 state) and three draw sites of different shapes and streams."""
+def draw_program() -> Program:
+    """A step counter and a seed (i64 states) and three draw sites of different shapes and streams."""
     b = GraphBuilder()
     k = b.arg("k", "state", DType.i64, ())
+    seed = b.arg("seed", "state", DType.i64, ())
     outs = []
     for stream, shape in enumerate([(), (5,), (2, 3)]):
         name = f"u{stream}"
-        b.result(name, "output", b.add(Op.UNIFORM, (k,), DType.f32, shape, (("seed", seed), ("stream", stream))))
+        b.result(name, "output", b.add(Op.UNIFORM, (k, seed), DType.f32, shape, (("stream", stream), ("streams", 3))))
         outs.append(Var(name, DType.f32, shape))
     b.result("k", "next", b.add(Op.ADD, (k, b.const(np.int64(1), DType.i64)), DType.i64, ()))
-    p = Program("draws", b.build(), ir.Graph((), ()), (), (Var("k", DType.i64, ()),), (), tuple(outs), (), dt=1e-4)
+    b.result("seed", "next", seed)
+    states = (Var("k", DType.i64, ()), Var("seed", DType.i64, ()))
+    p = Program("draws", b.build(), ir.Graph((), ()), (), states, (), tuple(outs), (), dt=1e-4)
     ir.verify_program(p)
     return p
 
 
-def run(backend: str, p: Program, start: np.ndarray, steps: int):
-    return executor_class(backend)(p).run(RunRequest({}, {"k": start}, {}, steps))
+def run(backend: str, p: Program, start: np.ndarray, steps: int, seed: int = 42):
+    state = {"k": start, "seed": np.full(len(start), seed, np.int64)}
+    return executor_class(backend)(p).run(RunRequest({}, state, {}, steps))
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +76,7 @@ def expected():
     ref = run("reference", p, np.zeros(3, np.int64), 1000)
     steps = np.arange(1000)
     for name, shape, stream in [("u0", (), 0), ("u1", (5,), 1), ("u2", (2, 3), 2)]:
-        direct = np.stack([uniform_numpy(42, stream, np.full(3, t), shape) for t in steps], axis=1)
+        direct = np.stack([uniform_numpy(42, stream, 3, np.full(3, t), shape) for t in steps], axis=1)
         np.testing.assert_array_equal(ref.outputs[name], direct)
     return p, ref
 
@@ -91,6 +95,7 @@ def test_two_chunks_equal_one_run(expected, backend):
     p, ref = expected
     first = run(backend, p, np.zeros(3, np.int64), 400)
     second = run(backend, p, first.state["k"], 600)
+    np.testing.assert_array_equal(first.state["seed"], [42] * 3)
     for name in ref.outputs:
         joined = np.concatenate([first.outputs[name], second.outputs[name]], axis=1)
         np.testing.assert_array_equal(joined, ref.outputs[name], err_msg=f"{backend} {name}")

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Mapping
 
 from nspec.compiler.ir import Graph, Node, Op
-from nspec.compiler.threefry import MASK, UNIFORM_SCALE, UNIFORM_SHIFT, Words, threefry2x32
+from nspec.compiler.threefry import MASK, UNIFORM_SCALE, UNIFORM_SHIFT, Words, draw_word
 from nspec.lowering.tvm import einsum_tiles, kernels
 from nspec.lowering.tvm.tir import (LOGICAL, STRICT_CUDA, broadcast_index, cast, dtype_of, flatten, imm, is_float,
                                     promote, tvm_modules, unflatten)
@@ -225,29 +225,33 @@ def _tir_words(slots) -> Words:
         T.buffer_store(slots, value, [k])
         return tirx.BufferLoad(slots, [k])
 
-    return Words(add=lambda a, b: kept(a + b), xor=lambda a, b: kept(tirx.bitwise_xor(a, b)),
+    return Words(add=lambda a, b: kept(a + b), mul=lambda a, b: kept(a * b), xor=lambda a, b: kept(tirx.bitwise_xor(a, b)),
                  rotl=lambda x, r: tirx.bitwise_or(tirx.shift_left(x, u32(r)), tirx.shift_right(x, u32(32 - r))),
                  const=u32)
 
 
-_SLOTS = 128  # more than the sums and xors of one Threefry-2x32-20 evaluation (75)
+_SLOTS = 128  # more than the sums, products and xors of one draw (77)
 
 
 def _uniform(em, graph: Graph, i: int, vals, plan):
-    """UNIFORM as a kernel: each element of trial ``em.b`` (sample 0 for an unbatched counter)
-    draws at counter (step, sample * size + element)."""
+    """UNIFORM as a kernel: each element of trial ``em.b`` (sample 0 when neither the counter nor
+    the seed is batched) draws at counter (step, sample * size + element)."""
     n = graph.nodes[i]
     a = n.attrs
-    T = tvm_modules().T
+    T, tirx = tvm_modules().T, tvm_modules().tirx
     out = vals[i]
-    step = cast(vals[n.inputs[0]].load(()), _U32)  # int64 -> uint32 keeps the low word
-    sample = cast(em.b, _U32) if plan.flags[n.inputs[0]] else imm(0, _U32)
+    step = vals[n.inputs[0]].load(())
+    seed = cast(vals[n.inputs[1]].load(()), _U32)  # int64 -> uint32 keeps the low word
+    # the counter is non-negative (``threefry.counter_problem``): its words are its low 32 bits and
+    # the bits above them
+    lo, hi = cast(step, _U32), cast(tirx.shift_right(step, imm(32, "int64")), _U32)
+    sample = cast(em.b, _U32) if plan.flags[n.inputs[0]] or plan.flags[n.inputs[1]] else imm(0, _U32)
     stack, idx = em.foreach(n.shape)
     with stack:
         w = _tir_words(T.alloc_buffer((_SLOTS,), _U32, scope="local"))
         c1 = sample * w.const(math.prod(n.shape)) + cast(flatten(idx, n.shape), _U32)
-        x0, _ = threefry2x32(w, w.const(a.seed), w.const(a.stream), step, c1)
-        bits = tvm_modules().tirx.shift_right(x0, w.const(UNIFORM_SHIFT))
+        x0 = draw_word(w, seed, lo, hi, c1, a.stream, a.streams)
+        bits = tirx.shift_right(x0, w.const(UNIFORM_SHIFT))
         out.store(idx, cast(bits, "float32") * imm(UNIFORM_SCALE, "float32"))
 
 

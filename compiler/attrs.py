@@ -238,7 +238,7 @@ class RandomAttrs(Attrs):
 
 @dataclass(frozen=True, slots=True)
 class DrawAttrs(Attrs):
-    """A step-graph draw (``UNIFORM``): the draw site's stream among the program's ``streams`` sites
+    """A step-graph draw (``UNIFORM``, ``NORMAL``): the draw site's stream among the program's ``streams`` sites
     (both set by the number-streams pass) and the per-sample shape; the seed is a run-time input
     (``compiler/threefry.py`` has the key and counter scheme)."""
 

@@ -139,13 +139,13 @@ def hidden_nexts(body: "Body", b: ExprBuilder) -> dict[str, Val]:
     return out
 
 
-def draw(body: "Body", shape: tuple[int, ...], span: Span) -> Val:
-    """Uniform f32 draws in [0, 1) of ``shape``, new at every step: a ``UNIFORM`` node reading the
-    step counter and the run's seed (its stream is numbered per draw site by the number-streams
-    pass)."""
+def draw(body: "Body", shape: tuple[int, ...], span: Span, op: Op = Op.UNIFORM) -> Val:
+    """f32 draws of ``shape``, new at every step: a ``UNIFORM`` (in [0, 1)) or ``NORMAL`` (standard
+    normal) node reading the step counter and the run's seed (its stream is numbered per draw site
+    by the number-streams pass)."""
     if any(isinstance(s, A.Ticks) for s in body.decl.body):  # a LOOP body would redraw the same numbers
         body.diags.error(span, "random draws are not supported in a system with internal ticks")
         raise Abort
-    node = body.g.add(Op.UNIFORM, [clock(body, span).node, seed(body, span).node], DType.f32, shape,
+    node = body.g.add(op, [clock(body, span).node, seed(body, span).node], DType.f32, shape,
                       (("stream", 0), ("streams", 1)), span)
     return Val(DType.f32, tuple(shape), DIMENSIONLESS, node)

@@ -30,6 +30,7 @@ from scipy import special
 from .batching import (LoopSpec, Until, aligned_shape, batch_size, batched_equation, batched_perm, iterate, sliced,
                        stored_axes, stored_axis, stored_shape)
 from .ir import DType, Graph, IRError, Node, Op, batched
+from .normal_draws import normal_numpy
 from .threefry import uniform_numpy
 
 
@@ -435,6 +436,7 @@ RULES: dict[Op, Rule] = {
     Op.ITEM: _item,
     Op.RANDOM: _random,
     Op.UNIFORM: _uniform,
+    Op.NORMAL: lambda node, xs, bs, ctx: normal_numpy(_uniform(node, xs, bs, ctx)),
 }
 
 

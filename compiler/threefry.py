@@ -31,6 +31,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from .ir import Graph, Op
+from .ops import STEP_DRAWS
 
 MASK = 0xFFFFFFFF
 PARITY = 0x1BD11BDA  # Threefish's key-schedule constant, 32-bit version
@@ -109,7 +110,7 @@ def uniform_numpy(seed, stream: int, streams: int, step, shape: tuple[int, ...])
 @dataclass(frozen=True, slots=True)
 class DrawSites:
     """What a run needs to know about a step graph's draws: the states holding step counters and
-    seeds that ``UNIFORM`` nodes read, how many sites there are, and the first site's node."""
+    seeds that ``UNIFORM`` and ``NORMAL`` nodes read, how many sites there are, and the first site's node."""
 
     counters: tuple[str, ...]
     seeds: tuple[str, ...]
@@ -121,7 +122,7 @@ def draw_sites(step: Graph) -> DrawSites:
     """The draw sites of a step graph (draws are refused inside LOOP bodies, so only its top level)."""
     counters: dict[str, None] = {}
     seeds: dict[str, None] = {}
-    uniforms = [i for i, n in enumerate(step.nodes) if n.op is Op.UNIFORM]
+    uniforms = [i for i, n in enumerate(step.nodes) if n.op in STEP_DRAWS]
     for i in uniforms:
         for j, names in zip(step.nodes[i].inputs, (counters, seeds)):
             if step.nodes[j].op is Op.ARG and step.nodes[j].attr("role") == "state":

@@ -15,6 +15,7 @@ import numpy as np
 from nspec.compiler import ir
 from nspec.compiler.batching import batched_equation, batched_perm, stored_axis
 from nspec.compiler.ir import DType, Op
+from nspec.compiler.normal_draws import Reals, quantile
 from nspec.compiler.threefry import MASK, UNIFORM_SCALE, UNIFORM_SHIFT, Words, draw_word
 from nspec.lowering.onnx_builder import INT64_MAX, ONNX_DTYPE, Emit, Val, where
 from nspec.lowering.onnx_loop import loop
@@ -317,6 +318,19 @@ def _uniform(e: Emit, n, args, b):
     return _val(n, e.op("Reshape", u, shape), b)
 
 
+def _onnx_reals(e: Emit) -> Reals:
+    """f64 tensors, one ONNX node per operation."""
+    op = lambda name: lambda *xs: e.op(name, *xs)  # noqa: E731
+    return Reals(add=op("Add"), sub=op("Sub"), mul=op("Mul"), div=op("Div"), less=op("Less"),
+                 where=op("Where"), neg=op("Neg"), const=lambda v: e.const(np.float64(v)))
+
+
+def _normal(e: Emit, n, args, b):
+    u = _uniform(e, n, args, b)
+    z = quantile(_onnx_reals(e), e.op("Cast", u.name, to=ONNX_DTYPE[DType.f64]))
+    return _val(n, e.op("Cast", z, to=ONNX_DTYPE[DType.f32]), b)
+
+
 UNARY_ONNX = {Op.NEG: "Neg", Op.ABS: "Abs", Op.EXP: "Exp", Op.LOG: "Log", Op.SQRT: "Sqrt", Op.TANH: "Tanh",
               Op.SIGMOID: "Sigmoid", Op.RELU: "Relu", Op.SOFTPLUS: "Softplus", Op.SIN: "Sin", Op.COS: "Cos", Op.ERF: "Erf",
               Op.FLOOR: "Floor", Op.NOT: "Not"}
@@ -357,4 +371,5 @@ RULES = {
     Op.LOOP: loop,
     Op.ITEM: _item,
     Op.UNIFORM: _uniform,
+    Op.NORMAL: _normal,
 }

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from nspec.compiler.batching import (LoopSpec, Until, aligned_shape, batch_size, batched_equation, batched_perm,
                                      iterate, sliced, stored_axes, stored_axis, stored_shape)
 from nspec.compiler.ir import DType, Graph, IRError, Node, Op, batched
+from nspec.compiler.normal_draws import Reals, quantile
 from nspec.compiler.threefry import MASK, UNIFORM_SCALE, UNIFORM_SHIFT, Words, draw_word
 from nspec.lowering import surrogates
 from nspec.runtime.executor import BackendError
@@ -505,6 +506,16 @@ def _uniform(s, xs, frame):
     return u.reshape((rows,) + tuple(a.shape)) if s.batched[0] or s.batched[1] else u.reshape(a.shape)
 
 
+# f64 tensors, one rounded op each (torch runs eager elementwise kernels: nothing is fused); constants
+# are f64 tensors too, since arithmetic on two Python numbers would give a default-dtype (f32) tensor
+TORCH_REALS = Reals(add=torch.add, sub=torch.sub, mul=torch.mul, div=torch.div, less=torch.lt,
+                    where=torch.where, neg=torch.neg, const=lambda v: torch.tensor(v, dtype=torch.float64))
+
+
+def _normal(s, xs, frame):
+    return quantile(TORCH_REALS, _uniform(s, xs, frame).to(torch.float64)).to(torch.float32)
+
+
 RULES: dict[Op, Callable] = {
     Op.CONST: _const,
     Op.ARG: _arg,
@@ -562,6 +573,7 @@ RULES: dict[Op, Callable] = {
     Op.LOOP: _loop,
     Op.ITEM: _item,
     Op.UNIFORM: _uniform,
+    Op.NORMAL: _normal,
 }
 _RULE_OF = {op.value: rule for op, rule in RULES.items()}  # by the op's string: an Enum hashes in Python
 

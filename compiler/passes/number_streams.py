@@ -1,6 +1,6 @@
 """Stream numbering: ``number_streams(program) -> program`` (pure).
 
-Every ``UNIFORM`` node of the step graph (LOOP bodies included, depth first) gets the stream id of
+Every ``UNIFORM`` and ``NORMAL`` node of the step graph (LOOP bodies included, depth first) gets the stream id of
 its position among the draws of the flattened program, 0, 1, 2, ..., and the number of draws, so
 that its key (seed, stream + streams * step_hi) is distinct for every site and every high word of
 the step counter (``compiler/threefry.py``).  Draw sites are built with stream 0 of 1 (a body does
@@ -15,12 +15,13 @@ from dataclasses import replace
 from itertools import count
 
 from nspec.compiler.ir import Graph, Op, Program
+from nspec.compiler.ops import STEP_DRAWS
 
 
 def _number(graph: Graph, ids, streams: int) -> Graph:
     nodes = []
     for n in graph.nodes:
-        if n.op is Op.UNIFORM:
+        if n.op in STEP_DRAWS:
             n = replace(n, attrs=replace(n.attrs, stream=next(ids), streams=streams))
         elif n.op is Op.LOOP and isinstance(n.attr("body"), Graph):
             n = replace(n, attrs=replace(n.attrs, body=_number(n.attr("body"), ids, streams)))
@@ -29,7 +30,7 @@ def _number(graph: Graph, ids, streams: int) -> Graph:
 
 
 def _draws(graph: Graph) -> int:
-    return sum(1 if n.op is Op.UNIFORM else _draws(n.attr("body")) if n.op is Op.LOOP else 0 for n in graph.nodes)
+    return sum(1 if n.op in STEP_DRAWS else _draws(n.attr("body")) if n.op is Op.LOOP else 0 for n in graph.nodes)
 
 
 def number_streams(program: Program) -> Program:

@@ -309,8 +309,10 @@ def _uniform(e: Emit, n, args, b):
         sample = e.const(np.zeros((1, 1), np.int64))
     c1 = e.op("BitwiseAnd", e.op("Add", e.op("Mul", sample, w.const(size)),
                                  e.const(np.arange(size, dtype=np.int64)[None, :])), w.const(MASK))
-    # the counter is non-negative (``threefry.counter_problem``), so Div is its high word
-    lo, hi = e.op("BitwiseAnd", rows[0], w.const(MASK)), e.op("Div", rows[0], e.const(np.int64(1 << 32)))
+    # the high word is (step - lo) / 2^32, an exact division (a floor, as the other backends' shifts,
+    # even for a negative counter, which ``threefry.counter_problem`` refuses before a run)
+    lo = e.op("BitwiseAnd", rows[0], w.const(MASK))
+    hi = e.op("BitwiseAnd", e.op("Div", e.op("Sub", rows[0], lo), e.const(np.int64(1 << 32))), w.const(MASK))
     x0 = draw_word(w, e.op("BitwiseAnd", rows[1], w.const(MASK)), lo, hi, c1, a.stream, a.streams)
     bits = e.op("Cast", e.op("Div", x0, w.const(1 << UNIFORM_SHIFT)), to=ONNX_DTYPE[DType.f32])
     u = e.op("Mul", bits, e.const(np.float32(UNIFORM_SCALE)))

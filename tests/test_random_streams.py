@@ -14,6 +14,7 @@ import pytest
 import nspec
 from nspec.compiler import ir
 from nspec.compiler.ir import DType, GraphBuilder, Op, Program, Var
+from nspec.compiler.ops import STEP_DRAWS
 from nspec.dsl.diagnostics import NspecError
 from nspec.cli import main
 from nspec.compiler.threefry import COUNTER_MAX, MASK, NUMPY_WORDS, counter_limit, threefry2x32, uniform_numpy
@@ -171,9 +172,9 @@ def load_text(tmp_path, text: str):
 
 def test_each_draw_site_has_its_own_stream_and_values_in_range(tmp_path):
     model = load_text(tmp_path, DRAWS)
-    streams = [n.attrs.stream for n in model.program.step.nodes if n.op is Op.UNIFORM]
-    assert sorted(streams) == list(range(len(streams))) and len(streams) == 3  # uniform, rand, normal
-    assert {n.attrs.streams for n in model.program.step.nodes if n.op is Op.UNIFORM} == {3}
+    draws = [n for n in model.program.step.nodes if n.op in STEP_DRAWS]
+    assert sorted(n.attrs.stream for n in draws) == [0, 1, 2]  # uniform, rand, normal
+    assert [n.op for n in draws].count(Op.NORMAL) == 1 and {n.attrs.streams for n in draws} == {3}
     out = model.run(steps=2000)
     a = out["a"][1:]  # a is x before this step's update: 0 at the first step
     assert 2 <= a.min() and a.max() < 3 and 0 <= out["b"].min() and out["b"].max() < 1
@@ -315,7 +316,8 @@ def test_the_key_is_distinct_for_every_stream_and_high_word():
     draws = {(stream, h): uniform_numpy(9, stream, 2, zero + h * 2 ** 32, (64,)).tobytes()
              for stream in range(2) for h in range(3)}
     assert len(set(draws.values())) == len(draws)
-    assert counter_limit(1) == COUNTER_MAX and counter_limit(3) == COUNTER_MAX
+    assert counter_limit(1) == COUNTER_MAX and counter_limit(2) == COUNTER_MAX
+    assert counter_limit(3) == 2 ** 32 * 1431655765 < COUNTER_MAX
     assert counter_limit(2 ** 31 + 1) == 2 ** 32 and counter_limit(2 ** 32) == 2 ** 32
     assert counter_limit(1000) == 2 ** 32 * (2 ** 32 // 1000)
 
@@ -352,3 +354,16 @@ def test_a_run_past_the_counter_limit_is_refused_before_it_starts(counter, steps
     with pytest.raises(CounterError, match=message):
         for _ in range(steps):
             model.step()
+
+
+def test_with_three_sites_the_limit_is_where_the_keys_would_wrap(tmp_path):
+    """Three draw sites: stream + 3 * step_hi stays below 2^32 for step_hi < floor(2^32 / 3), so a
+    run is refused 5 steps before the counter reaches 2^32 * floor(2^32 / 3)."""
+    model = load_text(tmp_path, DRAWS)
+    limit = counter_limit(3)
+    model.run(steps=1)
+    model.set_state({"step_count": np.array([limit - 5])})
+    model.run(steps=5, resume=True)  # the last step drawn is limit - 1
+    model.set_state({"step_count": np.array([limit - 5])})
+    with pytest.raises(CounterError, match=f"must stay below {limit} .*2\\^32 \\* floor\\(2\\^32 / 3\\)"):
+        model.run(steps=6, resume=True)

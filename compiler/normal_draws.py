@@ -116,5 +116,6 @@ def normal_numpy(u: np.ndarray) -> np.ndarray:
 
 
 __all__ = ["CENTRAL_NUM", "CENTRAL_DEN", "TAIL_NUM", "TAIL_DEN", "P_LOW", "HALF_ULP", "LOG_STEPS", "SQRT_HALF", "LN2",
-           "ATANH_SERIES", "SQRT_START", "SQRT_STEPS", "Reals", "horner", "newton_sqrt", "portable_log", "lower_quantile", "quantile", "NUMPY_REALS",
+           "ATANH_SERIES", "SQRT_START", "SQRT_STEPS", "Reals", "horner", "newton_sqrt", "portable_log",
+           "lower_quantile", "quantile", "NUMPY_REALS",
            "normal_numpy"]

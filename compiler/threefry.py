@@ -99,7 +99,8 @@ def uniform_numpy(seed, stream: int, streams: int, step, shape: tuple[int, ...])
     words = lambda x: (np.asarray(x, np.int64) & MASK).astype(np.uint32)  # noqa: E731
     with np.errstate(over="ignore"):
         sample = np.arange(len(step), dtype=np.uint64)[:, None]
-        c1 = ((sample * np.uint64(size) + np.arange(size, dtype=np.uint64)[None, :]) & np.uint64(MASK)).astype(np.uint32)
+        element = sample * np.uint64(size) + np.arange(size, dtype=np.uint64)[None, :]
+        c1 = (element & np.uint64(MASK)).astype(np.uint32)
         seed = np.broadcast_to(words(seed).reshape(-1, 1), step.shape)
         x0 = draw_word(NUMPY_WORDS, seed, words(step), words(step >> 32), c1, stream, streams)
     u = (x0 >> np.uint32(UNIFORM_SHIFT)).astype(np.float32) * np.float32(UNIFORM_SCALE)
@@ -145,10 +146,11 @@ def counter_problem(step: Graph, state: Mapping[str, Any], steps: int) -> str | 
         lo, hi = int(counter.min()), int(counter.max())
         if lo < 0 or hi + int(steps) > limit:
             where = step.nodes[sites.first].span
+            what = "start below 0" if lo < 0 else f"draw at step {hi + int(steps) - 1}"
             return (f"{where}: random draws: a run of {steps} steps from step counter {name} = "
-                    f"{lo if lo < 0 else hi} would {'start below 0' if lo < 0 else f'pass step {limit - 1}'}; "
-                    f"with {sites.streams} draw site(s) the step counter must stay below {limit} "
-                    f"(2^32 * floor(2^32 / {sites.streams}), at most 2^63 - 1), where the streams would repeat")
+                    f"{lo if lo < 0 else hi} would {what}; with {sites.streams} draw site(s) the step counter "
+                    f"must stay below {limit} (the lesser of 2^32 * floor(2^32 / {sites.streams}), past which "
+                    f"keys would repeat, and 2^63 - 1, the counter's range)")
     return None
 
 

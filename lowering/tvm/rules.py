@@ -234,7 +234,8 @@ def _tir_words(slots) -> Words:
     _, tirx, _, _ = tvm_modules()
     u32 = lambda v: imm(v & MASK, _U32)  # noqa: E731
     kept = _kept(slots)
-    return Words(add=lambda a, b: kept(a + b), mul=lambda a, b: kept(a * b), xor=lambda a, b: kept(tirx.bitwise_xor(a, b)),
+    return Words(add=lambda a, b: kept(a + b), mul=lambda a, b: kept(a * b),
+                 xor=lambda a, b: kept(tirx.bitwise_xor(a, b)),
                  rotl=lambda x, r: tirx.bitwise_or(tirx.shift_left(x, u32(r)), tirx.shift_right(x, u32(32 - r))),
                  const=u32)
 

@@ -243,11 +243,12 @@ class RandomAttrs(Attrs):
 
 @dataclass(frozen=True, slots=True)
 class DrawAttrs(Attrs):
-    """A step-graph draw (``UNIFORM``): Threefry key (seed, stream) and the per-sample shape; the
-    stream is numbered per draw site by the number-streams pass."""
+    """A step-graph draw (``UNIFORM``, ``NORMAL``): the draw site's stream among the program's ``streams`` sites
+    (both set by the number-streams pass) and the per-sample shape; the seed is a run-time input
+    (``compiler/threefry.py`` has the key and counter scheme)."""
 
-    seed: int
     stream: int
+    streams: int
     shape: tuple[int, ...]
 
 

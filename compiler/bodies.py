@@ -22,7 +22,7 @@ import numpy as np
 from nspec.dsl import ast as A
 from nspec.dsl.diagnostics import Span
 
-from .body_env import CLOCK, TIME, Env
+from .body_env import TIME, Env, hidden_nexts
 from .declared_types import check_merge, resolve_type
 from .body_odes import integrate
 from .discretize import METHODS
@@ -73,6 +73,7 @@ class Body:
         self.outputs: list[PortSig] = []
         self.statics = elab.statics(scope)
         self.clock_val: Val | None = None  # the step counter, once an equation reads `t` or draws
+        self.seed_val: Val | None = None  # the run's seed, once an equation draws
 
     # ------------------------------------------------------------ names
     def static(self, name: str, span: Span) -> Val | None:
@@ -461,8 +462,7 @@ class Body:
             out_sig = PortSig("spike", DType.f32, spiked.shape, DIMENSIONLESS, "sum", False, spike.span)
             self.outputs.append(out_sig)
             self.g.result("spike", "output", b.node(spiked, spike.span))
-        if self.clock_val is not None:
-            after[CLOCK] = b.binary("+", self.clock_val, static(1), self.decl.span)
+        after.update(hidden_nexts(self, b))
         for var in self.states:
             value = after.get(var.name)
             node = self.decls[var.name].val.node if value is None and var.name in self.decls else None

@@ -18,8 +18,9 @@ from nspec.dsl.diagnostics import Span
 
 from .expressions import Abort, ExprBuilder, Val
 from .ir import DType, GraphBuilder, Op
-from .threefry import MASK
+from .threefry import MASK, SEED_STATE
 from .units import DIMENSIONLESS, unit
+from .values import static
 
 if TYPE_CHECKING:  # annotations only: bodies.py imports this module
     from .bodies import Body
@@ -119,12 +120,32 @@ def time(body: "Body", span: Span) -> Val:
                                            (), span=span))
 
 
-def draw(body: "Body", shape: tuple[int, ...], span: Span) -> Val:
-    """Uniform f32 draws in [0, 1) of ``shape``, new at every step: a ``UNIFORM`` node keyed by the
-    run's seed (its stream is numbered per draw site by the number-streams pass)."""
+def seed(body: "Body", span: Span) -> Val:
+    """The run's seed (i64, one per sample), a hidden state added on first draw: its initial value
+    is the seed of the `simulate` statement, which ``initialize`` replaces by the run's seed
+    (``Model.run(seed=)``, ``nspec run --seed``); its next value is itself."""
+    if body.seed_val is None:
+        body.seed_val = body.add_state(SEED_STATE, DType.i64, (), body.elab.seed & MASK, span)
+    return body.seed_val
+
+
+def hidden_nexts(body: "Body", b: ExprBuilder) -> dict[str, Val]:
+    """The next values of the clock and seed states a body's equations added."""
+    out = {}
+    if body.clock_val is not None:
+        out[CLOCK] = b.binary("+", body.clock_val, static(1), body.decl.span)
+    if body.seed_val is not None:
+        out[SEED_STATE] = body.seed_val
+    return out
+
+
+def draw(body: "Body", shape: tuple[int, ...], span: Span, op: Op = Op.UNIFORM) -> Val:
+    """f32 draws of ``shape``, new at every step: a ``UNIFORM`` (in [0, 1)) or ``NORMAL`` (standard
+    normal) node reading the step counter and the run's seed (its stream is numbered per draw site
+    by the number-streams pass)."""
     if any(isinstance(s, A.Ticks) for s in body.decl.body):  # a LOOP body would redraw the same numbers
         body.diags.error(span, "random draws are not supported in a system with internal ticks")
         raise Abort
-    node = body.g.add(Op.UNIFORM, [clock(body, span).node], DType.f32, shape,
-                      (("seed", body.elab.seed & MASK), ("stream", 0)), span)
+    node = body.g.add(op, [clock(body, span).node, seed(body, span).node], DType.f32, shape,
+                      (("stream", 0), ("streams", 1)), span)
     return Val(DType.f32, tuple(shape), DIMENSIONLESS, node)

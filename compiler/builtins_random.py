@@ -1,7 +1,12 @@
 """Random draws, the built-ins ``uniform``, ``rand``, ``normal``, ``orthogonal`` and ``binomial``:
 initialisers in init graphs (``Op.RANDOM``, drawn on the host) and, in step equations, counter-based
-draws (``b.draw``, ``Op.UNIFORM``; ``normal`` by Box-Muller; ``binomial`` by inverse transform against
-a CDF folded at compile time), bit-identical on every backend for uniform and exact binomial draws.
+draws (``b.draw``, ``Op.UNIFORM``; ``binomial`` by inverse transform against a CDF folded at compile
+time), bit-identical on every backend.
+
+Normal draws in step equations (``standard_normal``, which white noise also calls) are
+``NORMAL`` nodes: the inverse CDF of a 24-bit uniform draw, ``z = Phi^-1((k + 1/2) 2^-24)``, built
+only from operations IEEE 754 rounds correctly (``compiler/normal_draws.py``), so they have the
+same bits on every backend (TVM in strict mode, where LLVM may not contract a*b+c into an FMA).
 """
 
 from __future__ import annotations
@@ -13,8 +18,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from nspec.dsl import ast as A
+from nspec.dsl.diagnostics import Span
 
-from .ir import DType, Op
+from .ir import Op
 from .units import DIMENSIONLESS, describe
 from .values import Val, call_args, static
 
@@ -49,13 +55,15 @@ def step_uniform(b: ExprBuilder, lo: Val, hi: Val, span) -> Val:
 
 
 def step_normal(b: ExprBuilder, mean: Val, std: Val, span) -> Val:
-    """Box-Muller from two uniform draws: sqrt(-2 ln(1 - u1)) cos(2 pi u2) (1 - u1 > 0, so finite)."""
-    u1, u2 = b.draw(b.target_shape, span), b.draw(b.target_shape, span)
-    shape = u1.shape
-    log = b.add(Op.LOG, [b.binary("-", static(1.0), u1, span)], DType.f32, shape, DIMENSIONLESS, span)
-    r = b.add(Op.SQRT, [b.binary("*", static(-2.0), log, span)], DType.f32, shape, DIMENSIONLESS, span)
-    c = b.add(Op.COS, [b.binary("*", static(2 * math.pi), u2, span)], DType.f32, shape, DIMENSIONLESS, span)
-    return b.binary("+", mean, b.binary("*", std, b.binary("*", r, c, span), span), span)
+    """mean + std * z, z a fresh standard normal draw per element of the target shape."""
+    return b.binary("+", mean, b.binary("*", std, standard_normal(b, b.target_shape, span), span), span)
+
+
+def standard_normal(b: ExprBuilder, shape: tuple[int, ...], span: Span) -> Val:
+    """Dimensionless f32 standard normal draws of ``shape``, fresh at every step, with the same bits
+    on every backend: a ``NORMAL`` node, the inverse CDF of a 24-bit uniform draw
+    (``compiler/normal_draws.py``); |z| <= 5.42."""
+    return b.draw(shape, span, Op.NORMAL)
 
 
 def standard_normal(b: ExprBuilder, shape: tuple[int, ...], span) -> Val:

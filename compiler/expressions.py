@@ -41,14 +41,14 @@ class ExprBuilder:
 
     def __init__(self, graph: GraphBuilder, diags: Collector, lookup: Callable[[str, Span], Val | None],
                  float_dtype: DType = DType.f32, allow_random: bool = False, target_shape: tuple[int, ...] = (),
-                 draw: Callable[[tuple[int, ...], Span], Val] | None = None):
+                 draw: Callable[..., Val] | None = None):
         self.g = graph
         self.diags = diags
         self.lookup = lookup
         self.float_dtype = float_dtype
         self.allow_random = allow_random
         self.target_shape = target_shape  # the shape random draws take (the declared variable's)
-        self.draw = draw  # in step equations: uniform f32 draws of a shape (a UNIFORM node), else None
+        self.draw = draw  # in step equations: f32 draws of a shape (a UNIFORM node, or NORMAL), else None
 
     # ------------------------------------------------------------ errors and nodes
     def fail(self, span: Span, message: str, *notes: str):

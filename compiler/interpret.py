@@ -30,6 +30,7 @@ from scipy import special
 from .batching import (LoopSpec, Until, aligned_shape, batch_size, batched_equation, batched_perm, iterate, sliced,
                        stored_axes, stored_axis, stored_shape)
 from .ir import DType, Graph, IRError, Node, Op, batched
+from .normal_draws import normal_numpy
 from .threefry import uniform_numpy
 
 
@@ -395,10 +396,14 @@ def _random(node, xs, bs, ctx):
 
 
 def _uniform(node, xs, bs, ctx):
-    """Threefry-2x32 on NumPy uint32 words (``threefry.uniform_numpy``); an unbatched counter is sample 0."""
+    """Threefry-2x32 on NumPy uint32 words (``threefry.uniform_numpy``); an unbatched counter is
+    sample 0, and an unbatched seed is every sample's."""
     a = node.attrs
-    u = uniform_numpy(a.seed, a.stream, np.reshape(xs[0], -1), a.shape)
-    return u if bs[0] else u[0]
+    step, seed = np.reshape(xs[0], -1), np.reshape(xs[1], -1)
+    if bs[1] and not bs[0]:
+        step = np.broadcast_to(step, seed.shape)
+    u = uniform_numpy(seed, a.stream, a.streams, step, a.shape)
+    return u if bs[0] or bs[1] else u[0]
 
 
 # ---------------------------------------------------------------- run-time checks
@@ -486,6 +491,7 @@ RULES: dict[Op, Rule] = {
     Op.RANDOM: _random,
     Op.UNIFORM: _uniform,
     Op.CHECK: _check,
+    Op.NORMAL: lambda node, xs, bs, ctx: normal_numpy(_uniform(node, xs, bs, ctx)),
 }
 
 

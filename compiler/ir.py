@@ -305,7 +305,7 @@ def _fmt_attr(v: Any) -> str:
 # attributes the printer leaves out: the body (printed below) and those repeating the node's type
 _TYPE_ATTRS = {Op.LOOP: ("body",), Op.INTEGRATE: ("rhs", "spans"), Op.ARG: ("dtype", "shape"),
                Op.RESHAPE: ("shape",), Op.BROADCAST: ("shape",), Op.CAST: ("dtype",), Op.RANDOM: ("dtype", "shape"),
-               Op.UNIFORM: ("shape",)}
+               Op.UNIFORM: ("shape",), Op.NORMAL: ("shape",)}
 
 
 def print_graph(graph: Graph, indent: str = "") -> str:

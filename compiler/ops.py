@@ -122,7 +122,8 @@ class Op(enum.Enum):
     # -- initialisation only (run on the host by the reference interpreter, never in a step graph)
     RANDOM = "random"        # attrs: dist in {uniform, normal, orthogonal}; inputs: two scalars (lo, hi | mean, std)
     # -- random draws inside the time loop (counter-based: the same bits on every backend)
-    UNIFORM = "uniform"      # attrs: seed, stream, shape; input: the step counter (i64 scalar); f32 in [0, 1)
+    UNIFORM = "uniform"      # attrs: stream, streams, shape; inputs: the step counter and the seed (i64 scalars); f32 in [0, 1)
+    NORMAL = "normal"        # as UNIFORM; f32 standard normal: the inverse CDF of its uniform draw (compiler/normal_draws.py)
     # -- run-time checks (added by the check-bounds pass; compiler/bounds.py)
     CHECK = "check"          # check(status i64[3], x): the status, or [site, step, first bad value of x] if
                              # the status is clear and x fails attrs.kind; attrs: site, kind, size
@@ -138,7 +139,8 @@ ELEMENTWISE_BINARY = ARITHMETIC | COMPARISONS
 ELEMENTWISE_UNARY = MATH | {Op.NOT, Op.CAST, Op.SPIKE}
 REDUCTIONS = {Op.SUM, Op.MEAN, Op.MAX, Op.MIN}
 INIT_ONLY = {Op.RANDOM}  # backends lower step graphs only; init graphs run on the host
-DRAWS = {Op.RANDOM, Op.UNIFORM}  # each node is its own draw: never merged with an equal-looking one
+STEP_DRAWS = {Op.UNIFORM, Op.NORMAL}  # counter-based draws of the time loop (compiler/threefry.py)
+DRAWS = {Op.RANDOM} | STEP_DRAWS  # each node is its own draw: never merged with an equal-looking one
 CONTINUOUS = {Op.INTEGRATE}  # replaced by passes/discretize_odes.py before any backend sees a graph
 
 
@@ -326,11 +328,12 @@ def _propagate(ins, a: PropagateAttrs) -> Type:
     return weights.dtype, (a.n_post,)
 
 
-def _uniform(ins, a: DrawAttrs) -> Type:
-    if ins[0].dtype is not DType.i64 or ins[0].shape != ():
-        raise SignatureError(f"uniform's counter must be an i64 scalar, got {ins[0].dtype.value}{list(ins[0].shape)}")
-    if not (0 <= a.seed and 0 <= a.stream < 2 ** 32):
-        raise SignatureError(f"uniform's key ({a.seed}, {a.stream}) must be non-negative 32-bit words")
+def _draw(ins, a: DrawAttrs) -> Type:
+    for what, t in zip(("counter", "seed"), ins):
+        if t.dtype is not DType.i64 or t.shape != ():
+            raise SignatureError(f"a draw's {what} must be an i64 scalar, got {t.dtype.value}{list(t.shape)}")
+    if not 0 <= a.stream < a.streams <= 2 ** 32:
+        raise SignatureError(f"a draw's stream {a.stream} must be one of its program's {a.streams} (at most 2^32)")
     return DType.f32, a.shape
 
 
@@ -427,7 +430,8 @@ SIGNATURES: dict[Op, Signature] = {
     Op.ITEM: _sig(1, 1, ItemAttrs, _item),
     Op.INTEGRATE: _sig(1, None, IntegrateAttrs, _integrate),
     Op.RANDOM: _sig(2, 2, RandomAttrs, lambda ins, a: (a.dtype, a.shape)),
-    Op.UNIFORM: _sig(1, 1, DrawAttrs, _uniform),
+    Op.UNIFORM: _sig(2, 2, DrawAttrs, _draw),
+    Op.NORMAL: _sig(2, 2, DrawAttrs, _draw),
     Op.CHECK: _sig(2, 2, CheckAttrs, _check),
 }
 
@@ -480,5 +484,5 @@ def infer(op: Op, inputs: Sequence, attrs: Attrs) -> Type:
 __all__ = ["Role", "ResultKind", "Merge", "Attrs", "NoAttrs", "ConstAttrs", "ArgAttrs", "CastAttrs", "SpikeAttrs",
            "ReduceAttrs", "AxisAttrs", "LayerNormAttrs", "EinsumAttrs", "ShapeAttrs", "TransposeAttrs", "SliceAttrs",
            "PropagateAttrs", "LoopAttrs", "Folded", "IntegrateAttrs", "ItemAttrs", "RandomAttrs", "DrawAttrs", "CheckAttrs", "Signature",
-           "IRError", "SignatureError", "SIGNATURES", "make_attrs", "infer", "promote", "CONTINUOUS", "DRAWS",
+           "IRError", "SignatureError", "SIGNATURES", "make_attrs", "infer", "promote", "CONTINUOUS", "DRAWS", "STEP_DRAWS",
            "CHECK_KINDS", "STATUS_SHAPE"]

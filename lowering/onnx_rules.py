@@ -15,7 +15,8 @@ import numpy as np
 from nspec.compiler import ir
 from nspec.compiler.batching import batched_equation, batched_perm, stored_axis
 from nspec.compiler.ir import DType, Op
-from nspec.compiler.threefry import MASK, UNIFORM_SCALE, UNIFORM_SHIFT, Words, threefry2x32
+from nspec.compiler.normal_draws import Reals, quantile
+from nspec.compiler.threefry import MASK, UNIFORM_SCALE, UNIFORM_SHIFT, Words, draw_word
 from nspec.lowering.onnx_builder import INT64_MAX, ONNX_DTYPE, Emit, Val, where
 from nspec.lowering.onnx_loop import loop
 from nspec.lowering.onnx_propagate import propagate
@@ -295,11 +296,13 @@ def _item(e: Emit, n, args, b):
 
 # ---------------------------------------------------------------- counter-based draws
 def _onnx_words(e: Emit) -> Words:
-    """32-bit words in int64 tensors, masked after each add; BitShift takes only unsigned types in
-    ONNX, so a rotation multiplies and divides by powers of two (exact on non-negative int64)."""
+    """32-bit words in int64 tensors, masked after each add and multiply; BitShift takes only
+    unsigned types in ONNX, so a rotation multiplies and divides by powers of two (exact on
+    non-negative int64)."""
     c = lambda v: e.const(np.int64(v))  # noqa: E731
     mask = c(MASK)
     return Words(add=lambda a, b: e.op("BitwiseAnd", e.op("Add", a, b), mask),
+                 mul=lambda a, b: e.op("BitwiseAnd", e.op("Mul", a, b), mask),
                  xor=lambda a, b: e.op("BitwiseXor", a, b),
                  rotl=lambda x, r: e.op("BitwiseOr", e.op("BitwiseAnd", e.op("Mul", x, c(1 << r)), mask),
                                         e.op("Div", x, c(1 << (32 - r)))),
@@ -307,23 +310,44 @@ def _onnx_words(e: Emit) -> Words:
 
 
 def _uniform(e: Emit, n, args, b):
-    (step,) = args
+    step, seed = args
     a = n.attrs
     w = _onnx_words(e)
     size = int(np.prod(a.shape))
-    if step.batched:  # sample s of the batch draws at counter word s * size + element
-        rows = e.op("Unsqueeze", step.name, e.i64([1]))
-        count = e.op("Squeeze", e.op("Shape", step.name), e.i64([0]))
+    # per-sample words as [B, 1] (or [1, 1] unbatched); sample s of the batch draws at counter word
+    # s * size + element
+    rows = [e.op("Unsqueeze", x.name, e.i64([1])) if x.batched else e.op("Reshape", x.name, e.i64([1, 1]))
+            for x in (step, seed)]
+    batched = step if step.batched else seed
+    if b:
+        count = e.op("Squeeze", e.op("Shape", batched.name), e.i64([0]))
         sample = e.op("Unsqueeze", e.op("Range", w.const(0), count, w.const(1)), e.i64([1]))
     else:
-        rows, sample = e.op("Reshape", step.name, e.i64([1, 1])), e.const(np.zeros((1, 1), np.int64))
+        sample = e.const(np.zeros((1, 1), np.int64))
     c1 = e.op("BitwiseAnd", e.op("Add", e.op("Mul", sample, w.const(size)),
                                  e.const(np.arange(size, dtype=np.int64)[None, :])), w.const(MASK))
-    x0, _ = threefry2x32(w, w.const(a.seed), w.const(a.stream), e.op("BitwiseAnd", rows, w.const(MASK)), c1)
+    # the high word is (step - lo) / 2^32, an exact division (a floor, as the other backends' shifts,
+    # even for a negative counter, which ``threefry.counter_problem`` refuses before a run)
+    lo = e.op("BitwiseAnd", rows[0], w.const(MASK))
+    hi = e.op("BitwiseAnd", e.op("Div", e.op("Sub", rows[0], lo), e.const(np.int64(1 << 32))), w.const(MASK))
+    x0 = draw_word(w, e.op("BitwiseAnd", rows[1], w.const(MASK)), lo, hi, c1, a.stream, a.streams)
     bits = e.op("Cast", e.op("Div", x0, w.const(1 << UNIFORM_SHIFT)), to=ONNX_DTYPE[DType.f32])
     u = e.op("Mul", bits, e.const(np.float32(UNIFORM_SCALE)))
-    shape = e.op("Concat", e.op("Shape", step.name), e.i64(a.shape), axis=0) if step.batched else e.i64(a.shape)
-    return _val(n, e.op("Reshape", u, shape), step.batched)
+    shape = e.op("Concat", e.op("Shape", batched.name), e.i64(a.shape), axis=0) if b else e.i64(a.shape)
+    return _val(n, e.op("Reshape", u, shape), b)
+
+
+def _onnx_reals(e: Emit) -> Reals:
+    """f64 tensors, one ONNX node per operation."""
+    op = lambda name: lambda *xs: e.op(name, *xs)  # noqa: E731
+    return Reals(add=op("Add"), sub=op("Sub"), mul=op("Mul"), div=op("Div"), less=op("Less"),
+                 where=op("Where"), neg=op("Neg"), const=lambda v: e.const(np.float64(v)))
+
+
+def _normal(e: Emit, n, args, b):
+    u = _uniform(e, n, args, b)
+    z = quantile(_onnx_reals(e), e.op("Cast", u.name, to=ONNX_DTYPE[DType.f64]))
+    return _val(n, e.op("Cast", z, to=ONNX_DTYPE[DType.f32]), b)
 
 
 # ---------------------------------------------------------------- run-time checks
@@ -394,4 +418,5 @@ RULES = {
     Op.ITEM: _item,
     Op.UNIFORM: _uniform,
     Op.CHECK: _check,
+    Op.NORMAL: _normal,
 }

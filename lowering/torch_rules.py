@@ -27,7 +27,8 @@ from nspec.compiler.batching import (LoopSpec, Until, aligned_shape, batch_size,
                                      iterate, sliced, stored_axes, stored_axis, stored_shape)
 from nspec.compiler.interpret import CHECK_FAILS
 from nspec.compiler.ir import DType, Graph, IRError, Node, Op, batched
-from nspec.compiler.threefry import MASK, UNIFORM_SCALE, UNIFORM_SHIFT, Words, threefry2x32
+from nspec.compiler.normal_draws import Reals, quantile
+from nspec.compiler.threefry import MASK, UNIFORM_SCALE, UNIFORM_SHIFT, Words, draw_word
 from nspec.lowering import surrogates
 from nspec.runtime.executor import BackendError
 
@@ -502,19 +503,31 @@ def _item(s, xs, frame):
 
 # ---------------------------------------------------------------- rules: counter-based draws
 # 32-bit words held in int64 tensors and masked after each step (torch has no uint32 arithmetic).
-TORCH_WORDS = Words(add=lambda a, b: (a + b) & MASK, xor=lambda a, b: a ^ b,
+TORCH_WORDS = Words(add=lambda a, b: (a + b) & MASK, mul=lambda a, b: (a * b) & MASK, xor=lambda a, b: a ^ b,
                     rotl=lambda x, r: ((x << r) & MASK) | (x >> (32 - r)), const=lambda v: v & MASK)
 
 
 def _uniform(s, xs, frame):
     a = s.node.attrs
-    step = xs[0].reshape(-1, 1)  # [B, 1], or [1, 1] for an unbatched counter (sample 0)
+    # per-sample words as [B, 1], or [1, 1] unbatched (sample 0; an unbatched seed is every sample's)
+    step, seed = (x.reshape(-1, 1) for x in xs)
+    rows = max(step.shape[0], seed.shape[0])
     size = int(np.prod(a.shape))
-    sample = torch.arange(step.shape[0], dtype=torch.int64, device=step.device)[:, None]
+    sample = torch.arange(rows, dtype=torch.int64, device=step.device)[:, None]
     c1 = (sample * size + torch.arange(size, dtype=torch.int64, device=step.device)[None, :]) & MASK
-    x0, _ = threefry2x32(TORCH_WORDS, a.seed & MASK, a.stream, step & MASK, c1)
+    x0 = draw_word(TORCH_WORDS, seed & MASK, step & MASK, step >> 32, c1, a.stream, a.streams)
     u = (x0 >> UNIFORM_SHIFT).to(torch.float32) * UNIFORM_SCALE
-    return u.reshape((step.shape[0],) + tuple(a.shape)) if s.batched[0] else u.reshape(a.shape)
+    return u.reshape((rows,) + tuple(a.shape)) if s.batched[0] or s.batched[1] else u.reshape(a.shape)
+
+
+# f64 tensors, one rounded op each (torch runs eager elementwise kernels: nothing is fused); constants
+# are f64 tensors too, since arithmetic on two Python numbers would give a default-dtype (f32) tensor
+TORCH_REALS = Reals(add=torch.add, sub=torch.sub, mul=torch.mul, div=torch.div, less=torch.lt,
+                    where=torch.where, neg=torch.neg, const=lambda v: torch.tensor(v, dtype=torch.float64))
+
+
+def _normal(s, xs, frame):
+    return quantile(TORCH_REALS, _uniform(s, xs, frame).to(torch.float64)).to(torch.float32)
 
 
 # ---------------------------------------------------------------- rules: run-time checks
@@ -594,6 +607,7 @@ RULES: dict[Op, Callable] = {
     Op.ITEM: _item,
     Op.UNIFORM: _uniform,
     Op.CHECK: _check,
+    Op.NORMAL: _normal,
 }
 _RULE_OF = {op.value: rule for op, rule in RULES.items()}  # by the op's string: an Enum hashes in Python
 

@@ -118,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     when = p.add_mutually_exclusive_group()
     when.add_argument("--duration", type=duration, metavar="TIME", help="model time to run: 1s, 200ms, 0.5 s")
     when.add_argument("--steps", type=positive_int, metavar="N", help="number of steps to run")
-    p.add_argument("--seed", type=seed, help="seed for initial values and connectivity")
+    p.add_argument("--seed", type=seed, help="seed for initial values and every step's random draws (default: the "
+                   "spec's simulate seed)")
     p.add_argument("--batch", type=positive_int, metavar="B", help="run B samples at once")
     p.add_argument("--plot", metavar="FILE.png", help="draw a spike raster or state traces")
     p.add_argument("--plot-kind", choices=["auto", "raster", "traces"], default="auto",

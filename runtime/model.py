@@ -18,6 +18,7 @@ import numpy as np
 
 from nspec.compiler.driver import compile_file, parse_file
 from nspec.compiler.ir import Monitor, Program
+from nspec.compiler.threefry import counter_problem
 from nspec.dsl.diagnostics import SourceMap
 
 from .checks import RunChecks
@@ -38,6 +39,10 @@ class InputError(ValueError):
     """Inputs given to ``run`` do not fit the model's input ports."""
 
 
+class CounterError(ValueError):
+    """A run would take a step counter past the range where its random draws are distinct."""
+
+
 def load(path: str | Path, target: str | None = None, **hyper) -> "Model":
     """Compile the spec at ``path`` (its ``simulate`` target, or ``target``) with the given hyperparameters."""
     sources = SourceMap()
@@ -56,6 +61,7 @@ class Model:
         self.module = module
         self.params: dict[str, np.ndarray] | None = None
         self.state: dict[str, np.ndarray] | None = None
+        self.last_seed: int | None = None  # the seed of the run that left ``state``
         self.last_timing: dict[str, float] = {}
         self._executors: dict[tuple, Any] = {}
         self._checks: RunChecks | None = None
@@ -205,8 +211,14 @@ class Model:
 
     def run(self, inputs: Mapping[str, Any] | None = None, steps: int | None = None, duration: float | None = None,
             record=None, backend: str = "reference", seed: int | None = None, batch: int | None = None,
-            progress: bool = False, nan_check: str = "error", **options) -> dict[str, np.ndarray]:
+            progress: bool = False, nan_check: str = "error", resume: bool = False,
+            **options) -> dict[str, np.ndarray]:
         """Run from the initial state; returns outputs, monitor arrays and recorded values by name.
+
+        ``seed`` (default: the spec's ``simulate ... seed``) sets the initial values and keys the
+        random draws of every step.  ``resume=True`` continues from the state the last run (or
+        ``step``) ended in, with its seed: the step counter and the random streams go on, so two
+        resumed runs give the same values as one run as long as both.
 
         ``nan_check`` ("error", "warn" or "off"): when the final state holds NaN or Inf, raise
         ``NonFiniteError`` (or warn) naming the state variables, the first step and the spec line
@@ -225,7 +237,10 @@ class Model:
                 raise InputError(f"input '{name}' covers {arr.shape[1]} steps; the run needs {steps}")
             else:
                 arrays[name] = arr[:, :steps]  # every backend gets exactly the steps it runs
-        params, state = self.initial(b, seed)
+        params, state = self._start(b, batch, seed, resume)
+        problem = counter_problem(self.program.step, state, steps)
+        if problem:
+            raise CounterError(problem)
         self.checks.at_start(params, arrays)
         wanted = self._record_list(record)
         ex = self.executor(backend, **options)
@@ -238,7 +253,21 @@ class Model:
         if nan_check != "off":
             self._check_finite(result.state, request, nan_check)
         self.state = result.state
+        self.last_seed = self.last_seed if resume else seed
         return self._collect(result, steps, batch, timeless and steps == 1, record)
+
+    def _start(self, b: int, batch: int | None, seed: int | None, resume: bool) -> tuple[dict, dict]:
+        """Parameters and the state a run starts from: the initial ones, or with ``resume`` the held ones."""
+        if not resume:
+            return self.initial(b, seed)
+        if self.state is None:
+            raise ValueError("resume=True continues a previous run, but this model has not run yet")
+        if seed is not None:
+            raise ValueError("resume=True continues the previous run's random streams; give seed= to a fresh run")
+        held = {len(v) for v in self.state.values()}
+        if held and held != {b}:
+            raise ValueError(f"resume=True: the held state has batch size {held.pop()}, this run asks for {b}")
+        return self.initial(b, self.last_seed)[0], {k: v.copy() for k, v in self.state.items()}
 
     def _check_finite(self, state: Mapping[str, np.ndarray], request: RunRequest, mode: str) -> None:
         bad = {k: v for k, v in state.items() if v.dtype.kind == "f" and not np.all(np.isfinite(v))}
@@ -308,6 +337,9 @@ class Model:
             _, self.state = self.initial(1, None)
         params, _ = self.initial(1, None)
         arrays, _, _ = self._inputs(inputs, None)
+        problem = counter_problem(self.program.step, self.state, 1)
+        if problem:
+            raise CounterError(problem)
         ex = self.executor(backend)
         self.checks.at_start(params, arrays)
         result = ex.run(RunRequest(params, self.state, arrays, 1, ()))

@@ -15,6 +15,7 @@ import numpy as np
 
 from nspec.compiler.interpret import NUMPY, RULES, Context, EvaluationError, Plan, evaluate
 from nspec.compiler.ir import INIT_ONLY, Op, Program
+from nspec.compiler.threefry import MASK, draw_sites
 from nspec.runtime.executor import BackendError, RunRequest, RunResult, require_values
 
 
@@ -28,6 +29,7 @@ def initialize(program: Program, batch: int, seed: int,
 
     Parameters are drawn once from ``default_rng(seed)``; trial b's states from
     ``default_rng([seed, b])``, so trial b of a batch equals a batch-1 run given that stream.
+    The states that key the step graph's random draws (``rng_seed``) hold ``seed``'s low 32 bits.
     RANDOM nodes draw in node order; a node shared by a parameter and a state keeps the
     parameter's value.  Given ``params`` (loaded weights), states are computed from those
     (a learned start state follows its loaded parameter).
@@ -73,6 +75,8 @@ def initialize(program: Program, batch: int, seed: int,
     for v in program.states:
         values = [_as_var(t[state_roots[v.name]], v) for t in trials]
         states[v.name] = np.stack(values) if values else np.zeros((0,) + v.shape, NUMPY[v.dtype])
+    for name in draw_sites(program.step).seeds:
+        states[name] = np.full_like(states[name], int(seed) & MASK)
     return params, states
 
 

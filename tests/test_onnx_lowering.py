@@ -174,8 +174,9 @@ def cases():
                               ("ij->j", ((3, 4),), (4,)), ("ij,ij->i", ((3, 4), (3, 4)), (3,))):
         pats = TWO if len(shapes) == 2 else [[False], [True]]
         out.append((f"einsum-{eq}", Op.EINSUM, [("normal", F, s) for s in shapes], F, shape, (("equation", eq),), pats))
-    out.append(("uniform", Op.UNIFORM, [("index9", D.i64, ())], F, (2, 3), (("seed", 7), ("stream", 3)),
-                [[False], [True]]))
+    for op in (Op.UNIFORM, Op.NORMAL):
+        out.append((op.value, op, [("index9", D.i64, ()), ("index9", D.i64, ())], F, (2, 3),
+                    (("stream", 3), ("streams", 4)), [[False, False], [True, True], [True, False], [False, True]]))
     for src, dst in (((3, 4), (2, 6)), ((3, 4), (12,)), ((12,), (3, 2, 2))):
         out.append((f"reshape{dst}", Op.RESHAPE, [("normal", F, src)], F, dst, (), [[False], [True]]))
     out.append(("transpose", Op.TRANSPOSE, [("normal", F, (2, 3, 4))], F, (4, 2, 3), (("perm", (2, 0, 1)),),

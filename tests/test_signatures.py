@@ -192,9 +192,9 @@ def build(op: Op, draw, rng) -> Case:
         dist = draw(st.sampled_from(("uniform", "normal")))
         c.node(op, (c.const(np.float32(0)), c.const(np.float32(1))),
                (("dist", dist), ("dtype", DType.f32), ("shape", draw(shapes))))
-    elif op is Op.UNIFORM:
-        c.node(op, (c.arg(values(rng, DType.i64, ())),),
-               (("seed", draw(st.integers(0, 2 ** 32 - 1))), ("stream", draw(st.integers(0, 9))), ("shape", draw(shapes))))
+    elif op in (Op.UNIFORM, Op.NORMAL):
+        c.node(op, (c.arg(values(rng, DType.i64, ())), c.arg(values(rng, DType.i64, ()))),
+               (("stream", draw(st.integers(0, 9))), ("streams", 10), ("shape", draw(shapes))))
     elif op is Op.CHECK:
         kind = draw(st.sampled_from(("index", "divisor")))
         status = c.arg(np.array([0, draw(st.integers(0, 9)), 0], np.int64))

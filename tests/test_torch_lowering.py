@@ -88,8 +88,12 @@ CASES = (
        _case(Op.CAST, [X23], I64, (2, 3)), _case(Op.CAST, [X23], BOOL, (2, 3)),
        _case(Op.CAST, [("i", "input", I64, (3,))], F32, (3,), kinds=("idx9",)),
        _case(Op.WHERE, [("c", "input", BOOL, (3,)), P23, S0], F32, (2, 3)),
-       _case(Op.UNIFORM, [("k", "input", I64, ())], F32, (2, 3), (("seed", 7), ("stream", 1)), kinds=("idx9",)),
-       _case(Op.UNIFORM, [("k", "param", I64, ())], F32, (4,), (("seed", 2 ** 32 - 1), ("stream", 0)), kinds=("int9",))]
+       _case(Op.UNIFORM, [("k", "input", I64, ()), ("s", "input", I64, ())], F32, (2, 3), (("stream", 1), ("streams", 2)),
+             kinds=("idx9", "int9")),
+       _case(Op.UNIFORM, [("k", "param", I64, ()), ("s", "param", I64, ())], F32, (4,), (("stream", 0), ("streams", 1)),
+             kinds=("int9", "idx9")),
+       _case(Op.NORMAL, [("k", "input", I64, ()), ("s", "param", I64, ())], F32, (2, 3), (("stream", 1), ("streams", 2)),
+             kinds=("idx9", "int9"))]
     + [_case(op, [X23], F32, (2,), (("axes", (1,)), ("keepdims", False))) for op in (Op.SUM, Op.MEAN, Op.MAX, Op.MIN)]
     + [_case(op, [X23], F32, (1, 1), (("axes", (0, 1)), ("keepdims", True))) for op in (Op.SUM, Op.MEAN, Op.MAX, Op.MIN)]
     + [_case(Op.SUM, [P23], F32, (3,), (("axes", (0,)), ("keepdims", False))),  # unbatched under a batch

@@ -84,7 +84,9 @@ def _op_program():
     for op in (Op.LOG, Op.SQRT):
         out(op.value, b.add(op, (x,), F32, (3, 4)))
     out("where", b.add(Op.WHERE, (cmp[Op.GT], x, y), F32, (3, 4)))
-    out("uniform", b.add(Op.UNIFORM, (k,), F32, (3, 4), (("seed", 7), ("stream", 2))))
+    seed = b.arg("seed", "param", I64, ())
+    out("uniform", b.add(Op.UNIFORM, (k, seed), F32, (3, 4), (("stream", 2), ("streams", 3))))
+    out("normal", b.add(Op.NORMAL, (k, seed), F32, (3, 4), (("stream", 1), ("streams", 3))))
     out("cast_i32", b.add(Op.CAST, (b.add(Op.MUL, (x, b.const(3.0)), F32, (3, 4)),), I32, (3, 4)))
     out("cast_f32", b.add(Op.CAST, (cmp[Op.GT],), F32, (3, 4)))
     out("spike", b.add(Op.SPIKE, (y,), F32, (3, 4), (("surrogate", "fast_sigmoid"), ("surrogate_args", (25.0,)))))
@@ -123,7 +125,7 @@ def _op_program():
     total = b.add(Op.SUM, (x,), F32, (4,), (("axes", (0,)), ("keepdims", False)))
     b.result("s", "next", b.add(Op.ADD, (s, b.add(Op.MUL, (total, half), F32, (4,))), F32, (4,)))
     monitors = [ir.Monitor("s", "state", ("s",), None, 1), ir.Monitor("p", "state", ("propagate",), None, 2)]
-    return _program("ops", b, params=[Var("z", F32, (4,)), Var("idx", I32, (5,)), Var("k", I64, ())],
+    return _program("ops", b, params=[Var("z", F32, (4,)), Var("idx", I32, (5,)), Var("k", I64, ()), Var("seed", I64, ())],
                     states=[Var("s", F32, (4,)), Var("st", I64, (3,))],
                     inputs=[Var("x", F32, (3, 4)), Var("y", F32, (3, 4))], outputs=outs, monitors=monitors)
 
@@ -143,7 +145,7 @@ def test_every_op_matches_the_reference():
     y = rng.uniform(-1.0, 1.0, (batch, steps, 3, 4)).astype(np.float32)
     y[:, :, 0, 1] = 0.25  # exercises EQ and the comparison boundaries
     params = {"z": rng.uniform(-1, 1, 4).astype(np.float32), "idx": np.array([3, 0, 1, 1, 2], np.int32),
-              "k": np.array(2 ** 32 + 5, np.int64)}
+              "k": np.array(2 ** 32 + 5, np.int64), "seed": np.array(2 ** 33 + 77, np.int64)}
     state = {"s": rng.uniform(-1, 1, (batch, 4)).astype(np.float32), "st": np.zeros((batch, 3), np.int64)}
     req = RunRequest(params, state, {"x": x, "y": y}, steps, (("s", 1), ("propagate", 2)))
     ref, got = _run_both(p, req)

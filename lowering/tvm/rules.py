@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Mapping
 
 from nspec.compiler.ir import Graph, Node, Op
-from nspec.compiler.threefry import MASK, UNIFORM_SCALE, UNIFORM_SHIFT, Words, threefry2x32
+from nspec.compiler.normal_draws import Reals, quantile
+from nspec.compiler.threefry import MASK, UNIFORM_SCALE, UNIFORM_SHIFT, Words, draw_word
 from nspec.lowering.tvm import einsum_tiles, kernels
 from nspec.lowering.tvm.tir import (LOGICAL, STRICT_CUDA, broadcast_index, cast, dtype_of, flatten, imm, is_float,
                                     promote, tvm_modules, unflatten)
@@ -220,12 +221,11 @@ def _concat(graph: Graph, n: Node, xs: list, idx):
 
 
 # ---------------------------------------------------------------- counter-based draws
-def _tir_words(slots) -> Words:
-    """32-bit words as TIR uint32 expressions: additions wrap, shifts are native.  Every sum and xor
-    is stored to its own slot of the local buffer ``slots`` and read back: the rounds reuse each word
-    twice, and TVM's simplifier expands let-bound values, so unstored expressions grow exponentially."""
+def _kept(slots):
+    """``kept(value)``: store ``value`` to the next slot of the local buffer ``slots`` and read it
+    back.  Values used more than once must be stored: TVM's simplifier expands let-bound values,
+    so unstored expressions grow exponentially."""
     _, tirx, _, T = tvm_modules()
-    u32 = lambda v: imm(v & MASK, _U32)  # noqa: E731
     used = [0]
 
     def kept(value):
@@ -234,30 +234,64 @@ def _tir_words(slots) -> Words:
         T.buffer_store(slots, value, [k])
         return tirx.BufferLoad(slots, [k])
 
-    return Words(add=lambda a, b: kept(a + b), xor=lambda a, b: kept(tirx.bitwise_xor(a, b)),
+    return kept
+
+
+def _tir_words(slots) -> Words:
+    """32-bit words as TIR uint32 expressions: additions wrap, shifts are native; every sum, product
+    and xor is kept in its own slot of ``slots`` (the rounds reuse each word twice)."""
+    _, tirx, _, _ = tvm_modules()
+    u32 = lambda v: imm(v & MASK, _U32)  # noqa: E731
+    kept = _kept(slots)
+    return Words(add=lambda a, b: kept(a + b), mul=lambda a, b: kept(a * b),
+                 xor=lambda a, b: kept(tirx.bitwise_xor(a, b)),
                  rotl=lambda x, r: tirx.bitwise_or(tirx.shift_left(x, u32(r)), tirx.shift_right(x, u32(32 - r))),
                  const=u32)
 
 
-_SLOTS = 128  # more than the sums and xors of one Threefry-2x32-20 evaluation (75)
+def _tir_reals(slots) -> Reals:
+    """f64 TIR expressions, each kept in its own slot of ``slots``; + - * / never contract (strict
+    mode: no FMA on the CPU, the ``__d*_rn`` intrinsics in CUDA code)."""
+    _, tirx, _, _ = tvm_modules()
+    kept = _kept(slots)
+    arith = lambda op, fn: lambda a, b: kept(_rounded(op, fn)("float64", a, b))  # noqa: E731
+    return Reals(add=arith("add", lambda a, b: a + b), sub=arith("sub", lambda a, b: a - b),
+                 mul=arith("mul", lambda a, b: a * b), div=arith("div", lambda a, b: a / b),
+                 less=lambda a, b: a < b,
+                 where=lambda c, x, y: kept(tirx.Select(c, x, y)), neg=lambda x: kept(-x),
+                 const=lambda v: imm(v, "float64"))
 
 
-def _uniform(em, graph: Graph, i: int, vals, plan):
-    """UNIFORM as a kernel: each element of trial ``em.b`` (sample 0 for an unbatched counter)
-    draws at counter (step, sample * size + element)."""
-    n = graph.nodes[i]
-    a = n.attrs
-    T = tvm_modules().T
-    out = vals[i]
-    step = cast(vals[n.inputs[0]].load(()), _U32)  # int64 -> uint32 keeps the low word
-    sample = cast(em.b, _U32) if plan.flags[n.inputs[0]] else imm(0, _U32)
-    stack, idx = em.foreach(n.shape)
-    with stack:
-        w = _tir_words(T.alloc_buffer((_SLOTS,), _U32, scope="local"))
-        c1 = sample * w.const(math.prod(n.shape)) + cast(flatten(idx, n.shape), _U32)
-        x0, _ = threefry2x32(w, w.const(a.seed), w.const(a.stream), step, c1)
-        bits = tvm_modules().tirx.shift_right(x0, w.const(UNIFORM_SHIFT))
-        out.store(idx, cast(bits, "float32") * imm(UNIFORM_SCALE, "float32"))
+_SLOTS = 128  # more than the sums, products and xors of one draw (77)
+_REAL_SLOTS = 128  # more than the f64 values of one normal quantile (115)
+
+
+def _draw(normal: bool):
+    """UNIFORM (or NORMAL) as a kernel: each element of trial ``em.b`` (sample 0 when neither the
+    counter nor the seed is batched) draws at counter (step, sample * size + element)."""
+    def rule(em, graph: Graph, i: int, vals, plan):
+        n = graph.nodes[i]
+        a = n.attrs
+        T, tirx = tvm_modules().T, tvm_modules().tirx
+        out = vals[i]
+        step = vals[n.inputs[0]].load(())
+        seed = cast(vals[n.inputs[1]].load(()), _U32)  # int64 -> uint32 keeps the low word
+        # the counter is non-negative (``threefry.counter_problem``): its words are its low 32 bits
+        # and the bits above them
+        lo, hi = cast(step, _U32), cast(tirx.shift_right(step, imm(32, "int64")), _U32)
+        sample = cast(em.b, _U32) if plan.flags[n.inputs[0]] or plan.flags[n.inputs[1]] else imm(0, _U32)
+        stack, idx = em.foreach(n.shape)
+        with stack:
+            w = _tir_words(T.alloc_buffer((_SLOTS,), _U32, scope="local"))
+            c1 = sample * w.const(math.prod(n.shape)) + cast(flatten(idx, n.shape), _U32)
+            x0 = draw_word(w, seed, lo, hi, c1, a.stream, a.streams)
+            u = cast(tirx.shift_right(x0, w.const(UNIFORM_SHIFT)), "float32") * imm(UNIFORM_SCALE, "float32")
+            if normal:
+                r = _tir_reals(T.alloc_buffer((_REAL_SLOTS,), "float64", scope="local"))
+                u = cast(quantile(r, cast(u, "float64")), "float32")
+            out.store(idx, u)
+
+    return rule
 
 
 # ---------------------------------------------------------------- the table
@@ -323,7 +357,8 @@ RULES: dict[Op, Rule] = {
     Op.SCATTER_ADD: Kernel(kernels.scatter_add),
     Op.LOOP: Kernel(lambda em, graph, i, vals, plan: em.emit_loop(graph, i, vals, plan)),
     Op.ITEM: Kernel(kernels.item),
-    Op.UNIFORM: Kernel(_uniform),
+    Op.UNIFORM: Kernel(_draw(normal=False)),
+    Op.NORMAL: Kernel(_draw(normal=True)),
     Op.CHECK: Kernel(kernels.check),
 }
 

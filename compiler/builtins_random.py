@@ -20,12 +20,13 @@ import numpy as np
 from nspec.dsl import ast as A
 from nspec.dsl.diagnostics import Span
 
-from .ir import Op
+from .ir import DType, Op
 from .units import DIMENSIONLESS, describe
 from .values import Val, call_args, static
 
 if TYPE_CHECKING:
     from .expressions import ExprBuilder
+
 
 def random_draw(b: ExprBuilder, e: A.Call, dist: str, defaults: tuple[float, float]) -> Val:
     if not b.allow_random and (b.draw is None or dist == "orthogonal"):
@@ -64,12 +65,6 @@ def standard_normal(b: ExprBuilder, shape: tuple[int, ...], span: Span) -> Val:
     on every backend: a ``NORMAL`` node, the inverse CDF of a 24-bit uniform draw
     (``compiler/normal_draws.py``); |z| <= 5.42."""
     return b.draw(shape, span, Op.NORMAL)
-
-
-def standard_normal(b: ExprBuilder, shape: tuple[int, ...], span) -> Val:
-    """N(0, 1) f32 draws of ``shape``, fresh every step (temporary: Box-Muller, until the inverse-CDF normal lands)."""
-    return step_normal(type(b)(b.g, b.diags, b.lookup, b.float_dtype, b.allow_random, tuple(shape), b.draw),
-                       static(0.0), static(1.0), span)
 
 
 STEP_DRAWS = {"uniform": step_uniform, "normal": step_normal}  # random draws inside step equations

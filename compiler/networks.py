@@ -27,7 +27,7 @@ from nspec.dsl import ast as A
 from nspec.dsl.diagnostics import Span
 
 from .bodies import Body, Env, build_body
-from .body_env import CLOCK
+from .body_env import hidden_nexts
 from .declared_types import check_merge, resolve_type
 from .expressions import MAX_SIZE, Abort, ExprBuilder, Val, fmt_shape, static
 from .ir import DType, GraphBuilder, Monitor, Op
@@ -472,8 +472,7 @@ class _Projection:
                     values = self._event(body, SynEnv, s, values, fired, increments)
             except Abort:
                 continue
-        if body.clock_val is not None:  # a draw or `t` added the step counter: it counts on
-            values[CLOCK] = env.b.binary("+", body.clock_val, static(1), self.stmt.span)
+        values.update(hidden_nexts(body, env.b))  # the step counter counts on, the seed stays
         for var in body.states:
             g.result(var.name, "next", env.b.node(values[var.name], var.span))
         outputs = []

@@ -199,6 +199,10 @@ class IntegrateAttrs(Attrs):
     A derivative or probe known at compile time is in ``folded`` instead.  ``coefficients`` is
     the constant matrix A of dx/dt = A x + b(t) that exact integration needs (measured at
     elaboration).  ``ITEM`` i reads the new value of ``names[i]``, of that state's type.
+
+    White noise: ``noises`` are the reads that are this step's N(0, 1) draws, one per noise name
+    (``xi``, ``xi_1``); ``rhs`` reads them through ARGs it does not use and gives the factor g of
+    noise k in dx/dt = f + sum_k g_k xi_k as the ``value`` result ``f"{state}@{k}"`` (or folded).
     """
 
     method: str
@@ -211,6 +215,7 @@ class IntegrateAttrs(Attrs):
     held: tuple[str, ...] = ()
     coefficients: tuple[tuple[float, ...], ...] | None = None  # A, one row per state
     spans: tuple = ()         # the span of each state's equation
+    noises: tuple[str, ...] = ()  # the reads that are white-noise draws
 
     def state_types(self) -> dict[str, tuple[DType, tuple[int, ...]]]:
         """Each integrated state's (dtype, shape), from ``rhs``'s ARG nodes."""

@@ -55,6 +55,12 @@ def step_normal(b: ExprBuilder, mean: Val, std: Val, span) -> Val:
     return b.binary("+", mean, b.binary("*", std, b.binary("*", r, c, span), span), span)
 
 
+def standard_normal(b: ExprBuilder, shape: tuple[int, ...], span) -> Val:
+    """N(0, 1) f32 draws of ``shape``, fresh every step (temporary: Box-Muller, until the inverse-CDF normal lands)."""
+    return step_normal(type(b)(b.g, b.diags, b.lookup, b.float_dtype, b.allow_random, tuple(shape), b.draw),
+                       static(0.0), static(1.0), span)
+
+
 STEP_DRAWS = {"uniform": step_uniform, "normal": step_normal}  # random draws inside step equations
 
 

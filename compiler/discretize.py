@@ -12,11 +12,18 @@ an expression with a literal in place of a state folds at compile time (in float
 language's untyped literals), which the IR cannot redo bit for bit.  Exact integration is the
 matrix exponential of the constant coefficient matrix A (measured at elaboration by probing
 the right-hand side in float64), computed once at compile time.
+
+Stochastic equations dx/dt = f(x) + sum_k g_k(x) xi_k (white noise; Stratonovich, as in Brian2,
+which matters only for multiplicative noise, g depending on the states) are integrated by an
+entry's ``stochastic`` scheme, with dW_k = sqrt(dt) N_k and N_k the step's N(0, 1) draws:
+Euler-Maruyama x + f dt + sum_k g_k dW_k for ``euler`` (additive noise only), stochastic Heun
+for ``heun`` and Brian2's derivative-free Milstein scheme for ``milstein``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import math
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -59,12 +66,19 @@ class Problem:
     coefficients: np.ndarray | None                 # A of dx/dt = A x + b(t) (linear schemes)
     hold: Val | None                                # refractory: ``held`` keep their value
     held: tuple[str, ...]
+    # white noise: f and the factors g at the given state values (state -> noise -> g), from one
+    # copy of the right-hand side; the step's N(0, 1) draw of each noise; the states whose
+    # factors depend on the states (multiplicative noise)
+    sde: Callable[[dict[str, Val]], tuple[dict[str, Val], dict[str, dict[str, Val]]]] | None = None
+    noise: dict[str, Val] = field(default_factory=dict)
+    multiplicative: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
 class Integrator:
     """One integration method: ``build(problem) -> new state values``, the probes it reads and,
-    for ``kind == "explicit_rk"``, its Butcher tableau."""
+    for ``kind == "explicit_rk"``, its Butcher tableau; ``stochastic`` builds the step of
+    equations with noise (None: the method cannot integrate noise)."""
 
     name: str
     kind: str            # explicit_rk | exp_euler | exact
@@ -72,6 +86,9 @@ class Integrator:
     tableau: Tableau | None = None
     probes: tuple[Probe, ...] = ()
     linear: bool = False  # needs constant coefficients (measured at elaboration)
+    stochastic: Callable[[Problem], dict[str, Val]] | None = None
+    noise: str | None = None       # the noise ``stochastic`` integrates: additive | multiplicative
+    max_noises: int | None = None  # independent noises one group of equations may have (None: any)
 
 
 def explicit_rk(tableau: Tableau, xs: dict, f: Callable[[dict], dict], axpy: Callable, dt: float) -> dict:
@@ -158,21 +175,76 @@ def hold_states(p: Problem, new: dict[str, Val]) -> dict[str, Val]:
     return new
 
 
+def axpy(b: ExprBuilder, x: Val, terms, span: Span) -> Val:
+    """``x + sum coef * k`` for ``terms`` = [(coef, k), ...], coef a number or a value."""
+    acc = x
+    for coef, k in terms:
+        acc = b.binary("+", acc, b.binary("*", static(coef) if isinstance(coef, float) else coef, k, span), span)
+    return acc
+
+
 # ---------------------------------------------------------------- schemes
 def _explicit(tableau: Tableau) -> Callable[[Problem], dict[str, Val]]:
     def build(p: Problem) -> dict[str, Val]:
-        b = p.b
         span = next(iter(p.spans.values()))
-
-        def axpy(x: Val, terms):
-            acc = x
-            for coef, k in terms:
-                acc = b.binary("+", acc, b.binary("*", static(coef), k, span), span)
-            return acc
-
-        return hold_states(p, explicit_rk(tableau, p.xs, p.f, axpy, p.dt))
+        return hold_states(p, explicit_rk(tableau, p.xs, p.f, lambda x, terms: axpy(p.b, x, terms, span), p.dt))
 
     return build
+
+
+def _euler_maruyama(p: Problem) -> dict[str, Val]:
+    """x_new = x + f(x) dt + sum_k g_k dW_k, dW_k = sqrt(dt) N_k: for additive noise (g_k free of
+    the states), where Ito and Stratonovich agree; held states hold their noise too."""
+    f, g = p.sde(p.xs)
+    dw = _increments(p)
+    return hold_states(p, {n: axpy(p.b, x, [(p.dt, f[n]), *((dw[k], gk) for k, gk in g[n].items())], p.spans[n])
+                           for n, x in p.xs.items()})
+
+
+def _stochastic_heun(p: Problem) -> dict[str, Val]:
+    """Heun's predictor-corrector with the noise (Stratonovich, as Brian2 reads multiplicative noise):
+    x~ = x + f(x) dt + sum_k g_k(x) dW_k, x_new = x + (f(x) + f(x~)) dt / 2 + sum_k (g_k(x) + g_k(x~)) dW_k / 2;
+    without noise it is the deterministic ``heun`` tableau."""
+    f, g = p.sde(p.xs)
+    dw = _increments(p)
+    guess = {n: axpy(p.b, x, [(p.dt, f[n]), *((dw[k], gk) for k, gk in g[n].items())], p.spans[n])
+             for n, x in p.xs.items()}
+    f2, g2 = p.sde(guess)
+    span = next(iter(p.spans.values()))
+    half = {k: p.b.binary("*", static(0.5), v, span) for k, v in dw.items()}
+    return hold_states(p, {n: axpy(p.b, x, [(p.dt / 2, f[n]), (p.dt / 2, f2[n]),
+                                            *((half[k], gk) for k, gk in g[n].items()),
+                                            *((half[k], gk) for k, gk in g2[n].items())], p.spans[n])
+                           for n, x in p.xs.items()})
+
+
+def _milstein(p: Problem) -> dict[str, Val]:
+    """Brian2's derivative-free Milstein scheme (Stratonovich) for one noise, dW = sqrt(dt) N:
+    x_s = x + f dt + g sqrt(dt), x_new = x + f dt + g dW + (g(x_s) - g(x)) dW^2 / (2 sqrt(dt)).
+    The correction vanishes for additive noise: then it is Euler-Maruyama, node for node."""
+    b, dt = p.b, p.dt
+    f, g = p.sde(p.xs)
+    dw = _increments(p)
+    new = {n: axpy(b, x, [(dt, f[n]), *((dw[k], gk) for k, gk in g[n].items())], p.spans[n]) for n, x in p.xs.items()}
+    if not p.multiplicative:
+        return hold_states(p, new)
+    (noise,) = p.noise  # the elaborator allows milstein one noise per group (max_noises)
+    root = math.sqrt(dt)
+    support = {n: axpy(b, x, [(dt, f[n]), *((root, gk) for gk in g[n].values())], p.spans[n]) for n, x in p.xs.items()}
+    _, g_support = p.sde(support)
+    span = next(iter(p.spans.values()))
+    square = b.binary("*", static(1 / (2 * root)), b.binary("*", dw[noise], dw[noise], span), span)
+    for n in sorted(p.multiplicative, key=list(p.xs).index):
+        if noise in g[n]:
+            new[n] = axpy(b, new[n], [(square, b.binary("-", g_support[n][noise], g[n][noise], p.spans[n]))],
+                          p.spans[n])
+    return hold_states(p, new)
+
+
+def _increments(p: Problem) -> dict[str, Val]:
+    """Each noise's Wiener increment dW = sqrt(dt) N over this step."""
+    span = next(iter(p.spans.values()))
+    return {k: p.b.binary("*", static(math.sqrt(p.dt)), v, span) for k, v in p.noise.items()}
 
 
 def _exp_euler(p: Problem) -> dict[str, Val]:
@@ -248,13 +320,23 @@ _TABLEAUS: tuple[tuple[str, Tableau], ...] = (
     ("rk4", (((0.5,), (0.0, 0.5), (0.0, 0.0, 1.0)), (1 / 6, 1 / 3, 1 / 3, 1 / 6))),
 )
 
+# explicit schemes that also integrate noise: the scheme and the noise it takes (Brian2's ``stochastic``)
+_STOCHASTIC = {"euler": {"stochastic": _euler_maruyama, "noise": "additive"},
+               "heun": {"stochastic": _stochastic_heun, "noise": "multiplicative"}}
+
 # Every integration method (the order is the one diagnostics list them in).
 INTEGRATORS: dict[str, Integrator] = {i.name: i for i in (
     Integrator("exact", "exact", _exact, probes=_FORCING, linear=True),
     Integrator("exp_euler", "exp_euler", _exp_euler, probes=_AT_0_AND_1),
-    *(Integrator(name, "explicit_rk", _explicit(t), tableau=t) for name, t in _TABLEAUS),
+    *(Integrator(name, "explicit_rk", _explicit(t), tableau=t, **_STOCHASTIC.get(name, {})) for name, t in _TABLEAUS),
+    # deterministic equations: Euler; with one noise: Milstein (strong order 1 for multiplicative noise)
+    Integrator("milstein", "explicit_rk", _explicit(_TABLEAUS[0][1]), tableau=_TABLEAUS[0][1], stochastic=_milstein,
+               noise="multiplicative", max_noises=1),
 )}
 METHODS = tuple(INTEGRATORS)
+# The method of an equation with noise that names none, by the kind of its noise (Brian2's choice):
+# Euler-Maruyama for additive noise, stochastic Heun for multiplicative noise.
+STOCHASTIC_AUTO = {"additive": "euler", "multiplicative": "heun"}
 
 
 # ---------------------------------------------------------------- INTEGRATE -> nodes
@@ -285,17 +367,25 @@ def discretize(b: ExprBuilder, node: Node, inputs: list[int]) -> list[int]:
     vals = {name: value(i) for name, i in given.items()}
     xs = {name: vals[name] for name in a.names}
 
-    def f(stage: dict[str, Val]) -> dict[str, Val]:
+    def sde(stage: dict[str, Val]) -> tuple[dict[str, Val], dict[str, dict[str, Val]]]:
         new = inline(g, a.rhs, {**given, **{n: b.node(v, node.span) for n, v in stage.items()}})
-        return {n: folded[n] if n in folded else value(new[a.rhs.result(n, "deriv").node]) for n in a.names}
 
+        def term(key: str, kind: str) -> Val:
+            return folded[key] if key in folded else value(new[a.rhs.result(key, kind).node])
+
+        return ({n: term(n, "deriv") for n in a.names},
+                {n: {k: term(f"{n}@{k}", "value") for k in a.noises if f"{n}@{k}" in factor_keys} for n in a.names})
+
+    factor_keys = {r.name for r in a.rhs.results if r.kind == "value"} | set(folded)
     hold = value(inputs[-1]) if a.held else None
     spans = dict(zip(a.names, a.spans or (node.span,) * len(a.names)))
     probes = {**{n: vals[n] for n in a.probes}, **folded}
     coefficients = None if a.coefficients is None else np.array(a.coefficients, dtype=np.float64)
-    problem = Problem(b, xs, f, probes, a.dt, spans, coefficients, hold, a.held)
+    problem = Problem(b, xs, lambda stage: sde(stage)[0], probes, a.dt, spans, coefficients, hold, a.held,
+                      sde, {k: vals[k] for k in a.noises}, multiplicative(a))
+    integrator = INTEGRATORS[a.method]
     try:
-        new = INTEGRATORS[a.method].build(problem)
+        new = (integrator.stochastic if a.noises else integrator.build)(problem)
     except Abort:
         raise IRError(f"integrate at {node.span}: {b.diags.items[-1].message}") from None
     types = a.item_types()
@@ -308,6 +398,18 @@ def discretize(b: ExprBuilder, node: Node, inputs: list[int]) -> list[int]:
                           f"{g.nodes[i].dtype.value}{list(g.nodes[i].shape)}, not {dtype.value}{list(shape)}")
         out.append(i)
     return out
+
+
+def multiplicative(a: IntegrateAttrs) -> frozenset[str]:
+    """The states of ``a`` whose noise factors depend on the integrated states (else the noise is
+    additive and Milstein's correction vanishes)."""
+    graph = a.rhs
+    depends: set[int] = set()
+    for i, n in enumerate(graph.nodes):
+        if (n.op is Op.ARG and n.attr("name") in a.names) or any(j in depends for j in n.inputs):
+            depends.add(i)
+    return frozenset(n for n in a.names for k in a.noises
+                     if (r := graph.result(f"{n}@{k}", "value")) is not None and r.node in depends)
 
 
 def builder(g: GraphBuilder) -> ExprBuilder:

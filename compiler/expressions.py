@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 from dataclasses import replace
 from typing import Callable
 
@@ -29,8 +30,9 @@ from .values import Abort, Val, fmt_shape, fmt_type, fold, is_whole_number, norm
 # Abort, Val, fmt_shape, fmt_type and static are used by every elaborator through this module.
 MAX_STEPS = 2**53  # step counts beyond this are not exact in float64 (and no run is that long)
 MAX_SIZE = 2**31 - 1  # the largest population or axis: indices are 32-bit in every backend's kernels
+NOISE_NAME = re.compile(r"xi(_\w+)?")  # Brian2's white noise symbols: xi, xi_1, xi_input, ...
 
-__all__ = ["Abort", "ExprBuilder", "MAX_SIZE", "MAX_STEPS", "Val", "fmt_shape", "fmt_type", "static"]
+__all__ = ["Abort", "ExprBuilder", "MAX_SIZE", "MAX_STEPS", "NOISE_NAME", "Val", "fmt_shape", "fmt_type", "static"]
 
 
 # ---------------------------------------------------------------- the elaborator
@@ -108,6 +110,9 @@ class ExprBuilder:
             return BUILTINS[e.id](self, A.Call(e.span, e, (), ()))
         if e.id in BUILTINS:
             self.fail(e.span, f"'{e.id}' is a function; call it: {e.id}(...)")
+        if NOISE_NAME.fullmatch(e.id):  # body_odes.py resolves it inside continuous equations
+            self.fail(e.span, f"'{e.id}' is white noise, usable only directly in the right-hand side of a continuous "
+                              f"equation, as a term of dx/dt = f + g * {e.id} (not in a let, a next or an output)")
         self.fail(e.span, f"unknown name '{e.id}'")
 
     def e_ListExpr(self, e: A.ListExpr) -> Val:

@@ -27,6 +27,7 @@ from nspec.dsl import ast as A
 from nspec.dsl.diagnostics import Span
 
 from .bodies import Body, Env, build_body
+from .body_env import CLOCK
 from .declared_types import check_merge, resolve_type
 from .expressions import MAX_SIZE, Abort, ExprBuilder, Val, static
 from .ir import DType, GraphBuilder, Monitor, Op
@@ -451,6 +452,8 @@ class _Projection:
                     values = self._event(body, SynEnv, s, values, fired, increments)
             except Abort:
                 continue
+        if body.clock_val is not None:  # a draw (rand(), xi) or `t` added the step counter: it counts on
+            values[CLOCK] = env.b.binary("+", body.clock_val, static(1), self.stmt.span)
         for var in body.states:
             g.result(var.name, "next", env.b.node(values[var.name], var.span))
         outputs = []

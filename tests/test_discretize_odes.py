@@ -50,7 +50,8 @@ def one_step(program, x0, **inputs):
 
 
 def test_methods_are_the_integrators_table():
-    assert METHODS == tuple(INTEGRATORS) == ("exact", "exp_euler", "euler", "midpoint", "heun", "rk4")
+    assert METHODS == tuple(INTEGRATORS) == ("exact", "exp_euler", "euler", "midpoint", "heun", "rk4", "milstein")
+    assert [m for m in METHODS if INTEGRATORS[m].stochastic is not None] == ["euler", "heun", "milstein"]
     for name, integ in INTEGRATORS.items():
         assert integ.name == name
         if integ.kind == "explicit_rk":
@@ -252,3 +253,12 @@ def test_synapse_traces_and_constant_derivatives_become_integrate():
     after = discretize_odes(program)
     assert not integrates(after.step)
     verify_program(after)
+
+
+def test_a_constant_derivative_under_auto_is_integrated_exactly(tmp_path):
+    """dx/dt = 3/s without a method: the linearity probe broadcasts the constant in f64 (it used to
+    meet an f32 constant and stop with an internal error)."""
+    program = compile_text(tmp_path, DECAY.replace("RHS", "3 / (1 s)").replace("  method METHOD", ""))
+    (node,) = integrates(program.step)
+    assert node.attrs.method == "exact"
+    assert one_step(program, 1.0) == pytest.approx(1.0 + 3.0 * DT, rel=1e-12)

@@ -20,7 +20,7 @@ from nspec.dsl import ast as A
 from .ir import DType, Op
 from .units import DIMENSIONLESS, describe
 from .builtins_lists import arange, linspace, range_list, reversed_list
-from .builtins_random import normal, orthogonal, rand, uniform
+from .builtins_random import binomial, normal, orthogonal, rand, uniform
 from .values import Val, call_args, fmt_shape, fmt_type, fold, is_whole_number, norm_axis, static
 
 if TYPE_CHECKING:
@@ -400,6 +400,17 @@ def _segment_sum(b: ExprBuilder, e: A.Call) -> Val:
     return b.add(Op.SUM, [r], xv.dtype, grouped[:-1], xv.dim, e.span, (("axes", (len(grouped) - 1,)), ("keepdims", False)))
 
 
+def _index(b: ExprBuilder, e: A.Call) -> Val:
+    """index(): the index of each element along the first axis of the equation's target (Brian2's
+    ``i``): in a neuron's equations the neuron's index in its population, in a synapse's the
+    synapse's index in its projection.  A compile-time i64 vector."""
+    call_args(b, e, 0, 0)
+    if not b.target_shape:
+        b.fail(e.span, "index() numbers the neurons of a population (or the synapses of a projection); a "
+                       "system's equation has no such axis")
+    return static(np.arange(b.target_shape[0], dtype=np.int64))
+
+
 def _one_hot(b: ExprBuilder, e: A.Call) -> Val:
     (i, n), _ = call_args(b, e, 2, 2)
     iv = b.expr(i)
@@ -512,9 +523,10 @@ BUILTINS: dict[str, Builtin] = {
     # shapes and indexing
     "reshape": _reshape, "transpose": _transpose, "broadcast": _broadcast, "concat": _concat, "stack": _concat,
     "gather": _gather, "scatter_add": _scatter_add, "segment_sum": _segment_sum, "one_hot": _one_hot,
+    "index": _index,
     # compile-time sequences and constants
     "arange": arange, "range": range_list, "reversed": reversed_list, "zeros": _zeros, "ones": _zeros,
     "linspace": linspace, "logspace": linspace,
     # random draws: initialisers, and counter-based draws in step equations
-    "uniform": uniform, "rand": rand, "normal": normal, "orthogonal": orthogonal,
+    "uniform": uniform, "rand": rand, "normal": normal, "orthogonal": orthogonal, "binomial": binomial,
 }

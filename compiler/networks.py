@@ -29,7 +29,7 @@ from nspec.dsl.diagnostics import Span
 from .bodies import Body, Env, build_body
 from .body_env import CLOCK
 from .declared_types import check_merge, resolve_type
-from .expressions import MAX_SIZE, Abort, ExprBuilder, Val, static
+from .expressions import MAX_SIZE, Abort, ExprBuilder, Val, fmt_shape, static
 from .ir import DType, GraphBuilder, Monitor, Op
 from .systems import BoxIR, Composite, PortSig, Primitive, WireIR
 from .units import DIMENSIONLESS, describe, unit
@@ -127,11 +127,13 @@ def build_network(elab, decl: A.SystemDecl, scope, args: dict) -> Composite:
     for proj in projections:
         for target in proj.increment_targets:
             pops[proj.post].increments.add(target)
+    built: dict[str, Primitive] = {}
     for pop in pops.values():
         try:
             prim = _population(elab, pop)
         except Abort:
             continue
+        built[pop.name] = prim
         boxes.append(BoxIR(pop.name, prim, pop.name, pop.name, pop.span))
     for proj in projections:
         try:
@@ -143,7 +145,7 @@ def build_network(elab, decl: A.SystemDecl, scope, args: dict) -> Composite:
     for stmt in decl.body:
         try:
             if isinstance(stmt, A.Wire):
-                wires.extend(_network_wires(b, stmt, pops, ports_in, ports_out))
+                wires.extend(_network_wires(b, stmt, pops, ports_in, ports_out, built))
             elif isinstance(stmt, A.Record):
                 monitors.append(_monitor(elab, b, stmt, pops, monitors, {p.name: p for p in projections}))
         except Abort:
@@ -171,13 +173,14 @@ def _population(elab, pop: _Pop) -> Primitive:
     return replace(prim, outputs=tuple(outputs), step=g.build())
 
 
-def _network_wires(b: ExprBuilder, stmt: A.Wire, pops, ports_in, ports_out) -> list[WireIR]:
+def _network_wires(b: ExprBuilder, stmt: A.Wire, pops, ports_in, ports_out, built) -> list[WireIR]:
     out = []
     src = stmt.source
     if src.box is not None:
         b.fail(src.span, "in a network, wires start at the network's own input ports")
     if src.port not in {p.name for p in ports_in}:
         b.fail(src.span, f"unknown input port '{src.port}' of the network")
+    source = next(p for p in ports_in if p.name == src.port)
     for t in stmt.targets:
         if t.box is None or t.box not in pops:
             b.fail(t.span, f"wire target '{t.box or t.port}' is not a population of this network")
@@ -185,6 +188,11 @@ def _network_wires(b: ExprBuilder, stmt: A.Wire, pops, ports_in, ports_out) -> l
         ports = {s.name for s in ndecl.body if isinstance(s, A.Port) and s.direction == "in"}
         if t.port not in ports:
             b.fail(t.span, f"neuron {ndecl.name} has no input port '{t.port}'")
+        target = next((p for p in built[t.box].inputs if p.name == t.port), None) if t.box in built else None
+        if target is not None and source.shape != target.shape:  # ports are per neuron: [size, *declared]
+            b.fail(stmt.span, f"shape mismatch on wire {src.port} -> {t.box}.{t.port}: {fmt_shape(source.shape)} into "
+                              f"{fmt_shape(target.shape)} (a neuron's port holds one value per neuron of "
+                              f"'{t.box}')")
         out.append(WireIR(None, src.port, t.box, t.port, None, stmt.span))
     return out
 
@@ -337,6 +345,7 @@ class _Projection:
         local = {s.name for s in body if isinstance(s, (A.State, A.Param, A.Let))}
         self.increment_targets: set[str] = set()
         self.drive_targets: set[str] = set()
+        self.clock_increments: set[str] = set()  # post states a statement outside events adds to every step
         for s in body:
             stmts = s.body if isinstance(s, A.Event) else (s,) if isinstance(s, A.Update) else ()
             for u in stmts:
@@ -351,11 +360,14 @@ class _Projection:
                     self.increment_targets.add(t)
                 elif not isinstance(s, A.Event) and t in post_inputs:
                     self.drive_targets.add(t)
+                elif not isinstance(s, A.Event) and t in post_neuron_states:
+                    self.increment_targets.add(t)  # added every step, after the threshold, like on_pre's
+                    self.clock_increments.add(t)
                 else:
                     what = "on_pre/on_post target" if isinstance(s, A.Event) else "summed target"
-                    b.fail(u.target.span, f"{what} '{t}' is neither a variable of this synapse nor "
-                                          f"{'a state' if isinstance(s, A.Event) else 'an input port'} of the post "
-                                          f"population '{self.post}' ({pops[self.post].decl.name})")
+                    kind = "a state" if isinstance(s, A.Event) else "an input port or state"
+                    b.fail(u.target.span, f"{what} '{t}' is neither a variable of this synapse nor {kind} of the "
+                                          f"post population '{self.post}' ({pops[self.post].decl.name})")
         self.delay_steps = 0
         delays = [s for s in body if isinstance(s, A.Delay)]
         if delays:
@@ -440,12 +452,20 @@ class _Projection:
                     body.require_state(env.b, s.target.name, s.target.span, "'next'")
                     e = SynEnv(body, g, overrides=values).b
                     d = body.decls[s.target.name]
+                    e.target_shape = d.val.shape  # a draw gives one value per synapse
                     values[s.target.name] = body.fit(e, e.expr(s.value), d.val.dtype, d.val.shape, d.val.dim,
                                                      s.value.span, f"state '{s.target.name}'")
                 elif isinstance(s, A.Update) and s.target.name in self.drive_targets:
                     e = SynEnv(body, g, overrides=values).b
+                    e.target_shape = (self.nnz,)
                     per_syn = e.as_float(e.expr(s.value), s.value.span)
                     drives[s.target.name] = self._sum_into_post(e, per_syn, drives.get(s.target.name), s.span)
+                elif isinstance(s, A.Update) and s.target.name in self.clock_increments:
+                    e = SynEnv(body, g, overrides=values).b
+                    e.target_shape = (self.nnz,)
+                    per_syn = self._increment_value(e, s, "a statement outside on_pre")
+                    increments[s.target.name] = self._sum_into_post(e, per_syn, increments.get(s.target.name),
+                                                                    s.span)
                 elif isinstance(s, A.Event):
                     fired = self.g_pre_local if s.kind == "on_pre" else self._slice(
                         env.b, self._post_spike(body), self.post_range)
@@ -512,21 +532,13 @@ class _Projection:
         for stmt in ev.body:
             env = env_cls(body, g, overrides=values)
             b = env.b
+            b.target_shape = (self.nnz,)  # a draw (rand() < p) gives one value per synapse
             try:
                 if not isinstance(stmt, (A.Update, A.Assign)):
                     b.fail(stmt.span, f"{ev.kind} holds updates like 'ge += w' or 'w = clip(w + apost, 0, wmax)'")
                 name = stmt.target.name
-                value = b.as_float(b.expr(stmt.value), stmt.value.span)
                 if name in self.increment_targets and name not in values:
-                    if isinstance(stmt, A.Assign) or stmt.op != "+=" and stmt.op != "-=":
-                        b.fail(stmt.span, f"'{name}' is a post-neuron variable: {ev.kind} may only add to it ('+=' or '-=')")
-                    if stmt.op == "-=":
-                        value = b.add(Op.NEG, [value], value.dtype, value.shape, value.dim, stmt.span)
-                    post_states = {s.name: s for s in self.pops[self.post].decl.body if isinstance(s, A.State)}
-                    pdim = resolve_type(b, post_states[name].type)[2] if post_states[name].type else DIMENSIONLESS
-                    if value.dim != pdim:
-                        b.fail(stmt.value.span, f"unit mismatch: '{name}' of {self.post} is {describe(pdim)}, the "
-                                                f"increment is {describe(value.dim)}")
+                    value = self._increment_value(b, stmt, ev.kind)
                     weights = value if value.shape == (self.nnz,) else (
                         value if value.shape == () else b.fail(stmt.value.span, "an increment is one value per synapse"))
                     n_local = self.post_range[1] - self.post_range[0]
@@ -536,6 +548,7 @@ class _Projection:
                     prev = increments.get(name)
                     increments[name] = full if prev is None else b.binary("+", prev, full, stmt.span)
                     continue
+                value = b.as_float(b.expr(stmt.value), stmt.value.span)
                 d = body.decls.get(name)
                 if d is None or d.kind != "state":
                     b.fail(stmt.target.span, f"{ev.kind} assigns '{name}', which is not a state of this synapse")
@@ -550,6 +563,21 @@ class _Projection:
             except Abort:
                 continue
         return values
+
+    def _increment_value(self, b: ExprBuilder, stmt, where: str) -> Val:
+        """The value ``stmt`` adds to a post-neuron state (negated for '-='), checked against its unit."""
+        name = stmt.target.name
+        if isinstance(stmt, A.Assign) or stmt.op not in ("+=", "-="):
+            b.fail(stmt.span, f"'{name}' is a post-neuron variable: {where} may only add to it ('+=' or '-=')")
+        value = b.as_float(b.expr(stmt.value), stmt.value.span)
+        if stmt.op == "-=":
+            value = b.add(Op.NEG, [value], value.dtype, value.shape, value.dim, stmt.span)
+        post_states = {s.name: s for s in self.pops[self.post].decl.body if isinstance(s, A.State)}
+        pdim = resolve_type(b, post_states[name].type)[2] if post_states[name].type else DIMENSIONLESS
+        if value.dim != pdim:
+            b.fail(stmt.value.span, f"unit mismatch: '{name}' of {self.post} is {describe(pdim)}, the "
+                                    f"increment is {describe(value.dim)}")
+        return value
 
     def _delayed(self, body: Body, b: ExprBuilder, target: str, inc: Val) -> Val:
         d = self.delay_steps

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 import nspec
 from nspec.runtime import spike_statistics as S
@@ -63,12 +64,12 @@ class Case:
 
 
 CASES = {c.name: c for c in (
-    Case("coba", 1.0, "spikes_P", 4000),
-    Case("cobahh", 1.0, "spikes_P", 4000),
+    Case("coba", 1.0, "spikes", 4000),
+    Case("cobahh", 1.0, "spikes", 4000),
     Case("stdp_song", 100.0, "output_spikes", 1, short=10.0, weights="weights.w", wmax=0.01),
-    Case("brunel_hakim_1999", 1.0, "spikes_P", 5000),
-    Case("brunel_2000", 1.0, "spikes_P", 12500),
-    Case("ou_process", 1.0, "", 1000, trace="trace.x"),
+    Case("brunel_hakim_1999", 1.0, "spikes", 5000),
+    Case("brunel_2000", 1.0, "spikes", 5000, brian2_params={"NE": 4000}),
+    Case("ou_process", 1.0, "", 1000, trace="ou.x", brian2_params={"sigma": 0.001, "every": 0.0001}),
 )}
 SLOW = {"reference", "torch"}
 
@@ -96,23 +97,32 @@ def statistics(case: Case, run: dict, duration: float) -> dict:
 
 
 # ---------------------------------------------------------------- Brian2
-def brian2_run(case: Case, seed: int, folder: Path) -> dict:
+def brian2_run(case: Case, seed: int, folder: Path, saved: Path | None) -> dict:
+    """Brian2's run at ``seed``: read from ``saved`` (``<model>_<seed>.npz`` written earlier by
+    bench/brian2_models.py with the same parameters and duration) or run now into ``folder``."""
     out = folder / f"{case.name}_{seed}.npz"
-    params = [f"--param={k}={v}" for k, v in {**case.params, **case.brian2_params}.items()]
-    proc = subprocess.run([str(brian2_python()), str(BRIAN2_SCRIPT), case.name, "--out", str(out), "--seed", str(seed),
-                           "--duration", str(case.duration), "--dir", str(folder / f"build_{case.name}_{seed}"), *params],
-                          capture_output=True, text=True, cwd=tempfile.gettempdir())
-    if proc.returncode:
-        raise RuntimeError(f"Brian2 {case.name} failed:\n{proc.stderr[-3000:]}")
+    wall = float("nan")
+    if saved is not None and (saved / out.name).exists():
+        out = saved / out.name
+    else:
+        params = [f"--param={k}={v}" for k, v in {**case.params, **case.brian2_params}.items()]
+        proc = subprocess.run([str(brian2_python()), str(BRIAN2_SCRIPT), case.name, "--out", str(out),
+                               "--seed", str(seed), "--duration", str(case.duration),
+                               "--dir", str(folder / f"build_{case.name}_{seed}"), *params],
+                              capture_output=True, text=True, cwd=tempfile.gettempdir())
+        if proc.returncode:
+            raise RuntimeError(f"Brian2 {case.name} failed:\n{proc.stderr[-3000:]}")
+        wall = json.loads(proc.stdout.strip().splitlines()[-1])["wall_s"]
     z = np.load(out)
-    run: dict = {}
+    if abs(float(z["duration"]) - case.duration) > 1e-9:
+        raise RuntimeError(f"{out} ran {float(z['duration'])} s; the comparison needs {case.duration} s")
+    run: dict = {"wall_s": wall}
     if "spikes.i" in z:
         run.update(i=z["spikes.i"], t=z["spikes.t"])
     if "w.trace" in z:
         run["w"] = z["w.trace"][-1]  # the weights at the start of the last second, as nspec's monitor
     if "x" in z:
         run["x"] = z["x"]
-    run["wall_s"] = json.loads(proc.stdout.strip().splitlines()[-1])["wall_s"]
     return run
 
 
@@ -179,13 +189,13 @@ def table(results: list[tuple[str, str, dict, dict | None, str]]) -> str:
     return "\n".join(lines)
 
 
-def compare(case: Case, backends: list[str], seeds: int, folder: Path, log) -> list:
+def compare(case: Case, backends: list[str], seeds: int, folder: Path, saved: Path | None, log) -> list:
     out = []
     b2_rows = []
     for seed in range(1, seeds + 1):
-        run = brian2_run(case, seed, folder)
+        run = brian2_run(case, seed, folder, saved)
         b2_rows.append(statistics(case, run, case.duration))
-        log(f"  brian2 seed {seed}: {run['wall_s']:.1f} s")
+        log(f"  brian2 seed {seed}: {run['wall_s']:.1f} s (nan: a saved run)")
     keys = [k for k in b2_rows[0] if k not in ("hist",)]
     mean = {k: float(np.mean([r[k] for r in b2_rows])) for k in keys}
     if "hist" in b2_rows[0]:
@@ -210,6 +220,9 @@ def main(argv=None) -> int:
     ap.add_argument("--models", default=",".join(CASES))
     ap.add_argument("--backends", default=",".join(BACKENDS))
     ap.add_argument("--brian2-seeds", type=int, default=3)
+    ap.add_argument("--brian2-results", default=None, metavar="DIR",
+                    help="reuse Brian2 runs saved there as <model>_<seed>.npz (same parameters and duration)")
+    ap.add_argument("--torch-threads", type=int, default=1, help="torch.set_num_threads (a shared machine: 1)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "brian2_models.txt"))
     a = ap.parse_args(argv)
     models = [m for m in a.models.split(",") if m]
@@ -218,6 +231,8 @@ def main(argv=None) -> int:
         ap.error(f"unknown models {unknown}; known: {', '.join(CASES)}")
     backends = [b for b in a.backends.split(",") if b]
     folder = Path(tempfile.mkdtemp(prefix="nspec-brian2-compare-"))
+    saved = Path(a.brian2_results) if a.brian2_results else None
+    torch.set_num_threads(a.torch_threads)
     results = []
     for name in models:
         case = CASES[name]
@@ -225,7 +240,7 @@ def main(argv=None) -> int:
             print(f"{name}: {case.spec.relative_to(ROOT)} is missing; skipped", flush=True)
             continue
         print(f"{name}:", flush=True)
-        results += compare(case, backends, a.brian2_seeds, folder, lambda m: print(m, flush=True))
+        results += compare(case, backends, a.brian2_seeds, folder, saved, lambda m: print(m, flush=True))
     text = table(results)
     print(text)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)

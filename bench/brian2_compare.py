@@ -92,7 +92,7 @@ def statistics(case: Case, run: dict, duration: float) -> dict:
     if "x" in run:
         x = np.asarray(run["x"], dtype=np.float64)
         settled = x[x.shape[0] // 5:]  # after 1/5 of the run (several tau) the start is forgotten
-        row["var"] = float(np.var(settled))
+        row["var"] = float(np.var(settled)) * 1e6  # mV^2 (the spec's x is in volts)
     return row
 
 
@@ -143,9 +143,14 @@ def nspec_run(case: Case, backend: str) -> tuple[dict, float]:
 
 
 def same_spikes(a: dict, b: dict, until: float) -> str:
-    """Whether two runs' spike trains agree up to ``until`` seconds: 'yes', or where they part."""
+    """Whether two runs' spike trains agree up to ``until`` seconds: 'yes', or where they part
+    (for a trace without spikes: its largest difference)."""
     if "i" not in a:
-        return "-"
+        if "x" not in a:
+            return "-"
+        steps = min(len(a["x"]), len(b["x"]))
+        diff = float(np.max(np.abs(np.asarray(a["x"][:steps], float) - np.asarray(b["x"][:steps], float))))
+        return "x identical" if diff == 0 else f"x differs by <= {diff * 1e3:.2g} mV"
     ka, kb = a["t"] < until - DT / 2, b["t"] < until - DT / 2
     ta, ia, tb, ib = a["t"][ka], a["i"][ka], b["t"][kb], b["i"][kb]
     if ta.size == tb.size and np.array_equal(ia, ib) and np.allclose(ta, tb, rtol=0, atol=DT / 10):
@@ -159,7 +164,7 @@ def same_spikes(a: dict, b: dict, until: float) -> str:
 # ---------------------------------------------------------------- the table
 COLUMNS = (("T", "T (s)", "{:g}"), ("rate", "rate (Hz)", "{:.2f}"), ("cv", "CV ISI", "{:.3f}"),
            ("synchrony", "synchrony", "{:.2f}"), ("peak", "peak (Hz)", "{:.0f}"),
-           ("bimodality", "bimodality", "{:.3f}"), ("var", "var(x)", "{:.4f}"))
+           ("bimodality", "bimodality", "{:.3f}"), ("var", "var(x) (mV^2)", "{:.4f}"))
 
 
 def cell(row: dict, key: str, form: str, spread: dict | None) -> str:

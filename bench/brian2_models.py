@@ -194,13 +194,14 @@ def main() -> None:
     a = ap.parse_args()
     params = dict(item.split("=", 1) for item in a.param)
     t0 = time.perf_counter()
-    b2.set_device("cpp_standalone", directory=a.dir or f"/tmp/nspec-brian2-{a.model}", build_on_run=False)
+    folder = a.dir or f"/tmp/nspec-brian2-{a.model}"
+    b2.set_device("cpp_standalone", directory=folder, build_on_run=False)
     b2.prefs.devices.cpp_standalone.extra_make_args_unix = ["-j2"]  # Brian2's default '-j' is unbounded
     b2.defaultclock.dt = DT
     b2.seed(a.seed)
     built = MODELS[a.model](params)
     built.net.run(a.duration * second)
-    b2.device.build(compile=True, run=True, debug=False)
+    b2.device.build(directory=folder, compile=True, run=True, debug=False)
     out = {"n": built.n, "dt": float(DT / second), "duration": a.duration, **built.extra()}
     if built.spikes is not None:
         out["spikes.i"] = np.asarray(built.spikes.i[:], dtype=np.int64)

@@ -127,8 +127,10 @@ def brian2_run(case: Case, seed: int, folder: Path, saved: Path | None) -> dict:
 
 
 # ---------------------------------------------------------------- nspec
-def nspec_run(case: Case, backend: str) -> tuple[dict, float]:
+def nspec_run(case: Case, backend: str, torch_seconds: float | None) -> tuple[dict, float]:
     duration = case.short if (case.short and backend in SLOW) else case.duration
+    if backend == "torch" and torch_seconds:
+        duration = min(duration, torch_seconds)
     model = nspec.load(case.spec, **case.params)
     t0 = time.perf_counter()
     out = model.run(duration=duration, backend=backend, **STRICT.get(backend, {}))
@@ -194,7 +196,8 @@ def table(results: list[tuple[str, str, dict, dict | None, str]]) -> str:
     return "\n".join(lines)
 
 
-def compare(case: Case, backends: list[str], seeds: int, folder: Path, saved: Path | None, log) -> list:
+def compare(case: Case, backends: list[str], seeds: int, folder: Path, saved: Path | None, log,
+            torch_seconds: float | None = None) -> list:
     out = []
     b2_rows = []
     for seed in range(1, seeds + 1):
@@ -209,7 +212,7 @@ def compare(case: Case, backends: list[str], seeds: int, folder: Path, saved: Pa
     out.append((case.name, f"brian2 ({seeds} seed{'s' if seeds > 1 else ''})", mean, spread, "-"))
     runs = {}
     for backend in backends:
-        run, duration = nspec_run(case, backend)
+        run, duration = nspec_run(case, backend, torch_seconds)
         runs[backend] = (run, duration)
         log(f"  nspec {backend}: {duration:g} s in {run['wall_s']:.1f} s")
         same = "-"
@@ -228,6 +231,8 @@ def main(argv=None) -> int:
     ap.add_argument("--brian2-results", default=None, metavar="DIR",
                     help="reuse Brian2 runs saved there as <model>_<seed>.npz (same parameters and duration)")
     ap.add_argument("--torch-threads", type=int, default=1, help="torch.set_num_threads (a shared machine: 1)")
+    ap.add_argument("--torch-seconds", type=float, default=None,
+                    help="cap torch's runs (its per-step loop is the slowest backend)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "brian2_models.txt"))
     a = ap.parse_args(argv)
     models = [m for m in a.models.split(",") if m]
@@ -245,11 +250,11 @@ def main(argv=None) -> int:
             print(f"{name}: {case.spec.relative_to(ROOT)} is missing; skipped", flush=True)
             continue
         print(f"{name}:", flush=True)
-        results += compare(case, backends, a.brian2_seeds, folder, saved, lambda m: print(m, flush=True))
-    text = table(results)
-    print(text)
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(text + "\n")
+        results += compare(case, backends, a.brian2_seeds, folder, saved, lambda m: print(m, flush=True),
+                           a.torch_seconds)
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out).write_text(table(results) + "\n")  # after every model: a long run keeps what it has
+    print(table(results))
     return 0
 
 

@@ -133,16 +133,6 @@ def binomial_plan(n: int, p: float) -> BinomialPlan:
     return BinomialPlan(n, False, (), mean, std)
 
 
-def standard_normal(b: ExprBuilder, shape: tuple[int, ...], span) -> Val:
-    """A standard normal draw per element of ``shape`` (today's Box-Muller, within float tolerance
-    across backends; engineer A's bit-identical ``standard_normal`` replaces this on merge)."""
-    saved, b.target_shape = b.target_shape, shape
-    try:
-        return step_normal(b, static(0.0), static(1.0), span)
-    finally:
-        b.target_shape = saved
-
-
 def binomial_exact(b: ExprBuilder, plan: BinomialPlan, shape: tuple[int, ...], span) -> Val:
     """Inverse transform: compares of one f64 uniform with the folded CDF, summed over the thresholds."""
     u1, u2 = (b.cast(b.draw(shape, span), DType.f64, span) for _ in range(2))

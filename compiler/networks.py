@@ -472,7 +472,7 @@ class _Projection:
                     values = self._event(body, SynEnv, s, values, fired, increments)
             except Abort:
                 continue
-        if body.clock_val is not None:  # a draw (rand(), xi) or `t` added the step counter: it counts on
+        if body.clock_val is not None:  # a draw or `t` added the step counter: it counts on
             values[CLOCK] = env.b.binary("+", body.clock_val, static(1), self.stmt.span)
         for var in body.states:
             g.result(var.name, "next", env.b.node(values[var.name], var.span))

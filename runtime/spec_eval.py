@@ -18,6 +18,7 @@ import numpy as np
 from nspec.compiler import units as U
 from nspec.dsl import ast as A
 from nspec.dsl.diagnostics import SourceMap, Span
+from nspec.runtime import spike_statistics as S
 
 DIMLESS = U.DIMENSIONLESS
 TIME = U.unit("s")[1]
@@ -302,6 +303,21 @@ def _allclose(args, kwargs, span):
     return Q(bool(np.all(diff <= tol.mag)))
 
 
+def _bimodality(args, kwargs, span):
+    if "wmax" in kwargs:
+        args = [*args, kwargs.pop("wmax")]
+    _arity(args, 2, span, "bimodality")
+    _no_kwargs(kwargs, span)
+    w, wmax = (as_q(v, span) for v in args)
+    _same_dim(w, wmax, span, "compare")
+    if np.ndim(wmax.mag) != 0:
+        raise SpecFailure(span, f"bimodality(w, wmax): wmax must be one value, got {fmt(wmax)}")
+    try:
+        return Q(S.bimodality(w.mag, float(wmax.mag)))
+    except S.StatisticError as exc:
+        raise SpecFailure(span, f"bimodality(): {exc}") from exc
+
+
 def _filled(value: float) -> Callable:
     def fill(args, kwargs, span):
         _arity(args, 1, span, "ones" if value else "zeros")
@@ -317,7 +333,7 @@ def _filled(value: float) -> Callable:
 FUNCTIONS: dict[str, Callable] = {
     "mean": _reduce(np.mean), "max": _reduce(np.max), "min": _reduce(np.min), "sum": _reduce(np.sum),
     "std": _reduce(np.std), "abs": _abs, "shape": _shape, "len": _len, "allclose": _allclose,
-    "zeros": _filled(0.0), "ones": _filled(1.0),
+    "zeros": _filled(0.0), "ones": _filled(1.0), "bimodality": _bimodality,
 }
 
 
@@ -332,7 +348,15 @@ POPULATION_FUNCTIONS: dict[str, Callable[[np.ndarray, float], Value]] = {
     "rate": lambda spikes, seconds: Q(_population_count(spikes) / seconds, FREQUENCY),
     "mean_rate": lambda spikes, seconds: Q(float(_population_count(spikes).sum()) / (spikes.shape[-1] * seconds),
                                            FREQUENCY),
+    # spike_statistics.py defines these once for spec tests and the Brian2 comparison
+    "cv": lambda spikes, seconds: Q(S.cv_isi(_trains(spikes, seconds))),
+    "peak_frequency": lambda spikes, seconds: Q(S.peak_frequency(_trains(spikes, seconds)), FREQUENCY),
+    "synchrony": lambda spikes, seconds: Q(S.synchrony(_trains(spikes, seconds))),
 }
+
+
+def _trains(spikes: np.ndarray, seconds: float) -> S.Spikes:
+    return S.Spikes.from_raster(spikes, seconds / spikes.shape[0])
 
 
 class Evaluator:
@@ -467,7 +491,10 @@ class Evaluator:
             seconds = spikes.shape[0] * self.run.dt
             if seconds <= 0:
                 raise SpecFailure(e.span, f"{name}(): the run recorded no time steps")
-            return POPULATION_FUNCTIONS[name](spikes, seconds)
+            try:
+                return POPULATION_FUNCTIONS[name](spikes, seconds)
+            except S.StatisticError as exc:
+                raise SpecFailure(e.span, f"{name}(): {exc}") from exc
         if name not in FUNCTIONS:
             known = ", ".join(sorted([*FUNCTIONS, *POPULATION_FUNCTIONS]))
             raise SpecFailure(e.func.span, f"unknown function {name!r} in a test; available: {known}")

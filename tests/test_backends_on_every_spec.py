@@ -32,6 +32,11 @@ SILENT = {
     "examples/lib_synapses.nspec": {"CondWeak/spike", "CurWeak/spike", "JumpWeak/spike", "Inhibited/spike"},
 }
 
+# Hodgkin-Huxley's spike upstroke amplifies the last-bit differences of exp() between NumPy, ONNX
+# Runtime, torch and TVM: the states of a neuron caught mid-spike differ by up to 1 %, not 1e-4 (spikes
+# still compare exactly).
+RTOL = {"brian2/cobahh.nspec": 2e-2}
+
 
 def spec_id(path: Path) -> str:
     return str(path.relative_to(ROOT / "specs"))
@@ -69,7 +74,7 @@ def test_backend_equals_reference(path, backend, references):
             np.testing.assert_array_equal(have, want, err_msg=key)
         else:
             scale = max(1.0, float(np.max(np.abs(want)))) if np.size(want) else 1.0
-            np.testing.assert_allclose(have, want, rtol=1e-4, atol=1e-5 * scale, err_msg=key)
+            np.testing.assert_allclose(have, want, rtol=RTOL.get(spec_id(path), 1e-4), atol=1e-5 * scale, err_msg=key)
 
 
 @pytest.mark.parametrize("path", SPECS, ids=spec_id)

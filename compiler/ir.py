@@ -48,6 +48,7 @@ import numpy as np
 
 from nspec.dsl.diagnostics import Span, UNKNOWN_SPAN
 
+from .limits import LimitError, check_tensor
 from .ops import (DRAWS, ELEMENTWISE_BINARY, ELEMENTWISE_UNARY, INIT_ONLY, REDUCTIONS, Attrs, DType, IRError, LoopAttrs, Op,
                   ResultKind, Role, SignatureError, infer, make_attrs)
 
@@ -202,6 +203,9 @@ class GraphBuilder:
             raise IRError(f"{op.value} at {span}: declared {dtype and dtype.value}{list(shape or ())}, "
                           f"its signature gives {inferred[0].value}{list(inferred[1])}")
         dtype, shape = inferred
+        too_big = check_tensor(shape)  # refused before anything of this shape is built
+        if too_big is not None:
+            raise LimitError(span, too_big)
         key = None
         if op in DRAWS:
             pass  # every random draw is its own stream position: never merge two of them

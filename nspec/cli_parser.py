@@ -11,6 +11,7 @@ import math
 import re
 
 from nspec import __version__
+from nspec.compiler.limits import parse_memory
 from nspec.cli_commands import TARGETS, cmd_check, cmd_compile, cmd_run, cmd_test, cmd_train
 
 
@@ -68,6 +69,14 @@ def seed(text: str) -> int:
     return value
 
 
+def memory_size(text: str) -> int:
+    """A memory limit: ``8GB``, ``512MB``, ``1.5 GiB`` or a number of bytes."""
+    try:
+        return parse_memory(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 # ---------------------------------------------------------------- the parser
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
@@ -77,18 +86,22 @@ def build_parser() -> argparse.ArgumentParser:
     hyper = argparse.ArgumentParser(add_help=False)
     hyper.add_argument("--param", "-p", action="append", type=param, metavar="NAME=VALUE",
                        help="set a hyperparameter (JSON literal or string); repeatable")
+    limit = argparse.ArgumentParser(add_help=False)
+    limit.add_argument("--max-memory", type=memory_size, metavar="SIZE",
+                       help="refuse a spec or run whose estimated memory exceeds SIZE (8GB, 512MB; "
+                            "default: half the machine's physical memory)")
 
     parser = argparse.ArgumentParser(prog="nspec", description="A declarative graph compiler for brain-inspired "
                                      "neural models.", parents=[common])
     parser.add_argument("--version", action="version", version=f"nspec {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("check", parents=[common, hyper], help="report every diagnostic of the given specs",
+    p = sub.add_parser("check", parents=[common, hyper, limit], help="report every diagnostic of the given specs",
                        description="Check specs: parse, resolve and elaborate every declaration. Exit 1 on errors.")
     p.add_argument("paths", nargs="+", metavar="FILE|DIR", help="spec files, or folders searched for *.nspec")
     p.set_defaults(handler=cmd_check)
 
-    p = sub.add_parser("compile", parents=[common, hyper], help="compile a spec and show a stage or export it",
+    p = sub.add_parser("compile", parents=[common, hyper, limit], help="compile a spec and show a stage or export it",
                        description="Compile a spec's run target. --emit shows a stage; --target exports it.")
     p.add_argument("spec", metavar="SPEC", nargs="?")
     p.add_argument("--entry", metavar="NAME", help="the declaration to compile (default: the simulate target)")
@@ -105,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.set_defaults(handler=cmd_compile)
 
-    p = sub.add_parser("run", parents=[common, hyper], help="run a spec and save its results",
+    p = sub.add_parser("run", parents=[common, hyper, limit], help="run a spec and save its results",
                        description="Run a spec's default simulation (or --entry) and save outputs and monitors.")
     p.add_argument("spec", metavar="SPEC")
     p.add_argument("--entry", metavar="NAME", help="the declaration to run (default: the simulate target)")

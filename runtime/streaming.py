@@ -28,10 +28,10 @@ MAX_CHUNK_STEPS = 1000  # the NaN check runs at least this often
 COPY_BYTES = 16 << 20  # the buffer that assembles the final file
 
 
-def chunk_size(steps: int, period: int, bytes_per_step: int, budget: int = CHUNK_BYTES) -> int:
+def chunk_size(steps: int, period: int, bytes_per_step: int, budget: int | None = None) -> int:
     """Steps per chunk: a multiple of ``period`` (every monitor's interval divides it), at most
     ``MAX_CHUNK_STEPS`` rounded up to the period, and within ``budget`` recorded bytes where the period allows."""
-    by_memory = max(1, budget // max(bytes_per_step, 1))
+    by_memory = max(1, (CHUNK_BYTES if budget is None else budget) // max(bytes_per_step, 1))
     size = min(steps, by_memory, MAX_CHUNK_STEPS)
     return max(period, size // period * period)
 
@@ -123,13 +123,13 @@ class NpzStreamWriter:
                 np.lib.format.write_array_header_1_0(out, header)
             else:
                 np.lib.format.write_array_header_2_0(out, header)
-            chunks = [_open(p) for p in self.parts[name]]
             for lead in np.ndindex(*shape[:axis]):  # C order: each leading index, then the chunks in turn
-                for c in chunks:
-                    block = c[lead]
+                for part in self.parts[name]:
+                    block = _open(part)[lead]  # mapped, and unmapped once copied: resident memory stays bounded
                     rows = max(1, COPY_BYTES // max(block[0:1].nbytes, 1))
                     for i in range(0, block.shape[0], rows):
                         out.write(np.ascontiguousarray(block[i:i + rows]).tobytes())
+                    del block
 
 
 def _open(path: Path) -> np.ndarray:

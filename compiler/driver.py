@@ -36,8 +36,13 @@ def check_files(paths, hyper: dict | None = None, limits: Limits | None = None) 
             except RecursionError:
                 diags.append(_too_deep(str(path)))
             except LimitError as exc:  # raised where no collector is at hand (a node's shape)
-                diags.append(error(exc.span, exc.message))
+                diags.append(error(_located(exc.span, path), exc.message))
     return diags, sources
+
+
+def _located(span: Span, path) -> Span:
+    """A node's span, or the file's start for a node built without one (every diagnostic is located)."""
+    return span if span.line >= 1 and span.col >= 1 else Span(str(path), 1, 1)
 
 
 def _too_deep(path: str) -> Diagnostic:
@@ -61,7 +66,7 @@ def compile_file(path: str | Path, hyper: dict | None = None, target: str | None
         except RecursionError:
             raise NspecError([_too_deep(str(path))], sources) from None
         except LimitError as exc:
-            raise NspecError([error(exc.span, exc.message)], sources) from None
+            raise NspecError([error(_located(exc.span, path), exc.message)], sources) from None
 
 
 def emit(path: str | Path, stage: str, hyper: dict | None = None, target: str | None = None) -> str:

@@ -195,6 +195,9 @@ class GraphBuilder:
         signature; a ``dtype``/``shape`` given as well must agree with it (else ``IRError``)."""
         inputs = tuple(int(i) for i in inputs)
         attrs = make_attrs(op, attrs, dtype, shape)
+        for requested in (shape, getattr(attrs, "shape", None)):  # before inference computes with the sizes
+            if isinstance(requested, tuple) and (too_big := check_tensor(requested)):
+                raise LimitError(span, too_big)
         try:
             inferred = infer(op, [self.nodes[i] for i in inputs], attrs)
         except SignatureError as exc:
@@ -203,8 +206,7 @@ class GraphBuilder:
             raise IRError(f"{op.value} at {span}: declared {dtype and dtype.value}{list(shape or ())}, "
                           f"its signature gives {inferred[0].value}{list(inferred[1])}")
         dtype, shape = inferred
-        too_big = check_tensor(shape)  # refused before anything of this shape is built
-        if too_big is not None:
+        if too_big := check_tensor(shape):  # refused before anything of this shape is built
             raise LimitError(span, too_big)
         key = None
         if op in DRAWS:

@@ -232,8 +232,8 @@ def _load_inputs(path: str) -> dict:
             return {k: data[k] for k in data.files}
     except FileNotFoundError:
         raise CliError(f"--inputs: no such file: {path}") from None
-    except (OSError, ValueError) as exc:
-        raise CliError(f"--inputs: {path} is not a readable .npz file ({exc})") from None
+    except Exception as exc:  # a corrupt file surfaces as whatever its reader raises (BadZipFile, EOFError, ...)
+        raise CliError(f"--inputs: {path} is not a readable .npz file ({type(exc).__name__}: {exc})") from None
 
 
 def _plot_kind(model, requested: str) -> str:

@@ -64,6 +64,7 @@ def physical_memory() -> int:
         return FALLBACK_MEMORY
 
 
+@functools.cache
 def default_limits() -> Limits:
     return Limits(max_bytes=int(physical_memory() * MEMORY_FRACTION))
 

@@ -18,6 +18,7 @@ so the same seed gives the same synapses on every backend and every run.
 
 from __future__ import annotations
 
+import dataclasses
 import zlib
 from dataclasses import dataclass, field, replace
 
@@ -193,6 +194,20 @@ def _network_wires(b: ExprBuilder, stmt: A.Wire, pops, ports_in, ports_out) -> l
     return out
 
 
+def _declares_spike(nodes) -> bool:
+    """Whether a body holds a ``spike when`` statement, at any depth (inside ``if`` or ``for`` blocks too)."""
+    for n in nodes:
+        if isinstance(n, A.Spike):
+            return True
+        if isinstance(n, A.Node) and _declares_spike(v for f in dataclasses.fields(n) for v in _items(getattr(n, f.name))):
+            return True
+    return False
+
+
+def _items(value) -> tuple:
+    return tuple(value) if isinstance(value, (tuple, list)) else (value,)
+
+
 def _monitor(elab, b: ExprBuilder, stmt: A.Record, pops, existing, projections) -> Monitor:
     every = 1
     if stmt.every is not None:
@@ -221,6 +236,9 @@ def _monitor(elab, b: ExprBuilder, stmt: A.Record, pops, existing, projections) 
     indices = None if (lo, hi) == (0, pop.size) else tuple(range(lo, hi))
     names = {m.name for m in existing}
     if stmt.variables == ("spikes",):
+        if not _declares_spike(pop.decl.body):  # else the run finds no P/spike to record
+            b.fail(stmt.span, f"cannot record spikes of '{pop.name}': neuron {pop.decl.name} has no 'spike when' "
+                              "condition")
         name = stmt.alias or ("spikes" if "spikes" not in names else f"spikes_{pop.name}")
         return Monitor(name, "spikes", (f"{pop.name}/spike",), indices, every, stmt.span)
     states = {s.name for s in pop.decl.body if isinstance(s, A.State)}

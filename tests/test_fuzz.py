@@ -40,6 +40,7 @@ from hypothesis import strategies as st
 import nspec
 from nspec.compiler.driver import check_files
 from nspec.dsl import NspecError
+from nspec.runtime.model import LimitExceeded, NonFiniteError
 from snapshot_reference import seeded_inputs
 
 SPECS_ROOT = Path(__file__).resolve().parent.parent / "specs"
@@ -210,7 +211,11 @@ def check_and_run(path: Path, mutation: Mutation) -> bool:
     model = compile_clean(path, mutation)
     if model is None:
         return False
-    run_mutant(model)
+    try:
+        run_mutant(model)
+    except (NonFiniteError, LimitExceeded) as exc:  # the run's own located errors (a huge value diverges)
+        assert NonFiniteError is not type(exc) or f"{path}:" in str(exc), exc
+        return False
     return True
 
 
@@ -248,8 +253,8 @@ def test_byte_mutants(mirror):
 def test_huge_sizes_and_counts(mirror):
     """A number replaced by one past every limit (a population of 2^62, ticks 1e9, p = 1e23, ...): a located
     error or a run, never a crash, a MemoryError or a hang (the whole test takes seconds)."""
-    count, ran = _run(huge_mutations, mirror, 200)
-    assert count >= 200 and ran >= 10, (count, ran)
+    count, ran = _run(huge_mutations, mirror, 150)
+    assert count >= 150 and ran >= 10, (count, ran)
 
 
 def test_deep_nesting_and_long_lines(mirror):
@@ -291,12 +296,15 @@ FOUND = [
     # uniform(-0.1, 1e308) and uniform(0, -2^63): numpy errors when drawing (fixed in builtins_random.py)
     (Mutation(SPECS_ROOT / "examples" / "params.nspec", "huge", 212112, 215503), "needs finite bounds with lo <= hi"),
     (Mutation(SPECS_ROOT / "examples" / "state.nspec", "huge", 936478, 690424), "needs finite bounds with lo <= hi"),
+    # 'spike when' commented out, 'record spikes of P' kept: the run found no P/spike (fixed in networks.py)
+    (Mutation(SPECS_ROOT / "examples" / "poisson.nspec", "substitute", 484323, 220902),
+     "cannot record spikes of 'P': neuron Poisson has no 'spike when' condition"),
 ]
 
 
 @pytest.mark.parametrize("mutation, message", FOUND, ids=["ticks-after-errors", "rope-freqs-size", "string-size",
                                                           "string-normal", "negative-zeros", "huge-param",
-                                                          "uniform-inf", "uniform-reversed"])
+                                                          "uniform-inf", "uniform-reversed", "spikes-without-spike"])
 def test_mutants_that_crashed_once_get_located_errors(mirror, mutation, message):
     diags = assert_located(mutant_file(mirror, mutation, "found"))
     assert any(d.severity == "error" for d in diags)

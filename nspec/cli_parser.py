@@ -124,8 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--entry", metavar="NAME", help="the declaration to run (default: the simulate target)")
     p.add_argument("--weights", metavar="FILE", help="weights: .safetensors, .npz or a torch state_dict")
     p.add_argument("--inputs", metavar="FILE.npz", help="named input arrays")
-    p.add_argument("--output", "-o", metavar="FILE.npz", help="save outputs and monitors (never overwrites "
-                   "without --force)")
+    p.add_argument("--output", "-o", metavar="FILE.npz", help="save outputs and monitors, streamed to the file "
+                   "chunk by chunk so they need not fit in memory (never overwrites without --force)")
     p.add_argument("--backend", default="reference", metavar="NAME",
                    help="reference (default), onnxruntime, tvm or torch")
     when = p.add_mutually_exclusive_group()
@@ -143,8 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary")
     p.add_argument("--force", action="store_true", help="overwrite existing output files")
     p.add_argument("--nan-check", choices=["error", "warn", "off"], default="error",
-                   help="when the run ends with NaN or Inf in its state: stop with an error naming the state, the "
-                        "first step and the spec line (default), warn, or say nothing")
+                   help="the state is checked after every chunk of at most 1000 steps; on NaN or Inf: stop at once "
+                        "with an error naming the state, the first step and the spec line (default), warn once, or "
+                        "say nothing")
     p.set_defaults(handler=cmd_run)
 
     p = sub.add_parser("test", parents=[common], help="run the spec-level test blocks",

@@ -140,7 +140,8 @@ def constant_coefficients(body: Body, odes: dict[str, A.Ode]) -> np.ndarray | No
         for name, ode in odes.items():
             v = env.b.as_float(env.b.expr(ode.rhs), ode.rhs.span)
             if v.is_static:
-                v = env.b.add(Op.BROADCAST, [v], DType.f64, body.decls[name].val.shape, v.dim, ode.span)
+                v = env.b.add(Op.BROADCAST, [replace(v, dtype=DType.f64)], DType.f64,  # probes are float64
+                              body.decls[name].val.shape, v.dim, ode.span)
             scratch.result(name, "value", v.node)
     except Abort:
         return None

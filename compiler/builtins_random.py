@@ -43,10 +43,25 @@ def random_draw(b: ExprBuilder, e: A.Call, dist: str, defaults: tuple[float, flo
     for v, a in zip(vals, list(args) + [None, None]):
         if v.shape != ():
             b.fail(a.span if a is not None else e.span, f"{e.func.id}() takes scalar arguments")
+    _check_static_bounds(b, e, dist, vals)
     if not b.allow_random:
         return STEP_DRAWS[dist](b, vals[0], vals[1], e.span)
     ins = [b.cast(v, b.float_dtype, e.span) if not v.is_static else replace(v, dtype=b.float_dtype) for v in vals]
     return b.add(Op.RANDOM, ins, b.float_dtype, b.target_shape, dim, e.span, (("dist", dist),))
+
+
+def _check_static_bounds(b: ExprBuilder, e: A.Call, dist: str, vals: list[Val]) -> None:
+    """Bounds known at compile time must describe a distribution in the float type the draw has."""
+    if not all(v.is_static and np.asarray(v.static).dtype.kind in "biuf" and np.ndim(v.static) == 0 for v in vals):
+        return  # a run-time bound, or a mistake the cast to float reports
+    with np.errstate(over="ignore", invalid="ignore"):
+        a, c = (float(np.asarray(v.static, dtype=np.float64).astype(b.float_dtype.numpy)) for v in vals)
+    if dist == "uniform" and not (math.isfinite(a) and math.isfinite(c) and a <= c):
+        b.fail(e.span, f"{e.func.id}(lo, hi) needs finite bounds with lo <= hi in {b.float_dtype.value}, "
+                       f"got lo = {vals[0].static!r}, hi = {vals[1].static!r}")
+    if dist == "normal" and not (math.isfinite(a) and math.isfinite(c) and c >= 0):
+        b.fail(e.span, f"normal(mean, std) needs a finite mean and a finite std >= 0 in {b.float_dtype.value}, "
+                       f"got mean = {vals[0].static!r}, std = {vals[1].static!r}")
 
 
 def step_uniform(b: ExprBuilder, lo: Val, hi: Val, span) -> Val:

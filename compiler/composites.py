@@ -24,6 +24,7 @@ from nspec.dsl.diagnostics import Span
 from .declared_types import check_merge, resolve_type
 from .expressions import Abort, ExprBuilder, Val, fmt_shape, static
 from .ir import DType, GraphBuilder, Op, Var
+from .limits import check_unrolled
 from .networks import static_builder
 from .systems import BoxIR, Composite, PortSig, Primitive, WireIR
 from .units import DIMENSIONLESS, describe
@@ -98,6 +99,8 @@ def _box(elab, scope, b: ExprBuilder, stmt: A.Box) -> BoxIR:
     count = b.static_int(stmt.count, "a replication count") if stmt.count is not None else None
     if count is not None and count <= 0:
         b.fail(stmt.count.span, f"a replication count must be positive, got {count}")
+    if count is not None and sdecl.kind != "neuron" and (too_many := check_unrolled("replication", count)):
+        b.fail(stmt.count.span, too_many)
     if sdecl.kind == "neuron":
         system = elab.instantiate(sdecl, home, args, stmt.span, replicas=count or 1)
         count = None
@@ -109,6 +112,8 @@ def _box(elab, scope, b: ExprBuilder, stmt: A.Box) -> BoxIR:
         times = b.static_int(stmt.repeat, "a repeat count")
         if times <= 0:
             b.fail(stmt.repeat.span, f"a repeat count must be a positive integer, got {times}")
+        if too_many := check_unrolled(f"repeat {times}", times):
+            b.fail(stmt.repeat.span, too_many)
         system = repeat(b, system, times, stmt.shared, stmt.span)
     return BoxIR(stmt.name, system, stmt.name, stmt.name, stmt.span)
 

@@ -7,6 +7,7 @@ from nspec.dsl import ast as A
 
 from .expressions import ExprBuilder
 from .ir import DType
+from .limits import check_tensor
 from .systems import MERGES
 from .units import DIMENSIONLESS, Dim, describe, is_unit, unit
 
@@ -52,5 +53,7 @@ def resolve_type(b: ExprBuilder, t: A.TensorType | None, default: DType = DType.
         if n < 0:
             b.fail(s.span, f"a size must not be negative, got {n}")
         shape.append(n)
+    if too_big := check_tensor(tuple(shape)):  # before any value of this type is built
+        b.fail(t.span, too_big)
     dim = unit_of(b, t.unit)[1] if t.unit is not None else DIMENSIONLESS
     return dtype, tuple(shape), dim

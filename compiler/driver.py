@@ -16,6 +16,7 @@ from nspec.dsl.diagnostics import Diagnostic, NspecError, SourceMap, Span, error
 
 from .elaborate import check_module, elaborate_file
 from .ir import print_program
+from .limits import LimitError, Limits, using
 from .modules import parse_file
 from .pipeline import describe_passes, run_pipeline
 
@@ -23,16 +24,25 @@ from .pipeline import describe_passes, run_pipeline
 EXIT_OK, EXIT_USER_ERROR, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 
 
-def check_files(paths, hyper: dict | None = None) -> tuple[list[Diagnostic], SourceMap]:
-    """All diagnostics for each file (``nspec check``): parse, resolve, elaborate every declaration."""
+def check_files(paths, hyper: dict | None = None, limits: Limits | None = None) -> tuple[list[Diagnostic], SourceMap]:
+    """All diagnostics for each file (``nspec check``): parse, resolve, elaborate every declaration;
+    ``limits`` (default: ``limits.current()``) bounds what checking may build."""
     sources = SourceMap()
     diags: list[Diagnostic] = []
-    for path in paths:
-        try:
-            diags.extend(check_module(str(path), sources, hyper or {}))
-        except RecursionError:
-            diags.append(_too_deep(str(path)))
+    with using(limits):
+        for path in paths:
+            try:
+                diags.extend(check_module(str(path), sources, hyper or {}))
+            except RecursionError:
+                diags.append(_too_deep(str(path)))
+            except LimitError as exc:  # raised where no collector is at hand (a node's shape)
+                diags.append(error(_located(exc.span, path), exc.message))
     return diags, sources
+
+
+def _located(span: Span, path) -> Span:
+    """A node's span, or the file's start for a node built without one (every diagnostic is located)."""
+    return span if span.line >= 1 and span.col >= 1 else Span(str(path), 1, 1)
 
 
 def _too_deep(path: str) -> Diagnostic:
@@ -40,18 +50,23 @@ def _too_deep(path: str) -> Diagnostic:
 
 
 def compile_file(path: str | Path, hyper: dict | None = None, target: str | None = None,
-                 optimize: bool = True, sources: SourceMap | None = None, until: str | None = None):
+                 optimize: bool = True, sources: SourceMap | None = None, until: str | None = None,
+                 limits: Limits | None = None):
     """Compile the spec's run target (``simulate`` item, or ``target`` by name) to a ``Program``.
 
-    ``optimize=False`` runs only the pipeline's required passes; ``until`` stops after the named pass.
+    ``optimize=False`` runs only the pipeline's required passes; ``until`` stops after the named pass;
+    ``limits`` (default: ``limits.current()``) bounds what compiling may build.
     Raises ``NspecError`` with every diagnostic when the spec has errors.
     """
     sources = sources if sources is not None else SourceMap()
-    try:
-        design = elaborate_file(str(path), sources, hyper or {}, target)
-    except RecursionError:
-        raise NspecError([_too_deep(str(path))], sources) from None
-    return run_pipeline(design, optimize=optimize, until=until)
+    with using(limits):
+        try:
+            design = elaborate_file(str(path), sources, hyper or {}, target)
+            return run_pipeline(design, optimize=optimize, until=until)
+        except RecursionError:
+            raise NspecError([_too_deep(str(path))], sources) from None
+        except LimitError as exc:
+            raise NspecError([error(_located(exc.span, path), exc.message)], sources) from None
 
 
 def emit(path: str | Path, stage: str, hyper: dict | None = None, target: str | None = None) -> str:

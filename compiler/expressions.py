@@ -24,6 +24,7 @@ from nspec.dsl.diagnostics import Collector, Span
 
 from .builtins import BUILTINS
 from .ir import DType, GraphBuilder, Op
+from .limits import check_tensor
 from .units import DIMENSIONLESS, Dim, describe, is_unit, unit
 from .values import Abort, Val, fmt_shape, fmt_type, fold, is_whole_number, norm_axis, static
 
@@ -463,7 +464,11 @@ class ExprBuilder:
         for s in v.static:
             if not is_whole_number(s):
                 self.fail(e.span, f"{what}: size {s!r} is not an integer")
+            if int(s) < 0:
+                self.fail(e.span, f"{what}: size {int(s)} is negative")
             out.append(int(s))
+        if too_big := check_tensor(tuple(out)):  # before anything of this shape is built
+            self.fail(e.span, too_big)
         return tuple(out)
 
 

@@ -48,6 +48,7 @@ import numpy as np
 
 from nspec.dsl.diagnostics import Span, UNKNOWN_SPAN
 
+from .limits import LimitError, check_tensor
 from .ops import (DRAWS, ELEMENTWISE_BINARY, ELEMENTWISE_UNARY, INIT_ONLY, REDUCTIONS, Attrs, DType, IRError, LoopAttrs, Op,
                   ResultKind, Role, SignatureError, infer, make_attrs)
 
@@ -194,6 +195,9 @@ class GraphBuilder:
         signature; a ``dtype``/``shape`` given as well must agree with it (else ``IRError``)."""
         inputs = tuple(int(i) for i in inputs)
         attrs = make_attrs(op, attrs, dtype, shape)
+        for requested in (shape, getattr(attrs, "shape", None)):  # before inference computes with the sizes
+            if isinstance(requested, tuple) and (too_big := check_tensor(requested)):
+                raise LimitError(span, too_big)
         try:
             inferred = infer(op, [self.nodes[i] for i in inputs], attrs)
         except SignatureError as exc:
@@ -202,6 +206,8 @@ class GraphBuilder:
             raise IRError(f"{op.value} at {span}: declared {dtype and dtype.value}{list(shape or ())}, "
                           f"its signature gives {inferred[0].value}{list(inferred[1])}")
         dtype, shape = inferred
+        if too_big := check_tensor(shape):  # refused before anything of this shape is built
+            raise LimitError(span, too_big)
         key = None
         if op in DRAWS:
             pass  # every random draw is its own stream position: never merge two of them

@@ -18,6 +18,7 @@ so the same seed gives the same synapses on every backend and every run.
 
 from __future__ import annotations
 
+import dataclasses
 import zlib
 from dataclasses import dataclass, field, replace
 
@@ -31,6 +32,7 @@ from .body_env import hidden_nexts
 from .declared_types import check_merge, resolve_type
 from .expressions import MAX_SIZE, Abort, ExprBuilder, Val, fmt_shape, static
 from .ir import DType, GraphBuilder, Monitor, Op
+from .limits import check_population, check_synapses
 from .systems import BoxIR, Composite, PortSig, Primitive, WireIR
 from .units import DIMENSIONLESS, describe, unit
 
@@ -100,6 +102,10 @@ def build_network(elab, decl: A.SystemDecl, scope, args: dict) -> Composite:
                     b.fail(stmt.size.span, f"a population size must be positive, got {size}")
                 if size > MAX_SIZE:
                     b.fail(stmt.size.span, f"a population size must be at most {MAX_SIZE} (2**31 - 1), got {size}")
+                states = sum(isinstance(s, A.State) for s in ndecl.body)
+                too_big = check_population(stmt.name, size, states)
+                if too_big is not None:
+                    b.fail(stmt.size.span, too_big)
                 pops[stmt.name] = _Pop(stmt.name, ndecl, home, nargs, size, stmt.span)
                 declared[stmt.name] = stmt.span
             elif isinstance(stmt, A.Port):
@@ -197,6 +203,20 @@ def _network_wires(b: ExprBuilder, stmt: A.Wire, pops, ports_in, ports_out, buil
     return out
 
 
+def _declares_spike(nodes) -> bool:
+    """Whether a body holds a ``spike when`` statement, at any depth (inside ``if`` or ``for`` blocks too)."""
+    for n in nodes:
+        if isinstance(n, A.Spike):
+            return True
+        if isinstance(n, A.Node) and _declares_spike(v for f in dataclasses.fields(n) for v in _items(getattr(n, f.name))):
+            return True
+    return False
+
+
+def _items(value) -> tuple:
+    return tuple(value) if isinstance(value, (tuple, list)) else (value,)
+
+
 def _monitor(elab, b: ExprBuilder, stmt: A.Record, pops, existing, projections) -> Monitor:
     every = 1
     if stmt.every is not None:
@@ -225,6 +245,9 @@ def _monitor(elab, b: ExprBuilder, stmt: A.Record, pops, existing, projections) 
     indices = None if (lo, hi) == (0, pop.size) else tuple(range(lo, hi))
     names = {m.name for m in existing}
     if stmt.variables == ("spikes",):
+        if not _declares_spike(pop.decl.body):  # else the run finds no P/spike to record
+            b.fail(stmt.span, f"cannot record spikes of '{pop.name}': neuron {pop.decl.name} has no 'spike when' "
+                              "condition")
         name = stmt.alias or ("spikes" if "spikes" not in names else f"spikes_{pop.name}")
         return Monitor(name, "spikes", (f"{pop.name}/spike",), indices, every, stmt.span)
     states = {s.name for s in pop.decl.body if isinstance(s, A.State)}
@@ -239,10 +262,12 @@ def _monitor(elab, b: ExprBuilder, stmt: A.Record, pops, existing, projections) 
 
 # ---------------------------------------------------------------- connectivity
 def connectivity(b: ExprBuilder, rule: A.Connect | None, n_pre: int, n_post: int, rng: np.random.Generator,
-                 span: Span) -> tuple[np.ndarray, np.ndarray]:
+                 span: Span, name: str = "") -> tuple[np.ndarray, np.ndarray]:
     """CSR (indptr over pre, post indices sorted within each row) for a connection rule."""
     if rule is None:
         b.fail(span, "a projection needs a 'connect' rule (all_to_all, one_to_one, p = ..., fixed_in_degree k, ...)")
+    if rule.rule in ("all_to_all", "one_to_one", "where"):
+        _check_synapses(b, rule, name, n_pre, n_post)
     if rule.rule == "all_to_all":
         return _csr_from_pairs(np.repeat(np.arange(n_pre), n_post), np.tile(np.arange(n_post), n_pre), n_pre)
     if rule.rule == "one_to_one":
@@ -254,6 +279,7 @@ def connectivity(b: ExprBuilder, rule: A.Connect | None, n_pre: int, n_post: int
         p = float(v.static)
         if not v.dim.dimensionless or not 0.0 <= p <= 1.0:
             b.fail(rule.args[0].span, f"a connection probability must be a number in [0, 1], got {v.static!r}")
+        _check_synapses(b, rule, name, n_pre, n_post, p)
         rows, cols = [], []
         chunk = max(1, 2_000_000 // max(n_post, 1))
         for start in range(0, n_pre, chunk):
@@ -267,6 +293,7 @@ def connectivity(b: ExprBuilder, rule: A.Connect | None, n_pre: int, n_post: int
         limit = n_pre if rule.rule == "in_degree" else n_post
         if not 0 < k <= limit:
             b.fail(rule.args[0].span, f"degree {k} must be in 1..{limit}")
+        _check_synapses(b, rule, name, n_pre, n_post, k)
         if rule.rule == "in_degree":
             pre = np.concatenate([rng.choice(n_pre, k, replace=False) for _ in range(n_post)])
             post = np.repeat(np.arange(n_post), k)
@@ -291,6 +318,13 @@ def connectivity(b: ExprBuilder, rule: A.Connect | None, n_pre: int, n_post: int
     mask = np.broadcast_to(np.asarray(v.static, dtype=bool), (n_pre, n_post))
     r, c = np.nonzero(mask)
     return _csr_from_pairs(r, c, n_pre)
+
+
+def _check_synapses(b: ExprBuilder, rule: A.Connect, name: str, n_pre: int, n_post: int, arg=None) -> None:
+    """Refuse a rule whose expected synapse count exceeds the memory limit, before generating any."""
+    too_big = check_synapses(name, rule.rule, n_pre, n_post, arg)
+    if too_big is not None:
+        b.fail(rule.span, too_big)
 
 
 def _csr_from_pairs(pre: np.ndarray, post: np.ndarray, n_pre: int) -> tuple[np.ndarray, np.ndarray]:
@@ -337,7 +371,7 @@ class _Projection:
         n_post = self.post_range[1] - self.post_range[0]
         seed = zlib.crc32(f"{elab.seed}:{stmt.name}".encode())
         self.indptr, self.indices = connectivity(b, connects[0] if connects else None, n_pre, n_post,
-                                                 np.random.default_rng(seed), stmt.span)
+                                                 np.random.default_rng(seed), stmt.span, stmt.name)
         self.nnz = int(self.indices.size)
         self.syn_pre = np.repeat(np.arange(n_pre), np.diff(self.indptr)).astype(np.int64)
         post_neuron_states = {s.name for s in pops[self.post].decl.body if isinstance(s, A.State)}

@@ -15,6 +15,7 @@ from nspec.dsl import ast as A
 
 from .expressions import ExprBuilder
 from .ir import DType, Graph, GraphBuilder, Op, Role
+from .limits import check_iterations
 from .systems import Primitive
 
 
@@ -42,6 +43,8 @@ def wrap_ticks(b: ExprBuilder, graph: GraphBuilder, prim: Primitive, stmts) -> P
     if count <= 0:
         what, node = ("the number of ticks", ticks[0].count) if ticks else ("the bound of 'until'", untils[0].bound)
         b.fail(node.span, f"{what} must be positive, got {count}")
+    if too_many := check_iterations("the number of ticks" if ticks else "the bound of 'until'", count):
+        b.fail((ticks[0].count if ticks else untils[0].bound).span, too_many)
     inner = graph.build()
     carried = tuple(s.name for s in prim.states)
     invariant = tuple(p.name for p in prim.inputs) + tuple(p.name for p in prim.params)

@@ -28,6 +28,7 @@ from nspec.dsl.diagnostics import Span
 
 from .expressions import ExprBuilder, Val, static
 from .ir import DType
+from .limits import check_unrolled
 
 Lookup = Callable[[str, Span], "Val | None"]
 
@@ -133,6 +134,8 @@ class _Unroller:
         if np.ndim(items.static) != 1:
             self.b.fail(s.items.span, "a 'for' loop runs over a list known at compile time: 'for i in range(n)', "
                                       "'for i in reversed(range(n))', 'for w in [8, 16]'")
+        if too_many := check_unrolled("this 'for' loop", len(items.static)):
+            self.b.fail(s.items.span, too_many)
         out = []
         for n, item in enumerate(list(items.static)):
             self.env[s.var] = item.item() if isinstance(item, np.generic) else item

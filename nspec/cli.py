@@ -27,6 +27,7 @@ from nspec.cli_commands import (EMIT_STAGES, IR_STAGES, REPORT_HINT, TARGETS, Cl
                                 cmd_test, cmd_train, spec_paths)
 from nspec.cli_parser import build_parser, duration, param, positive_int
 from nspec.compiler.driver import EXIT_INTERNAL, EXIT_USAGE, EXIT_USER_ERROR
+from nspec.compiler.limits import limits_for, using
 from nspec.dsl.diagnostics import NspecError
 
 
@@ -39,7 +40,7 @@ def _user_errors() -> tuple[type, ...]:
         errors.append(executor.BackendError)
     model = sys.modules.get("nspec.runtime.model")
     if model is not None:
-        errors.extend((model.WeightsError, model.InputError, model.NonFiniteError))
+        errors.extend((model.WeightsError, model.InputError, model.NonFiniteError, model.LimitExceeded))
     return tuple(errors)
 
 
@@ -54,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     # subcommand's parser does not reset a flag given before it
     args.debug = getattr(args, "debug", False) or os.environ.get("NSPEC_DEBUG", "") not in ("", "0")
     try:
-        return args.handler(args)
+        with using(limits_for(getattr(args, "max_memory", None))):
+            return args.handler(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

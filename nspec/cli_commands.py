@@ -232,23 +232,8 @@ def _load_inputs(path: str) -> dict:
             return {k: data[k] for k in data.files}
     except FileNotFoundError:
         raise CliError(f"--inputs: no such file: {path}") from None
-    except (OSError, ValueError) as exc:
-        raise CliError(f"--inputs: {path} is not a readable .npz file ({exc})") from None
-
-
-def _save_npz(path: Path, results: dict, force: bool) -> None:
-    import numpy as np
-
-    # write beside the target and rename, so an interrupted save never leaves half a file
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, **results)
-        if path.exists() and not force:
-            raise CliError(f"{path} appeared during the run; pass --force to overwrite it")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    except Exception as exc:  # a corrupt file surfaces as whatever its reader raises (BadZipFile, EOFError, ...)
+        raise CliError(f"--inputs: {path} is not a readable .npz file ({type(exc).__name__}: {exc})") from None
 
 
 def _plot_kind(model, requested: str) -> str:
@@ -292,23 +277,22 @@ def _plot(path: Path, model, results: dict, kind: str) -> None:
     plt.close(fig)
 
 
-def _summary(model, results: dict, steps: int | None, backend: str, run_s: float, trials: int) -> list[str]:
-    import numpy as np
-
+def _summary(model, shapes: dict, steps: int | None, backend: str, run_s: float, trials: int) -> list[str]:
+    """The run's summary from the shapes of its results (they may be in a file, not in memory)."""
     seconds = steps * model.dt * trials if steps else None  # model time summed over the trials
     model_time = f" ({steps * model.dt:.6g} s of model time)" if steps and model.dt != 1.0 else ""
     when = (f"{steps} steps{model_time}" if steps else "done") + (f", {trials} trials" if trials > 1 else "")
     lines = [f"ran {model.program.name}: {when} on {backend} in {run_s:.3g} s"]
     for m in model.monitors:
-        if m.kind != "spikes" or f"{m.name}.i" not in results:
+        if m.kind != "spikes" or f"{m.name}.i" not in shapes:
             continue
-        count = int(np.size(results[f"{m.name}.i"]))
+        count = int(shapes[f"{m.name}.i"][0])
         size = len(m.indices) if m.indices is not None else model.populations.get(m.variables[0].rsplit("/", 1)[0])
         rate = f", mean rate {count / (size * seconds):.4g} Hz" if size and seconds else ""
         lines.append(f"  {m.name}: {count} spikes" + (f" from {size} neurons" if size else "") + rate)
     for v in model.program.outputs:
-        if v.name in results:
-            lines.append(f"  output {v.name}: shape {list(np.shape(results[v.name]))}")
+        if v.name in shapes:
+            lines.append(f"  output {v.name}: shape {list(shapes[v.name])}")
     return lines
 
 
@@ -323,6 +307,8 @@ def cmd_run(args) -> int:
     if args.weights is not None and not Path(args.weights).is_file():
         raise CliError(f"--weights: no such file: {args.weights}")
     inputs = _load_inputs(args.inputs) if args.inputs else None
+
+    import numpy as np
 
     from nspec.runtime.model import load
 
@@ -339,25 +325,36 @@ def cmd_run(args) -> int:
     if batch is None and inputs:
         batch = int(next(iter(inputs.values())).shape[0])
     # the progress bar costs time in the loop, so a timed run goes without it
+    # with --output, monitors stream to the file chunk by chunk (memory stays bounded however long the run)
+    options = dict(inputs=inputs, steps=steps, backend=args.backend, seed=args.seed, batch=batch,
+                   progress=not (args.quiet or args.timing_json), nan_check=args.nan_check)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RuntimeWarning)
-        results = model.run(inputs=inputs, steps=steps, backend=args.backend, seed=args.seed, batch=batch,
-                            progress=not (args.quiet or args.timing_json), nan_check=args.nan_check)
+        if args.output is not None:
+            try:
+                shapes = model.stream(args.output, force=args.force, **options)
+            except FileExistsError as exc:
+                raise CliError(str(exc)) from None
+        else:
+            results = model.run(**options)
+            shapes = {k: np.shape(v) for k, v in results.items()}
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
     # Model.last_timing: the backend's compile and the main loop alone, timed inside run()
     timing = model.last_timing
     compile_s, run_s, steps = load_s + timing["compile_s"], timing["run_s"], timing["steps"]
 
-    if args.output is not None:
-        _save_npz(Path(args.output), results, args.force)
     if args.plot is not None:
-        _plot(Path(args.plot), model, results, kind)
+        if args.output is not None:
+            with np.load(args.output, allow_pickle=False) as results:
+                _plot(Path(args.plot), model, results, kind)
+        else:
+            _plot(Path(args.plot), model, results, kind)
     if args.timing_json is not None:
         record = {"backend": args.backend, "compile_s": compile_s, "run_s": run_s, "steps": steps}
         Path(args.timing_json).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     if not args.quiet:
-        print("\n".join(_summary(model, results, steps, args.backend, run_s, batch or 1)))
+        print("\n".join(_summary(model, shapes, steps, args.backend, run_s, batch or 1)))
         for path, flag in outputs:
             if path is not None:
                 print(f"wrote {path}")

@@ -11,6 +11,7 @@ import math
 import re
 
 from nspec import __version__
+from nspec.compiler.limits import parse_memory
 from nspec.cli_commands import TARGETS, cmd_check, cmd_compile, cmd_run, cmd_test, cmd_train
 
 
@@ -68,6 +69,14 @@ def seed(text: str) -> int:
     return value
 
 
+def memory_size(text: str) -> int:
+    """A memory limit: ``8GB``, ``512MB``, ``1.5 GiB`` or a number of bytes."""
+    try:
+        return parse_memory(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 # ---------------------------------------------------------------- the parser
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
@@ -77,18 +86,22 @@ def build_parser() -> argparse.ArgumentParser:
     hyper = argparse.ArgumentParser(add_help=False)
     hyper.add_argument("--param", "-p", action="append", type=param, metavar="NAME=VALUE",
                        help="set a hyperparameter (JSON literal or string); repeatable")
+    limit = argparse.ArgumentParser(add_help=False)
+    limit.add_argument("--max-memory", type=memory_size, metavar="SIZE",
+                       help="refuse a spec or run whose estimated memory exceeds SIZE (8GB, 512MB; "
+                            "default: half the machine's physical memory)")
 
     parser = argparse.ArgumentParser(prog="nspec", description="A declarative graph compiler for brain-inspired "
                                      "neural models.", parents=[common])
     parser.add_argument("--version", action="version", version=f"nspec {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("check", parents=[common, hyper], help="report every diagnostic of the given specs",
+    p = sub.add_parser("check", parents=[common, hyper, limit], help="report every diagnostic of the given specs",
                        description="Check specs: parse, resolve and elaborate every declaration. Exit 1 on errors.")
     p.add_argument("paths", nargs="+", metavar="FILE|DIR", help="spec files, or folders searched for *.nspec")
     p.set_defaults(handler=cmd_check)
 
-    p = sub.add_parser("compile", parents=[common, hyper], help="compile a spec and show a stage or export it",
+    p = sub.add_parser("compile", parents=[common, hyper, limit], help="compile a spec and show a stage or export it",
                        description="Compile a spec's run target. --emit shows a stage; --target exports it.")
     p.add_argument("spec", metavar="SPEC", nargs="?")
     p.add_argument("--entry", metavar="NAME", help="the declaration to compile (default: the simulate target)")
@@ -105,14 +118,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.set_defaults(handler=cmd_compile)
 
-    p = sub.add_parser("run", parents=[common, hyper], help="run a spec and save its results",
+    p = sub.add_parser("run", parents=[common, hyper, limit], help="run a spec and save its results",
                        description="Run a spec's default simulation (or --entry) and save outputs and monitors.")
     p.add_argument("spec", metavar="SPEC")
     p.add_argument("--entry", metavar="NAME", help="the declaration to run (default: the simulate target)")
     p.add_argument("--weights", metavar="FILE", help="weights: .safetensors, .npz or a torch state_dict")
     p.add_argument("--inputs", metavar="FILE.npz", help="named input arrays")
-    p.add_argument("--output", "-o", metavar="FILE.npz", help="save outputs and monitors (never overwrites "
-                   "without --force)")
+    p.add_argument("--output", "-o", metavar="FILE.npz", help="save outputs and monitors, streamed to the file "
+                   "chunk by chunk so they need not fit in memory (never overwrites without --force)")
     p.add_argument("--backend", default="reference", metavar="NAME",
                    help="reference (default), onnxruntime, tvm or torch")
     when = p.add_mutually_exclusive_group()
@@ -131,8 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary")
     p.add_argument("--force", action="store_true", help="overwrite existing output files")
     p.add_argument("--nan-check", choices=["error", "warn", "off"], default="error",
-                   help="when the run ends with NaN or Inf in its state: stop with an error naming the state, the "
-                        "first step and the spec line (default), warn, or say nothing")
+                   help="the state is checked after every chunk of at most 1000 steps; on NaN or Inf: stop at once "
+                        "with an error naming the state, the first step and the spec line (default), warn once, or "
+                        "say nothing")
     p.set_defaults(handler=cmd_run)
 
     p = sub.add_parser("test", parents=[common], help="run the spec-level test blocks",

@@ -12,19 +12,23 @@ import math
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Mapping
+from dataclasses import replace
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
 from nspec.compiler.driver import compile_file, parse_file
 from nspec.compiler.ir import Monitor, Program
 from nspec.compiler.threefry import counter_problem
+from nspec.compiler.limits import Limits, check_recording, limits_for
+from nspec.compiler.limits import current as current_limits
 from nspec.dsl.diagnostics import SourceMap
 
 from .checks import RunChecks
 from .executor import BackendError, RunRequest, executor_class
 from .lossless import LossyCastError, convert
 from .reference import initialize
+from .streaming import Chunk, NpzStreamWriter, chunk_size, concatenate, record_bytes_per_step, run_chunks
 
 
 class WeightsError(ValueError):
@@ -43,12 +47,23 @@ class CounterError(ValueError):
     """A run would take a step counter past the range where its random draws are distinct."""
 
 
-def load(path: str | Path, target: str | None = None, **hyper) -> "Model":
-    """Compile the spec at ``path`` (its ``simulate`` target, or ``target``) with the given hyperparameters."""
+class LimitExceeded(MemoryError):
+    """A run would need more memory than the limit allows (its recorded values, say); says the estimate."""
+
+
+def load(path: str | Path, target: str | None = None, max_memory: str | int | None = None, **hyper) -> "Model":
+    """Compile the spec at ``path`` (its ``simulate`` target, or ``target``) with the given hyperparameters.
+
+    ``max_memory`` (bytes, or a string such as ``"8GB"``; default: half the machine's physical
+    memory) bounds what compiling and running may allocate: a spec or run estimated to need more is
+    refused before anything of that size is built (``docs/reliability.md``)."""
     sources = SourceMap()
-    program = compile_file(str(path), hyper, target, sources=sources)
+    limits = limits_for(max_memory) if max_memory is not None else None
+    program = compile_file(str(path), hyper, target, sources=sources, limits=limits)
     module, _ = parse_file(str(path), sources)
-    return Model(program, str(path), dict(hyper), module)
+    model = Model(program, str(path), dict(hyper), module)
+    model.limits = limits
+    return model
 
 
 class Model:
@@ -63,6 +78,7 @@ class Model:
         self.state: dict[str, np.ndarray] | None = None
         self.last_seed: int | None = None  # the seed of the run that left ``state``
         self.last_timing: dict[str, float] = {}
+        self.limits: Limits | None = None  # None: the limits in force when it runs (``limits.current()``)
         self._executors: dict[tuple, Any] = {}
         self._checks: RunChecks | None = None
 
@@ -212,7 +228,7 @@ class Model:
     def run(self, inputs: Mapping[str, Any] | None = None, steps: int | None = None, duration: float | None = None,
             record=None, backend: str = "reference", seed: int | None = None, batch: int | None = None,
             progress: bool = False, nan_check: str = "error", resume: bool = False,
-            **options) -> dict[str, np.ndarray]:
+            max_memory: str | int | None = None, **options) -> dict[str, np.ndarray]:
         """Run from the initial state; returns outputs, monitor arrays and recorded values by name.
 
         ``seed`` (default: the spec's ``simulate ... seed``) sets the initial values and keys the
@@ -220,11 +236,37 @@ class Model:
         ``step``) ended in, with its seed: the step counter and the random streams go on, so two
         resumed runs give the same values as one run as long as both.
 
-        ``nan_check`` ("error", "warn" or "off"): when the final state holds NaN or Inf, raise
-        ``NonFiniteError`` (or warn) naming the state variables, the first step and the spec line
-        where a finite value first became non-finite (found by replaying the run on the reference
-        interpreter with ``check_finite``).
+        ``nan_check`` ("error", "warn" or "off"): after every chunk of steps (``streaming.chunk_size``),
+        when the state holds NaN or Inf, raise ``NonFiniteError`` at once (or warn) naming the state
+        variables, the first step and the spec line where a finite value first became non-finite
+        (found by replaying that chunk on the reference interpreter with ``check_finite``).
+        ``max_memory`` (bytes or ``"8GB"``): a run whose recorded values are estimated to exceed it
+        is refused with ``LimitExceeded`` before it starts (``stream`` writes them to a file instead).
         """
+        pieces = list(self._run_pieces(inputs, steps, duration, record, backend, seed, batch, progress, nan_check,
+                                       max_memory, False, options, resume))
+        return concatenate(pieces)
+
+    def stream(self, path: str | Path, inputs: Mapping[str, Any] | None = None, steps: int | None = None,
+               duration: float | None = None, record=None, backend: str = "reference", seed: int | None = None,
+               batch: int | None = None, progress: bool = False, nan_check: str = "error", force: bool = False,
+               **options) -> dict[str, tuple[int, ...]]:
+        """``run``, writing its results to the ``.npz`` at ``path`` chunk by chunk instead of holding them:
+        memory stays bounded however long the run.  The file holds what ``np.savez(path, **run(...))``
+        would; returns every array's shape.  Nothing is left at ``path`` if the run fails."""
+        writer = NpzStreamWriter(path)
+        try:
+            for piece in self._run_pieces(inputs, steps, duration, record, backend, seed, batch, progress, nan_check,
+                                          None, True, options):
+                writer.append(piece)
+        except BaseException:
+            writer.discard()
+            raise
+        return writer.close(replace_existing=force)
+
+    def _run_pieces(self, inputs, steps, duration, record, backend, seed, batch, progress, nan_check, max_memory,
+                    streamed: bool, options, resume: bool = False) -> Iterator[dict[str, tuple[np.ndarray, int]]]:
+        """The run, chunk by chunk: each chunk's results as name -> (array, the axis chunks follow along)."""
         if nan_check not in ("error", "warn", "off"):
             raise ValueError(f"nan_check is 'error', 'warn' or 'off', got {nan_check!r}")
         arrays, timeless, b = self._inputs(inputs, batch)
@@ -237,24 +279,43 @@ class Model:
                 raise InputError(f"input '{name}' covers {arr.shape[1]} steps; the run needs {steps}")
             else:
                 arrays[name] = arr[:, :steps]  # every backend gets exactly the steps it runs
+        wanted = self._record_list(record)
+        per_step = record_bytes_per_step(self._recorded_types(wanted), b)
+        if not streamed:
+            limits = limits_for(max_memory) if max_memory is not None else (self.limits or current_limits())
+            too_big = check_recording(steps, per_step, limits)
+            if too_big is not None:
+                raise LimitExceeded(too_big)
         params, state = self._start(b, batch, seed, resume)
         problem = counter_problem(self.program.step, state, steps)
         if problem:
             raise CounterError(problem)
         self.checks.at_start(params, arrays)
-        wanted = self._record_list(record)
         ex = self.executor(backend, **options)
         request = RunRequest(params, state, arrays, steps, tuple(wanted))
-        t0 = time.perf_counter()
-        result = _run_in_chunks(ex, request) if progress and steps >= 1000 else ex.run(request)
-        self.last_timing["run_s"] = time.perf_counter() - t0
+        period = math.lcm(1, *(m.every for m in self.monitors), *(every for _, every in wanted))
+        chunked = streamed or progress or nan_check != "off"
+        size = chunk_size(steps, period, per_step) if chunked else steps
+        drop_time = timeless and steps == 1
+        bar = _progress_bar(steps) if progress and steps >= 1000 else None
+        t0, writing, checking = time.perf_counter(), 0.0, nan_check != "off"
+        try:
+            for chunk in run_chunks(ex, request, size):
+                if checking and self._check_finite(chunk, nan_check):
+                    checking = False  # warned once; the run goes on
+                if bar is not None:
+                    bar.update(chunk.steps)
+                handed = time.perf_counter()
+                yield self._collect(chunk.result, chunk.start, chunk.steps, batch, drop_time, record)
+                writing += time.perf_counter() - handed  # the caller's time (a streamed file's writes)
+                self.state = chunk.result.state
+        finally:
+            if bar is not None:
+                bar.close()
+        self.last_timing["run_s"] = time.perf_counter() - t0 - writing
         self.last_timing["steps"] = steps
-        self.checks.at_end(result.state)
-        if nan_check != "off":
-            self._check_finite(result.state, request, nan_check)
-        self.state = result.state
+        self.checks.at_end(self.state)
         self.last_seed = self.last_seed if resume else seed
-        return self._collect(result, steps, batch, timeless and steps == 1, record)
 
     def _start(self, b: int, batch: int | None, seed: int | None, resume: bool) -> tuple[dict, dict]:
         """Parameters and the state a run starts from: the initial ones, or with ``resume`` the held ones."""
@@ -269,22 +330,43 @@ class Model:
             raise ValueError(f"resume=True: the held state has batch size {held.pop()}, this run asks for {b}")
         return self.initial(b, self.last_seed)[0], {k: v.copy() for k, v in self.state.items()}
 
-    def _check_finite(self, state: Mapping[str, np.ndarray], request: RunRequest, mode: str) -> None:
+
+    def _recorded_types(self, wanted: list[tuple[str, int]]) -> list[tuple[tuple[int, ...], np.dtype, int]]:
+        """(per-sample shape, dtype, every) of every recorded value and output (outputs are kept every step)."""
+        step = self.program.step
+        out = [(tuple(v.shape), v.dtype.numpy, 1) for v in self.program.outputs]
+        states = {v.name: v for v in self.program.states}
+        for name, every in wanted:
+            if name in states:
+                out.append((tuple(states[name].shape), states[name].dtype.numpy, every))
+                continue
+            r = step.result(name, "output") or step.result(name, "value")
+            if r is not None:
+                out.append((step.nodes[r.node].shape, step.nodes[r.node].dtype.numpy, every))
+        return out
+
+    def _check_finite(self, chunk: Chunk, mode: str) -> bool:
+        """After a chunk: NaN or Inf in the state raises ``NonFiniteError`` (or warns and returns True)."""
+        state = chunk.result.state
         bad = {k: v for k, v in state.items() if v.dtype.kind == "f" and not np.all(np.isfinite(v))}
         if not bad:
-            return
+            return False
         which = ", ".join(f"'{k}' ({int(np.sum(~np.isfinite(v)))} of {v.size} values)" for k, v in sorted(bad.items()))
-        message = f"the run ended with NaN or Inf in state {which}"
-        replay = self.executor("reference", check_finite=True)
+        last = chunk.start + chunk.steps
+        message = f"the run produced NaN or Inf in state {which} by step {last}"
+        compile_s = self.last_timing.get("compile_s", 0.0)  # the run's own, not the replay's
+        replay = self.executor("reference", check_finite=True, first_step=chunk.start)
+        self.last_timing["compile_s"] = compile_s
         try:
-            replay.run(RunRequest(request.params, request.state, request.inputs, request.steps, ()))
+            replay.run(replace(chunk.request, record=()))
         except BackendError as exc:  # the reference interpreter names the step, the op and the spec line
             message += f"; first: {exc}"
         else:
             message += "; the reference interpreter stays finite on this run (a backend's rounding diverged)"
         if mode == "error":
             raise NonFiniteError(message)
-        warnings.warn(message, RuntimeWarning, stacklevel=3)
+        warnings.warn(message, RuntimeWarning, stacklevel=4)
+        return True
 
     def _record_list(self, record) -> list[tuple[str, int]]:
         wanted: dict[str, int] = {}
@@ -296,39 +378,39 @@ class Model:
         self._recorded_every = dict(wanted)
         return sorted(wanted.items())
 
-    def _collect(self, result, steps: int, batch: int | None, drop_time: bool, record) -> dict[str, np.ndarray]:
-        out: dict[str, np.ndarray] = {}
+    def _collect(self, result, start: int, steps: int, batch: int | None, drop_time: bool,
+                 record) -> dict[str, tuple[np.ndarray, int]]:
+        """One chunk's results (its steps from ``start``): name -> (array, the axis chunks follow along)."""
+        out: dict[str, tuple[np.ndarray, int]] = {}
         for v in self.program.outputs:
             arr = result.outputs[v.name]
             if drop_time:
                 arr = arr[:, 0]
-            out[v.name] = arr[0] if batch is None else arr
+            out[v.name] = (arr[0], 0) if batch is None else (arr, 1)
         for m in self.monitors:
             if m.kind == "spikes":
                 rec = result.records[m.variables[0]]  # [T, B, n]
-                every = 1
                 if m.indices is not None:
                     rec = rec[..., list(m.indices)]
                 if batch is None:
                     t_idx, i_idx = np.nonzero(rec[:, 0] > 0)
-                    out[f"{m.name}.i"] = i_idx.astype(np.int64)
-                    out[f"{m.name}.t"] = t_idx * self.dt * every
+                    out[f"{m.name}.i"] = (i_idx.astype(np.int64), 0)
                 else:
                     t_idx, b_idx, i_idx = np.nonzero(rec > 0)
-                    out[f"{m.name}.i"], out[f"{m.name}.trial"] = i_idx.astype(np.int64), b_idx
-                    out[f"{m.name}.t"] = t_idx * self.dt
+                    out[f"{m.name}.i"], out[f"{m.name}.trial"] = (i_idx.astype(np.int64), 0), (b_idx, 0)
+                out[f"{m.name}.t"] = ((t_idx + start) * self.dt, 0)
             else:
                 for var in m.variables:
                     rec = result.records[var][:: m.every // self._recorded_every[var]]
                     if m.indices is not None:
                         rec = rec[..., list(m.indices)]
                     short = var.rsplit("/", 1)[-1]
-                    out[f"{m.name}.{short}"] = rec[:, 0] if batch is None else rec
+                    out[f"{m.name}.{short}"] = (rec[:, 0] if batch is None else rec, 0)
                 n = len(range(0, steps, m.every))
-                out[f"{m.name}.t"] = np.arange(n) * m.every * self.dt
+                out[f"{m.name}.t"] = ((np.arange(n) + start // m.every) * m.every * self.dt, 0)
         for name in record or ():
             rec = result.records[name]
-            out[name] = rec[:, 0] if batch is None else rec
+            out[name] = (rec[:, 0] if batch is None else rec, 0)
         return out
 
     def step(self, inputs: Mapping[str, Any] | None = None, backend: str = "reference") -> dict[str, np.ndarray]:
@@ -377,27 +459,11 @@ class Model:
         export(self.program, str(path), **options)
 
 
-def _run_in_chunks(ex, request: RunRequest, chunks: int = 50):
-    """The same run in pieces, carrying state across, with a progress bar (any backend)."""
+def _progress_bar(steps: int):
+    """A progress bar over the run's steps (tqdm, imported only when a bar is shown)."""
     from tqdm import tqdm
 
-    from .executor import RunResult
-
-    period = math.lcm(*(every for _, every in request.record)) if request.record else 1
-    size = max(period, -(-request.steps // chunks) // period * period)
-    state, outputs, records = request.state, [], []
-    with tqdm(total=request.steps, unit="step", desc="running") as bar:
-        for start in range(0, request.steps, size):
-            n = min(size, request.steps - start)
-            inputs = {k: v[:, start:start + n] for k, v in request.inputs.items()}
-            part = ex.run(RunRequest(request.params, state, inputs, n, request.record))
-            state = part.state
-            outputs.append(part.outputs)
-            records.append(part.records)
-            bar.update(n)
-    return RunResult(state,
-                     {k: np.concatenate([o[k] for o in outputs], axis=1) for k in outputs[0]},
-                     {k: np.concatenate([r[k] for r in records], axis=0) for k in records[0]})
+    return tqdm(total=steps, unit="step", desc="running")
 
 
 def read_weights(source) -> dict[str, np.ndarray]:

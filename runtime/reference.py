@@ -85,7 +85,8 @@ class ReferenceExecutor:
     """Runs a discretised program step by step with the reference interpreter.
 
     Option ``check_finite=True`` stops at the first node (with its source span) that computes inf
-    or nan from finite inputs.
+    or nan from finite inputs; ``first_step`` (default 0) is the run's first step, which its
+    messages count from (a chunk of a longer run).
     """
 
     name = "reference"
@@ -101,6 +102,7 @@ class ReferenceExecutor:
             raise BackendError(f"the step graph holds initialisation-only nodes: {', '.join(init_only)}")
         self.program = program
         self.check_finite = bool(options.get("check_finite", False))
+        self.first_step = int(options.get("first_step", 0))  # where this run starts, for messages
         self.plan = Plan(step)
         self.next_nodes = {s.name: self._result_node(s.name, "next") for s in program.states}
         self.output_nodes = {o.name: self._result_node(o.name, "output") for o in program.outputs}
@@ -160,7 +162,8 @@ class ReferenceExecutor:
             except EvaluationError as exc:
                 if not self.check_finite:
                     raise
-                raise BackendError(f"step {t} (t = {t * p.dt:g} s): {exc}") from exc
+                at = self.first_step + t
+                raise BackendError(f"step {at} (t = {at * p.dt:g} s): {exc}") from exc
             for name, every, node in recorded:
                 if t % every == 0 and t // every < len(records[name]):
                     records[name][t // every] = state[name] if node is None else vals[node]

@@ -40,6 +40,7 @@ from hypothesis import strategies as st
 import nspec
 from nspec.compiler.driver import check_files
 from nspec.dsl import NspecError
+from nspec.runtime.model import LimitExceeded, NonFiniteError
 from snapshot_reference import seeded_inputs
 
 SPECS_ROOT = Path(__file__).resolve().parent.parent / "specs"
@@ -49,13 +50,17 @@ TEXTS = {p: p.read_text(encoding="utf-8") for p in SPECS}
 TOKEN = re.compile(r'\s+|#[^\n]*|"(?:[^"\\\n]|\\.)*"|\d+\.?\d*(?:[eE][+-]?\d+)?|\.\d+|[A-Za-z_]\w*|->|[<>=!+\-*/]=|.',
                    re.S)
 TOKEN_KINDS = ("delete", "duplicate", "swap", "substitute")
+NUMBER = re.compile(r"\d+\.?\d*(?:[eE][+-]?\d+)?|\.\d+")
 NESTINGS = (("(", ")"), ("[", "]"), ("f(", ")"), ("-(", ")"))
 LONG_LINES = ("name", "number", "string", "comment", "sum", "repeat")
+# Sizes and counts past every limit, for a number of a spec (``huge``): limits before allocation.
+HUGE = ("1e9", "1000000000", "2^31", "2^62", "2^63", "2^64", "1e23", "1e308", "1e400", "100000 * 100000", "-1e9",
+        "0.5e9")
 # NSPEC_FUZZ_SEED unset (the suite): derandomized Hypothesis and a fixed backend sample.
 FUZZ_SEED = os.environ.get("NSPEC_FUZZ_SEED")
 FUZZ = settings(deadline=None, derandomize=FUZZ_SEED is None, database=None, print_blob=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-RUN_STEPS = 2
+RUN_STEPS = 3
 BACKENDS = ("onnxruntime", "torch", "tvm")
 BACKEND_SAMPLE = 6  # clean mutants run on every backend
 # Hyperparameters that keep the big seeds small (6 layers of 8192 neurons per head take seconds a step).
@@ -97,6 +102,9 @@ class Mutation:
             opener, closer = NESTINGS[self.payload[0] % len(NESTINGS)]
             balanced = self.payload[1] % 2 == 0
             tokens[i] = opener * self.other + tokens[i] + (closer * self.other if balanced else "")
+        elif self.kind == "huge":  # the self.at-th number of the file (any token if it has none)
+            numbers = [j for j in solid if NUMBER.fullmatch(tokens[j])] or solid
+            tokens[numbers[self.at % len(numbers)]] = HUGE[self.other % len(HUGE)]
         elif self.kind == "long_line":
             tokens[i] = tokens[i] + _long(LONG_LINES[self.payload[0] % len(LONG_LINES)], text, self.other)
         else:
@@ -128,6 +136,7 @@ byte_mutations = st.one_of(
               payload=st.one_of(st.binary(min_size=1, max_size=8),
                                 st.sampled_from([b"\x00", b"\xff", b"\xc3", b"\xed\xa0\x80", b"\r", b"\\", b'"', b"'",
                                                  b"{", b"}", b"(", b"\t", b"\x0c", "\u03c4".encode()]))))
+huge_mutations = st.builds(Mutation, specs, st.just("huge"), positions, positions)
 stress_mutations = st.one_of(
     st.builds(Mutation, specs, st.just("nest"), positions, st.sampled_from([100, 1000, 5000]),
               st.binary(min_size=2, max_size=2)),
@@ -202,7 +211,11 @@ def check_and_run(path: Path, mutation: Mutation) -> bool:
     model = compile_clean(path, mutation)
     if model is None:
         return False
-    run_mutant(model)
+    try:
+        run_mutant(model)
+    except (NonFiniteError, LimitExceeded) as exc:  # the run's own located errors (a huge value diverges)
+        assert NonFiniteError is not type(exc) or f"{path}:" in str(exc), exc
+        return False
     return True
 
 
@@ -237,6 +250,13 @@ def test_byte_mutants(mirror):
     assert count >= 1650 and ran >= 1, (count, ran)  # a cut at a statement's end, a blank inserted, ...
 
 
+def test_huge_sizes_and_counts(mirror):
+    """A number replaced by one past every limit (a population of 2^62, ticks 1e9, p = 1e23, ...): a located
+    error or a run, never a crash, a MemoryError or a hang (the whole test takes seconds)."""
+    count, ran = _run(huge_mutations, mirror, 150)
+    assert count >= 150 and ran >= 10, (count, ran)
+
+
 def test_deep_nesting_and_long_lines(mirror):
     assert _run(stress_mutations, mirror, 50)[0] >= 50
 
@@ -265,12 +285,36 @@ FOUND = [
     (Mutation(SPECS_ROOT / "seeds" / "bdh.nspec", "substitute", 302, 18926), "rope() needs one frequency per element"),
     # a string hyperparameter as a reshape size (float('random-pairing'); fixed in expressions.py)
     (Mutation(SPECS_ROOT / "seeds" / "ctm.nspec", "substitute", 1103, 3070), "size 'random-pairing' is not an integer"),
+    # found by bench/fuzz_specs.py: a string as normal()'s argument (fixed in builtins_random.py)
+    (Mutation(SPECS_ROOT / "seeds" / "bdh_parallel.nspec", "substitute", 349595, 438259),
+     "the string '/lm_head' cannot be used as a number here"),
+    # zeros([-2^63, ...]): numpy's 'negative dimensions' (fixed in expressions.py static_shape)
+    (Mutation(SPECS_ROOT / "seeds" / "elm.nspec", "huge", 657930, 167704), "must not be negative"),
+    # param f32[2^62, 3] replicated twice: an IRError from broadcasting (fixed in declared_types.py: limits)
+    (Mutation(SPECS_ROOT / "examples" / "private_weights.nspec", "huge", 900418, 494523),
+     "a tensor of shape [4611686018427387904, 3]"),
+    # uniform(-0.1, 1e308) and uniform(0, -2^63): numpy errors when drawing (fixed in builtins_random.py)
+    (Mutation(SPECS_ROOT / "examples" / "params.nspec", "huge", 212112, 215503), "needs finite bounds with lo <= hi"),
+    (Mutation(SPECS_ROOT / "examples" / "state.nspec", "huge", 936478, 690424), "needs finite bounds with lo <= hi"),
+    # 'spike when' commented out, 'record spikes of P' kept: the run found no P/spike (fixed in networks.py)
+    (Mutation(SPECS_ROOT / "examples" / "poisson.nspec", "substitute", 484323, 220902),
+     "cannot record spikes of 'P': neuron Poisson has no 'spike when' condition"),
+    # dv/dt = (1.5 - 1) / tau, a constant right-hand side with method exact: an IRError (f32 broadcast declared
+    # f64; fixed in body_odes.py constant_coefficients); it now checks clean and runs
+    (Mutation(SPECS_ROOT / "examples" / "events.nspec", "substitute", 737778, 472927), "clean"),
 ]
 
 
-@pytest.mark.parametrize("mutation, message", FOUND, ids=["ticks-after-errors", "rope-freqs-size", "string-size"])
+@pytest.mark.parametrize("mutation, message", FOUND, ids=["ticks-after-errors", "rope-freqs-size", "string-size",
+                                                          "string-normal", "negative-zeros", "huge-param",
+                                                          "uniform-inf", "uniform-reversed", "spikes-without-spike",
+                                                          "constant-exact-ode"])
 def test_mutants_that_crashed_once_get_located_errors(mirror, mutation, message):
-    diags = assert_located(mutant_file(mirror, mutation, "found"))
+    path = mutant_file(mirror, mutation, "found")
+    if message == "clean":
+        assert check_and_run(path, mutation)
+        return
+    diags = assert_located(path)
     assert any(d.severity == "error" for d in diags)
     assert message is None or any(message in d.message for d in diags), [d.message for d in diags]
 

@@ -43,7 +43,7 @@ def test_a_diverging_run_names_the_state_the_step_and_the_line(diverging, backen
 
 def test_warn_and_off_keep_the_results(diverging):
     model = nspec.load(diverging)
-    with pytest.warns(RuntimeWarning, match="NaN or Inf in state 'P/v'"):
+    with pytest.warns(RuntimeWarning, match="NaN or Inf in state .P/v."):
         model.run(nan_check="warn")
     model.run(nan_check="off")
     assert not np.all(np.isfinite(model.state["P/v"]))
@@ -55,10 +55,10 @@ def test_the_cli_stops_with_exit_1_and_writes_nothing(diverging, tmp_path, capsy
     out = tmp_path / "out.npz"
     assert main(["run", str(diverging), "--output", str(out), "--quiet"]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("error: the run ended with NaN or Inf in state 'P/v'") and "internal" not in err
+    assert err.startswith("error: the run produced NaN or Inf in state 'P/v'") and "internal" not in err
     assert not out.exists()
     assert main(["run", str(diverging), "--output", str(out), "--quiet", "--nan-check", "warn"]) == 0
-    assert "warning: the run ended with NaN or Inf" in capsys.readouterr().err
+    assert "warning: the run produced NaN or Inf" in capsys.readouterr().err
     assert out.exists()
 
 
@@ -76,3 +76,36 @@ def test_a_finite_run_is_not_replayed(tmp_path, monkeypatch):
     monkeypatch.setattr(type(model), "executor", counting)
     model.run()
     assert calls == [{}]  # the run itself, no replay with check_finite
+
+
+# v starts at 1e-30: 1000 v passes float32's largest in the second chunk of 1000 steps
+LATE = DIVERGES.replace("state v: f32 = 1", "state v: f32 = 1e-30").replace("200 ms", "5 s")
+LATE_STEP = int(np.floor(np.log(float(np.finfo(np.float32).max) / 1000 / 1e-30) / np.log(1.1))) + 1
+
+
+@pytest.mark.parametrize("backend", ["reference", "onnxruntime", "torch", "tvm"])
+def test_the_check_runs_per_chunk_and_stops_the_run_early(tmp_path, monkeypatch, backend):
+    monkeypatch.setenv("NSPEC_CACHE_DIR", str(tmp_path / "cache"))
+    path = tmp_path / "late.nspec"
+    path.write_text(LATE)
+    model = nspec.load(path)
+    ran = []
+    ex = model.executor(backend)
+    original = ex.run
+    monkeypatch.setattr(ex, "run", lambda request: ran.append(request.steps) or original(request))
+    with pytest.raises(NonFiniteError) as info:
+        model.run(backend=backend, steps=50_000)
+    assert 1000 < LATE_STEP < 2000
+    message = str(info.value)
+    assert f"step {LATE_STEP} " in message and "late.nspec:4:11" in message and "by step 2000" in message
+    assert sum(ran) == 2000  # two chunks of the 50,000 steps, then it stopped
+
+
+def test_warn_mode_warns_once_and_finishes_the_run(tmp_path):
+    path = tmp_path / "late.nspec"
+    path.write_text(LATE)
+    model = nspec.load(path)
+    with pytest.warns(RuntimeWarning) as caught:
+        model.run(steps=4000, nan_check="warn")
+    assert len([w for w in caught if "NaN or Inf" in str(w.message)]) == 1
+    assert model.last_timing["steps"] == 4000

@@ -5,10 +5,16 @@ An entry is a directory ``<root>/<key>/`` holding ``lib.so`` (``export_library``
 key is the sha256 of everything that changes the compiled code: the printed program, the
 hyperparameters, the lowering options and target, and the nspec, TVM and tvm-ffi versions.
 
-An entry is trusted only if its manifest parses, names the same key, and the library's size and
-sha256 match; a library that then fails to load is treated the same way: the entry is deleted and
-rebuilt, never used blindly.  Writes go to a temporary directory renamed into place, so a crash
-mid-write leaves no half entry.
+Nothing is trusted that has not been hashed: the manifest carries the sha256 of its own canonical
+JSON (``digest``, over every other field, the calling signature included) and of the library, and
+an entry is used only if both match, it names the same key and its signature has the expected form.
+Any mismatch (a changed workspace size, a dropped argument, a truncated library, invalid JSON)
+deletes the entry and rebuilds it; a library that verifies but fails to load is treated the same way.
+
+Writes go to a temporary directory renamed into place (``os.replace``), so a crash mid-write leaves
+no half entry and readers never see one.  Under concurrency, the first process to rename wins; a
+later one finds the entry in place, keeps it if it verifies (it holds the same library: same key)
+and discards its own copy, or moves a broken one aside and retries.
 """
 
 from __future__ import annotations
@@ -65,6 +71,24 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def manifest_digest(manifest: dict) -> str:
+    """The sha256 of a manifest's canonical JSON, without its ``digest`` field."""
+    body = {k: v for k, v in manifest.items() if k != "digest"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _is_signature(meta) -> bool:
+    """The form of a calling signature (``build.signature_json``): args, records, workspace sizes."""
+    try:
+        return (all(isinstance(k, str) and isinstance(n, str) and isinstance(d, str)
+                    and all(isinstance(x, str) or (isinstance(x, int) and x >= 0) for x in shape)
+                    for k, n, d, shape in meta["args"])
+                and all(isinstance(r, str) for r in meta["records"])
+                and all(isinstance(d, str) and isinstance(n, int) and n >= 0 for d, n in meta["workspace"]))
+    except (KeyError, TypeError, ValueError):
+        return False
+
+
 @dataclass(frozen=True)
 class Entry:
     """A verified cache entry: the library's path and the manifest's ``meta`` dict."""
@@ -73,40 +97,65 @@ class Entry:
     meta: dict
 
 
+def verify(d: Path, key: str) -> Entry | None:
+    """The entry in folder ``d`` if every byte that will be loaded matches its hash, else None."""
+    try:
+        manifest = json.loads((d / MANIFEST).read_text())
+        lib = d / LIBRARY
+        ok = (isinstance(manifest, dict) and manifest.get("digest") == manifest_digest(manifest)
+              and manifest.get("key") == key and lib.stat().st_size == manifest.get("size")
+              and _sha256(lib) == manifest.get("sha256") and _is_signature(manifest.get("meta")))
+    except (OSError, ValueError, RecursionError):
+        ok = False
+    return Entry(d / LIBRARY, manifest["meta"]) if ok else None
+
+
 def lookup(root: Path, key: str) -> Entry | None:
     """The verified entry for ``key``, or None (a broken entry is removed)."""
     d = root / key
     if not d.exists():
         return None
-    try:
-        manifest = json.loads((d / MANIFEST).read_text())
-        lib = d / LIBRARY
-        ok = (manifest.get("key") == key and lib.stat().st_size == manifest.get("size")
-              and _sha256(lib) == manifest.get("sha256"))
-    except (OSError, ValueError):
-        ok = False
-    if not ok:
+    entry = verify(d, key)
+    if entry is None:
         log.warning("nspec tvm cache: entry %s is corrupted or stale; rebuilding", key[:12])
-        shutil.rmtree(d, ignore_errors=True)
-        return None
-    return Entry(lib, manifest.get("meta", {}))
+        _remove(root, d)
+    return entry
 
 
 def store(root: Path, key: str, parts: dict, meta: dict, write_library: Callable[[str], None]) -> Entry:
-    """Write a new entry: ``write_library(path)`` exports the library; then the manifest."""
+    """Write a new entry: ``write_library(path)`` exports the library; then the manifest; then one
+    atomic rename.  Safe when several processes store the same key at once (see the module's text)."""
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{key[:12]}-", dir=root))
+    final = root / key
     try:
         write_library(str(tmp / LIBRARY))
         lib = tmp / LIBRARY
         manifest = {"key": key, "inputs": parts, "size": lib.stat().st_size, "sha256": _sha256(lib), "meta": meta}
+        manifest["digest"] = manifest_digest(json.loads(json.dumps(manifest, default=str)))
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True, default=str))
-        final = root / key
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
+        for _ in range(3):
+            try:
+                os.replace(tmp, final)
+                return Entry(final / LIBRARY, meta)
+            except OSError:  # the folder exists: another process stored it first, or a broken one is there
+                existing = verify(final, key)
+                if existing is not None:
+                    return existing  # the same key, so the same library: keep the winner's
+                _remove(root, final)
+        raise OSError(f"nspec tvm cache: cannot store entry {key[:12]} in {root}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return Entry(final / LIBRARY, meta)
+
+
+def _remove(root: Path, d: Path) -> None:
+    """Remove an entry folder: first renamed aside (atomic: no reader sees it half deleted), then deleted."""
+    aside = root / f".trash-{d.name[:12]}-{os.getpid()}-{os.urandom(4).hex()}"
+    try:
+        os.replace(d, aside)
+    except OSError:
+        return  # already gone (another process removed or replaced it)
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def import_tvm_ffi():
@@ -138,8 +187,9 @@ def load_library(path: Path):
 
 def drop(root: Path, key: str) -> None:
     """Remove an entry (used when a verified library still fails to load)."""
-    shutil.rmtree(root / key, ignore_errors=True)
+    _remove(root, root / key)
 
 
-__all__ = ["cache_root", "cache_key", "versions", "lookup", "store", "drop", "Entry", "MANIFEST", "LIBRARY",
+__all__ = ["cache_root", "cache_key", "versions", "manifest_digest", "verify", "lookup", "store", "drop", "Entry",
+           "MANIFEST", "LIBRARY",
            "import_tvm_ffi", "load_library"]

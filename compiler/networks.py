@@ -12,7 +12,7 @@
   increments between the two.
 * ``record`` items become monitors over the flattened names (``P/spike``, ``P/v``).
 
-Connectivity is generated here, at compile time, from the run's seed and the projection's name,
+Connectivity is generated at compile time (``connectivity.py``), from the run's seed and the projection's name,
 so the same seed gives the same synapses on every backend and every run.
 """
 
@@ -32,7 +32,8 @@ from .body_env import hidden_nexts
 from .declared_types import check_merge, resolve_type
 from .expressions import MAX_SIZE, Abort, ExprBuilder, Val, fmt_shape, static
 from .ir import DType, GraphBuilder, Monitor, Op
-from .limits import check_population, check_synapses
+from .connectivity import connectivity
+from .limits import check_population
 from .systems import BoxIR, Composite, PortSig, Primitive, WireIR
 from .units import DIMENSIONLESS, describe, unit
 
@@ -258,81 +259,6 @@ def _monitor(elab, b: ExprBuilder, stmt: A.Record, pops, existing, projections) 
     if name in names:
         b.fail(stmt.span, f"a monitor named '{name}' already exists; give this one a name with 'as'")
     return Monitor(name, "state", tuple(f"{pop.name}/{v}" for v in stmt.variables), indices, every, stmt.span)
-
-
-# ---------------------------------------------------------------- connectivity
-def connectivity(b: ExprBuilder, rule: A.Connect | None, n_pre: int, n_post: int, rng: np.random.Generator,
-                 span: Span, name: str = "") -> tuple[np.ndarray, np.ndarray]:
-    """CSR (indptr over pre, post indices sorted within each row) for a connection rule."""
-    if rule is None:
-        b.fail(span, "a projection needs a 'connect' rule (all_to_all, one_to_one, p = ..., fixed_in_degree k, ...)")
-    if rule.rule in ("all_to_all", "one_to_one", "where"):
-        _check_synapses(b, rule, name, n_pre, n_post)
-    if rule.rule == "all_to_all":
-        return _csr_from_pairs(np.repeat(np.arange(n_pre), n_post), np.tile(np.arange(n_post), n_pre), n_pre)
-    if rule.rule == "one_to_one":
-        if n_pre != n_post:
-            b.fail(rule.span, f"one_to_one needs equal sizes, got {n_pre} -> {n_post}")
-        return _csr_from_pairs(np.arange(n_pre), np.arange(n_post), n_pre)
-    if rule.rule == "prob":
-        v = b.static_value(rule.args[0], "a connection probability")
-        p = float(v.static)
-        if not v.dim.dimensionless or not 0.0 <= p <= 1.0:
-            b.fail(rule.args[0].span, f"a connection probability must be a number in [0, 1], got {v.static!r}")
-        _check_synapses(b, rule, name, n_pre, n_post, p)
-        rows, cols = [], []
-        chunk = max(1, 2_000_000 // max(n_post, 1))
-        for start in range(0, n_pre, chunk):
-            block = rng.random((min(chunk, n_pre - start), n_post)) < p
-            r, c = np.nonzero(block)
-            rows.append(r + start)
-            cols.append(c)
-        return _csr_from_pairs(np.concatenate(rows), np.concatenate(cols), n_pre)
-    if rule.rule in ("in_degree", "out_degree"):
-        k = b.static_int(rule.args[0], "a degree")
-        limit = n_pre if rule.rule == "in_degree" else n_post
-        if not 0 < k <= limit:
-            b.fail(rule.args[0].span, f"degree {k} must be in 1..{limit}")
-        _check_synapses(b, rule, name, n_pre, n_post, k)
-        if rule.rule == "in_degree":
-            pre = np.concatenate([rng.choice(n_pre, k, replace=False) for _ in range(n_post)])
-            post = np.repeat(np.arange(n_post), k)
-        else:
-            post = np.concatenate([rng.choice(n_post, k, replace=False) for _ in range(n_pre)])
-            pre = np.repeat(np.arange(n_pre), k)
-        return _csr_from_pairs(pre, post, n_pre)
-    if rule.rule == "indices":
-        pre = np.asarray(b.static_value(rule.args[0], "pre indices").static, dtype=np.int64).reshape(-1)
-        post = np.asarray(b.static_value(rule.args[1], "post indices").static, dtype=np.int64).reshape(-1)
-        if pre.shape != post.shape:
-            b.fail(rule.span, f"indices(pre, post) need equal lengths, got {pre.size} and {post.size}")
-        if pre.size and (pre.min() < 0 or pre.max() >= n_pre or post.min() < 0 or post.max() >= n_post):
-            b.fail(rule.span, f"an index is out of range (pre size {n_pre}, post size {n_post})")
-        return _csr_from_pairs(pre, post, n_pre)
-    # where <condition over i (pre) and j (post)>
-    grid = {"i": static(np.arange(n_pre)[:, None]), "j": static(np.arange(n_post)[None, :])}
-    wb = ExprBuilder(GraphBuilder(), b.diags, lambda n, s: grid.get(n) or b.lookup(n, s))
-    v = wb.expr(rule.args[0])
-    if not v.is_static or v.dtype is not DType.bool:
-        b.fail(rule.args[0].span, "a 'where' connection rule must be a bool expression of i (pre) and j (post)")
-    mask = np.broadcast_to(np.asarray(v.static, dtype=bool), (n_pre, n_post))
-    r, c = np.nonzero(mask)
-    return _csr_from_pairs(r, c, n_pre)
-
-
-def _check_synapses(b: ExprBuilder, rule: A.Connect, name: str, n_pre: int, n_post: int, arg=None) -> None:
-    """Refuse a rule whose expected synapse count exceeds the memory limit, before generating any."""
-    too_big = check_synapses(name, rule.rule, n_pre, n_post, arg)
-    if too_big is not None:
-        b.fail(rule.span, too_big)
-
-
-def _csr_from_pairs(pre: np.ndarray, post: np.ndarray, n_pre: int) -> tuple[np.ndarray, np.ndarray]:
-    order = np.lexsort((post, pre))
-    pre, post = pre[order], post[order]
-    indptr = np.zeros(n_pre + 1, dtype=np.int64)
-    np.add.at(indptr, pre + 1, 1)
-    return np.cumsum(indptr), post.astype(np.int64)
 
 
 # ---------------------------------------------------------------- projections

@@ -27,9 +27,8 @@ from nspec.compiler.batching import (LoopSpec, Until, aligned_shape, batch_size,
                                      iterate, sliced, stored_axes, stored_axis, stored_shape)
 from nspec.compiler.interpret import CHECK_FAILS
 from nspec.compiler.ir import DType, Graph, IRError, Node, Op, batched
-from nspec.compiler.normal_draws import Reals, quantile
-from nspec.compiler.threefry import MASK, UNIFORM_SCALE, UNIFORM_SHIFT, Words, draw_word
 from nspec.lowering import surrogates
+from nspec.lowering.torch_draws import normal, uniform
 from nspec.runtime.executor import BackendError
 
 
@@ -501,35 +500,6 @@ def _item(s, xs, frame):
     return xs[0][s.node.attr("index")]
 
 
-# ---------------------------------------------------------------- rules: counter-based draws
-# 32-bit words held in int64 tensors and masked after each step (torch has no uint32 arithmetic).
-TORCH_WORDS = Words(add=lambda a, b: (a + b) & MASK, mul=lambda a, b: (a * b) & MASK, xor=lambda a, b: a ^ b,
-                    rotl=lambda x, r: ((x << r) & MASK) | (x >> (32 - r)), const=lambda v: v & MASK)
-
-
-def _uniform(s, xs, frame):
-    a = s.node.attrs
-    # per-sample words as [B, 1], or [1, 1] unbatched (sample 0; an unbatched seed is every sample's)
-    step, seed = (x.reshape(-1, 1) for x in xs)
-    rows = max(step.shape[0], seed.shape[0])
-    size = int(np.prod(a.shape))
-    sample = torch.arange(rows, dtype=torch.int64, device=step.device)[:, None]
-    c1 = (sample * size + torch.arange(size, dtype=torch.int64, device=step.device)[None, :]) & MASK
-    x0 = draw_word(TORCH_WORDS, seed & MASK, step & MASK, step >> 32, c1, a.stream, a.streams)
-    u = (x0 >> UNIFORM_SHIFT).to(torch.float32) * UNIFORM_SCALE
-    return u.reshape((rows,) + tuple(a.shape)) if s.batched[0] or s.batched[1] else u.reshape(a.shape)
-
-
-# f64 tensors, one rounded op each (torch runs eager elementwise kernels: nothing is fused); constants
-# are f64 tensors too, since arithmetic on two Python numbers would give a default-dtype (f32) tensor
-TORCH_REALS = Reals(add=torch.add, sub=torch.sub, mul=torch.mul, div=torch.div, less=torch.lt,
-                    where=torch.where, neg=torch.neg, const=lambda v: torch.tensor(v, dtype=torch.float64))
-
-
-def _normal(s, xs, frame):
-    return quantile(TORCH_REALS, _uniform(s, xs, frame).to(torch.float64)).to(torch.float32)
-
-
 # ---------------------------------------------------------------- rules: run-time checks
 def _check(s, xs, frame):
     """The status, or (site, its step, the first failing value) when it is clear and x fails."""
@@ -605,9 +575,9 @@ RULES: dict[Op, Callable] = {
     Op.PROPAGATE: _propagate,
     Op.LOOP: _loop,
     Op.ITEM: _item,
-    Op.UNIFORM: _uniform,
+    Op.UNIFORM: uniform,
     Op.CHECK: _check,
-    Op.NORMAL: _normal,
+    Op.NORMAL: normal,
 }
 _RULE_OF = {op.value: rule for op, rule in RULES.items()}  # by the op's string: an Enum hashes in Python
 

@@ -25,7 +25,7 @@ import torch
 import nspec
 from nspec.compiler.normal_draws import NUMPY_REALS, normal_numpy, quantile
 from nspec.compiler.ops import Op
-from nspec.lowering.torch_rules import TORCH_REALS
+from nspec.lowering.torch_draws import TORCH_REALS
 
 BACKENDS = [("onnxruntime", {}), ("torch", {}), ("tvm", {"strict": True})]
 HALF = 2 ** 14  # each tail's grid: k < HALF and k >= 2^24 - HALF, every value

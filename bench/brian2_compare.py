@@ -57,10 +57,11 @@ class Case:
     wmax: float = 0.0
     trace: str | None = None                   # nspec monitor key of the OU trace
     brian2_params: dict = field(default_factory=dict)
+    model: str = ""                            # the spec and Brian2 model, when not ``name``
 
     @property
     def spec(self) -> Path:
-        return ROOT / "specs" / "brian2" / f"{self.name}.nspec"
+        return ROOT / "specs" / "brian2" / f"{self.model or self.name}.nspec"
 
 
 CASES = {c.name: c for c in (
@@ -69,6 +70,9 @@ CASES = {c.name: c for c in (
     Case("stdp_song", 100.0, "output_spikes", 1, short=10.0, weights="weights.w", wmax=0.01),
     Case("brunel_hakim_1999", 1.0, "spikes", 5000),
     Case("brunel_2000", 1.0, "spikes", 5000, brian2_params={"NE": 4000}),
+    # Fig. 8B's parameters: the synchronous irregular regime with a fast (~180 Hz) oscillation
+    Case("brunel_2000_fig8b", 1.0, "spikes", 5000, params={"g": 6.0, "nu_ratio": 4.0},
+         brian2_params={"NE": 4000}, model="brunel_2000"),
     Case("ou_process", 1.0, "", 1000, trace="ou.x", brian2_params={"sigma": 0.001, "every": 0.0001}),
 )}
 SLOW = {"reference", "torch"}
@@ -106,7 +110,7 @@ def brian2_run(case: Case, seed: int, folder: Path, saved: Path | None) -> dict:
         out = saved / out.name
     else:
         params = [f"--param={k}={v}" for k, v in {**case.params, **case.brian2_params}.items()]
-        proc = subprocess.run([str(brian2_python()), str(BRIAN2_SCRIPT), case.name, "--out", str(out),
+        proc = subprocess.run([str(brian2_python()), str(BRIAN2_SCRIPT), case.model or case.name, "--out", str(out),
                                "--seed", str(seed), "--duration", str(case.duration),
                                "--dir", str(folder / f"build_{case.name}_{seed}"), *params],
                               capture_output=True, text=True, cwd=tempfile.gettempdir())

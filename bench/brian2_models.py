@@ -149,7 +149,7 @@ def brunel_hakim_1999(p: dict) -> Built:
 
 
 def brunel_2000(p: dict) -> Built:
-    """Brunel (2000) Fig. 8, examples/frompapers/Brunel_2000.py; AI regime (panel C: g = 5, nu = 2)."""
+    """Brunel (2000) Fig. 8, examples/frompapers/Brunel_2000.py; the asynchronous irregular regime (panel C: g = 5, nu = 2; panel B: g = 6, nu = 4)."""
     ne, ce = int(p.get("NE", 10000)), int(p.get("CE", 1000))
     ni = round(0.25 * ne)
     g, ratio = float(p.get("g", 5.0)), float(p.get("nu_ratio", 2.0))

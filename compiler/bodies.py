@@ -442,6 +442,12 @@ class Body:
                 self.g.result("spike", "value", b.node(spiked, spike.span))
             except Abort:
                 spiked = None
+        # Brian2's conditional write: a state held while refractory ('unless refractory') also
+        # ignores the increments of the step it spikes in and of its refractory steps
+        held = {n for n, o in odes.items() if o.unless == "refractory"} if hold is not None else set()
+        refractory_now = None
+        if held and spiked is not None:
+            refractory_now = b.binary("or", hold, b.binary(">", spiked, static(0.0), spike.span), refractory.span)
         for name in sorted(self.increments):
             d = self.decls.get(name)
             if d is None or d.kind != "state":
@@ -450,6 +456,8 @@ class Body:
             self.inputs.append(inc_port)
             inc = Val(d.val.dtype, d.val.shape, d.val.dim, self.g.arg(inc_port.name, "input", d.val.dtype,
                                                                       d.val.shape, d.span))
+            if name in held and refractory_now is not None:
+                inc = b.select(refractory_now, static(0.0), inc, d.span)
             after[name] = b.binary("+", after[name], inc, d.span)
         if spiked is not None:
             fired = b.binary(">", spiked, static(0.0), spike.span)
@@ -476,14 +484,14 @@ class Body:
         env = Env(self, self.g, overrides=values, target_shape=self.shape(()))
         b = env.b
         cond = spike.condition
+        inclusive = False
         if isinstance(cond, A.Compare) and len(cond.ops) == 1 and cond.ops[0] in (">", ">=", "<", "<="):
             lhs, rhs = (b.expr(x) for x in cond.operands)
             if lhs.dim != rhs.dim:
                 b.fail(cond.span, f"unit mismatch in the spike condition: {describe(lhs.dim)} and {describe(rhs.dim)}")
             margin = b.binary("-", lhs, rhs, cond.span) if cond.ops[0][0] == ">" else b.binary("-", rhs, lhs, cond.span)
             margin = b.as_float(margin, cond.span)
-            if cond.ops[0] in (">=", "<="):
-                margin = b.binary("+", margin, static(0.0, margin.dim), cond.span)
+            inclusive = cond.ops[0] in (">=", "<=")
         else:
             c = b.expr(cond)
             if c.dtype is not DType.bool:
@@ -492,6 +500,11 @@ class Body:
         surrogate, sargs = self.surrogate(b, spike)
         s = b.add(Op.SPIKE, [replace(margin, dim=DIMENSIONLESS)], margin.dtype, margin.shape, DIMENSIONLESS, spike.span,
                   (("surrogate", surrogate), ("surrogate_args", sargs)))
+        if inclusive:
+            # SPIKE fires where the margin is > 0; '>=' and '<=' also fire at 0 (exactly, without a
+            # gradient: the surrogate of the strict part shapes the gradient)
+            at_zero = b.binary("==", margin, static(0.0, margin.dim), cond.span)
+            s = b.binary("+", s, replace(b.cast(at_zero, s.dtype, cond.span), dim=DIMENSIONLESS), spike.span)
         if self.replicas is not None and s.shape != self.shape(()):
             s = b.add(Op.BROADCAST, [s], s.dtype, self.shape(()), DIMENSIONLESS, spike.span)
         if hold is not None:

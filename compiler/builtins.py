@@ -83,6 +83,35 @@ def _convert(b: ExprBuilder, e: A.Call) -> Val:
     return b.cast(x, target, e.span)
 
 
+def _exprel(b: ExprBuilder, e: A.Call) -> Val:
+    """exprel(x) = (exp(x) - 1) / x, 1 at 0 (Brian2's, for rate functions like HH's), in float64
+    rounded once: Kahan's form (u - 1) / log(u) with u = exp(x) near 0, where the direct quotient
+    cancels, and the direct quotient elsewhere."""
+    (arg,), _ = call_args(b, e, 1, 1)
+    x = b.expr(arg)
+    b.require_numeric(x, e.span, "apply exprel to")
+    if not x.dim.dimensionless:
+        b.fail(arg.span, f"exprel() needs a dimensionless argument, got {describe(x.dim)}",
+               "divide by a quantity of the same unit first, e.g. exprel(-(v - vt) / (4 mV))")
+    if x.is_static and not isinstance(x.static, list):
+        v = np.asarray(x.static, dtype=np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            value = np.where(v == 0, 1.0, np.expm1(v) / np.where(v == 0, 1.0, v))
+        return static(value.item() if value.ndim == 0 else value.astype(np.float32))
+    x32 = b.as_float(x, e.span)
+    x = b.cast(x32, DType.f64, e.span)  # in float64, rounded once at the end: within 1 ulp
+    u = b.add(Op.EXP, [x], x.dtype, x.shape, DIMENSIONLESS, e.span)
+    um1 = b.binary("-", u, static(1.0), e.span)
+    # near 0 (|x| < 1/2), where u - 1 cancels: Kahan's quotient, 1 where u rounds to 1
+    near = b.binary("<", b.add(Op.ABS, [x], x.dtype, x.shape, DIMENSIONLESS, e.span), static(0.5), e.span)
+    one = b.binary("==", um1, static(0.0), e.span)
+    log_u = b.add(Op.LOG, [b.select(one, static(2.0), u, e.span)], x.dtype, x.shape, DIMENSIONLESS, e.span)
+    kahan = b.select(one, static(1.0), b.binary("/", um1, log_u, e.span), e.span)
+    # elsewhere the direct quotient is exact to rounding (and inf where exp overflows)
+    direct = b.binary("/", um1, b.select(near, static(1.0), x, e.span), e.span)
+    return b.cast(b.select(near, kahan, direct, e.span), x32.dtype, e.span)
+
+
 def _heaviside(b: ExprBuilder, e: A.Call) -> Val:
     (arg,), _ = call_args(b, e, 1, 1)
     x = b.as_float(b.expr(arg), e.span)
@@ -507,7 +536,7 @@ BUILTINS: dict[str, Builtin] = {
     "exp": _dimensionless_math(Op.EXP), "log": _dimensionless_math(Op.LOG), "tanh": _dimensionless_math(Op.TANH),
     "sigmoid": _dimensionless_math(Op.SIGMOID), "sin": _dimensionless_math(Op.SIN),
     "cos": _dimensionless_math(Op.COS), "softplus": _dimensionless_math(Op.SOFTPLUS),
-    "erf": _dimensionless_math(Op.ERF),
+    "erf": _dimensionless_math(Op.ERF), "exprel": _exprel,
     "silu": _dimensionless_math(Op.SILU),
     # elementwise, keeping the unit
     "relu": _unit_preserving(Op.RELU), "abs": _unit_preserving(Op.ABS), "floor": _unit_preserving(Op.FLOOR),

@@ -191,11 +191,14 @@ def _parse(elab, b: ExprBuilder, e: A.Expr, pops, built) -> _Readout:
         pop, lo, hi = _population_of(b, e.args[0], pops)
         _need_spike(b, e.span, pops[pop], fn)
         length = b.static_value(e.args[1], "a window")
-        if length.dim != _TIME or isinstance(length.static, (list, str, bool)):
-            b.fail(e.args[1].span, f"the window of {fn} is a duration, like 10 ms; got {describe(length.dim)}")
+        if isinstance(length.static, (list, str, bool)) or length.dim != _TIME:
+            got = {list: "a list", str: "a string", bool: "a bool"}.get(type(length.static), describe(length.dim))
+            b.fail(e.args[1].span, f"the window of {fn} is one duration, like 10 ms; got {got}")
         steps = b.static_steps(length, elab.dt, e.args[1].span, "the window")
         seconds = float(length.static)
-        if steps < 1 or abs(steps * elab.dt - seconds) > 1e-9 * seconds:
+        if steps < 1:
+            b.fail(e.args[1].span, f"the window {seconds:g} s is shorter than one step (dt = {elab.dt:g} s)")
+        if abs(steps * elab.dt - seconds) > 1e-9 * seconds:
             b.fail(e.args[1].span, f"the window {seconds:g} s is not a whole number of steps of dt = {elab.dt:g} s")
         if pop not in built:
             raise Abort  # its neuron's errors are already reported

@@ -9,6 +9,8 @@
 * Feedthrough: a spike or rate output reads this step's input, a state output does not; a loop
   through a network box needs state somewhere, exactly as for any box, and is otherwise refused
   with the cycle's path.
+* A workspace routes between two spiking modules: the broadcast of one module's rates makes the
+  other, silent alone, fire.
 * The hybrid diagram (``specs/examples/hybrid.nspec``: LIF network -> LSTM -> feedback into the
   network) gives the reference's spikes bit for bit on ONNX Runtime, torch and TVM (strict mode),
   its other values to float32 rounding; and it trains on torch through the spikes' surrogate
@@ -257,6 +259,62 @@ def test_perturbing_this_steps_drive_changes_the_spike_output_but_not_the_state_
     np.testing.assert_array_equal(a["v"][:21], b["v"][:21])  # v at step 20 is read before step 20's drive
     assert not np.array_equal(a["v"][21], b["v"][21])
     assert not np.array_equal(a["s"][20], b["s"][20])  # spikes at step 20 read step 20's drive
+
+
+WORKSPACE = """\
+from "std/neurons.nspec" import LIF
+from "std/workspace.nspec" import SoftmaxWorkspace
+
+network Module(bias = 0 nA) {{
+  in drive: f32[4] nA
+  out r: f32[4] Hz
+  population P: LIF(I0 = bias)[4]
+  wire drive -> P.I
+  r = rate(P, 10 ms)
+}}
+
+system Scale {{
+  in r: f32[4] Hz
+  out y: f32[4]
+  y = r / 100 Hz
+}}
+
+system Current(gain = 0.1 nA) {{
+  in x: f32[4]
+  out I: f32[4] nA
+  I = x * gain
+}}
+
+composite Routed {{
+  out a: f32[4] Hz
+  out b: f32[4] Hz
+  box m0: Module(bias = 0.5 nA)
+  box m1: Module(bias = 0.1 nA)
+  box s0: Scale
+  box s1: Scale
+  box ws: SoftmaxWorkspace(dim = 4, modules = 2)
+  box back: Current(gain = {gain})
+  wire m0.r -> s0.r, a
+  wire m1.r -> s1.r, b
+  wire s0.y -> ws.write[0]
+  wire s1.y -> ws.write[1]
+  wire ws.read -> back.x
+  wire back.I -> m0.drive, m1.drive
+}}
+
+simulate Routed for 200 ms, dt = 1 ms
+"""
+
+
+def test_a_workspace_routes_between_spiking_modules(tmp_path):
+    """m1 alone (0.1 nA bias, below LIF's 0.15 nA rheobase) is silent; the workspace broadcasts
+    m0's rates back to both modules as a current, and m1 fires."""
+    routed = nspec.load(write(tmp_path, WORKSPACE.format(gain="0.1 nA"))).run(steps=200)
+    alone = nspec.load(write(tmp_path, WORKSPACE.format(gain="0 nA"))).run(steps=200)
+    assert alone["b"].max() == 0 and alone["a"].mean() > 50
+    assert routed["b"].mean() > 5
+    torch_run = nspec.load(write(tmp_path, WORKSPACE.format(gain="0.1 nA"))).run(steps=200, backend="torch")
+    np.testing.assert_array_equal(torch_run["b"], routed["b"])
 
 
 # ---------------------------------------------------------------- the hybrid diagram

@@ -160,7 +160,7 @@ def readouts(elab, b: ExprBuilder, decl: A.SystemDecl, pops, built, ports_out) -
             continue
         stmt = assigned[port.name]
         try:
-            r = _parse(elab, b, stmt.value, pops, built)
+            r = _readout_of(elab, b, stmt.value, pops, built)
             box = _readout_box(b, port, r, built[r.pop], stmt)
         except Abort:
             continue
@@ -183,7 +183,8 @@ def _population_of(b: ExprBuilder, e: A.Expr, pops) -> tuple[str, int, int]:
     return ref.name, lo, hi
 
 
-def _parse(elab, b: ExprBuilder, e: A.Expr, pops, built) -> _Readout:
+def _readout_of(elab, b: ExprBuilder, e: A.Expr, pops, built) -> _Readout:
+    """What the readout expression ``e`` reads, or a diagnostic naming the forms a readout takes."""
     if isinstance(e, A.Call) and isinstance(e.func, A.Name) and e.func.id in WINDOWED:
         fn = e.func.id
         if e.kwargs or len(e.args) != 2:
@@ -191,8 +192,9 @@ def _parse(elab, b: ExprBuilder, e: A.Expr, pops, built) -> _Readout:
         pop, lo, hi = _population_of(b, e.args[0], pops)
         _need_spike(b, e.span, pops[pop], fn)
         length = b.static_value(e.args[1], "a window")
-        if isinstance(length.static, (list, str, bool)) or length.dim != _TIME:
-            got = {list: "a list", str: "a string", bool: "a bool"}.get(type(length.static), describe(length.dim))
+        if isinstance(length.static, (str, bool)) or np.ndim(length.static) != 0 or length.dim != _TIME:
+            got = ("a string" if isinstance(length.static, str) else "a bool" if isinstance(length.static, bool)
+                   else "a list" if np.ndim(length.static) != 0 else describe(length.dim))
             b.fail(e.args[1].span, f"the window of {fn} is one duration, like 10 ms; got {got}")
         steps = b.static_steps(length, elab.dt, e.args[1].span, "the window")
         seconds = float(length.static)

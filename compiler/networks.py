@@ -11,6 +11,9 @@
   continuous coupling (``I += w * pre.r`` outside an event block).  ``delay`` puts a FIFO of
   increments between the two.
 * ``record`` items become monitors over the flattened names (``P/spike``, ``P/v``).
+* ports (``network_ports.py``): ``in`` ports are wired into neuron inputs, unit checked; each ``out``
+  port is a readout box (``s = P[0:10].spike``, ``r = rate(P, 10 ms)``, ``v = P.v``), so a network
+  is a box like any other in a composite.
 
 Connectivity is generated at compile time (``connectivity.py``), from the run's seed and the projection's name,
 so the same seed gives the same synapses on every backend and every run.
@@ -18,7 +21,6 @@ so the same seed gives the same synapses on every backend and every run.
 
 from __future__ import annotations
 
-import dataclasses
 import zlib
 from dataclasses import dataclass, field, replace
 
@@ -30,12 +32,13 @@ from nspec.dsl.diagnostics import Span
 from .bodies import Body, Env, build_body
 from .body_env import hidden_nexts
 from .declared_types import check_merge, resolve_type
-from .expressions import MAX_SIZE, Abort, ExprBuilder, Val, fmt_shape, static
+from .expressions import MAX_SIZE, Abort, ExprBuilder, Val, static
 from .ir import DType, GraphBuilder, Monitor, Op
 from .connectivity import connectivity
 from .limits import check_population
+from .network_ports import declares_spike, input_wires, population_slice, readouts
 from .systems import BoxIR, Composite, PortSig, Primitive, WireIR
-from .units import DIMENSIONLESS, describe, unit
+from .units import DIMENSIONLESS, describe, dim_of_base_unit, unit
 
 _TIME = unit("s")[1]
 
@@ -61,35 +64,16 @@ def static_builder(elab, scope, args) -> ExprBuilder:
         static(elab.dt, _TIME) if n == "dt" else statics.get(n, s)))
 
 
-def _slice_of(b: ExprBuilder, ref: A.PopRef, size: int) -> tuple[int, int]:
-    if not ref.subscripts:
-        return 0, size
-    if len(ref.subscripts) != 1:
-        b.fail(ref.span, "a population slice has one range, like P[0:100]")
-    s = ref.subscripts[0]
-    if isinstance(s, A.Slice):
-        if s.step is not None:
-            b.fail(s.span, "population slices take no step")
-        lo = b.static_int(s.start, "a slice bound") if s.start is not None else 0
-        hi = b.static_int(s.stop, "a slice bound") if s.stop is not None else size
-    else:
-        lo = b.static_int(s, "an index")
-        hi = lo + 1
-    if not 0 <= lo < hi <= size:
-        b.fail(ref.span, f"slice [{lo}:{hi}] is out of range for population '{ref.name}' of size {size}")
-    return lo, hi
-
-
 def build_network(elab, decl: A.SystemDecl, scope, args: dict) -> Composite:
     b = static_builder(elab, scope, args)
     pops: dict[str, _Pop] = {}
     declared: dict[str, Span] = {}
     ports_in, ports_out, wires, boxes, monitors = [], [], [], [], []
-    allowed = (A.Population, A.Projection, A.Record, A.Port, A.Wire, A.Assert)
+    allowed = (A.Population, A.Projection, A.Record, A.Port, A.Wire, A.Assign, A.Assert)
     for stmt in decl.body:
         if not isinstance(stmt, allowed):
             elab.diags.error(stmt.span, f"'{type(stmt).__name__.lower()}' is not allowed in a network; a network holds "
-                                        "populations, projections, records, ports and wires")
+                                        "populations, projections, records, ports, wires and readouts")
     # populations first: projections may refer to any of them
     for stmt in decl.body:
         try:
@@ -110,6 +94,8 @@ def build_network(elab, decl: A.SystemDecl, scope, args: dict) -> Composite:
                 pops[stmt.name] = _Pop(stmt.name, ndecl, home, nargs, size, stmt.span)
                 declared[stmt.name] = stmt.span
             elif isinstance(stmt, A.Port):
+                if stmt.name in declared:
+                    b.fail(stmt.span, f"'{stmt.name}' is already declared (line {declared[stmt.name].line})")
                 dtype, shape, dim = resolve_type(b, stmt.type)
                 sig = PortSig(stmt.name, dtype, shape, dim, check_merge(b, stmt, dtype), stmt.stack, stmt.span)
                 (ports_in if stmt.direction == "in" else ports_out).append(sig)
@@ -152,11 +138,14 @@ def build_network(elab, decl: A.SystemDecl, scope, args: dict) -> Composite:
     for stmt in decl.body:
         try:
             if isinstance(stmt, A.Wire):
-                wires.extend(_network_wires(b, stmt, pops, ports_in, ports_out, built))
+                wires.extend(input_wires(b, stmt, pops, ports_in, ports_out, built))
             elif isinstance(stmt, A.Record):
                 monitors.append(_monitor(elab, b, stmt, pops, monitors, {p.name: p for p in projections}))
         except Abort:
             continue
+    readout_boxes, readout_wires = readouts(elab, b, decl, pops, built, ports_out)
+    boxes += readout_boxes
+    wires += readout_wires
     return Composite(decl.name, tuple(ports_in), tuple(ports_out), tuple(boxes), tuple(wires), tuple(monitors), decl.span)
 
 
@@ -173,49 +162,11 @@ def _population(elab, pop: _Pop) -> Primitive:
     g.results = list(prim.step.results)
     outputs = list(prim.outputs)
     args = prim.step.args()
-    for s in prim.states:
-        if s.name in args:
-            g.result(f"state.{s.name}", "output", args[s.name])
-            outputs.append(PortSig(f"state.{s.name}", s.dtype, s.shape, DIMENSIONLESS, "sum", False, s.span))
+    for s in prim.states:  # read by projections (pre.v) and readouts (out v = P.v)
+        node = args[s.name] if s.name in args else g.arg(s.name, "state", s.dtype, s.shape, s.span)
+        g.result(f"state.{s.name}", "output", node)
+        outputs.append(PortSig(f"state.{s.name}", s.dtype, s.shape, dim_of_base_unit(s.unit), "sum", False, s.span))
     return replace(prim, outputs=tuple(outputs), step=g.build())
-
-
-def _network_wires(b: ExprBuilder, stmt: A.Wire, pops, ports_in, ports_out, built) -> list[WireIR]:
-    out = []
-    src = stmt.source
-    if src.box is not None:
-        b.fail(src.span, "in a network, wires start at the network's own input ports")
-    if src.port not in {p.name for p in ports_in}:
-        b.fail(src.span, f"unknown input port '{src.port}' of the network")
-    source = next(p for p in ports_in if p.name == src.port)
-    for t in stmt.targets:
-        if t.box is None or t.box not in pops:
-            b.fail(t.span, f"wire target '{t.box or t.port}' is not a population of this network")
-        ndecl = pops[t.box].decl
-        ports = {s.name for s in ndecl.body if isinstance(s, A.Port) and s.direction == "in"}
-        if t.port not in ports:
-            b.fail(t.span, f"neuron {ndecl.name} has no input port '{t.port}'")
-        target = next((p for p in built[t.box].inputs if p.name == t.port), None) if t.box in built else None
-        if target is not None and source.shape != target.shape:  # ports are per neuron: [size, *declared]
-            b.fail(stmt.span, f"shape mismatch on wire {src.port} -> {t.box}.{t.port}: {fmt_shape(source.shape)} into "
-                              f"{fmt_shape(target.shape)} (a neuron's port holds one value per neuron of "
-                              f"'{t.box}')")
-        out.append(WireIR(None, src.port, t.box, t.port, None, stmt.span))
-    return out
-
-
-def _declares_spike(nodes) -> bool:
-    """Whether a body holds a ``spike when`` statement, at any depth (inside ``if`` or ``for`` blocks too)."""
-    for n in nodes:
-        if isinstance(n, A.Spike):
-            return True
-        if isinstance(n, A.Node) and _declares_spike(v for f in dataclasses.fields(n) for v in _items(getattr(n, f.name))):
-            return True
-    return False
-
-
-def _items(value) -> tuple:
-    return tuple(value) if isinstance(value, (tuple, list)) else (value,)
 
 
 def _monitor(elab, b: ExprBuilder, stmt: A.Record, pops, existing, projections) -> Monitor:
@@ -242,11 +193,11 @@ def _monitor(elab, b: ExprBuilder, stmt: A.Record, pops, existing, projections) 
         what = stmt.of.name if stmt.of else "nothing"
         b.fail(stmt.of.span if stmt.of else stmt.span, f"record ... of '{what}': not a population of this network")
     pop = pops[stmt.of.name]
-    lo, hi = _slice_of(b, stmt.of, pop.size)
+    lo, hi = population_slice(b, stmt.of, pop.size)
     indices = None if (lo, hi) == (0, pop.size) else tuple(range(lo, hi))
     names = {m.name for m in existing}
     if stmt.variables == ("spikes",):
-        if not _declares_spike(pop.decl.body):  # else the run finds no P/spike to record
+        if not declares_spike(pop.decl.body):  # else the run finds no P/spike to record
             b.fail(stmt.span, f"cannot record spikes of '{pop.name}': neuron {pop.decl.name} has no 'spike when' "
                               "condition")
         name = stmt.alias or ("spikes" if "spikes" not in names else f"spikes_{pop.name}")
@@ -277,8 +228,8 @@ class _Projection:
             if ref.name not in pops:
                 b.fail(ref.span, f"projection '{stmt.name}': unknown population '{ref.name}'")
         self.pre, self.post = stmt.pre.name, stmt.post.name
-        self.pre_range = _slice_of(b, stmt.pre, pops[self.pre].size)
-        self.post_range = _slice_of(b, stmt.post, pops[self.post].size)
+        self.pre_range = population_slice(b, stmt.pre, pops[self.pre].size)
+        self.post_range = population_slice(b, stmt.post, pops[self.post].size)
         body = list(stmt.body)
         syn_scope, syn_args = scope, dict(args)
         syn_params = ()

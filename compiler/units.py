@@ -104,3 +104,17 @@ def describe(dim: Dim) -> str:
 def base_unit_name(dim: Dim) -> str:
     """The SI unit a value of this dimension is stored in, for reports ('' if dimensionless)."""
     return "" if dim.dimensionless else describe(dim)
+
+
+def dim_of_base_unit(text: str) -> Dim:
+    """The inverse of ``base_unit_name``: a ``Var``'s stored unit text back to its dimension."""
+    if not text:
+        return DIMENSIONLESS
+    long = {short: name for name, short in _SHORT.items()}
+    for sep in ("/", "*"):
+        a, found, b = text.partition(sep)
+        if found and a in long and b in long:
+            return Dim.of(long[a]) / Dim.of(long[b]) if sep == "/" else Dim.of(long[a]) * Dim.of(long[b])
+    if text in long:
+        return Dim.of(long[text])
+    return Dim(tuple((k, float(v)) for k, _, v in (part.partition("^") for part in text.split(" "))))

@@ -72,7 +72,7 @@ class DataDim:
 
     def axis_of(self, kind: str, name: str, rank: int) -> tuple[int, ...]:
         """The axes (from the end) of the ``kind`` entry ``name`` of rank ``rank`` that this dimension sizes."""
-        return tuple(u.axis for u in self.uses if u.kind == kind and u.matches(name) and u.rank == rank)
+        return tuple(u.axis for u in self.uses if u.kind == kind and u.matches(name) and u.rank <= rank)
 
 
 @dataclass(frozen=True, slots=True)

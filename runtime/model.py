@@ -201,7 +201,7 @@ class Model:
         try:
             if not changed(self.program, self._data()):
                 return
-            program = compile_file(self.path, self.hyper, self.target, limits=self.limits, data=self._data())
+            program = self._compiled_for(self._data())
         except BaseException:
             self._weights_data, self._inputs_data = before
             raise
@@ -505,10 +505,16 @@ class Model:
         self.state = current
 
     def to_torch(self):
-        """A ``torch.nn.Module`` of this model (see ``nspec.lowering.to_torch``)."""
+        """A ``torch.nn.Module`` of this model (see ``nspec.lowering.to_torch``); with data-bound
+        dimensions it rebuilds itself for a state_dict or inputs of other sizes, as ``LazyLinear`` does."""
         from nspec.lowering.to_torch import to_module
 
-        return to_module(self.program, params=self.params)
+        return to_module(self.program, params=self.params, rebuild=self._compiled_for if self.program.data_dims else None)
+
+    def _compiled_for(self, data: DataShapes) -> Program:
+        """This model's spec and hyperparameters compiled for the sizes ``data`` gives (the torch
+        module's rebuild when its data-bound dimensions change)."""
+        return compile_file(self.path, self.hyper, self.target, limits=self.limits, data=data)
 
     def export_onnx(self, path: str | Path, **options) -> None:
         """A self-contained ONNX file: the whole run, with this model's parameters stored inside."""

@@ -24,6 +24,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+import numpy as np
+
 from nspec.dsl import ast as A
 from nspec.dsl.diagnostics import Collector, Span
 
@@ -149,13 +151,12 @@ def evidence(uses: list[Use], data: DataShapes) -> list[Evidence]:
 
 
 def given_value(raw: Any) -> int | None:
-    """A hyperparameter value given for a data-bound dimension, as an int (None: not an int; the
-    hyperparameter's type check reports it)."""
+    """A hyperparameter value given for a data-bound dimension, as an int (None: not an int)."""
     if isinstance(raw, bool):
         return None
-    if isinstance(raw, int):
-        return raw
-    if isinstance(raw, str) and raw.strip().isdigit():
+    if isinstance(raw, (int, np.integer)):
+        return int(raw)
+    if isinstance(raw, str) and re.fullmatch(r"[+-]?\d+", raw.strip()):
         return int(raw.strip())
     return None
 
@@ -169,6 +170,10 @@ def bind(module: A.Module, target: A.SystemDecl | None, data: DataShapes | None,
     uses = find_uses(module, target, autos)
     bound: dict[str, Evidence] = {}
     for name, decl in autos.items():
+        problem = type_problem(decl)
+        if problem is not None:
+            diags.error(decl.type.span, problem)
+            continue
         if not uses[name]:
             diags.error(decl.default.span, f"'{name}' is bound by data ('auto'), but no input of the run target and no "
                                            f"keyed parameter has '{name}' as an axis of its shape, so no data can "
@@ -176,6 +181,9 @@ def bind(module: A.Module, target: A.SystemDecl | None, data: DataShapes | None,
             continue
         found = evidence(uses[name], data or DataShapes())
         given = given_value(overrides.get(name))
+        if name in overrides and given is None:
+            diags.error(decl.span, not_an_int(name, overrides[name]))
+            continue
         if given is not None:
             found.append(Evidence(given, f"value {name}={given} given as a hyperparameter (--param, nspec.load "
                                          "or a test's set)", decl.span))
@@ -190,9 +198,21 @@ def bind(module: A.Module, target: A.SystemDecl | None, data: DataShapes | None,
     return uses, bound
 
 
+def not_an_int(name: str, raw: Any) -> str:
+    """The error for a value given to a data-bound dimension that is not an int."""
+    return f"{name}={raw!r}: '{name}' is a size bound by data, so its value is an int"
+
+
+def type_problem(decl: A.Hyper) -> str | None:
+    """What is wrong with a data-bound hyperparameter's declared type (None: nothing)."""
+    if decl.type is not None and decl.type.dtype not in (None, "int"):
+        return f"'{decl.name}' is bound by data, so it is an int, not {decl.type.dtype}"
+    return None
+
+
 def unbound_message(name: str, uses: list[Use]) -> str:
     """Why a data-bound hyperparameter without a default has no value, and what would give it one."""
-    ways = "; ".join(f"{u.describe()} at {u.span}" for u in uses)
+    ways = "; ".join(u.describe() for u in uses)
     return (f"'{name}' is bound by data and none was given: it is read from {ways}; give the weights or inputs "
             f"(nspec run --weights/--inputs, nspec.load(..., weights=, inputs=)), a value ({name}=N), "
             f"or a default (auto(N))")

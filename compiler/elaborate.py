@@ -25,7 +25,8 @@ from .bodies import build_body
 from .bounds import static_errors
 from .declared_types import unit_of
 from .composites import build_composite, build_workspace
-from .data_dims import DataDim, DataShapes, Evidence, Use, bind, reads, unbound_message, unbound_without_data
+from .data_dims import (DataDim, DataShapes, Evidence, Use, bind, given_value, not_an_int, reads, type_problem,
+                        unbound_message, unbound_without_data)
 from .expressions import Abort, ExprBuilder, Val, static
 from .ir import DType, GraphBuilder
 from .modules import Loader, Scope
@@ -99,14 +100,16 @@ class Statics:
         """A dimension bound by data (``auto``): a value given as a hyperparameter, else the data's
         (``compiler/data_dims.py``, bound before elaboration), else the default of ``auto(default)``."""
         elab, auto = self.elab, decl.default
-        if decl.type is not None and decl.type.dtype not in (None, "int"):
-            b.fail(decl.type.span, f"'{decl.name}' is bound by data, so it is an int, not {decl.type.dtype}")
+        if type_problem(decl) is not None:
+            b.fail(decl.type.span, type_problem(decl))
         fallback = None if auto.default is None else b.static_value(auto.default, f"the default of '{decl.name}'")
         bound = elab.data_bound.get(decl.name) if self.scope is elab.main and elab.data_bound else None
         if decl.name in elab.overrides:
             elab.used_overrides.add(decl.name)
-            value = self._override(decl, fallback or static(0), elab.overrides[decl.name], b)
-            source = "the hyperparameter value"
+            given = given_value(elab.overrides[decl.name])
+            if given is None:
+                b.fail(decl.span, not_an_int(decl.name, elab.overrides[decl.name]))
+            value, source = static(given), "the hyperparameter value"
         elif bound is not None:
             value, source = static(bound.value), f"data: the {bound.what}"
         elif fallback is not None:
@@ -449,6 +452,8 @@ def check_module(path: str, sources: SourceMap, hyper: dict) -> list[Diagnostic]
     elab.main = scope
     elab.data_uses = bind(scope.module, _run_target(scope, None, Collector())[0], None, elab.overrides,
                           elab.diags)[0]
+    if elab.diags.has_errors:  # a data-bound dimension's declaration is wrong: what uses it would only echo that
+        return elab.diags.items
     statics = elab.statics(scope)
     for item in scope.module.items:
         try:

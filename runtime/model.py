@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+import zipfile
 import warnings
 from pathlib import Path
 from dataclasses import replace
@@ -17,14 +18,13 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
+from nspec.compiler.data_dims import DataShapes
 from nspec.compiler.driver import compile_file, parse_file
 from nspec.compiler.ir import Monitor, Program
 from nspec.compiler.threefry import counter_problem
 from nspec.compiler.limits import Limits, check_recording, limits_for
 from nspec.compiler.limits import current as current_limits
 from nspec.dsl.diagnostics import SourceMap
-
-from nspec.compiler.data_dims import DataShapes
 
 from .checks import RunChecks
 from .data_binding import changed, npz_shapes, shapes_of
@@ -73,12 +73,15 @@ def load(path: str | Path, target: str | None = None, max_memory: str | int | No
     if tensors is not None:
         model._weights_data = (shapes_of(tensors), _origin(weights, "the weights given"))
     if inputs is not None:
-        shapes = npz_shapes(inputs) if isinstance(inputs, (str, Path)) else shapes_of(inputs)
+        try:
+            shapes = npz_shapes(inputs) if isinstance(inputs, (str, Path)) else shapes_of(inputs)
+        except (OSError, ValueError, zipfile.BadZipFile) as exc:
+            raise InputError(f"cannot read the shapes of the inputs in {inputs}: {exc}") from None
         model._inputs_data = (shapes, _origin(inputs, "the inputs given"))
     model.program = compile_file(str(path), hyper, target, sources=sources, limits=limits, data=model._data())
     model.module, _ = parse_file(str(path), sources)
     if tensors is not None:
-        model.load_weights(tensors)
+        model._load_tensors(tensors, model._weights_data[1], strict=True)
     return model
 
 
@@ -151,8 +154,11 @@ class Model:
         ``weights_only=True``) or a mapping.  Every key must be consumed and every shape must match.
         Weights that give a data-bound dimension another size recompile the model for it.
         """
-        tensors = read_weights(source)
-        weights_data = (shapes_of(tensors), _origin(source, "the weights given"))
+        self._load_tensors(read_weights(source), _origin(source, "the weights given"), strict)
+
+    def _load_tensors(self, tensors: dict[str, np.ndarray], origin: str, strict: bool) -> None:
+        """``load_weights`` of tensors already read from ``origin`` (named in messages)."""
+        weights_data = (shapes_of(tensors), origin)
         if self.program.data_dims:  # new weights are new data: the inputs of earlier runs no longer count
             self._rebind(weights_data, None, keep_params=False)
         self._weights_data = weights_data

@@ -114,7 +114,8 @@ class ProgramModule(nn.Module):
         if propagate not in ("auto", "dense", "event"):
             raise BackendError(f"propagate must be 'auto', 'dense' or 'event', not {propagate!r}")
         self._nspec_options = (seed, {"plasticity_grad": plasticity_grad, "return_state": return_state,
-                                      "propagate": propagate}, rebuild)
+                                      "propagate": propagate})
+        self._nspec_rebuild = rebuild  # compiles the spec for other data sizes (``Model._compiled_for``)
         self._build(program, params)
         if rebuild is not None and program.data_dims:
             self.register_load_state_dict_pre_hook(ProgramModule._rebind_to_state_dict)
@@ -122,7 +123,7 @@ class ProgramModule(nn.Module):
     def _build(self, program: Program, params: dict[str, Any]) -> None:
         """Register the weights (``params``: arrays, or tensors and parameters kept as they are) and
         compile the plans of ``program``."""
-        seed, options, _ = self._nspec_options
+        seed, options = self._nspec_options
         verify_program(program)
         step = program.step
         derivs = [r.name for r in step.results if r.kind == "deriv"]
@@ -166,7 +167,7 @@ class ProgramModule(nn.Module):
         program = self._nspec.program
         if not changed(program, data):
             return
-        new = self._nspec_options[2](data)
+        new = self._nspec_rebuild(data)
         device = self._device()
         old = {external_name(v): getattr(module, leaf) for v, module, leaf in self._nspec.weights} if keep else {}
         from nspec.runtime.reference import initialize
@@ -324,7 +325,7 @@ class ProgramModule(nn.Module):
     def forward(self, steps: int | None = None, state: dict[str, Any] | None = None,
                 return_state: bool | None = None, batch: int | None = None, **inputs):
         """Run the program over its inputs ([B, T, *shape] each); see the class docstring."""
-        if self._nspec_options[2] is not None and self._nspec.program.data_dims and inputs:
+        if self._nspec_rebuild is not None and self._nspec.program.data_dims and inputs:
             weights = {external_name(v): tuple(v.shape) for v, _, _ in self._nspec.weights}
             self._respecialise(DataShapes(weights, {k: tuple(np.shape(x)) for k, x in inputs.items()},
                                           "the module's weights", "the inputs given to forward"), keep=True)

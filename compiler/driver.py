@@ -14,6 +14,7 @@ from pathlib import Path
 from nspec.dsl import ast as A
 from nspec.dsl.diagnostics import Diagnostic, NspecError, SourceMap, Span, error
 
+from .data_dims import DataShapes
 from .elaborate import check_module, elaborate_file
 from .ir import print_program
 from .limits import LimitError, Limits, using
@@ -51,17 +52,18 @@ def _too_deep(path: str) -> Diagnostic:
 
 def compile_file(path: str | Path, hyper: dict | None = None, target: str | None = None,
                  optimize: bool = True, sources: SourceMap | None = None, until: str | None = None,
-                 limits: Limits | None = None):
+                 limits: Limits | None = None, data: DataShapes | None = None):
     """Compile the spec's run target (``simulate`` item, or ``target`` by name) to a ``Program``.
 
     ``optimize=False`` runs only the pipeline's required passes; ``until`` stops after the named pass;
-    ``limits`` (default: ``limits.current()``) bounds what compiling may build.
+    ``limits`` (default: ``limits.current()``) bounds what compiling may build; ``data`` (the shapes
+    of the weights and inputs) binds the spec's ``auto`` dimensions (``compiler/data_dims.py``).
     Raises ``NspecError`` with every diagnostic when the spec has errors.
     """
     sources = sources if sources is not None else SourceMap()
     with using(limits):
         try:
-            design = elaborate_file(str(path), sources, hyper or {}, target)
+            design = elaborate_file(str(path), sources, hyper or {}, target, data)
             return run_pipeline(design, optimize=optimize, until=until)
         except RecursionError:
             raise NspecError([_too_deep(str(path))], sources) from None

@@ -25,6 +25,8 @@ from .bodies import build_body
 from .bounds import static_errors
 from .declared_types import unit_of
 from .composites import build_composite, build_workspace
+from .data_dims import (DataDim, DataShapes, Evidence, Use, bind, given_value, not_an_int, reads, type_problem,
+                        unbound_message, unbound_without_data)
 from .expressions import Abort, ExprBuilder, Val, static
 from .ir import DType, GraphBuilder
 from .modules import Loader, Scope
@@ -73,6 +75,8 @@ class Statics:
             if not v.is_static:
                 b.fail(decl.value.span, f"'{decl.name}' must be known at compile time")
             return v
+        if isinstance(decl.default, A.Auto):
+            return self._data_bound(decl, b)
         default = b.expr(decl.default)
         if not default.is_static:
             b.fail(decl.default.span, f"the default of hyperparameter '{decl.name}' must be known at compile time")
@@ -82,11 +86,43 @@ class Statics:
             value = self._override(decl, default, self.elab.overrides[decl.name], b)
         kind = decl.type.dtype if decl.type is not None else None
         _check_hyper_type(b, decl, value, kind)
+        self._check_choices(decl, value, b)
+        return value
+
+    def _check_choices(self, decl: A.Hyper, value: Val, b: ExprBuilder) -> None:
         if decl.choices is not None:
             options = [b.expr(c).static for c in decl.choices]
             if value.static not in options:
                 b.fail(decl.default.span, f"hyperparameter '{decl.name}' = {value.static!r} is not one of "
                                   f"{', '.join(repr(o) for o in options)}")
+
+    def _data_bound(self, decl: A.Hyper, b: ExprBuilder) -> Val:
+        """A dimension bound by data (``auto``): a value given as a hyperparameter, else the data's
+        (``compiler/data_dims.py``, bound before elaboration), else the default of ``auto(default)``."""
+        elab, auto = self.elab, decl.default
+        if type_problem(decl) is not None:
+            b.fail(decl.type.span, type_problem(decl))
+        fallback = None if auto.default is None else b.static_value(auto.default, f"the default of '{decl.name}'")
+        bound = elab.data_bound.get(decl.name) if self.scope is elab.main and elab.data_bound else None
+        if decl.name in elab.overrides:
+            elab.used_overrides.add(decl.name)
+            given = given_value(elab.overrides[decl.name])
+            if given is None:
+                b.fail(decl.span, not_an_int(decl.name, elab.overrides[decl.name]))
+            value, source = static(given), "the hyperparameter value"
+        elif bound is not None:
+            value, source = static(bound.value), f"data: the {bound.what}"
+        elif fallback is not None:
+            value, source = fallback, "the default"
+        elif elab.data_bound is None:
+            raise Abort  # checking without data: what needs this dimension is checked when it runs
+        else:
+            uses = elab.data_uses.get(decl.name, []) if self.scope is elab.main else []
+            b.fail(decl.span, unbound_message(decl.name, uses))
+        _check_hyper_type(b, decl, value, "int")
+        self._check_choices(decl, value, b)
+        if self.scope is elab.main:
+            elab.data_sources[decl.name] = source
         return value
 
     def _override(self, decl: A.Hyper, default: Val, raw: Any, b: ExprBuilder) -> Val:
@@ -152,6 +188,12 @@ class Elaborator:
 
     def __init__(self, sources: SourceMap, overrides: dict[str, Any]):
         self.sources = sources
+        # dimensions bound by data (compiler/data_dims.py), for the file that is run (``main``);
+        # ``data_bound`` is None while checking without data
+        self.main: Scope | None = None
+        self.data_uses: dict[str, list[Use]] = {}
+        self.data_bound: dict[str, Evidence] | None = None
+        self.data_sources: dict[str, str] = {}
         self.diags = Collector(sources)
         self.loader = Loader(sources, self.diags)
         self.overrides = dict(overrides)
@@ -348,15 +390,20 @@ def _default_method(scope: Scope, sim: A.Simulate | None) -> str | None:
     return None
 
 
-def elaborate_file(path: str, sources: SourceMap, hyper: dict, target: str | None = None) -> Design:
+def elaborate_file(path: str, sources: SourceMap, hyper: dict, target: str | None = None,
+                   data: DataShapes | None = None) -> Design:
     """Elaborate the run target of the spec at ``path`` into the ``Design`` the pipeline compiles;
-    raises ``NspecError`` on any error."""
+    ``data`` (the shapes of the weights and inputs) binds its ``auto`` dimensions.  Raises
+    ``NspecError`` on any error."""
     elab = Elaborator(sources, hyper)
     scope = elab.loader.load(path)
     elab.diags.check()
     design = None
     try:
         decl, sim = _run_target(scope, target, elab.diags)
+        elab.diags.check()
+        elab.main = scope
+        elab.data_uses, elab.data_bound = bind(scope.module, decl, data or DataShapes(), elab.overrides, elab.diags)
         elab.diags.check()
         steps = _apply_simulate(elab, scope, sim)
         elab.default_method = _default_method(scope, sim)
@@ -365,11 +412,19 @@ def elaborate_file(path: str, sources: SourceMap, hyper: dict, target: str | Non
         _check_overrides(elab, scope)
         elab.diags.check()
         hyper_items = tuple(sorted((k, _freeze(v)) for k, v in elab.overrides.items()))
-        design = Design(system, decl.name, elab.dt, elab.seed, hyper_items, steps, decl.span, sources)
+        design = Design(system, decl.name, elab.dt, elab.seed, hyper_items, steps, decl.span, sources,
+                        _data_dims(elab))
     except Abort:
         pass
     elab.diags.check()
     return design
+
+
+def _data_dims(elab: Elaborator) -> tuple[DataDim, ...]:
+    """The run's data-bound dimensions as compiled (those the run target reads)."""
+    statics = elab.statics(elab.main)
+    return tuple(DataDim(name, int(statics.values[name].static), elab.data_sources[name], tuple(uses))
+                 for name, uses in elab.data_uses.items() if name in statics.values)
 
 
 def _check_overrides(elab: Elaborator, scope: Scope) -> None:
@@ -394,6 +449,11 @@ def check_module(path: str, sources: SourceMap, hyper: dict) -> list[Diagnostic]
     scope = elab.loader.load(path)
     if scope is None or elab.diags.has_errors:
         return elab.diags.items
+    elab.main = scope
+    elab.data_uses = bind(scope.module, _run_target(scope, None, Collector())[0], None, elab.overrides,
+                          elab.diags)[0]
+    if elab.diags.has_errors:  # a data-bound dimension's declaration is wrong: what uses it would only echo that
+        return elab.diags.items
     statics = elab.statics(scope)
     for item in scope.module.items:
         try:
@@ -413,9 +473,12 @@ def check_module(path: str, sources: SourceMap, hyper: dict) -> list[Diagnostic]
     for s in sims:
         if scope.find(s.target.name) is None:
             elab.diags.error(s.target.span, f"simulate: unknown system '{s.target.name}'")
+    needs_data = unbound_without_data(scope.module, elab.overrides)
     for decl in scope.systems():
         if any(p.default is None for p in decl.params) or decl.kind == "synapse":
             continue  # templates and synapses are checked where they are used
+        if reads(decl, needs_data):
+            continue  # sized by data: checked when it runs with its weights or inputs
         try:
             system = elab.instantiate(decl, scope, elab.bind_args(decl, scope, None, None), decl.span)
             if decl.kind in ("network", "composite"):

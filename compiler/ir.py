@@ -155,6 +155,7 @@ class Program:
     duration_steps: int | None = None
     spans: tuple[tuple[str, Span], ...] = ()  # span of every named var, for error messages
     hyper: tuple[tuple[str, Any], ...] = ()
+    data_dims: tuple = ()       # compiler/data_dims.py DataDim: hyperparameters bound by the data's shapes
 
     def var(self, name: str) -> Var | None:
         for group in (self.params, self.states, self.inputs, self.outputs):

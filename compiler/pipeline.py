@@ -48,6 +48,7 @@ class Design:
     duration_steps: int | None
     span: Span
     sources: SourceMap = field(compare=False, repr=False)
+    data_dims: tuple = ()       # compiler/data_dims.py DataDim: the dimensions bound by data
 
 
 def flatten_systems(design: Design) -> Program:
@@ -61,7 +62,7 @@ def flatten_systems(design: Design) -> Program:
     program = to_program(prim, design.name, design.dt, design.seed, design.hyper)
     check_weight_keys(program.params, diags)
     diags.check()
-    return replace(program, duration_steps=design.duration_steps)
+    return replace(program, duration_steps=design.duration_steps, data_dims=design.data_dims)
 
 
 @dataclass(frozen=True)

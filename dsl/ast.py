@@ -429,10 +429,18 @@ class Import(Node):
 
 
 @node
+class Auto(Node):
+    """``auto`` or ``auto(default)``: a hyperparameter bound by the shapes of the data that use it
+    (``compiler/data_dims.py``); ``default`` is its value when no data binds it."""
+
+    default: Expr | None
+
+
+@node
 class Hyper(Node):
     name: str
     type: TensorType | None
-    default: Expr
+    default: Expr | Auto
     choices: tuple[Expr, ...] | None
 
 

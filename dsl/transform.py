@@ -108,6 +108,9 @@ class ToAst(Transformer):
         choices = rest.pop(0) if rest else None
         return A.Hyper(self._span(meta), name, typ, default, choices)
 
+    def auto(self, meta, ch):
+        return A.Auto(self._span(meta), ch[0] if ch else None)
+
     def choices(self, meta, ch):
         return tuple(ch)
 

@@ -158,6 +158,9 @@ def _model(graph, program: ir.Program, mode: str, signature: dict, options: Opti
         "nspec.mode": mode,
         "nspec.signature": json.dumps(signature),
         "nspec.hyper": json.dumps(dict(program.hyper), default=str, sort_keys=True),
+        # the dimensions bound by data: their values here, and what gave them (compiler/data_dims.py)
+        "nspec.data_dims": json.dumps({d.name: {"value": d.value, "source": d.source} for d in program.data_dims},
+                                      sort_keys=True),
         "nspec.dt": repr(program.dt),
         "nspec.lowering": json.dumps(asdict(options)),
     }
@@ -191,11 +194,24 @@ def _declare_inputs(b: Builder, program: ir.Program, time_axis: bool, bind: dict
                                  ("input", program.inputs, True)):
         for v in group:
             extra = ("T",) if time_axis and role == "input" else ()
+            dims = _named_dims(program, role, v)
             b.used.add(v.name)
-            infos.append(value_info(v.name, v.dtype, v.shape, batched, extra))
-            sig.append(_sig(v.name, role, v.dtype, (["B"] if batched else []) + list(extra) + list(v.shape)))
+            infos.append(value_info(v.name, v.dtype, dims, batched, extra))
+            sig.append(_sig(v.name, role, v.dtype, (["B"] if batched else []) + list(extra) + dims))
             env[v.name] = Val(v.name, v.dtype, v.shape, batched)
     return infos, sig, env
+
+
+def _named_dims(program: ir.Program, role: str, v: ir.Var) -> list:
+    """The shape of an input or a parameter input, with each axis that a data-bound dimension sizes
+    named after it (a symbolic ``dim_param``): ``x: f32[in_channels, n_tokens]`` is declared
+    ``["B", "T", "in_channels", "n_tokens"]``.  The graph itself is built for the compiled sizes."""
+    kind, name = ("input", v.name) if role == "input" else ("weight", v.key or v.name)
+    dims: list = list(v.shape)
+    for d in program.data_dims if role != "state" else ():
+        for axis in d.axis_of(kind, name, len(dims)):
+            dims[axis] = d.name
+    return dims
 
 
 # ---------------------------------------------------------------- the two models

@@ -23,10 +23,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from nspec.compiler.data_dims import DataShapes
 from nspec.compiler.ir import INIT_ONLY, Graph, Op, Program, Var, verify_program
 from nspec.lowering.surrogates import SURROGATES
 from nspec.lowering.torch_rules import (RULES, TORCH_DTYPES, TORCH_UNTIL, Frame, Loop, Plan, Site, compile_plan,
                                         execute)
+from nspec.runtime.data_binding import changed
 from nspec.runtime.executor import BackendError, RunRequest, RunResult, require_values
 
 
@@ -72,7 +74,7 @@ def _register(root: nn.Module, var: Var, value: torch.Tensor) -> tuple[nn.Module
         raise BackendError(f"{var.span}: error: weight name {key!r} of {var.name!r} is used twice or clashes "
                            "with a torch.nn.Module attribute; give it a distinct `key`")
     if var.learnable and var.dtype.is_float:
-        module.register_parameter(leaf, nn.Parameter(value))
+        module.register_parameter(leaf, value if isinstance(value, nn.Parameter) else nn.Parameter(value))
     else:
         module.register_buffer(leaf, value)  # frozen weights and index tensors: saved, never trained
     return module, leaf
@@ -106,8 +108,22 @@ class ProgramModule(nn.Module):
     """
 
     def __init__(self, program: Program, params: dict[str, Any], *, seed: int | None = None,
-                 plasticity_grad: bool = False, return_state: bool = False, propagate: str = "auto"):
+                 plasticity_grad: bool = False, return_state: bool = False, propagate: str = "auto",
+                 rebuild: Callable[[DataShapes], Program] | None = None):
         super().__init__()
+        if propagate not in ("auto", "dense", "event"):
+            raise BackendError(f"propagate must be 'auto', 'dense' or 'event', not {propagate!r}")
+        self._nspec_options = (seed, {"plasticity_grad": plasticity_grad, "return_state": return_state,
+                                      "propagate": propagate})
+        self._nspec_rebuild = rebuild  # compiles the spec for other data sizes (``Model._compiled_for``)
+        self._build(program, params)
+        if rebuild is not None and program.data_dims:
+            self.register_load_state_dict_pre_hook(ProgramModule._rebind_to_state_dict)
+
+    def _build(self, program: Program, params: dict[str, Any]) -> None:
+        """Register the weights (``params``: arrays, or tensors and parameters kept as they are) and
+        compile the plans of ``program``."""
+        seed, options = self._nspec_options
         verify_program(program)
         step = program.step
         derivs = [r.name for r in step.results if r.kind == "deriv"]
@@ -117,14 +133,14 @@ class ProgramModule(nn.Module):
         init_only = [f"%{i} ({n.op.value})" for i, n in enumerate(step.nodes) if n.op in INIT_ONLY]
         if init_only:
             raise BackendError(f"the step graph holds initialisation-only nodes: {', '.join(init_only)}")
-        if propagate not in ("auto", "dense", "event"):
-            raise BackendError(f"propagate must be 'auto', 'dense' or 'event', not {propagate!r}")
         missing = [v.name for v in program.params if v.name not in params]
         if missing:
             raise BackendError(f"no value given for parameters {', '.join(missing)}")
         weights = []
         for v in program.params:
-            value = torch.as_tensor(np.array(np.broadcast_to(params[v.name], v.shape), dtype=v.dtype.numpy))
+            value = params[v.name]
+            if not isinstance(value, torch.Tensor):
+                value = torch.as_tensor(np.array(np.broadcast_to(value, v.shape), dtype=v.dtype.numpy))
             weights.append((v, *_register(self, v, value)))
 
         consts: dict[str, np.ndarray] = {}
@@ -141,9 +157,36 @@ class ProgramModule(nn.Module):
             holder.register_buffer(name, torch.from_numpy(np.array(value)), persistent=False)
         self._nspec_consts = holder
         self._nspec = _Lowered(program, step_plan, tuple(weights), init_plans, {}, next_nodes, output_nodes,
-                               result_nodes, plastic, program.seed if seed is None else int(seed),
-                               {"plasticity_grad": plasticity_grad, "return_state": return_state,
-                                "propagate": propagate})
+                               result_nodes, plastic, program.seed if seed is None else int(seed), dict(options))
+
+    # -- dimensions bound by data (``auto`` hyperparameters): rebuilt as a LazyLinear materialises
+    def _respecialise(self, data: DataShapes, keep: bool) -> None:
+        """Rebuild for the sizes ``data`` gives the program's data-bound dimensions, if they change:
+        with ``keep`` the current weights stay where their shapes do (the same ``Parameter``
+        objects, so an optimiser holding them goes on); the others start from their initial values."""
+        program = self._nspec.program
+        if not changed(program, data):
+            return
+        new = self._nspec_rebuild(data)
+        device = self._device()
+        old = {external_name(v): getattr(module, leaf) for v, module, leaf in self._nspec.weights} if keep else {}
+        from nspec.runtime.reference import initialize
+
+        fresh = initialize(new, 1, self._nspec.seed)[0]
+        params = {v.name: old[external_name(v)] if external_name(v) in old
+                  and tuple(old[external_name(v)].shape) == v.shape else fresh[v.name] for v in new.params}
+        for name in list(self._modules):
+            del self._modules[name]
+        self._parameters.clear()
+        self._buffers.clear()
+        self._build(new, params)
+        self.to(device)
+
+    @staticmethod
+    def _rebind_to_state_dict(module, state_dict, prefix, *_):
+        """Before ``load_state_dict``: the state_dict's shapes bind the data-bound dimensions."""
+        shapes = {k[len(prefix):]: tuple(v.shape) for k, v in state_dict.items() if k.startswith(prefix)}
+        module._respecialise(DataShapes(weights=shapes, weights_from="the state_dict"), keep=False)
 
     @staticmethod
     def _init_plans(program: Program, consts) -> dict[str, tuple[Plan, int]]:
@@ -282,6 +325,10 @@ class ProgramModule(nn.Module):
     def forward(self, steps: int | None = None, state: dict[str, Any] | None = None,
                 return_state: bool | None = None, batch: int | None = None, **inputs):
         """Run the program over its inputs ([B, T, *shape] each); see the class docstring."""
+        if self._nspec_rebuild is not None and self._nspec.program.data_dims and inputs:
+            weights = {external_name(v): tuple(v.shape) for v, _, _ in self._nspec.weights}
+            self._respecialise(DataShapes(weights, {k: tuple(np.shape(x)) for k, x in inputs.items()},
+                                          "the module's weights", "the inputs given to forward"), keep=True)
         program = self._nspec.program
         unknown = sorted(set(inputs) - {v.name for v in program.inputs})
         missing = [v.name for v in program.inputs if v.name not in inputs]
@@ -324,19 +371,22 @@ def _stack(vs: list, dim: int, empty_shape) -> torch.Tensor:
 
 
 def to_module(program: Program, params: dict[str, Any] | None = None, *, seed: int | None = None,
-              plasticity_grad: bool = False, return_state: bool = False, propagate: str = "auto") -> ProgramModule:
+              plasticity_grad: bool = False, return_state: bool = False, propagate: str = "auto",
+              rebuild: Callable[[DataShapes], Program] | None = None) -> ProgramModule:
     """A trainable torch module for ``program``.
 
     ``params`` (by path) default to the reference ``initialize`` with ``seed`` (default: the
     program's), so every backend starts from the same values.  ``plasticity_grad`` lets gradients
     flow through local plasticity updates; ``propagate`` picks PROPAGATE's algorithm ("auto": event-
-    driven when no gradient is needed, dense otherwise).
+    driven when no gradient is needed, dense otherwise).  ``rebuild`` compiles the spec again for
+    the shapes of new data: with it, a program with data-bound dimensions is rebuilt when
+    ``load_state_dict`` or ``forward`` gets data of other sizes (``Model.to_torch`` passes it).
     """
     if params is None:
         from nspec.runtime.reference import initialize
         params = initialize(program, 1, program.seed if seed is None else int(seed))[0]
     return ProgramModule(program, params, seed=seed, plasticity_grad=plasticity_grad,
-                         return_state=return_state, propagate=propagate)
+                         return_state=return_state, propagate=propagate, rebuild=rebuild)
 
 
 # ---------------------------------------------------------------- the executor

@@ -313,9 +313,8 @@ def cmd_run(args) -> int:
     from nspec.runtime.model import load
 
     start = time.perf_counter()
-    model = load(args.spec, target=args.entry, **hyper)
-    if args.weights is not None:
-        model.load_weights(args.weights)
+    # the weights and inputs also bind the spec's data-bound (`auto`) dimensions
+    model = load(args.spec, target=args.entry, weights=args.weights, inputs=args.inputs, **hyper)
     load_s = time.perf_counter() - start
     kind = _plot_kind(model, args.plot_kind) if args.plot else None
     steps = args.steps if args.steps else (max(round(args.duration / model.dt), 1) if args.duration else None)

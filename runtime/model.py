@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+import zipfile
 import warnings
 from pathlib import Path
 from dataclasses import replace
@@ -17,6 +18,7 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
+from nspec.compiler.data_dims import DataShapes
 from nspec.compiler.driver import compile_file, parse_file
 from nspec.compiler.ir import Monitor, Program
 from nspec.compiler.threefry import counter_problem
@@ -25,6 +27,7 @@ from nspec.compiler.limits import current as current_limits
 from nspec.dsl.diagnostics import SourceMap
 
 from .checks import RunChecks
+from .data_binding import changed, npz_shapes, shapes_of
 from .executor import BackendError, RunRequest, executor_class
 from .lossless import LossyCastError, convert
 from .reference import initialize
@@ -51,29 +54,56 @@ class LimitExceeded(MemoryError):
     """A run would need more memory than the limit allows (its recorded values, say); says the estimate."""
 
 
-def load(path: str | Path, target: str | None = None, max_memory: str | int | None = None, **hyper) -> "Model":
+def load(path: str | Path, target: str | None = None, max_memory: str | int | None = None, *,
+         weights: str | Path | Mapping[str, Any] | None = None, inputs: str | Path | Mapping[str, Any] | None = None,
+         **hyper) -> "Model":
     """Compile the spec at ``path`` (its ``simulate`` target, or ``target``) with the given hyperparameters.
 
     ``max_memory`` (bytes, or a string such as ``"8GB"``; default: half the machine's physical
     memory) bounds what compiling and running may allocate: a spec or run estimated to need more is
-    refused before anything of that size is built (``docs/reliability.md``)."""
+    refused before anything of that size is built (``docs/reliability.md``).
+    ``weights`` (what ``load_weights`` takes; they are loaded) and ``inputs`` (arrays by name, or
+    an ``.npz`` file: only their shapes are read) bind the spec's data-bound dimensions, its
+    ``auto`` hyperparameters (``docs/language.md``, "Dimensions bound by data")."""
     sources = SourceMap()
     limits = limits_for(max_memory) if max_memory is not None else None
-    program = compile_file(str(path), hyper, target, sources=sources, limits=limits)
-    module, _ = parse_file(str(path), sources)
-    model = Model(program, str(path), dict(hyper), module)
+    tensors = read_weights(weights) if weights is not None else None
+    model = Model(None, str(path), dict(hyper), None, target)
     model.limits = limits
+    if tensors is not None:
+        model._weights_data = (shapes_of(tensors), _origin(weights, "the weights given"))
+    if inputs is not None:
+        try:
+            shapes = npz_shapes(inputs) if isinstance(inputs, (str, Path)) else shapes_of(inputs)
+        except (OSError, ValueError, zipfile.BadZipFile) as exc:
+            raise InputError(f"cannot read the shapes of the inputs in {inputs}: {exc}") from None
+        model._inputs_data = (shapes, _origin(inputs, "the inputs given"))
+    model.program = compile_file(str(path), hyper, target, sources=sources, limits=limits, data=model._data())
+    model.module, _ = parse_file(str(path), sources)
+    if tensors is not None:
+        model._load_tensors(tensors, model._weights_data[1], strict=True)
     return model
+
+
+def _origin(source, default: str) -> str:
+    """How messages name where data came from: its file, or ``default`` for a mapping."""
+    return str(source) if isinstance(source, (str, Path)) else default
 
 
 class Model:
     """A compiled model with its parameters; run it on any backend."""
 
-    def __init__(self, program: Program, path: str = "<program>", hyper: dict | None = None, module=None):
+    def __init__(self, program: Program, path: str = "<program>", hyper: dict | None = None, module=None,
+                 target: str | None = None):
         self.program = program
         self.path = path
         self.hyper = hyper or {}
         self.module = module
+        self.target = target
+        # the shapes (and origin) of the weights loaded and the inputs last run on: what binds the
+        # program's data-bound dimensions (``runtime/data_binding.py``)
+        self._weights_data: tuple[dict, str] | None = None
+        self._inputs_data: tuple[dict, str] | None = None
         self.params: dict[str, np.ndarray] | None = None
         self.state: dict[str, np.ndarray] | None = None
         self.last_seed: int | None = None  # the seed of the run that left ``state``
@@ -122,8 +152,16 @@ class Model:
 
         Accepts ``.safetensors``, ``.npz``, a ``torch.save``d state_dict (loaded with
         ``weights_only=True``) or a mapping.  Every key must be consumed and every shape must match.
+        Weights that give a data-bound dimension another size recompile the model for it.
         """
-        tensors = read_weights(source)
+        self._load_tensors(read_weights(source), _origin(source, "the weights given"), strict)
+
+    def _load_tensors(self, tensors: dict[str, np.ndarray], origin: str, strict: bool) -> None:
+        """``load_weights`` of tensors already read from ``origin`` (named in messages)."""
+        weights_data = (shapes_of(tensors), origin)
+        if self.program.data_dims:  # new weights are new data: the inputs of earlier runs no longer count
+            self._rebind(weights_data, None, keep_params=False)
+        self._weights_data = weights_data
         by_key = {}
         for v in self.program.params:
             by_key[v.key or v.name] = v
@@ -154,6 +192,30 @@ class Model:
             raise WeightsError("weights do not fit the model: " + "; ".join(problems))
         self.checks.at_start(params)
         self.params = params
+
+    # ------------------------------------------------------------ dimensions bound by data
+    def _data(self) -> DataShapes:
+        weights, w_from = self._weights_data or ({}, "the weights")
+        inputs, i_from = self._inputs_data or ({}, "the inputs")
+        return DataShapes(weights, inputs, w_from, i_from)
+
+    def _rebind(self, weights_data, inputs_data, keep_params: bool) -> None:
+        """Recompile when the weights and inputs given bind a data-bound dimension to another size:
+        they are the data; with ``keep_params`` the loaded parameters stay (their shapes are data too)."""
+        before = (self._weights_data, self._inputs_data)
+        self._weights_data, self._inputs_data = weights_data, inputs_data
+        try:
+            if not changed(self.program, self._data()):
+                return
+            program = self._compiled_for(self._data())
+        except BaseException:
+            self._weights_data, self._inputs_data = before
+            raise
+        kept = self.params if keep_params else None
+        self.program, self._executors, self._checks, self.state, self.params = program, {}, None, None, None
+        if kept is not None:  # loaded values stay where the new program's shapes take them
+            fresh = self.initial(1, None)[0]
+            self.params = {k: kept[k] if k in kept and np.shape(kept[k]) == np.shape(v) else v for k, v in fresh.items()}
 
     def state_dict(self) -> dict[str, np.ndarray]:
         params = self.params if self.params is not None else initialize(self.program, 1, self.program.seed)[0]
@@ -269,6 +331,9 @@ class Model:
         """The run, chunk by chunk: each chunk's results as name -> (array, the axis chunks follow along)."""
         if nan_check not in ("error", "warn", "off"):
             raise ValueError(f"nan_check is 'error', 'warn' or 'off', got {nan_check!r}")
+        if self.program.data_dims and inputs and not resume:
+            self._rebind(self._weights_data, (shapes_of(inputs), "the inputs given to run"),
+                         keep_params=self._weights_data is not None)
         arrays, timeless, b = self._inputs(inputs, batch)
         b = batch or b
         steps = self._steps(steps, duration, arrays)
@@ -446,10 +511,16 @@ class Model:
         self.state = current
 
     def to_torch(self):
-        """A ``torch.nn.Module`` of this model (see ``nspec.lowering.to_torch``)."""
+        """A ``torch.nn.Module`` of this model (see ``nspec.lowering.to_torch``); with data-bound
+        dimensions it rebuilds itself for a state_dict or inputs of other sizes, as ``LazyLinear`` does."""
         from nspec.lowering.to_torch import to_module
 
-        return to_module(self.program, params=self.params)
+        return to_module(self.program, params=self.params, rebuild=self._compiled_for if self.program.data_dims else None)
+
+    def _compiled_for(self, data: DataShapes) -> Program:
+        """This model's spec and hyperparameters compiled for the sizes ``data`` gives (the torch
+        module's rebuild when its data-bound dimensions change)."""
+        return compile_file(self.path, self.hyper, self.target, limits=self.limits, data=data)
 
     def export_onnx(self, path: str | Path, **options) -> None:
         """A self-contained ONNX file: the whole run, with this model's parameters stored inside."""

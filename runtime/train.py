@@ -292,8 +292,10 @@ class History:
     start: int = 0
 
 
-def _module_of(model_or_spec, hyper: Mapping[str, Any], seed: int, target: str | None):
-    """``(torch module, Model or None)`` for a spec path, a ``Model`` or a module."""
+def _module_of(model_or_spec, hyper: Mapping[str, Any], seed: int, target: str | None,
+               arrays: Mapping[str, np.ndarray]):
+    """``(torch module, Model or None)`` for a spec path (its data-bound dimensions bound by the
+    training ``arrays``), a ``Model`` or a module."""
     from nspec.lowering.to_torch import ProgramModule, to_module
 
     from .model import Model, load
@@ -303,7 +305,7 @@ def _module_of(model_or_spec, hyper: Mapping[str, Any], seed: int, target: str |
             raise TrainError("hyperparameters apply to a spec; this model is already compiled")
         return model_or_spec, None
     if isinstance(model_or_spec, (str, Path)):
-        model_or_spec = load(model_or_spec, target=target, **dict(hyper))
+        model_or_spec = load(model_or_spec, target=target, inputs=arrays, **dict(hyper))
     elif hyper:
         raise TrainError("hyperparameters apply to a spec; this model is already compiled")
     if not isinstance(model_or_spec, Model):
@@ -366,10 +368,10 @@ def train(model_or_spec, data, loss: str | Loss | Callable, *,
     if str(device).startswith("cuda") and not torch.cuda.is_available():
         raise TrainError(f"device {device!r} was asked for, but torch sees no CUDA device")
 
-    module, model = _module_of(model_or_spec, hyper or {}, seed, target)
+    arrays = read_data(data)
+    module, model = _module_of(model_or_spec, hyper or {}, seed, target, arrays)
     module = module.to(device)
     program = module._nspec.program
-    arrays = read_data(data)
     if isinstance(loss, Loss):
         known = {v.name for v in program.outputs}
         if loss.output not in known:

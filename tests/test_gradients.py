@@ -314,12 +314,9 @@ def bundle(name: str):
             dict(np.load(CONFORMANCE / f"{name}.inputs.npz")), dict(np.load(CONFORMANCE / f"{name}.outputs.npz")))
 
 
-def hyperparameters(model: str, config: dict, inputs: dict) -> dict:
-    """The reference constructor's arguments as they are, plus the input sizes CTM's lazy layers take."""
-    hyper = {k: v for k, v in config.items() if v is not None}
-    if model == "ctm":
-        hyper.update(in_channels=inputs["x"].shape[1], n_tokens=int(np.prod(inputs["x"].shape[2:])))
-    return hyper
+def hyperparameters(config: dict) -> dict:
+    """The reference constructor's arguments as they are (CTM's input sizes are bound by the data)."""
+    return {k: v for k, v in config.items() if v is not None}
 
 
 def module_inputs(model: str, inputs: dict) -> dict:
@@ -334,7 +331,7 @@ def module_outputs(model: str, out: dict) -> dict:
 @pytest.mark.parametrize("name, model", SEED_BUNDLES, ids=[b for b, _ in SEED_BUNDLES])
 def test_seed_model_to_torch_has_the_reference_keys_and_outputs(name, model):
     meta, weights, inputs, outputs = bundle(name)
-    spec = load(ROOT / "specs" / "seeds" / f"{model}.nspec", **hyperparameters(model, meta["config"], inputs))
+    spec = load(ROOT / "specs" / "seeds" / f"{model}.nspec", **hyperparameters(meta["config"]))
     fresh = spec.to_torch()
     assert set(fresh.state_dict()) == set(weights)  # exactly the authors' keys, nothing more or less
     for key, value in fresh.state_dict().items():
@@ -374,7 +371,7 @@ def test_seed_model_gradient_equals_finite_differences_of_the_authors_equations(
     weights = {k: rng.uniform(0.2, 3, size=v.shape).astype(v.dtype) if k.startswith("decay_params") else v
                for k, v in weights.items()}
     module = load(ROOT / "specs" / "seeds" / f"{model}.nspec",
-                  **hyperparameters(model, meta["config"], inputs)).to_torch()
+                  **hyperparameters(meta["config"])).to_torch()
     module.load_state_dict({k: torch.as_tensor(v) for k, v in weights.items()}, strict=True)
     coef = {k: rng.normal(size=v.shape) for k, v in outputs.items()}
     out = module_outputs(model, module(**module_inputs(model, inputs)))

@@ -2,8 +2,9 @@
 
 The interoperability contract of SEED_MODELS.md: ``nspec run specs/seeds/<model>.nspec --param k=v
 ... --weights W --inputs I --output O --backend B`` takes the reference constructor's arguments as
-they are, loads the reference state_dict by its own keys, and writes the reference outputs under
-their own names, within 1e-4 on every backend.
+they are (and nothing else: CTM's input width and token count are bound by the data), loads the
+reference state_dict by its own keys, and writes the reference outputs under their own names,
+within 1e-4 on every backend.
 
 Two kinds of truth: the authors' bundles (``tests/conformance``, produced by their code) and the
 independent NumPy oracles of ``tests/seed_oracles.py`` (written from the equations), first checked
@@ -56,14 +57,6 @@ def params(config: dict) -> list[str]:
     return out
 
 
-def input_params(model: str, inputs: dict) -> dict:
-    """Hyperparameters the input's shape fixes: CTM's lazy layers size themselves from x (B, C, S...)."""
-    if model != "ctm":
-        return {}
-    x = inputs["x"]
-    return {"in_channels": x.shape[1], "n_tokens": int(np.prod(x.shape[2:]))}
-
-
 def run_args(model, config, weights, inputs_path, output, backend, batch=None) -> list[str]:
     return (["run", str(SEEDS / f"{model}.nspec")] + params(config)
             + ["--weights", str(weights), "--inputs", str(inputs_path), "--output", str(output),
@@ -75,7 +68,6 @@ def nspec_run(tmp_path, model, config, weights, inputs: dict, backend="reference
     stem = f"{Path(weights).name.replace('.', '_')}_{backend}"
     inputs_path, output = tmp_path / f"in_{stem}.npz", tmp_path / f"out_{stem}.npz"
     np.savez(inputs_path, **inputs)
-    config = {**config, **input_params(model, inputs)}
     batch = next(iter(inputs.values())).shape[0]
     assert main(run_args(model, config, weights, inputs_path, output, backend, batch)) == 0
     with np.load(output) as data:
@@ -117,7 +109,7 @@ def test_bundle_reproduced_through_nspec_run(name, backend, tmp_path):
 def test_bundle_reproduced_by_the_nspec_command(name, tmp_path):
     """The same contract as a shell runs it: ``python -m nspec run ...`` in a fresh process."""
     meta, weights, inputs, outputs = bundle(name)
-    config = {**meta["config"], **input_params(meta["model"], inputs)}
+    config = meta["config"]
     output = tmp_path / "out.npz"
     batch = next(iter(inputs.values())).shape[0]
     args = run_args(meta["model"], config, weights, CONFORMANCE / f"{name}.inputs.npz", output, "reference", batch)
@@ -132,7 +124,7 @@ def test_nspec_run_reads_the_leading_npz_axis_as_the_batch(name, tmp_path):
     """Without --batch, x (B, C, S) is B samples, not B data steps of one sample (which would carry
     CTM's state from sample 0 into sample 1 and still have the reference's shape)."""
     meta, weights, inputs, outputs = bundle(name)
-    config = {**meta["config"], **input_params(meta["model"], inputs)}
+    config = meta["config"]
     output = tmp_path / "out.npz"
     assert main(run_args(meta["model"], config, weights, CONFORMANCE / f"{name}.inputs.npz", output, "reference")) == 0
     with np.load(output) as data:

@@ -198,7 +198,7 @@ def test_small_ctm_learns_parity():
     x = (2 * bits - 1).astype(np.float32)[:, :, None]
     parity = bits.sum(1) % 2
     hyper = {"iterations": 5, "d_model": 16, "d_input": 8, "heads": 2, "n_synch_out": 8, "n_synch_action": 8,
-             "out_dims": 2, "in_channels": 8, "n_tokens": 1}
+             "out_dims": 2}  # in_channels = 8 and n_tokens = 1 are bound by x
     history = train(CTM, {"x": x[:192], "parity": parity[:192]}, "cross_entropy:predictions[:, -1]:parity",
                     hyper=hyper, lr=0.003, steps=180, batch_size=64, seed=0, grad_clip=1.0, progress=False)
     predictions = predict(history.module, {"x": x[192:]})["predictions"]  # [64, 1, 2, ticks]

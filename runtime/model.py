@@ -449,8 +449,9 @@ class Model:
         out: dict[str, tuple[np.ndarray, int]] = {}
         for v in self.program.outputs:
             arr = result.outputs[v.name]
-            if drop_time:
-                arr = arr[:, 0]
+            if drop_time:  # one step of timeless inputs: one chunk, no time axis to follow
+                out[v.name] = (arr[0, 0], 0) if batch is None else (arr[:, 0], 0)
+                continue
             out[v.name] = (arr[0], 0) if batch is None else (arr, 1)
         for m in self.monitors:
             if m.kind == "spikes":

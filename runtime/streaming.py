@@ -84,6 +84,13 @@ class NpzStreamWriter:
     def append(self, arrays: dict[str, tuple[np.ndarray, int]]) -> None:
         for name, (arr, axis) in arrays.items():
             arr = np.asarray(arr)
+            if arr.ndim == 0:  # a scalar (one step of timeless inputs) arrives whole, in one chunk
+                if name in self.parts:
+                    raise ValueError(f"'{name}' is a scalar; it cannot arrive in several chunks")
+                part = self.scratch / f"{len(self.parts)}-0.npy"
+                np.save(part, arr, allow_pickle=False)
+                self.parts[name], self.axes[name], self.dtypes[name], self.shapes[name] = [part], 0, arr.dtype, ()
+                continue
             if name not in self.parts:
                 self.parts[name], self.axes[name], self.dtypes[name] = [], axis, arr.dtype
                 self.shapes[name] = arr.shape[:axis] + (0,) + arr.shape[axis + 1:]
@@ -123,6 +130,9 @@ class NpzStreamWriter:
                 np.lib.format.write_array_header_1_0(out, header)
             else:
                 np.lib.format.write_array_header_2_0(out, header)
+            if shape == ():
+                out.write(np.load(self.parts[name][0], allow_pickle=False).tobytes())
+                return
             for lead in np.ndindex(*shape[:axis]):  # C order: each leading index, then the chunks in turn
                 for part in self.parts[name]:
                     block = _open(part)[lead]  # mapped, and unmapped once copied: resident memory stays bounded

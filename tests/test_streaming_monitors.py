@@ -153,3 +153,28 @@ def test_a_run_over_the_memory_limit_streams_in_bounded_memory(tmp_path):
     assert x.shape == (2500, 20000) and x[:, 0].tolist() == list(range(2500)) and np.all(x[-1] == 2499)
     with pytest.raises(LimitExceeded):
         nspec.load(spec, max_memory="100MB").run(steps=2500, record=["x"])
+
+
+SCALAR_OUT = """module scalar_out "a scalar output of timeless inputs"
+system S {
+  in x: f32[3]
+  out t: f32
+  t = sum(x, axis = 0)
+}
+simulate S for 3 s, dt = 1 s
+"""
+
+
+@pytest.mark.parametrize("batch", [None, 2])
+def test_one_step_of_timeless_inputs_streams_a_scalar_output(tmp_path, batch):
+    """One step of inputs without a time axis returns the outputs without one; streamed, a scalar
+    output per trial was an IndexError (the writer followed a time axis that had been dropped)."""
+    path = tmp_path / "s.nspec"
+    path.write_text(SCALAR_OUT, encoding="utf-8")
+    model = nspec.load(path)
+    x = np.arange(6, dtype=np.float32).reshape(2, 3) if batch else np.arange(3, dtype=np.float32)
+    want = model.run(inputs={"x": x}, steps=1, batch=batch)["t"]
+    np.testing.assert_array_equal(want, [3.0, 12.0] if batch else 3.0)
+    shapes = model.stream(tmp_path / "o.npz", inputs={"x": x}, steps=1, batch=batch)
+    assert shapes["t"] == np.shape(want)
+    np.testing.assert_array_equal(np.load(tmp_path / "o.npz")["t"], want)

@@ -24,6 +24,7 @@ from nspec.dsl.parser import parse
 from .bodies import build_body
 from .bounds import static_errors
 from .declared_types import unit_of
+from .discretize import METHODS, unknown_method
 from .composites import build_composite, build_workspace
 from .expressions import Abort, ExprBuilder, Val, static
 from .ir import DType, GraphBuilder
@@ -339,13 +340,23 @@ def _apply_simulate(elab: Elaborator, scope: Scope, sim: A.Simulate | None) -> i
                               f"{describe(duration.dim)}")
 
 
-def _default_method(scope: Scope, sim: A.Simulate | None) -> str | None:
-    if sim is None:
+def _default_method(elab: Elaborator, scope: Scope, sim: A.Simulate | None) -> str | None:
+    """``simulate ..., method = m``: a method's name, or a hyperparameter holding one."""
+    opt = next((o for o in sim.options if o.name == "method"), None) if sim is not None else None
+    if opt is None:
         return None
-    for opt in sim.options:
-        if opt.name == "method" and isinstance(opt.value, A.Name):
-            return opt.value.id
-    return None
+    if isinstance(opt.value, A.Name) and opt.value.id in METHODS:
+        return opt.value.id
+    statics = elab.statics(scope)
+    b = ExprBuilder(GraphBuilder(), elab.diags, lambda n, s: statics.get(n, s))
+    if isinstance(opt.value, A.Name) and statics.get(opt.value.id, opt.value.span) is None:
+        b.fail(opt.value.span, unknown_method(opt.value.id))
+    v = b.static_value(opt.value, "the default integration method")
+    if v.static not in METHODS:
+        what = f"'{opt.value.id}' is" if isinstance(opt.value, A.Name) else "it is"
+        b.fail(opt.value.span, f"simulate ..., method: {what} {v.static!r}, not the name of an integration method; "
+                               f"the methods are {', '.join(METHODS)}")
+    return v.static
 
 
 def elaborate_file(path: str, sources: SourceMap, hyper: dict, target: str | None = None) -> Design:
@@ -359,7 +370,7 @@ def elaborate_file(path: str, sources: SourceMap, hyper: dict, target: str | Non
         decl, sim = _run_target(scope, target, elab.diags)
         elab.diags.check()
         steps = _apply_simulate(elab, scope, sim)
-        elab.default_method = _default_method(scope, sim)
+        elab.default_method = _default_method(elab, scope, sim)
         args = elab.bind_args(decl, scope, None, None)
         system = elab.instantiate(decl, scope, args, decl.span)
         _check_overrides(elab, scope)
@@ -409,7 +420,10 @@ def check_module(path: str, sources: SourceMap, hyper: dict) -> list[Diagnostic]
         del sim_steps
     except Abort:
         pass
-    elab.default_method = _default_method(scope, sims[0] if sims else None)
+    try:
+        elab.default_method = _default_method(elab, scope, sims[0] if sims else None)
+    except Abort:
+        elab.default_method = None
     for s in sims:
         if scope.find(s.target.name) is None:
             elab.diags.error(s.target.span, f"simulate: unknown system '{s.target.name}'")

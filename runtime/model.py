@@ -18,6 +18,7 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 
 from nspec.compiler.driver import compile_file, parse_file
+from nspec.compiler.overrides import Given, keywords
 from nspec.compiler.ir import Monitor, Program
 from nspec.compiler.threefry import counter_problem
 from nspec.compiler.limits import Limits, check_recording, limits_for
@@ -51,15 +52,21 @@ class LimitExceeded(MemoryError):
     """A run would need more memory than the limit allows (its recorded values, say); says the estimate."""
 
 
-def load(path: str | Path, target: str | None = None, max_memory: str | int | None = None, **hyper) -> "Model":
+def load(path: str | Path, target: str | None = None, max_memory: str | int | None = None,
+         given: Given | None = None, **hyper) -> "Model":
     """Compile the spec at ``path`` (its ``simulate`` target, or ``target``) with the given hyperparameters.
 
+    A hyperparameter of an imported file is named by its module, ``**{"cells.tau": "5 ms"}``
+    (``compiler/overrides.py``); an unknown name is an ``NspecError`` that lists the known ones.
     ``max_memory`` (bytes, or a string such as ``"8GB"``; default: half the machine's physical
     memory) bounds what compiling and running may allocate: a spec or run estimated to need more is
-    refused before anything of that size is built (``docs/reliability.md``)."""
+    refused before anything of that size is built (``docs/reliability.md``).  ``given`` says where
+    the hyperparameters were written, for their diagnostics (the command line passes its own;
+    default: this call)."""
     sources = SourceMap()
     limits = limits_for(max_memory) if max_memory is not None else None
-    program = compile_file(str(path), hyper, target, sources=sources, limits=limits)
+    given = given or keywords("nspec.load", path, hyper)
+    program = compile_file(str(path), hyper, target, sources=sources, limits=limits, given=given)
     module, _ = parse_file(str(path), sources)
     model = Model(program, str(path), dict(hyper), module)
     model.limits = limits

@@ -181,7 +181,8 @@ class Overrides:
         """The message for a key that names no hyperparameter, and notes listing every file's."""
         files = [self.root] + [s for s in self.scopes if s is not self.root]
         groups = [(s, [self.spelling(d, s) for d in self.own(s)]) for s in files]
-        known = [n for _, names in groups for n in names]
+        known = [n for _, names in groups for n in names]  # each written as the notes write it, then qualified
+        known += [f"{self.module_name(s)}.{d.name}" for s in files for d in self.own(s)]
         close = difflib.get_close_matches(key, known, n=1, cutoff=0.6) or \
             [n for n in known if n.lower() == key.lower() or n.rpartition(".")[2] == key.rpartition(".")[2]][:1]
         message = f"unknown hyperparameter '{key}' for {self.root.path}"

@@ -74,7 +74,7 @@ def keywords(function: str, spec: str | Path, hyper: Mapping[str, Any]) -> Given
         if key.isidentifier():
             pieces.append((f", {key}={value!r}", key, 2))
         else:  # a qualified name cannot be a keyword: **{'cells.tau': ...}
-            pieces.append((f", **{{{key!r}: {value!r}}}", key, 5))
+            pieces.append((f", **{{{key!r}: {value!r}}}", key, 6))  # after ', **{' and the quote
     pieces.append((")", None, 0))
     return _given(f"<{function}>", pieces)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import fields, replace
 
 from lark import Token, Transformer, Tree, v_args
+from lark.exceptions import UnexpectedInput, VisitError
 
 from . import ast as A
 from .diagnostics import Span
@@ -244,11 +245,13 @@ class ToAst(Transformer):
         where = Span(self.path, tok.line, tok.column + offset, tok.line, tok.column + offset + max(len(text), 1))
         prefix = "let v = "
         try:
-            tree = lark_parser().parse(prefix + text)
-            value = ToAst(self.path).transform(tree).items[0].value
-        except Exception:  # any syntax error: the index alone is reported
+            items = ToAst(self.path).transform(lark_parser().parse(prefix + text)).items
+        except (UnexpectedInput, VisitError):
+            items = ()
+        if len(items) != 1 or not isinstance(items[0], A.Const):  # a syntax error, or `;` and more
             raise SyntaxProblem(where, f"'{text.strip() or '(empty)'}' is not an index; the member of a family "
-                                       "is written like dg[i + 1]/dt") from None
+                                       "is written like dg[i + 1]/dt")
+        value = items[0].value
         shift = tok.column + offset - 1 - len(prefix)
 
         def moved(n: A.Node) -> A.Node:

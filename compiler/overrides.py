@@ -71,10 +71,11 @@ def keywords(function: str, spec: str | Path, hyper: Mapping[str, Any]) -> Given
     """The Python call that passed ``hyper``: ``nspec.load('net.nspec', tau='5 ms')``."""
     pieces: list[tuple[str, str | None, int]] = [(f"{function}({str(spec)!r}", None, 0)]
     for key, value in hyper.items():
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:36] + " ..."  # a long list, say
         if key.isidentifier():
-            pieces.append((f", {key}={value!r}", key, 2))
+            pieces.append((f", {key}={shown}", key, 2))
         else:  # a qualified name cannot be a keyword: **{'cells.tau': ...}
-            pieces.append((f", **{{{key!r}: {value!r}}}", key, 6))  # after ', **{' and the quote
+            pieces.append((f", **{{{key!r}: {shown}}}", key, 6))  # after ', **{' and the quote
     pieces.append((")", None, 0))
     return _given(f"<{function}>", pieces)
 

@@ -25,7 +25,6 @@ from nspec.dsl.diagnostics import Span
 from .body_env import TIME, Env, hidden_nexts
 from .declared_types import check_merge, resolve_type
 from .body_odes import integrate
-from .discretize import METHODS
 from .expressions import Abort, ExprBuilder, Val, fmt_shape, fmt_type, static
 from .ir import DType, GraphBuilder, Op, Var
 from .surrogates import DEFAULT_SURROGATE, SURROGATES
@@ -326,8 +325,6 @@ class Body:
                     if s.var in odes or s.var in nexts:
                         b.fail(s.span, f"state '{s.var}' already has an equation (line "
                                        f"{(odes.get(s.var) or nexts[s.var]).span.line})")
-                    if s.method is not None and s.method not in METHODS:
-                        b.fail(s.span, f"unknown integration method '{s.method}'; use {', '.join(METHODS)}")
                     odes[s.var] = s
                 elif isinstance(s, (A.Next, A.Update)):
                     name = s.target.name
@@ -341,17 +338,23 @@ class Body:
                 elif isinstance(s, A.Assign):
                     self.require_output(b, s.target, assigns)
                     assigns[s.target.name] = s
-                elif isinstance(s, A.Method):
-                    if s.name not in METHODS:
-                        b.fail(s.span, f"unknown integration method '{s.name}'; use {', '.join(METHODS)}")
-                    method = s.name
+                elif isinstance(s, A.Method):  # its name is a method's: compiler/unroll.py checked it
+                    if method is not None:
+                        b.fail(s.span, f"a {self.decl.kind} has one 'method' statement (the first is at line "
+                                       f"{method.span.line})")
+                    method = s
                 elif isinstance(s, A.Spike):
                     if spike is not None:
                         b.fail(s.span, f"a system has one spike condition (the first is at line {spike.span.line})")
                     spike = s
                 elif isinstance(s, A.Reset):
+                    if reset is not None:
+                        b.fail(s.span, f"a {self.decl.kind} has one reset block (the first is at line {reset.span.line})")
                     reset = s
                 elif isinstance(s, A.Refractory):
+                    if refractory is not None:
+                        b.fail(s.span, f"a {self.decl.kind} has one refractory period (the first is at line "
+                                       f"{refractory.span.line})")
                     refractory = s
             except Abort:
                 continue
@@ -365,7 +368,7 @@ class Body:
             self.diags.error(reset.span, "'reset' needs a spike condition ('spike when ...')")
         if refractory is not None and spike is None:
             self.diags.error(refractory.span, "'refractory' needs a spike condition ('spike when ...')")
-        self.build_step(odes, nexts, assigns, spike, reset, refractory, method)
+        self.build_step(odes, nexts, assigns, spike, reset, refractory, method.name if method else None)
 
     def require_state(self, b: ExprBuilder, name: str, span: Span, what: str) -> None:
         d = self.decls.get(name)

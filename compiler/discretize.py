@@ -334,6 +334,14 @@ INTEGRATORS: dict[str, Integrator] = {i.name: i for i in (
                noise="multiplicative", max_noises=1),
 )}
 METHODS = tuple(INTEGRATORS)
+
+
+def unknown_method(name: str) -> str:
+    """The message for a method name that is neither a method nor a compile-time string holding one."""
+    return (f"unknown integration method '{name}'; use {', '.join(METHODS)}, or a hyperparameter or template "
+            "parameter that holds one of these names")
+
+
 # The method of an equation with noise that names none, by the kind of its noise (Brian2's choice):
 # Euler-Maruyama for additive noise, stochastic Heun for multiplicative noise.
 STOCHASTIC_AUTO = {"additive": "euler", "multiplicative": "heun"}

@@ -24,6 +24,7 @@ from nspec.dsl.parser import parse
 from .bodies import build_body
 from .bounds import static_errors
 from .declared_types import unit_of
+from .discretize import METHODS, unknown_method
 from .composites import build_composite, build_workspace
 from .data_dims import (DataDim, DataShapes, Evidence, Use, bind, given_value, not_an_int, reads, type_problem,
                         unbound_message, unbound_without_data)
@@ -31,6 +32,7 @@ from .expressions import Abort, ExprBuilder, Val, static
 from .ir import DType, GraphBuilder
 from .modules import Loader, Scope
 from .networks import build_network
+from .overrides import Binding, Given, Overrides, keywords
 from .passes.flatten_systems import check_weight_keys, flatten
 from .pipeline import Design
 from .units import describe, unit
@@ -81,9 +83,9 @@ class Statics:
         if not default.is_static:
             b.fail(decl.default.span, f"the default of hyperparameter '{decl.name}' must be known at compile time")
         value = default
-        if decl.name in self.elab.overrides:
-            self.elab.used_overrides.add(decl.name)
-            value = self._override(decl, default, self.elab.overrides[decl.name], b)
+        binding = self.elab.bindings.get(id(decl))
+        if binding is not None:
+            value = self._override(decl, default, binding, b)
         kind = decl.type.dtype if decl.type is not None else None
         _check_hyper_type(b, decl, value, kind)
         self._check_choices(decl, value, b)
@@ -125,18 +127,19 @@ class Statics:
             elab.data_sources[decl.name] = source
         return value
 
-    def _override(self, decl: A.Hyper, default: Val, raw: Any, b: ExprBuilder) -> Val:
+    def _override(self, decl: A.Hyper, default: Val, binding: Binding, b: ExprBuilder) -> Val:
+        raw, key = binding.value, binding.key
         if isinstance(raw, str) and not isinstance(default.static, str):
             parsed = _parse_quantity(raw)
             if parsed is None:
-                b.fail(decl.span, f"--param {decl.name}={raw!r}: expected a {type(default.static).__name__} "
+                b.fail(decl.span, f"--param {key}={raw!r}: expected a {type(default.static).__name__} "
                                   f"like the default {default.static!r}")
             if parsed.dim != default.dim:
                 like = _fmt_value(decl.default)
                 if parsed.dim.dimensionless:
-                    b.fail(decl.span, f"--param {decl.name}={raw}: '{decl.name}' has a unit ({describe(default.dim)}); "
+                    b.fail(decl.span, f"--param {key}={raw}: '{decl.name}' has a unit ({describe(default.dim)}); "
                                       f"write it with one, like its default {like}")
-                b.fail(decl.span, f"--param {decl.name}={raw!r}: '{decl.name}' is in {describe(default.dim)} (like "
+                b.fail(decl.span, f"--param {key}={raw!r}: '{decl.name}' is in {describe(default.dim)} (like "
                                   f"its default {like}), not {describe(parsed.dim)}")
             return parsed
         v = static(raw, default.dim) if not isinstance(raw, (list, str)) else Val(DType.f32, (), default.dim, static=raw)
@@ -186,7 +189,7 @@ def _check_hyper_type(b: ExprBuilder, decl: A.Hyper, value: Val, kind: str | Non
 class Elaborator:
     """Holds the loaded modules and instantiates declarations with bound template arguments."""
 
-    def __init__(self, sources: SourceMap, overrides: dict[str, Any]):
+    def __init__(self, sources: SourceMap, overrides: dict[str, Any], given: Given):
         self.sources = sources
         # dimensions bound by data (compiler/data_dims.py), for the file that is run (``main``);
         # ``data_bound`` is None while checking without data
@@ -197,12 +200,18 @@ class Elaborator:
         self.diags = Collector(sources)
         self.loader = Loader(sources, self.diags)
         self.overrides = dict(overrides)
-        self.used_overrides: set[str] = set()
+        self.given = given  # where the overrides were written, for their diagnostics
+        given.register(sources)
+        self.bindings: dict[int, Binding] = {}  # id(hyper declaration) -> its override
         self._statics: dict[int, Statics] = {}
         self._instances: dict[tuple, Any] = {}
         self.dt = DEFAULT_DT
         self.seed = 0
         self._stack: list[str] = []
+
+    def bind_overrides(self, root: Scope) -> None:
+        """Which declaration each override sets (compiler/overrides.py), once every file is loaded."""
+        self.bindings = Overrides(self.loader, root).bind(self.overrides, self.given.span, self.diags.error)
 
     def statics(self, scope: Scope) -> Statics:
         key = id(scope)
@@ -341,15 +350,13 @@ def _run_target(scope: Scope, target: str | None, diags: Collector) -> tuple[A.S
 def _apply_simulate(elab: Elaborator, scope: Scope, sim: A.Simulate | None) -> int | None:
     """Reads dt, seed and the duration from a `simulate` item; returns the number of steps."""
     if "dt" in elab.overrides:
-        elab.used_overrides.add("dt")
         raw = elab.overrides["dt"]
         v = _parse_quantity(raw) if isinstance(raw, str) else static(raw)
         if v is None or not isinstance(v.static, (int, float)):
-            elab.diags.error(Span(scope.path, 1, 1), f"--param dt={raw!r} is not a duration")
+            elab.diags.error(elab.given.span("dt"), f"--param dt={raw!r} is not a duration")
             raise Abort
         elab.dt = float(v.static)
     if "seed" in elab.overrides:
-        elab.used_overrides.add("seed")
         elab.seed = int(elab.overrides["seed"])
     if sim is None:
         return None
@@ -381,22 +388,34 @@ def _apply_simulate(elab: Elaborator, scope: Scope, sim: A.Simulate | None) -> i
                               f"{describe(duration.dim)}")
 
 
-def _default_method(scope: Scope, sim: A.Simulate | None) -> str | None:
-    if sim is None:
+def _default_method(elab: Elaborator, scope: Scope, sim: A.Simulate | None) -> str | None:
+    """``simulate ..., method = m``: a method's name, or a hyperparameter holding one."""
+    opt = next((o for o in sim.options if o.name == "method"), None) if sim is not None else None
+    if opt is None:
         return None
-    for opt in sim.options:
-        if opt.name == "method" and isinstance(opt.value, A.Name):
-            return opt.value.id
-    return None
+    if isinstance(opt.value, A.Name) and opt.value.id in METHODS:
+        return opt.value.id
+    statics = elab.statics(scope)
+    b = ExprBuilder(GraphBuilder(), elab.diags, lambda n, s: statics.get(n, s))
+    if isinstance(opt.value, A.Name) and statics.get(opt.value.id, opt.value.span) is None:
+        b.fail(opt.value.span, unknown_method(opt.value.id))
+    v = b.static_value(opt.value, "the default integration method")
+    if v.static not in METHODS:
+        what = f"'{opt.value.id}' is" if isinstance(opt.value, A.Name) else "it is"
+        b.fail(opt.value.span, f"simulate ..., method: {what} {v.static!r}, not the name of an integration method; "
+                               f"the methods are {', '.join(METHODS)}")
+    return v.static
 
 
 def elaborate_file(path: str, sources: SourceMap, hyper: dict, target: str | None = None,
-                   data: DataShapes | None = None) -> Design:
+                   data: DataShapes | None = None, given: Given | None = None) -> Design:
     """Elaborate the run target of the spec at ``path`` into the ``Design`` the pipeline compiles;
-    ``data`` (the shapes of the weights and inputs) binds its ``auto`` dimensions.  Raises
-    ``NspecError`` on any error."""
-    elab = Elaborator(sources, hyper)
+    ``data`` (the shapes of the weights and inputs) binds its ``auto`` dimensions; ``given``: where
+    ``hyper`` was written (default: this call).  Raises ``NspecError`` on any error."""
+    elab = Elaborator(sources, hyper, given or keywords("elaborate_file", path, hyper))
     scope = elab.loader.load(path)
+    elab.diags.check()
+    elab.bind_overrides(scope)
     elab.diags.check()
     design = None
     try:
@@ -406,7 +425,7 @@ def elaborate_file(path: str, sources: SourceMap, hyper: dict, target: str | Non
         elab.data_uses, elab.data_bound = bind(scope.module, decl, data or DataShapes(), elab.overrides, elab.diags)
         elab.diags.check()
         steps = _apply_simulate(elab, scope, sim)
-        elab.default_method = _default_method(scope, sim)
+        elab.default_method = _default_method(elab, scope, sim)
         args = elab.bind_args(decl, scope, None, None)
         system = elab.instantiate(decl, scope, args, decl.span)
         _check_overrides(elab, scope)
@@ -428,27 +447,22 @@ def _data_dims(elab: Elaborator) -> tuple[DataDim, ...]:
 
 
 def _check_overrides(elab: Elaborator, scope: Scope) -> None:
-    statics = elab.statics(scope)
-    for name in sorted(set(elab.overrides) - elab.used_overrides):
-        found = scope.find(name)
-        if found is not None and isinstance(found[0], A.Hyper):
-            try:
-                statics.get(name, found[0].span)  # type and one_of checks apply to unread ones too
-            except Abort:
-                pass
-    unknown = sorted(set(elab.overrides) - elab.used_overrides - {"dt", "seed"})
-    declared = sorted(n for n, (d, _) in scope.decls.items() if isinstance(d, A.Hyper))
-    for name in unknown:
-        hint = f"; it declares {', '.join(declared)}" if declared else "; it declares none"
-        elab.diags.error(Span(scope.path, 1, 1), f"unknown hyperparameter '{name}' for {scope.path}{hint}")
+    """The type and one_of checks of the overridden hyperparameters that nothing read."""
+    for binding in elab.bindings.values():
+        try:
+            elab.statics(binding.home).get(binding.decl.name, binding.decl.span)
+        except Abort:
+            pass
 
 
-def check_module(path: str, sources: SourceMap, hyper: dict) -> list[Diagnostic]:
-    """Every diagnostic of one file: each declaration instantiated with its defaults, plus the run target."""
-    elab = Elaborator(sources, hyper)
+def check_module(path: str, sources: SourceMap, hyper: dict, given: Given | None = None) -> list[Diagnostic]:
+    """Every diagnostic of one file: each declaration instantiated with its defaults, plus the run target.
+    ``given``: where ``hyper`` was written (default: this call)."""
+    elab = Elaborator(sources, hyper, given or keywords("check_module", path, hyper))
     scope = elab.loader.load(path)
     if scope is None or elab.diags.has_errors:
         return elab.diags.items
+    elab.bind_overrides(scope)
     elab.main = scope
     elab.data_uses = bind(scope.module, _run_target(scope, None, Collector())[0], None, elab.overrides,
                           elab.diags)[0]
@@ -469,7 +483,10 @@ def check_module(path: str, sources: SourceMap, hyper: dict) -> list[Diagnostic]
         del sim_steps
     except Abort:
         pass
-    elab.default_method = _default_method(scope, sims[0] if sims else None)
+    try:
+        elab.default_method = _default_method(elab, scope, sims[0] if sims else None)
+    except Abort:
+        elab.default_method = None
     for s in sims:
         if scope.find(s.target.name) is None:
             elab.diags.error(s.target.span, f"simulate: unknown system '{s.target.name}'")
@@ -493,12 +510,15 @@ def check_module(path: str, sources: SourceMap, hyper: dict) -> list[Diagnostic]
 
 
 def _check_test_blocks(elab: Elaborator, scope: Scope) -> None:
-    hypers = {n for n, (d, _) in scope.decls.items() if isinstance(d, A.Hyper)}
+    overrides = Overrides(elab.loader, scope)
     for test in (i for i in scope.module.items if isinstance(i, A.Test)):
+        sets = {s.name: s.span for s in test.body if isinstance(s, A.SetStmt)}
+
+        def error(span: Span, message: str, *notes: str) -> None:
+            elab.diags.error(span, f"test \"{test.name}\": {message}", *notes)
+
+        overrides.bind(dict.fromkeys(sets), sets.__getitem__, error)
         for stmt in test.body:
-            if isinstance(stmt, A.SetStmt) and stmt.name not in hypers and stmt.name not in ("dt", "seed"):
-                hint = f"; it declares {', '.join(sorted(hypers))}" if hypers else "; the file declares none"
-                elab.diags.error(stmt.span, f"test \"{test.name}\": unknown hyperparameter '{stmt.name}'{hint}")
             if isinstance(stmt, A.Let) and stmt.index is not None:
                 elab.diags.error(stmt.index.span, f"test \"{test.name}\": families of names ('let {stmt.name}[...]') "
                                                   "are declared in systems; a test's 'let' names one value")

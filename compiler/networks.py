@@ -67,6 +67,7 @@ def static_builder(elab, scope, args) -> ExprBuilder:
 def build_network(elab, decl: A.SystemDecl, scope, args: dict) -> Composite:
     b = static_builder(elab, scope, args)
     pops: dict[str, _Pop] = {}
+    unresolved: set[str] = set()  # populations whose neuron's `if`/`for` failed (reported): not built
     declared: dict[str, Span] = {}
     ports_in, ports_out, wires, boxes, monitors = [], [], [], [], []
     allowed = (A.Population, A.Projection, A.Record, A.Port, A.Wire, A.Assign, A.Assert)
@@ -82,6 +83,10 @@ def build_network(elab, decl: A.SystemDecl, scope, args: dict) -> Composite:
                     b.fail(stmt.span, f"'{stmt.name}' is already declared (line {declared[stmt.name].line})")
                 ndecl, home = elab.lookup_system(scope, stmt.neuron, b, ("neuron",))
                 nargs = elab.bind_args(ndecl, home, stmt.neuron, b)
+                try:
+                    ndecl = elab.resolve_structure(ndecl, home, nargs)  # its `if`s, `for`s and families
+                except Abort:  # the name stays declared, so wires and records to it are not reported too
+                    unresolved.add(stmt.name)
                 size = b.static_int(stmt.size, "a population size")
                 if size <= 0:
                     b.fail(stmt.size.span, f"a population size must be positive, got {size}")
@@ -123,6 +128,8 @@ def build_network(elab, decl: A.SystemDecl, scope, args: dict) -> Composite:
     built: dict[str, Primitive] = {}
     for pop in pops.values():
         try:
+            if pop.name in unresolved:
+                continue
             prim = _population(elab, pop)
         except Abort:
             continue
@@ -239,8 +246,10 @@ class _Projection:
             syn_scope = home
             body = list(sdecl.body) + body
             syn_params = sdecl.params
-        self.decl = A.SystemDecl(stmt.span, "synapse", stmt.name, syn_params, tuple(body))
+        self.decl = elab.resolve_structure(A.SystemDecl(stmt.span, "synapse", stmt.name, syn_params, tuple(body)),
+                                           syn_scope, syn_args)  # its `if`s, `for`s and families
         self.scope, self.args = syn_scope, syn_args
+        body = list(self.decl.body)
         connects = [s for s in body if isinstance(s, A.Connect)]
         if len(connects) > 1:
             b.fail(connects[1].span, "a projection has one 'connect' rule")
@@ -354,7 +363,8 @@ class _Projection:
         if odes:
             for name in odes:
                 body.require_state(env.b, name, odes[name].span, f"an equation 'd{name}/dt'")
-            values.update(body.integrate(env, odes, None, None))
+            method = next((s.name for s in self.decl.body if isinstance(s, A.Method)), None)
+            values.update(body.integrate(env, odes, method, None))
         increments: dict[str, Val] = {}
         drives: dict[str, Val] = {}
         for s in self.decl.body:

@@ -7,9 +7,14 @@ key).  Three constructs say so, and this pass removes all three before a body is
 * ``if c { ... } else { ... }`` keeps the branch that the compile-time bool ``c`` picks;
 * ``for i in items { ... }`` repeats its body once per item of a compile-time list, the loop
   variable replaced by the item (``range(n)``, ``reversed(range(n))``, ``[2, 4, 8]``);
-* ``let h[k] = ...`` and ``param W[k]: ...`` declare members of a family; ``h[k]`` reads member
-  ``k`` wherever ``h`` is a family, so ``k`` must be known at compile time.  A weight key may
+* ``let h[k] = ...``, ``param W[k]: ...`` and ``state g[k]`` declare members of a family; ``h[k]``
+  reads member ``k`` wherever ``h`` is a family, so ``k`` must be known at compile time; ``dg[k]/dt``,
+  ``next g[k]`` and ``g[k] = ...`` (in a reset or an event) write one member.  A weight key may
   interpolate compile-time values: ``key "synapses.down_projections.{i}.1.weight"``.
+
+The same holds inside the blocks of a body (``reset``, ``on_pre``, ``on_post``).  An integration
+method named by a compile-time string (``method m`` or ``dv/dt = ... method m`` with ``hyper m: str``)
+is replaced by the method it holds.
 
 The result is an ordinary declaration: members are plain names spelled ``h[2]`` (which no
 source name can be), so every later stage, error message and weight listing reads naturally.
@@ -26,6 +31,7 @@ import numpy as np
 from nspec.dsl import ast as A
 from nspec.dsl.diagnostics import Span
 
+from .discretize import METHODS, unknown_method
 from .expressions import ExprBuilder, Val, static
 from .ir import DType
 from .limits import check_unrolled
@@ -33,6 +39,7 @@ from .limits import check_unrolled
 Lookup = Callable[[str, Span], "Val | None"]
 
 _DECLARING = (A.Port, A.Param, A.State, A.Let)
+_BLOCKS = (A.Reset, A.Event)  # statements holding a block of statements
 
 
 def member_name(family: str, index) -> str:
@@ -40,8 +47,16 @@ def member_name(family: str, index) -> str:
 
 
 def _member(n: A.Node) -> bool:
-    """Whether ``n`` declares a family member (``let h[k]``, ``param W[k]``)."""
-    return isinstance(n, (A.Let, A.Param)) and n.index is not None
+    """Whether ``n`` declares a family member (``let h[k]``, ``param W[k]``, ``state g[k]``)."""
+    return isinstance(n, (A.Let, A.Param, A.State)) and n.index is not None
+
+
+def _needs_resolving(n: A.Node) -> bool:
+    """Whether ``n`` is compile-time structure this pass removes."""
+    return (isinstance(n, (A.If, A.For)) or _member(n) or (isinstance(n, A.Ode) and n.index is not None)
+            or (isinstance(n, A.Param) and n.key is not None and "{" in n.key)
+            or (isinstance(n, A.Method) and n.name not in METHODS)
+            or (isinstance(n, A.Ode) and n.method is not None and n.method not in METHODS))
 
 
 def resolve_structure(decl: A.SystemDecl, lookup: Lookup, builder: Callable[[Lookup], ExprBuilder]) -> A.SystemDecl:
@@ -49,10 +64,12 @@ def resolve_structure(decl: A.SystemDecl, lookup: Lookup, builder: Callable[[Loo
 
     ``lookup`` finds template arguments, hyperparameters and constants; ``builder`` makes an
     ExprBuilder (which reports located errors) for a lookup."""
-    if not any(isinstance(n, (A.If, A.For)) or _member(n) or
-               (isinstance(n, A.Param) and n.key is not None and "{" in n.key) for n in A.walk(decl)):
+    if not any(_needs_resolving(n) for n in A.walk(decl)):
         return decl
-    runtime = {n.name for n in A.walk(decl) if isinstance(n, _DECLARING)}
+    # names a body reads at run time: its declarations, the time, a synapse's pre- and postsynaptic sides
+    runtime = {n.name for n in A.walk(decl) if isinstance(n, _DECLARING)} | {"t"}
+    if decl.kind == "synapse":
+        runtime |= {"pre", "post"}
     return _Unroller(decl, lookup, builder, runtime).run()
 
 
@@ -70,7 +87,7 @@ class _Unroller:
         if name in self.env:
             return static(self.env[name])
         found = self.outer(name, span)
-        if found is None and name.split("[")[0] in self.runtime:
+        if found is None and name.split("[")[0].split(".")[0] in self.runtime:
             if self.what == "an 'if' condition":
                 self.b.fail(span, f"an 'if' condition must be a bool known at compile time; '{name}' is a run-time "
                                   "value (use where() to choose between values at run time)")
@@ -95,7 +112,7 @@ class _Unroller:
         self.check_asserts(self.decl.body)
         body = self.expand(self.decl.body)
         families = self.families(body)
-        if families:
+        if families or any(isinstance(s, A.Ode) and s.index is not None for s in body):
             body = tuple(self.rename(s, families) for s in body)
         return replace(self.decl, body=body)
 
@@ -121,6 +138,8 @@ class _Unroller:
                 out.extend(self.expand(s.then if v.static else s.otherwise))
             elif isinstance(s, A.For):
                 out.extend(self.loop(s))
+            elif isinstance(s, _BLOCKS):
+                out.append(replace(self.substitute(replace(s, body=())), body=self.expand(s.body)))
             else:
                 out.append(self.substitute(s))
         return tuple(out)
@@ -152,7 +171,7 @@ class _Unroller:
         """A name declared by a loop's body without an index would be declared once per pass."""
         for d in body:
             if isinstance(d, _DECLARING) and not _member(d):
-                what = {A.Let: "let", A.Param: "param"}.get(type(d))
+                what = {A.Let: "let", A.Param: "param", A.State: "state"}.get(type(d))
                 hint = (f"; make it a family member, '{what} {d.name}[{loop.var}]'" if what else
                         "; declare it outside the loop")
                 self.b.fail(d.span, f"'{d.name}' is declared in a 'for' loop without an index, so every pass "
@@ -168,7 +187,24 @@ class _Unroller:
             s = _rebuild(s, self._replace_variable)
         if isinstance(s, A.Param) and s.key is not None and "{" in s.key:
             s = replace(s, key=self.interpolate(s.key, s.span))
+        if isinstance(s, A.Method):
+            s = replace(s, name=self.method(s.name, s.span))
+        if isinstance(s, A.Ode) and s.method is not None:
+            s = replace(s, method=self.method(s.method, s.span))
         return s
+
+    def method(self, name: str, span: Span) -> str:
+        """The integration method ``name`` stands for: itself, or the method a compile-time string of
+        that name holds (a hyperparameter, template parameter or loop variable)."""
+        if name in METHODS:
+            return name
+        v = static(self.env[name]) if name in self.env else self.outer(name, span)
+        if v is None:
+            self.b.fail(span, unknown_method(name))
+        if not isinstance(v.static, str) or v.static not in METHODS:
+            self.b.fail(span, f"method {name}: '{name}' is {v.static!r}, not the name of an integration method; "
+                              f"the methods are {', '.join(METHODS)}")
+        return v.static
 
     def _replace_variable(self, n: A.Node) -> A.Node:
         if isinstance(n, A.Name) and n.id in self.env:
@@ -231,20 +267,39 @@ class _Unroller:
                 family, first, rest = n.value.id, n.subscripts[0], n.subscripts[1:]
                 if isinstance(first, A.Slice):
                     self.b.fail(first.span, f"'{family}' is a family of names: pick one member, like {family}[0]")
-                k = self.index(first, family)
-                if k not in families[family]:
-                    have = ", ".join(member_name(family, i) for i in sorted(families[family]))
-                    self.b.fail(n.span, f"{member_name(family, k)} is not declared; the members of '{family}' are {have}")
-                member = A.Name(n.value.span, member_name(family, k))
+                member = A.Name(n.value.span, self.known_member(family, first, n.span, families))
                 return A.Index(n.span, member, rest) if rest else member
             if isinstance(n, A.Name) and n.id in families:
-                self.b.fail(n.span, f"'{n.id}' is a family of names, {member_name(n.id, '...')}: pick one member, "
-                                    f"like {member_name(n.id, min(families[n.id]))}")
+                self.unindexed(n.id, n.span, families)
+            if isinstance(n, A.Target) and n.name in families:
+                if not n.subscripts or isinstance(n.subscripts[0], A.Slice):
+                    self.unindexed(n.name, n.span, families)
+                name = self.known_member(n.name, n.subscripts[0], n.span, families)
+                return replace(n, name=name, subscripts=n.subscripts[1:])
             return n
 
         if _member(s):
             s = replace(s, name=member_name(s.name, self.index(s.index, s.name)), index=None)
+        if isinstance(s, A.Ode) and s.index is not None:
+            if s.var not in families:
+                self.b.fail(s.index.span, f"'d{s.var}[...]/dt': '{s.var}' is not a family of states; declare its "
+                                          f"members with 'state {s.var}[i]'")
+            s = replace(s, var=self.known_member(s.var, s.index, s.index.span, families), index=None)
+        elif isinstance(s, A.Ode) and s.var in families:
+            self.unindexed(s.var, s.span, families)
         return _rebuild(s, visit)
+
+    def unindexed(self, family: str, span: Span, families: dict[str, set]) -> None:
+        self.b.fail(span, f"'{family}' is a family of names, {member_name(family, '...')}: pick one member, "
+                          f"like {member_name(family, min(families[family]))}")
+
+    def known_member(self, family: str, index: A.Expr, span: Span, families: dict[str, set]) -> str:
+        """The name of member ``family[index]``, which must be declared."""
+        k = self.index(index, family)
+        if k not in families[family]:
+            have = ", ".join(member_name(family, i) for i in sorted(families[family]))
+            self.b.fail(span, f"{member_name(family, k)} is not declared; the members of '{family}' are {have}")
+        return member_name(family, k)
 
 
 def _rebuild(n: A.Node, visit: Callable[[A.Node], A.Node]) -> A.Node:

@@ -190,6 +190,7 @@ class State(Stmt):
     init: Expr | None
     key: str | None
     learnable: bool
+    index: Expr | None = None  # `state g[i]`: a member of the family g (compiler/unroll.py)
 
 
 @node
@@ -208,12 +209,16 @@ class Target(Node):
 
 @node
 class Ode(Stmt):
-    """``dv/dt = rhs [unless refractory] [method exact]``."""
+    """``dv/dt = rhs [unless refractory] [method exact]``; ``dg[i]/dt`` for a member of a family of states.
+
+    ``method`` names an integration method, or a compile-time string that holds one (a
+    hyperparameter or template parameter; compiler/unroll.py replaces it by its value)."""
 
     var: str
     rhs: Expr
     unless: str | None
     method: str | None
+    index: Expr | None = None  # `dg[i]/dt`: the equation of member g[i] (compiler/unroll.py)
 
 
 @node
@@ -237,6 +242,9 @@ class Update(Stmt):
 
 @node
 class Method(Stmt):
+    """``method rk4``: the declaration's default integration method; ``name`` may also be a
+    compile-time string holding one (``method method`` with ``hyper method: str = "rk4"``)."""
+
     name: str
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import fields, replace
 
 from lark import Token, Transformer, Tree, v_args
+from lark.exceptions import UnexpectedInput, VisitError
 
 from . import ast as A
 from .diagnostics import Span
@@ -215,11 +216,12 @@ class ToAst(Transformer):
 
     def state_decl(self, meta, ch):
         name, rest = str(ch[0]), list(ch[1:])
+        index = rest.pop(0)[1] if rest and isinstance(rest[0], tuple) and rest[0][0] == "member" else None
         typ = rest.pop(0) if rest and isinstance(rest[0], A.TensorType) else None
         init = rest.pop(0) if rest and isinstance(rest[0], A.Expr) else None
         key = next((c[1] for c in rest if c[0] == "key"), None)
         learnable = any(c[0] == "learnable" for c in rest)
-        return A.State(self._span(meta), name, typ, init, key, learnable)
+        return A.State(self._span(meta), name, typ, init, key, learnable, index)
 
     def let_stmt(self, meta, ch):
         index = ch[1][1] if isinstance(ch[1], tuple) else None
@@ -227,11 +229,46 @@ class ToAst(Transformer):
         return A.Let(self._span(meta), name, typ, value, index)
 
     def ode_stmt(self, meta, ch):
-        deriv = str(ch[0])
-        var = deriv[1:deriv.index("/")].strip()
+        deriv = ch[0]
+        text = str(deriv)
+        var = text[1:text.index("/")].strip()
+        index = None
+        if "[" in var:  # dg[i]/dt: the index is an expression inside the one DERIV token
+            var, _, inner = var.partition("[")
+            index = self._index_in_token(deriv, inner.rpartition("]")[0], text.index("[") + 1)
         unless = next((c[1] for c in ch[2:] if isinstance(c, tuple) and c[0] == "unless"), None)
         method = next((c[1] for c in ch[2:] if isinstance(c, tuple) and c[0] == "method"), None)
-        return A.Ode(self._span(meta), var, ch[1], unless, method)
+        return A.Ode(self._span(meta), var, ch[1], unless, method, index)
+
+    def _index_in_token(self, tok: Token, text: str, offset: int) -> A.Expr:
+        """The expression ``text`` found at ``offset`` characters into ``tok`` (one line), with spans
+        in the file."""
+        from .grammar import lark_parser
+
+        where = Span(self.path, tok.line, tok.column + offset, tok.line, tok.column + offset + max(len(text), 1))
+        prefix = "let v = "
+        try:
+            items = ToAst(self.path).transform(lark_parser().parse(prefix + text)).items
+        except (UnexpectedInput, VisitError):
+            items = ()
+        if len(items) != 1 or not isinstance(items[0], A.Const):  # a syntax error, or `;` and more
+            raise SyntaxProblem(where, f"'{text.strip() or '(empty)'}' is not an index; the member of a family "
+                                       "is written like dg[i + 1]/dt")
+        value = items[0].value
+        shift = tok.column + offset - 1 - len(prefix)
+
+        def moved(n: A.Node) -> A.Node:
+            s = n.span
+            changes = {"span": Span(self.path, tok.line, s.col + shift, tok.line, s.end_col + shift)}
+            for f in fields(n):
+                v = getattr(n, f.name)
+                if isinstance(v, A.Node) and f.name != "span":
+                    changes[f.name] = moved(v)
+                elif isinstance(v, tuple) and any(isinstance(x, A.Node) for x in v):
+                    changes[f.name] = tuple(moved(x) if isinstance(x, A.Node) else x for x in v)
+            return replace(n, **changes)
+
+        return moved(value)
 
     def unless(self, meta, ch):
         return ("unless", str(ch[0]))

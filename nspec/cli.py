@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a usage error already printed by argparse
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    args.argv = list(argv) if argv is not None else sys.argv[1:]  # where a --param is located in messages
     # --debug is accepted before and after the command; its default is SUPPRESS so that a
     # subcommand's parser does not reset a flag given before it
     args.debug = getattr(args, "debug", False) or os.environ.get("NSPEC_DEBUG", "") not in ("", "0")

@@ -45,6 +45,13 @@ def _hyper(pairs) -> dict:
     return hyper
 
 
+def _given(args):
+    """The command line as typed, so a mistake in a --param is located in it."""
+    from nspec.compiler.overrides import command_line
+
+    return command_line(getattr(args, "argv", None) or sys.argv[1:])
+
+
 # ---------------------------------------------------------------- files
 def spec_paths(args: list[str]) -> list[Path]:
     """Spec files named on the command line; a directory stands for every ``*.nspec`` below
@@ -98,7 +105,7 @@ def cmd_check(args) -> int:
     from nspec.compiler.driver import check_files
 
     paths = spec_paths(args.paths)
-    diags, sources = check_files(paths, _hyper(args.param))
+    diags, sources = check_files(paths, _hyper(args.param), given=_given(args))
     for d in diags:
         print(d.render(sources), file=sys.stderr)
     errors = [d for d in diags if d.severity == "error"]
@@ -197,7 +204,7 @@ def cmd_compile(args) -> int:
     hyper = _hyper(args.param)
     spec = Path(args.spec)
     if args.emit is not None and (args.emit in IR_STAGES or args.emit.startswith("after=")):
-        print(driver.emit(spec, args.emit, hyper, args.entry))
+        print(driver.emit(spec, args.emit, hyper, args.entry, given=_given(args)))
         return EXIT_OK
     if args.emit == "onnx" and args.target not in (None, "onnx"):
         raise CliError("--emit onnx shows the ONNX lowering; drop --target or use --target onnx")
@@ -210,7 +217,7 @@ def cmd_compile(args) -> int:
     if args.target and not args.emit:
         path = _out_path(args.output, spec, TARGETS[args.target][0])
         _refuse_overwrite(path, args.force, "-o")
-    program = driver.compile_file(spec, hyper, args.entry)
+    program = driver.compile_file(spec, hyper, args.entry, given=_given(args))
     if args.emit:
         print((_emit_onnx if args.emit == "onnx" else _emit_tir)(program, args))
         return EXIT_OK
@@ -314,7 +321,8 @@ def cmd_run(args) -> int:
 
     start = time.perf_counter()
     # the weights and inputs also bind the spec's data-bound (`auto`) dimensions
-    model = load(args.spec, target=args.entry, weights=args.weights, inputs=args.inputs, **hyper)
+    model = load(args.spec, target=args.entry, given=_given(args), weights=args.weights, inputs=args.inputs,
+                 **hyper)
     load_s = time.perf_counter() - start
     kind = _plot_kind(model, args.plot_kind) if args.plot else None
     steps = args.steps if args.steps else (max(round(args.duration / model.dt), 1) if args.duration else None)
@@ -422,7 +430,7 @@ def cmd_train(args) -> int:
         data = read_data(args.data)
         from nspec.runtime.model import load
 
-        model = load(args.spec, target=args.entry, **hyper)
+        model = load(args.spec, target=args.entry, given=_given(args), **hyper)
         if args.weights is not None:
             model.load_weights(args.weights)
         history = train(model, data, loss, optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,

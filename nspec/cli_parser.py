@@ -23,8 +23,8 @@ def param(text: str) -> tuple[str, object]:
     hyperparameter with a unit is refused instead of read in SI units."""
     key, sep, raw = text.partition("=")
     key = key.strip()
-    if not sep or not key.isidentifier():
-        raise argparse.ArgumentTypeError(f"expected name=value, got {text!r}")
+    if not sep or not all(part.isidentifier() for part in key.split(".")):  # `tau`, or `cells.tau` (its module's)
+        raise argparse.ArgumentTypeError(f"expected name=value or module.name=value, got {text!r}")
     try:
         value = json.loads(raw)
     except json.JSONDecodeError:
@@ -85,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="print the Python traceback of an internal error")
     hyper = argparse.ArgumentParser(add_help=False)
     hyper.add_argument("--param", "-p", action="append", type=param, metavar="NAME=VALUE",
-                       help="set a hyperparameter (JSON literal or string); repeatable")
+                       help="set a hyperparameter (JSON literal or string); an imported file's "
+                            "as MODULE.NAME=VALUE; repeatable")
     limit = argparse.ArgumentParser(add_help=False)
     limit.add_argument("--max-memory", type=memory_size, metavar="SIZE",
                        help="refuse a spec or run whose estimated memory exceeds SIZE (8GB, 512MB; "

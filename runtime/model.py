@@ -20,6 +20,7 @@ import numpy as np
 
 from nspec.compiler.data_dims import DataShapes
 from nspec.compiler.driver import compile_file, parse_file
+from nspec.compiler.overrides import Given, keywords
 from nspec.compiler.ir import Monitor, Program
 from nspec.compiler.threefry import counter_problem
 from nspec.compiler.limits import Limits, check_recording, limits_for
@@ -54,19 +55,23 @@ class LimitExceeded(MemoryError):
     """A run would need more memory than the limit allows (its recorded values, say); says the estimate."""
 
 
-def load(path: str | Path, target: str | None = None, max_memory: str | int | None = None, *,
-         weights: str | Path | Mapping[str, Any] | None = None, inputs: str | Path | Mapping[str, Any] | None = None,
-         **hyper) -> "Model":
+def load(path: str | Path, target: str | None = None, max_memory: str | int | None = None,
+         given: Given | None = None, *, weights: str | Path | Mapping[str, Any] | None = None,
+         inputs: str | Path | Mapping[str, Any] | None = None, **hyper) -> "Model":
     """Compile the spec at ``path`` (its ``simulate`` target, or ``target``) with the given hyperparameters.
 
+    A hyperparameter of an imported file is named by its module, ``**{"cells.tau": "5 ms"}``
+    (``compiler/overrides.py``); an unknown name is an ``NspecError`` that lists the known ones.
     ``max_memory`` (bytes, or a string such as ``"8GB"``; default: half the machine's physical
     memory) bounds what compiling and running may allocate: a spec or run estimated to need more is
-    refused before anything of that size is built (``docs/reliability.md``).
-    ``weights`` (what ``load_weights`` takes; they are loaded) and ``inputs`` (arrays by name, or
-    an ``.npz`` file: only their shapes are read) bind the spec's data-bound dimensions, its
-    ``auto`` hyperparameters (``docs/language.md``, "Dimensions bound by data")."""
+    refused before anything of that size is built (``docs/reliability.md``).  ``given`` says where
+    the hyperparameters were written, for their diagnostics (the command line passes its own;
+    default: this call).  ``weights`` (what ``load_weights`` takes; they are loaded) and ``inputs``
+    (arrays by name, or an ``.npz`` file: only their shapes are read) bind the spec's data-bound
+    dimensions, its ``auto`` hyperparameters (``docs/language.md``, "Dimensions bound by data")."""
     sources = SourceMap()
     limits = limits_for(max_memory) if max_memory is not None else None
+    given = given or keywords("nspec.load", path, hyper)
     tensors = read_weights(weights) if weights is not None else None
     model = Model(None, str(path), dict(hyper), None, target)
     model.limits = limits
@@ -78,7 +83,8 @@ def load(path: str | Path, target: str | None = None, max_memory: str | int | No
         except (OSError, ValueError, zipfile.BadZipFile) as exc:
             raise InputError(f"cannot read the shapes of the inputs in {inputs}: {exc}") from None
         model._inputs_data = (shapes, _origin(inputs, "the inputs given"))
-    model.program = compile_file(str(path), hyper, target, sources=sources, limits=limits, data=model._data())
+    model.program = compile_file(str(path), hyper, target, sources=sources, limits=limits, data=model._data(),
+                                 given=given)
     model.module, _ = parse_file(str(path), sources)
     if tensors is not None:
         model._load_tensors(tensors, model._weights_data[1], strict=True)

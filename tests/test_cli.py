@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -74,7 +75,7 @@ def shell(*args, env=None, cwd=None):
     ("n_layer=2", ("n_layer", "2")), ("lr=1e-3", ("lr", "1e-3")), ("flag=true", ("flag", True)),
     ("dims=[1, 2]", ("dims", [1, 2])), ("routing=neuronio", ("routing", "neuronio")),
     ('name="quoted"', ("name", "quoted")), ("empty=", ("empty", "")), ("x=-0.5", ("x", "-0.5")),
-    ("tau=20 ms", ("tau", "20 ms")),
+    ("tau=20 ms", ("tau", "20 ms")), ("cells.tau=5ms", ("cells.tau", "5ms")),
 ])
 def test_param_values_are_json_literals_else_strings(text, expected):
     # numbers stay text: the compiler reads them as quantities, checked against the hyperparameter's unit
@@ -120,7 +121,7 @@ def test_a_hyperparameter_with_a_unit_takes_a_quantity(capsys, spec, tmp_path):
     np.testing.assert_array_equal(runs["20 ms"]["tr.v"], runs["0.02 s"]["tr.v"])
 
 
-@pytest.mark.parametrize("text", ["novalue", "=3", "1x=2", "a b=1"])
+@pytest.mark.parametrize("text", ["novalue", "=3", "1x=2", "a b=1", "a..b=1", ".a=1", "a.=1"])
 def test_param_needs_a_name(text):
     with pytest.raises(argparse.ArgumentTypeError):
         param(text)
@@ -308,6 +309,98 @@ def test_run_inputs_that_do_not_fit_are_user_errors(capsys, spec, tmp_path):
     np.savez(inputs, x=np.zeros(3))
     code, _, err = cli(capsys, "run", spec(), "--steps", "5", "--inputs", inputs)
     assert code == 1 and "unknown input" in err and "Traceback" not in err
+
+
+# ---------------------------------------------------------------- hyperparameters across files
+CELLS = """\
+module cells "a leaky cell whose time constant is a hyperparameter of its own file"
+hyper tau = 10 ms
+hyper gain: float = 1.0
+neuron Leaky(drive = 1.5) {
+  state v: f32 = 0
+  dv/dt = (gain * drive - v) / tau
+  spike when v > 1
+  reset { v = 0 }
+}
+"""
+NET = """\
+import "cells.nspec"
+hyper tau = 20 ms
+hyper size: int = 1
+network Net {
+  population P: Leaky[size]
+  record spikes of P as sp
+}
+simulate Net for 100 ms, dt = 0.1 ms
+"""
+
+
+def test_an_unknown_param_is_located_on_the_command_line_and_lists_every_files_hyperparameters(capsys, spec):
+    spec(CELLS, "cells.nspec")
+    net = spec(NET, "net.nspec")
+    for command in ("check", "compile", "run"):
+        code, _, err = cli(capsys, command, net, "--param", "size=2", "--param", "sise=3")
+        lines = err.splitlines()
+        assert code == 1 and "Traceback" not in err
+        # the caret is under the name as it was typed, not at line 1 of the file
+        assert lines[0].startswith(f"<command line>:1:{len(f'nspec {command} {net} --param size=2 --param ') + 1}: "
+                                   f"error: unknown hyperparameter 'sise' for {net}; did you mean 'size'?"), err
+        assert lines[1].strip() == f"nspec {command} {net} --param size=2 --param sise=3"
+        assert lines[2].index("^~~~") == lines[1].index("sise")
+        # grouped per file, each name as an override writes it
+        assert f"note: hyperparameters of {net}: tau, size" in err
+        assert f"note: hyperparameters of {net.parent / 'cells.nspec'}: cells.tau, gain" in err
+
+
+def test_a_template_parameter_given_as_a_param_is_explained(capsys, spec):
+    spec(CELLS, "cells.nspec")
+    code, _, err = cli(capsys, "compile", spec(NET, "net.nspec"), "-p", "drive=2")
+    assert code == 1 and "unknown hyperparameter 'drive'" in err
+    assert "'drive' is a template parameter of Leaky" in err and "Leaky(drive = ...)" in err
+
+
+def test_a_param_binds_the_root_files_name_and_module_name_binds_an_imports(capsys, spec, tmp_path):
+    spec(CELLS, "cells.nspec")
+    net = spec(NET, "net.nspec")
+    counts = {}
+    for flags in ([], ["--param", "tau=5ms"], ["--param", "cells.tau=5ms"], ["--param=gain=2"]):
+        out = tmp_path / f"{len(counts)}.npz"
+        code, _, err = cli(capsys, "run", net, *flags, "--output", out, "--quiet")
+        assert code == 0, err
+        counts[" ".join(flags)] = len(np.load(out)["sp.t"])
+    # the root's own tau is not the cell's: setting it changes nothing the cell reads
+    assert counts["--param tau=5ms"] == counts[""]
+    # v = 1.5 (1 - exp(-t / tau)) crosses 1 after tau ln 3: 9 spikes in 100 ms at tau = 10 ms, 18 at 5 ms
+    assert (counts[""], counts["--param cells.tau=5ms"]) == (9, 18)
+    assert counts["--param=gain=2"] > counts[""]  # gain is imported whole, so `gain` names it
+
+
+def test_an_ambiguous_param_names_both_declarations(capsys, spec):
+    spec(CELLS, "cells.nspec")
+    spec('module extra "another gain"\nhyper gain: float = 3.0\n', "extra.nspec")
+    net = spec(NET.replace('import "cells.nspec"', 'import "cells.nspec"\nimport "extra.nspec"'), "net.nspec")
+    code, _, err = cli(capsys, "compile", net, "--param", "gain=2")
+    assert code == 1
+    assert (f"error: hyperparameter 'gain' is ambiguous: it is declared in {net.parent / 'cells.nspec'}:3 and "
+            f"{net.parent / 'extra.nspec'}:2; write cells.gain or extra.gain") in err
+    code, _, err = cli(capsys, "compile", net, "--param", "extra.gain=2", "--param", "cells.gain=2")
+    assert code == 0, err
+    code, _, err = cli(capsys, "compile", net, "--param", "cells.tau=2ms", "--param", "cells.tau=3ms")
+    assert code == 1 and "--param cells.tau is given twice" in err
+
+
+def test_param_method_switches_a_neurons_integration_method(capsys, tmp_path):
+    example = Path(__file__).resolve().parents[1] / "specs" / "examples" / "neuron_structure.nspec"
+    times = {}
+    for method in ("euler", "rk4"):
+        out = tmp_path / f"{method}.npz"
+        code, _, err = cli(capsys, "run", example, "--param", f"method={method}", "--output", out, "--quiet")
+        assert code == 0, err
+        times[method] = np.load(out)["izh.t"]
+    # Izhikevich's fifth spike: 162.3 ms by Euler, 161.1 ms by RK4 (NumPy, tests/test_neuron_structure.py)
+    np.testing.assert_allclose([times["euler"][4], times["rk4"][4]], [0.1623, 0.1611], atol=1e-9)
+    code, _, err = cli(capsys, "run", example, "--param", "method=exact", "--steps", "5")
+    assert code == 1 and "method exact needs linear equations" in err
 
 
 # ---------------------------------------------------------------- test

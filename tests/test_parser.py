@@ -26,8 +26,8 @@ def sx(value):
     """An AST as nested tuples: (ClassName, field, ...) without spans."""
     if isinstance(value, A.Node):
         return (type(value).__name__, *(sx(getattr(value, f.name)) for f in fields(value)
-                                        if f.name != "span" and not (isinstance(value, (A.Let, A.Param)) and f.name == "index"
-                                                                 and value.index is None)))
+                                        if f.name != "span" and not (isinstance(value, (A.Let, A.Param, A.State, A.Ode))
+                                                                 and f.name == "index" and value.index is None)))
     if isinstance(value, tuple):
         return tuple(sx(v) for v in value)
     return value
@@ -152,6 +152,21 @@ def test_equations_and_updates():
     for op in ("+=", "-=", "*=", "/="):
         assert sx(one(f"ge {op} w", "synapse")) == ("Update", ("Target", "ge", ()), op, N("w"))
     assert sx(one("method rk4", "neuron")) == ("Method", "rk4")
+
+
+def test_members_of_a_family_of_states_and_their_equations():
+    assert sx(one("state g[k + 1]: nS = 0 nS", "neuron")) == (
+        "State", "g", ("TensorType", None, None, ("UnitAtom", "nS", 1)), ("Quantity", 0, "nS"), None, False,
+        ("Binary", "+", N("k"), NUM(1)))
+    ode = one("dg[k + 1]/dt = -g[k + 1] / tau method m", "neuron")
+    assert sx(ode) == ("Ode", "g", ("Binary", "/", ("Unary", "-", ("Index", N("g"), (("Binary", "+", N("k"), NUM(1)),))),
+                                    N("tau")), None, "m", ("Binary", "+", N("k"), NUM(1)))
+    assert (ode.index.span.line, ode.index.span.col, ode.index.left.span.col, ode.index.right.span.col) == (2, 6, 6, 10)
+    # inside an expression, `x[i]/dt` stays an index divided by dt
+    assert sx(one("y = x[i]/dt"))[-1] == ("Binary", "/", ("Index", N("x"), (N("i"),)), N("dt"))
+    module, diags = parse("neuron A {\n  dg[k +]/dt = 0\n}\n", "t.nspec")
+    assert module is None and (diags[0].span.line, diags[0].span.col) == (2, 6)
+    assert "'k +' is not an index" in diags[0].message
 
 
 def test_events():

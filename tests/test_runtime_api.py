@@ -60,6 +60,25 @@ def test_hyperparameters_change_sizes(path):
         nspec.load(path, m=5)
 
 
+def test_an_unknown_hyperparameter_names_the_key_and_the_known_ones(path, tmp_path):
+    with pytest.raises(NspecError) as info:
+        nspec.load(path, n=4, nn=5)
+    (d,) = info.value.diagnostics
+    # located in the call itself, under the unknown keyword
+    call = f"nspec.load({str(path)!r}, n=4, nn=5)"
+    assert (d.span.path, d.span.line, d.span.col) == ("<nspec.load>", 1, call.index("nn=") + 1)
+    assert d.message == f"unknown hyperparameter 'nn' for {path}; did you mean 'n'?"
+    assert d.notes == (f"hyperparameters of {path}: n",)
+    assert str(info.value).splitlines()[1:3] == ["    " + call, "    " + " " * call.index("nn=") + "^~"]
+    # an imported file's hyperparameter is named by its module (a dict, as a qualified name is no keyword)
+    (tmp_path / "sizes.nspec").write_text('module sizes "a size"\nhyper k: int = 2\n')
+    root = tmp_path / "root.nspec"
+    root.write_text('import "sizes.nspec"\n' + SPEC.replace("hyper n: int = 3", "hyper n: int = k"))
+    assert nspec.load(root, **{"sizes.k": 6}).program.var("x").shape == (6,)
+    with pytest.raises(NspecError, match=r"unknown hyperparameter 'size.k' .*did you mean 'sizes.k'\?"):
+        nspec.load(root, **{"size.k": 6})
+
+
 def test_batch_and_time_axes(path):
     m = nspec.load(path)
     u = np.ones((2, 4, 3), np.float32)

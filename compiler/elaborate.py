@@ -106,11 +106,11 @@ class Statics:
             b.fail(decl.type.span, type_problem(decl))
         fallback = None if auto.default is None else b.static_value(auto.default, f"the default of '{decl.name}'")
         bound = elab.data_bound.get(decl.name) if self.scope is elab.main and elab.data_bound else None
-        if decl.name in elab.overrides:
-            elab.used_overrides.add(decl.name)
-            given = given_value(elab.overrides[decl.name])
+        binding = elab.bindings.get(id(decl))
+        if binding is not None:
+            given = given_value(binding.value)
             if given is None:
-                b.fail(decl.span, not_an_int(decl.name, elab.overrides[decl.name]))
+                b.fail(decl.span, not_an_int(decl.name, binding.value))
             value, source = static(given), "the hyperparameter value"
         elif bound is not None:
             value, source = static(bound.value), f"data: the {bound.what}"
@@ -422,7 +422,8 @@ def elaborate_file(path: str, sources: SourceMap, hyper: dict, target: str | Non
         decl, sim = _run_target(scope, target, elab.diags)
         elab.diags.check()
         elab.main = scope
-        elab.data_uses, elab.data_bound = bind(scope.module, decl, data or DataShapes(), elab.overrides, elab.diags)
+        elab.data_uses, elab.data_bound = bind(scope.module, decl, data or DataShapes(), root_overrides(elab, scope),
+                                               elab.diags)
         elab.diags.check()
         steps = _apply_simulate(elab, scope, sim)
         elab.default_method = _default_method(elab, scope, sim)
@@ -437,6 +438,11 @@ def elaborate_file(path: str, sources: SourceMap, hyper: dict, target: str | Non
         pass
     elab.diags.check()
     return design
+
+
+def root_overrides(elab: Elaborator, root: Scope) -> dict:
+    """The overrides bound to the root file's own hyperparameters, by name (what data must agree with)."""
+    return {b.decl.name: b.value for b in elab.bindings.values() if b.home is root}
 
 
 def _data_dims(elab: Elaborator) -> tuple[DataDim, ...]:
@@ -464,7 +470,7 @@ def check_module(path: str, sources: SourceMap, hyper: dict, given: Given | None
         return elab.diags.items
     elab.bind_overrides(scope)
     elab.main = scope
-    elab.data_uses = bind(scope.module, _run_target(scope, None, Collector())[0], None, elab.overrides,
+    elab.data_uses = bind(scope.module, _run_target(scope, None, Collector())[0], None, root_overrides(elab, scope),
                           elab.diags)[0]
     if elab.diags.has_errors:  # a data-bound dimension's declaration is wrong: what uses it would only echo that
         return elab.diags.items
@@ -490,7 +496,7 @@ def check_module(path: str, sources: SourceMap, hyper: dict, given: Given | None
     for s in sims:
         if scope.find(s.target.name) is None:
             elab.diags.error(s.target.span, f"simulate: unknown system '{s.target.name}'")
-    needs_data = unbound_without_data(scope.module, elab.overrides)
+    needs_data = unbound_without_data(scope.module, root_overrides(elab, scope))
     for decl in scope.systems():
         if any(p.default is None for p in decl.params) or decl.kind == "synapse":
             continue  # templates and synapses are checked where they are used

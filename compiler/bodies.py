@@ -25,7 +25,7 @@ from nspec.dsl.diagnostics import Span
 from .body_env import TIME, Env, hidden_nexts
 from .declared_types import check_merge, resolve_type
 from .body_odes import integrate
-from .discretize import METHODS
+from .discretize import METHODS, unknown_method
 from .expressions import Abort, ExprBuilder, Val, fmt_shape, fmt_type, static
 from .ir import DType, GraphBuilder, Op, Var
 from .surrogates import DEFAULT_SURROGATE, SURROGATES
@@ -327,7 +327,7 @@ class Body:
                         b.fail(s.span, f"state '{s.var}' already has an equation (line "
                                        f"{(odes.get(s.var) or nexts[s.var]).span.line})")
                     if s.method is not None and s.method not in METHODS:
-                        b.fail(s.span, f"unknown integration method '{s.method}'; use {', '.join(METHODS)}")
+                        b.fail(s.span, unknown_method(s.method))
                     odes[s.var] = s
                 elif isinstance(s, (A.Next, A.Update)):
                     name = s.target.name
@@ -343,7 +343,7 @@ class Body:
                     assigns[s.target.name] = s
                 elif isinstance(s, A.Method):
                     if s.name not in METHODS:
-                        b.fail(s.span, f"unknown integration method '{s.name}'; use {', '.join(METHODS)}")
+                        b.fail(s.span, unknown_method(s.name))
                     method = s.name
                 elif isinstance(s, A.Spike):
                     if spike is not None:

@@ -44,7 +44,9 @@ def range_list(b: ExprBuilder, e: A.Call) -> Val:
               zip(args, ("stop",) if len(args) == 1 else ("start", "stop", "step"))]
     if len(bounds) == 3 and bounds[2] == 0:
         b.fail(args[2].span, "range()'s step must not be 0")
-    check_count(b, e.span, "range()", len(range(*bounds)))
+    start, stop, step = (0, *bounds, 1) if len(bounds) == 1 else (*bounds, 1) if len(bounds) == 2 else bounds
+    # len(range(...)) of huge bounds overflows a C ssize_t: count in Python ints, then refuse before building
+    check_count(b, e.span, "range()", max(0, (stop - start + step - (1 if step > 0 else -1)) // step))
     return static(np.arange(*bounds, dtype=np.int64))
 
 

@@ -13,6 +13,7 @@ The run target becomes a ``Design`` (the system and the run's settings) that the
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -23,9 +24,11 @@ from nspec.dsl.parser import parse
 
 from .bodies import build_body
 from .bounds import static_errors
-from .declared_types import unit_of
+from .declared_types import DTYPES, unit_of
+from .discretize import METHODS, unknown_method
 from .composites import build_composite, build_workspace
 from .expressions import Abort, ExprBuilder, Val, static
+from .values import int_range, outside_int
 from .ir import DType, GraphBuilder
 from .modules import Loader, Scope
 from .networks import build_network
@@ -72,6 +75,10 @@ class Statics:
             v = b.expr(decl.value)
             if not v.is_static:
                 b.fail(decl.value.span, f"'{decl.name}' must be known at compile time")
+            declared = DTYPES.get(decl.type.dtype) if decl.type is not None else None
+            if declared in (DType.i32, DType.i64) and (outside := outside_int(v.static, declared, floats=True)):
+                b.fail(decl.value.span, f"{outside} does not fit in {declared.value}: it is outside "
+                                        f"{int_range(declared)}")
             return v
         default = b.expr(decl.default)
         if not default.is_static:
@@ -90,11 +97,13 @@ class Statics:
         return value
 
     def _override(self, decl: A.Hyper, default: Val, raw: Any, b: ExprBuilder) -> Val:
+        if outside := outside_int(raw):  # a Python int (or a list of them) given to nspec.load
+            b.fail(decl.span, f"--param {decl.name}: {outside} is outside {int_range()}")
         if isinstance(raw, str) and not isinstance(default.static, str):
-            parsed = _parse_quantity(raw)
+            parsed, why = _parse_quantity(raw)
             if parsed is None:
-                b.fail(decl.span, f"--param {decl.name}={raw!r}: expected a {type(default.static).__name__} "
-                                  f"like the default {default.static!r}")
+                b.fail(decl.span, f"--param {decl.name}={raw!r}: " + (why or f"expected a "
+                                  f"{type(default.static).__name__} like the default {default.static!r}"))
             if parsed.dim != default.dim:
                 like = _fmt_value(decl.default)
                 if parsed.dim.dimensionless:
@@ -113,17 +122,19 @@ def _fmt_value(e: A.Expr) -> str:
 
 
 
-def _parse_quantity(text: str) -> Val | None:
-    """'0.1 ms' or '2' -> a static value, for overrides given as strings."""
+def _parse_quantity(text: str) -> tuple[Val | None, str | None]:
+    """'0.1 ms' or '2' -> a static value, for overrides given as strings; else None and, when the text
+    parses but is not a value (an integer past i64, an unknown unit), why."""
     module, diags = parse(f"let v = {text}", "<param>")
     if diags or module is None:
-        return None
-    b = ExprBuilder(GraphBuilder(), Collector(), lambda n, s: None)
+        return None, None
+    collector = Collector()
+    b = ExprBuilder(GraphBuilder(), collector, lambda n, s: None)
     try:
         v = b.expr(module.items[0].value)
     except Abort:
-        return None
-    return v if v.is_static else None
+        return None, collector.items[0].message if collector.items else None
+    return (v, None) if v.is_static else (None, None)
 
 
 def _check_hyper_type(b: ExprBuilder, decl: A.Hyper, value: Val, kind: str | None) -> None:
@@ -298,17 +309,25 @@ def _run_target(scope: Scope, target: str | None, diags: Collector) -> tuple[A.S
 
 def _apply_simulate(elab: Elaborator, scope: Scope, sim: A.Simulate | None) -> int | None:
     """Reads dt, seed and the duration from a `simulate` item; returns the number of steps."""
-    if "dt" in elab.overrides:
+    if "dt" in elab.overrides:  # a duration, or a number of seconds
         elab.used_overrides.add("dt")
         raw = elab.overrides["dt"]
-        v = _parse_quantity(raw) if isinstance(raw, str) else static(raw)
-        if v is None or not isinstance(v.static, (int, float)):
-            elab.diags.error(Span(scope.path, 1, 1), f"--param dt={raw!r} is not a duration")
+        v, why = _parse_quantity(raw) if isinstance(raw, str) else (static(raw), None)
+        if v is None or isinstance(v.static, bool) or not isinstance(v.static, (int, float)) or \
+                not (v.dim.dimensionless or v.dim == unit("s")[1]) or not 0 < v.static < math.inf:
+            elab.diags.error(Span(scope.path, 1, 1), f"--param dt={raw!r} is not a positive, finite duration"
+                             + (f": {why}" if why else ""))
             raise Abort
         elab.dt = float(v.static)
     if "seed" in elab.overrides:
         elab.used_overrides.add("seed")
-        elab.seed = int(elab.overrides["seed"])
+        raw = elab.overrides["seed"]
+        v, why = _parse_quantity(raw) if isinstance(raw, str) else (static(raw), None)
+        if v is None or not isinstance(v.static, int) or isinstance(v.static, bool) or v.static < 0 or outside_int(v.static):
+            elab.diags.error(Span(scope.path, 1, 1), f"--param seed={raw!r} is not a seed, an integer from 0 to "
+                                                     f"2^63 - 1" + (f": {why}" if why else ""))
+            raise Abort
+        elab.seed = v.static
     if sim is None:
         return None
     statics = elab.statics(scope)
@@ -327,8 +346,13 @@ def _apply_simulate(elab: Elaborator, scope: Scope, sim: A.Simulate | None) -> i
         elif opt.name == "seed":
             if "seed" not in elab.overrides:
                 elab.seed = b.static_int(opt.value, "seed")
-        elif opt.name == "method":
-            continue  # the default integration method, read by bodies through elab.default_method
+                if elab.seed < 0:
+                    b.fail(opt.value.span, f"a seed is an integer from 0 to 2^63 - 1, got {elab.seed}")
+        elif opt.name == "method":  # the default integration method, read by bodies through elab.default_method
+            if not isinstance(opt.value, A.Name):
+                b.fail(opt.value.span, "the simulate option 'method' takes a method's name, like method = exact")
+            if opt.value.id not in METHODS:
+                b.fail(opt.value.span, unknown_method(opt.value.id))
         else:
             b.fail(opt.span, f"unknown simulate option '{opt.name}'; options are dt, seed, method")
     if duration.dim == time:
@@ -340,10 +364,12 @@ def _apply_simulate(elab: Elaborator, scope: Scope, sim: A.Simulate | None) -> i
 
 
 def _default_method(scope: Scope, sim: A.Simulate | None) -> str | None:
+    """The simulate item's default method; one that is not a method (``_apply_simulate`` reports it)
+    is none, so that bodies are still checked."""
     if sim is None:
         return None
     for opt in sim.options:
-        if opt.name == "method" and isinstance(opt.value, A.Name):
+        if opt.name == "method" and isinstance(opt.value, A.Name) and opt.value.id in METHODS:
             return opt.value.id
     return None
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from nspec.dsl import ast as A
-from nspec.dsl.diagnostics import Collector, Diagnostic, SourceMap, Span
+from nspec.dsl.diagnostics import Collector, Diagnostic, SourceMap, Span, unique
 from nspec.dsl.parser import parse
 
 from .bodies import build_body
@@ -452,7 +452,7 @@ def check_module(path: str, sources: SourceMap, hyper: dict) -> list[Diagnostic]
             pass
     _check_overrides(elab, scope)
     _check_test_blocks(elab, scope)
-    return _dedupe(elab.diags.items)
+    return unique(elab.diags.items)
 
 
 def _check_test_blocks(elab: Elaborator, scope: Scope) -> None:
@@ -468,12 +468,3 @@ def _check_test_blocks(elab: Elaborator, scope: Scope) -> None:
             if isinstance(stmt, A.Run) and stmt.target is not None and scope.find(stmt.target.name) is None:
                 elab.diags.error(stmt.target.span, f"test \"{test.name}\": unknown system '{stmt.target.name}'")
 
-
-def _dedupe(diags: list[Diagnostic]) -> list[Diagnostic]:
-    seen, out = set(), []
-    for d in diags:
-        key = (d.span.path, d.span.line, d.span.col, d.message)
-        if key not in seen:
-            seen.add(key)
-            out.append(d)
-    return out

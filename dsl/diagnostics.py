@@ -91,6 +91,18 @@ def error(span: Span, message: str, *notes: str) -> Diagnostic:
     return Diagnostic(span, message, "error", tuple(notes))
 
 
+def unique(diags: list[Diagnostic]) -> list[Diagnostic]:
+    """``diags`` without repeats of one message at one place (a template instantiated twice reports a
+    mistake once), in order."""
+    seen, out = set(), []
+    for d in diags:
+        key = (d.span.path, d.span.line, d.span.col, d.message)
+        if key not in seen:
+            seen.add(key)
+            out.append(d)
+    return out
+
+
 class Collector:
     """Accumulates diagnostics during one phase; ``check()`` raises if any is an error."""
 
@@ -110,4 +122,4 @@ class Collector:
 
     def check(self) -> None:
         if self.has_errors:
-            raise NspecError(self.items, self.sources)
+            raise NspecError(unique(self.items), self.sources)

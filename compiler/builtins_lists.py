@@ -26,7 +26,8 @@ MAX_COMPILE_TIME_ELEMENTS = 2**26  # a compile-time list holds at most this many
 def check_count(b: ExprBuilder, span, what: str, count: int) -> None:
     """Refuse a compile-time list too long to build, before building it."""
     if count > MAX_COMPILE_TIME_ELEMENTS:
-        b.fail(span, f"{what} would build a compile-time list of {count:,} values; at most "
+        size = f"{count:,}" if count < 10**21 else f"about 10^{len(str(count)) - 1}"  # not 300 digits of 1e308
+        b.fail(span, f"{what} would build a compile-time list of {size} values; at most "
                      f"{MAX_COMPILE_TIME_ELEMENTS:,} (2**26)")
 
 

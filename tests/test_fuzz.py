@@ -318,6 +318,10 @@ FOUND = [
     # diagnostic rendered on two lines (fixed in dsl/diagnostics.py: a message is one line, breaks escaped)
     (Mutation(SPECS_ROOT / "lif_fi.nspec", "insert_bytes", 632702, 210020, b"\\"),
      'cannot import "std/neurons.\\nspec": only .nspec files can be imported'),
+    # found by --seed 13: connect indices([0, 1, 2], [1e308, 2, 0]): an OverflowError casting to int64 (fixed in
+    # connectivity.py: indices are whole numbers in range before the cast, which also truncated 1.5 to 1)
+    (Mutation(SPECS_ROOT / "examples" / "connectivity.nspec", "huge", 1020349, 314779),
+     "indices(pre, post): 1e+308 is not an index of the postsynaptic population (size 3: 0 to 2)"),
 ]
 
 
@@ -325,7 +329,7 @@ FOUND = [
                                                           "string-normal", "negative-zeros", "huge-param",
                                                           "uniform-inf", "uniform-reversed", "spikes-without-spike",
                                                           "constant-exact-ode", "huge-range", "truncated-method",
-                                                          "newline-in-a-message"])
+                                                          "newline-in-a-message", "huge-connect-index"])
 def test_mutants_that_crashed_once_get_located_errors(mirror, mutation, message):
     path = mutant_file(mirror, mutation, "found")
     if message == "clean":

@@ -32,8 +32,8 @@ from .values import (Abort, Val, float_overflow, fmt_int, fmt_shape, fmt_type, f
 # Abort, Val, fmt_shape, fmt_type and static are used by every elaborator through this module.
 MAX_STEPS = 2**53  # step counts beyond this are not exact in float64 (and no run is that long)
 MAX_SIZE = 2**31 - 1  # the largest population or axis: indices are 32-bit in every backend's kernels
-NOISE_NAME = re.compile(r"xi(_\w+)?")
-_TOO_LARGE = f"this number is too large for a float: it would be inf (the largest is about {np.finfo(np.float64).max:.4g})"  # Brian2's white noise symbols: xi, xi_1, xi_input, ...
+NOISE_NAME = re.compile(r"xi(_\w+)?")  # Brian2's white noise symbols: xi, xi_1, xi_input, ...
+_TOO_LARGE = f"this number is too large for a float: it would be inf (the largest is about {np.finfo(np.float64).max:.4g})"
 
 __all__ = ["Abort", "ExprBuilder", "MAX_SIZE", "MAX_STEPS", "NOISE_NAME", "Val", "fmt_shape", "fmt_type", "static"]
 
@@ -99,8 +99,9 @@ class ExprBuilder:
 
     def e_Number(self, e: A.Number) -> Val:
         if e.is_int and (isinstance(e.value, float) or not int_fits(e.value)):
-            near = isinstance(e.value, int) and e.value.bit_length() < 1024  # float() of a bigger int raises
-            as_float = f"; a float is written with a point or an exponent, like {float(e.value):.6g}".replace("e+", "e") if near else ""
+            as_float = ""
+            if isinstance(e.value, int) and e.value.bit_length() < 1024:  # float() of a bigger int raises
+                as_float = f"; a float is written with a point or an exponent, like {float(e.value):.6g}".replace("e+", "e")
             self.fail(e.span, f"{fmt_int(e.value)} is outside {int_range()}{as_float}")
         if not math.isfinite(e.value):
             self.fail(e.span, _TOO_LARGE)
@@ -207,7 +208,7 @@ class ExprBuilder:
         if v.dtype is DType.bool:
             self.fail(span, f"cannot {what} a bool value; convert it first with float(...)")
         if v.is_static and _has_string(v.static):
-            self.fail(span, f"cannot {what} a string" if isinstance(v.static, str) else f"cannot {what} a list of strings")
+            self.fail(span, f"cannot {what} a {'string' if isinstance(v.static, str) else 'list of strings'}")
 
     def result_dtype(self, a: Val, b: Val, span: Span, op: str) -> DType:
         if a.weak and not b.weak:

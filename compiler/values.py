@@ -112,14 +112,14 @@ def outside_int(value, dtype: DType = DType.i64, floats: bool = False) -> str | 
     array) that is outside ``dtype``'s range, as a message's subject, or None."""
     if isinstance(value, (list, tuple)):
         return next((n for n in (outside_int(v, dtype, floats) for v in value) if n is not None), None)
-    if isinstance(value, np.ndarray):
-        if value.dtype == object or value.dtype.kind in "iu" and dtype is not DType.i64 or \
-                value.dtype.kind == "f" and floats:
-            return outside_int(value.tolist(), dtype, floats)
-        return None
+    if isinstance(value, np.ndarray):  # an int64 array fits i64; others are checked item by item
+        checked = value.dtype == object or (value.dtype.kind in "iu" and dtype is not DType.i64) or \
+            (value.dtype.kind == "f" and floats)
+        return outside_int(value.tolist(), dtype, floats) if checked else None
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and not int_fits(int(value), dtype):
         return fmt_int(int(value))
-    if floats and isinstance(value, (float, np.floating)) and not -2.0 ** INT_BITS[dtype] <= value < 2.0 ** INT_BITS[dtype]:
+    bound = 2.0 ** INT_BITS[dtype]
+    if floats and isinstance(value, (float, np.floating)) and not -bound <= value < bound:  # nan too
         return f"the number {value:g}"
     return None
 
@@ -154,13 +154,9 @@ def float_overflow(op: str, a, b, value) -> str | None:
     v = np.asarray(value)
     if v.dtype.kind != "f" or np.isfinite(v).all():
         return None
-    x, y = (np.asarray(s, dtype=v.dtype) for s in (a, b))
-    x, y, v = np.broadcast_arrays(x, y, v)
-    bad = np.isinf(v) & np.isfinite(x) & np.isfinite(y) & ((x != 0) if op == "^" else True)
-    for at in zip(*np.nonzero(np.atleast_1d(bad))):
-        p, q = np.atleast_1d(x)[at], np.atleast_1d(y)[at]
-        return f"{p:g} {op} {q:g}"
-    return None
+    x, y, v = np.broadcast_arrays(np.asarray(a, dtype=v.dtype), np.asarray(b, dtype=v.dtype), v)
+    bad = np.flatnonzero(np.isinf(v) & np.isfinite(x) & np.isfinite(y) & ((x != 0) if op == "^" else True))
+    return f"{x.flat[bad[0]]:g} {op} {y.flat[bad[0]]:g}" if bad.size else None
 
 
 def fold(op: Op, *values, dtype: DType | None = None) -> np.ndarray:

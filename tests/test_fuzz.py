@@ -322,6 +322,14 @@ FOUND = [
     # connectivity.py: indices are whole numbers in range before the cast, which also truncated 1.5 to 1)
     (Mutation(SPECS_ROOT / "examples" / "connectivity.nspec", "huge", 1020349, 314779),
      "indices(pre, post): 1e+308 is not an index of the postsynaptic population (size 3: 0 to 2)"),
+    # found on the code before the huge-integer checks by --seed 14 and 15: arange(1 + 1e308) (an OverflowError in
+    # len(range)); hyper digits = 2^64, folded to 0 (an EvaluationError: softmax of an empty axis); seed = 2^63,
+    # folded to -2^63 (NumPy refused the negative seed when the run started)
+    (Mutation(SPECS_ROOT / "seeds" / "elm.nspec", "huge", 426672, 234919), "a compile-time list of about 10^308 values"),
+    (Mutation(SPECS_ROOT / "workspace_chain.nspec", "huge", 566953, 18077),
+     "integer overflow: 2 ^ 64 = 18446744073709551616 is outside the range of i64"),
+    (Mutation(SPECS_ROOT / "cuba.nspec", "huge", 540588, 618160),
+     "integer overflow: 2 ^ 63 = 9223372036854775808 is outside the range of i64"),
 ]
 
 
@@ -329,7 +337,8 @@ FOUND = [
                                                           "string-normal", "negative-zeros", "huge-param",
                                                           "uniform-inf", "uniform-reversed", "spikes-without-spike",
                                                           "constant-exact-ode", "huge-range", "truncated-method",
-                                                          "newline-in-a-message", "huge-connect-index"])
+                                                          "newline-in-a-message", "huge-connect-index",
+                                                          "huge-arange", "hyper-2-to-the-64", "seed-2-to-the-63"])
 def test_mutants_that_crashed_once_get_located_errors(mirror, mutation, message):
     path = mutant_file(mirror, mutation, "found")
     if message == "clean":

@@ -453,8 +453,8 @@ class Body:
             refractory_now = b.binary("or", hold, b.binary(">", spiked, static(0.0), spike.span), refractory.span)
         for name in sorted(self.increments):
             d = self.decls.get(name)
-            if d is None or d.kind != "state":
-                continue
+            if d is None or d.kind != "state" or not d.val.dtype.is_float or d.val.shape != self.shape(()):
+                continue  # not a scalar float state per neuron: the projection reports it at the increment
             inc_port = PortSig(f"inc.{name}", d.val.dtype, d.val.shape, d.val.dim, "sum", False, d.span)
             self.inputs.append(inc_port)
             inc = Val(d.val.dtype, d.val.shape, d.val.dim, self.g.arg(inc_port.name, "input", d.val.dtype,

@@ -21,7 +21,7 @@ from .ir import DType, Op
 from .units import DIMENSIONLESS, describe
 from .builtins_lists import arange, linspace, range_list, reversed_list
 from .builtins_random import binomial, normal, orthogonal, rand, uniform
-from .values import Val, call_args, fmt_shape, fmt_type, fold, is_whole_number, norm_axis, static
+from .values import Val, call_args, fmt_shape, fmt_type, fold, int_range, is_whole_number, norm_axis, static
 
 if TYPE_CHECKING:
     from .expressions import ExprBuilder
@@ -75,6 +75,11 @@ def _convert(b: ExprBuilder, e: A.Call) -> Val:
     (arg,), _ = call_args(b, e, 1, 1)
     x = b.expr(arg)
     target = {"float": b.float_dtype, "int": DType.i64, "bool": DType.bool}[e.func.id]
+    if target is DType.i64 and x.is_static and np.asarray(x.static).dtype.kind == "f":
+        values = np.asarray(x.static, dtype=np.float64).ravel()
+        outside = values[~(np.abs(values) < 2.0 ** 63)]  # inf and nan too
+        if outside.size:
+            b.fail(arg.span, f"int() of {outside[0]:g}: the result is outside {int_range()}")
     if x.is_static and not isinstance(x.static, list):
         if np.ndim(x.static) == 0:
             conv = {"float": float, "int": int, "bool": bool}[e.func.id]

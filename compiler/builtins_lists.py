@@ -26,7 +26,8 @@ MAX_COMPILE_TIME_ELEMENTS = 2**26  # a compile-time list holds at most this many
 def check_count(b: ExprBuilder, span, what: str, count: int) -> None:
     """Refuse a compile-time list too long to build, before building it."""
     if count > MAX_COMPILE_TIME_ELEMENTS:
-        b.fail(span, f"{what} would build a compile-time list of {count:,} values; at most "
+        size = f"{count:,}" if count < 10**21 else f"about 10^{len(str(count)) - 1}"  # not 300 digits of 1e308
+        b.fail(span, f"{what} would build a compile-time list of {size} values; at most "
                      f"{MAX_COMPILE_TIME_ELEMENTS:,} (2**26)")
 
 
@@ -44,7 +45,9 @@ def range_list(b: ExprBuilder, e: A.Call) -> Val:
               zip(args, ("stop",) if len(args) == 1 else ("start", "stop", "step"))]
     if len(bounds) == 3 and bounds[2] == 0:
         b.fail(args[2].span, "range()'s step must not be 0")
-    check_count(b, e.span, "range()", len(range(*bounds)))
+    start, stop, step = (0, *bounds, 1) if len(bounds) == 1 else (*bounds, 1) if len(bounds) == 2 else bounds
+    # len(range(...)) of huge bounds overflows a C ssize_t: count in Python ints, then refuse before building
+    check_count(b, e.span, "range()", max(0, (stop - start + step - (1 if step > 0 else -1)) // step))
     return static(np.arange(*bounds, dtype=np.int64))
 
 

@@ -58,12 +58,12 @@ def connectivity(b: ExprBuilder, rule: A.Connect | None, n_pre: int, n_post: int
             pre = np.repeat(np.arange(n_pre), k)
         return _csr_from_pairs(pre, post, n_pre)
     if rule.rule == "indices":
-        pre = np.asarray(b.static_value(rule.args[0], "pre indices").static, dtype=np.int64).reshape(-1)
-        post = np.asarray(b.static_value(rule.args[1], "post indices").static, dtype=np.int64).reshape(-1)
+        if len(rule.args) != 2:
+            b.fail(rule.span, f"indices(pre, post) takes two lists, got {len(rule.args)} arguments")
+        pre = _indices(b, rule.args[0], "pre", n_pre)
+        post = _indices(b, rule.args[1], "post", n_post)
         if pre.shape != post.shape:
             b.fail(rule.span, f"indices(pre, post) need equal lengths, got {pre.size} and {post.size}")
-        if pre.size and (pre.min() < 0 or pre.max() >= n_pre or post.min() < 0 or post.max() >= n_post):
-            b.fail(rule.span, f"an index is out of range (pre size {n_pre}, post size {n_post})")
         return _csr_from_pairs(pre, post, n_pre)
     # where <condition over i (pre) and j (post)>
     grid = {"i": static(np.arange(n_pre)[:, None]), "j": static(np.arange(n_post)[None, :])}
@@ -74,6 +74,19 @@ def connectivity(b: ExprBuilder, rule: A.Connect | None, n_pre: int, n_post: int
     mask = np.broadcast_to(np.asarray(v.static, dtype=bool), (n_pre, n_post))
     r, c = np.nonzero(mask)
     return _csr_from_pairs(r, c, n_pre)
+
+
+def _indices(b: ExprBuilder, e: A.Expr, side: str, size: int) -> np.ndarray:
+    """The ``side`` list of ``indices(pre, post)`` as int64: whole numbers in 0..size-1 (checked before the cast,
+    which would wrap 1e308 or truncate 1.5)."""
+    values = np.asarray(b.static_value(e, f"{side} indices").static).reshape(-1)
+    if values.dtype.kind not in "iuf":
+        b.fail(e.span, f"indices(pre, post): the {side} indices must be a list of integers")
+    bad = ~((values >= 0) & (values < size) & (values == np.floor(values)))  # nan and inf too
+    if bad.any():
+        b.fail(e.span, f"indices(pre, post): {values[bad][0]:g} is not an index of the {side}synaptic population "
+                       f"(size {size}: 0 to {size - 1})")
+    return values.astype(np.int64)
 
 
 def _check_synapses(b: ExprBuilder, rule: A.Connect, name: str, n_pre: int, n_post: int, arg=None) -> None:

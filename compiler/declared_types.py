@@ -3,6 +3,8 @@ expressions, as systems, neurons, composites and networks declare them."""
 
 from __future__ import annotations
 
+import math
+
 from nspec.dsl import ast as A
 
 from .expressions import ExprBuilder
@@ -34,7 +36,14 @@ def unit_of(b: ExprBuilder, u: A.UnitExpr) -> tuple[float, Dim]:
         if not is_unit(u.name):
             b.fail(u.span, f"unknown unit '{u.name}'")
         scale, dim = unit(u.name)
-        return scale ** u.exponent, dim ** u.exponent
+        try:
+            powered = scale ** u.exponent
+        except OverflowError:
+            powered = math.inf
+        if not 0 < powered < math.inf:  # kHz^400, ms^-400: no float holds the scale
+            b.fail(u.span, f"the unit {u.name}^{u.exponent:g} is {scale:g}^{u.exponent:g} in SI units, outside the "
+                           "range of a float")
+        return powered, dim ** u.exponent
     ls, ld = unit_of(b, u.left)
     rs, rd = unit_of(b, u.right)
     return (ls * rs, ld * rd) if u.op == "*" else (ls / rs, ld / rd)

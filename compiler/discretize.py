@@ -22,6 +22,7 @@ for ``heun`` and Brian2's derivative-free Milstein scheme for ``milstein``.
 
 from __future__ import annotations
 
+import difflib
 import math
 from dataclasses import dataclass, field, replace
 from typing import Callable
@@ -337,9 +338,12 @@ METHODS = tuple(INTEGRATORS)
 
 
 def unknown_method(name: str) -> str:
-    """The message for a method name that is neither a method nor a compile-time string holding one."""
-    return (f"unknown integration method '{name}'; use {', '.join(METHODS)}, or a hyperparameter or template "
-            "parameter that holds one of these names")
+    """The message for a method name that is neither a method nor a compile-time string holding one:
+    the methods, and the nearest one."""
+    close = difflib.get_close_matches(name, METHODS, n=1, cutoff=0.5)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return (f"unknown integration method '{name}'{hint}; use {', '.join(METHODS)}, or a hyperparameter or "
+            "template parameter that holds one of these names")
 
 
 # The method of an equation with noise that names none, by the kind of its noise (Brian2's choice):

@@ -13,22 +13,24 @@ The run target becomes a ``Design`` (the system and the run's settings) that the
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
 from nspec.dsl import ast as A
-from nspec.dsl.diagnostics import Collector, Diagnostic, SourceMap, Span
+from nspec.dsl.diagnostics import Collector, Diagnostic, SourceMap, Span, unique
 from nspec.dsl.parser import parse
 
 from .bodies import build_body
 from .bounds import static_errors
-from .declared_types import unit_of
+from .declared_types import DTYPES, unit_of
 from .discretize import METHODS, unknown_method
 from .composites import build_composite, build_workspace
 from .data_dims import (DataDim, DataShapes, Evidence, Use, bind, given_value, not_an_int, reads, type_problem,
                         unbound_message, unbound_without_data)
 from .expressions import Abort, ExprBuilder, Val, static
+from .values import int_range, outside_int
 from .ir import DType, GraphBuilder
 from .modules import Loader, Scope
 from .networks import build_network
@@ -76,6 +78,10 @@ class Statics:
             v = b.expr(decl.value)
             if not v.is_static:
                 b.fail(decl.value.span, f"'{decl.name}' must be known at compile time")
+            declared = DTYPES.get(decl.type.dtype) if decl.type is not None else None
+            if declared in (DType.i32, DType.i64) and (outside := outside_int(v.static, declared, floats=True)):
+                b.fail(decl.value.span, f"{outside} does not fit in {declared.value}: it is outside "
+                                        f"{int_range(declared)}")
             return v
         if isinstance(decl.default, A.Auto):
             return self._data_bound(decl, b)
@@ -129,11 +135,13 @@ class Statics:
 
     def _override(self, decl: A.Hyper, default: Val, binding: Binding, b: ExprBuilder) -> Val:
         raw, key = binding.value, binding.key
+        if outside := outside_int(raw):  # a Python int (or a list of them) given to nspec.load
+            b.fail(decl.span, f"--param {key}: {outside} is outside {int_range()}")
         if isinstance(raw, str) and not isinstance(default.static, str):
-            parsed = _parse_quantity(raw)
+            parsed, why = _parse_quantity(raw)
             if parsed is None:
-                b.fail(decl.span, f"--param {key}={raw!r}: expected a {type(default.static).__name__} "
-                                  f"like the default {default.static!r}")
+                b.fail(decl.span, f"--param {key}={raw!r}: " + (why or f"expected a "
+                                  f"{type(default.static).__name__} like the default {default.static!r}"))
             if parsed.dim != default.dim:
                 like = _fmt_value(decl.default)
                 if parsed.dim.dimensionless:
@@ -152,17 +160,19 @@ def _fmt_value(e: A.Expr) -> str:
 
 
 
-def _parse_quantity(text: str) -> Val | None:
-    """'0.1 ms' or '2' -> a static value, for overrides given as strings."""
+def _parse_quantity(text: str) -> tuple[Val | None, str | None]:
+    """'0.1 ms' or '2' -> a static value, for overrides given as strings; else None and, when the text
+    parses but is not a value (an integer past i64, an unknown unit), why."""
     module, diags = parse(f"let v = {text}", "<param>")
     if diags or module is None:
-        return None
-    b = ExprBuilder(GraphBuilder(), Collector(), lambda n, s: None)
+        return None, None
+    collector = Collector()
+    b = ExprBuilder(GraphBuilder(), collector, lambda n, s: None)
     try:
         v = b.expr(module.items[0].value)
     except Abort:
-        return None
-    return v if v.is_static else None
+        return None, collector.items[0].message if collector.items else None
+    return (v, None) if v.is_static else (None, None)
 
 
 def _check_hyper_type(b: ExprBuilder, decl: A.Hyper, value: Val, kind: str | None) -> None:
@@ -349,15 +359,23 @@ def _run_target(scope: Scope, target: str | None, diags: Collector) -> tuple[A.S
 
 def _apply_simulate(elab: Elaborator, scope: Scope, sim: A.Simulate | None) -> int | None:
     """Reads dt, seed and the duration from a `simulate` item; returns the number of steps."""
-    if "dt" in elab.overrides:
+    if "dt" in elab.overrides:  # a duration, or a number of seconds
         raw = elab.overrides["dt"]
-        v = _parse_quantity(raw) if isinstance(raw, str) else static(raw)
-        if v is None or not isinstance(v.static, (int, float)):
-            elab.diags.error(elab.given.span("dt"), f"--param dt={raw!r} is not a duration")
+        v, why = _parse_quantity(raw) if isinstance(raw, str) else (static(raw), None)
+        if v is None or isinstance(v.static, bool) or not isinstance(v.static, (int, float)) or \
+                not (v.dim.dimensionless or v.dim == unit("s")[1]) or not 0 < v.static < math.inf:
+            elab.diags.error(elab.given.span("dt"), f"--param dt={raw!r} is not a positive, finite duration"
+                             + (f": {why}" if why else ""))
             raise Abort
         elab.dt = float(v.static)
     if "seed" in elab.overrides:
-        elab.seed = int(elab.overrides["seed"])
+        raw = elab.overrides["seed"]
+        v, why = _parse_quantity(raw) if isinstance(raw, str) else (static(raw), None)
+        if v is None or not isinstance(v.static, int) or isinstance(v.static, bool) or v.static < 0 or outside_int(v.static):
+            elab.diags.error(elab.given.span("seed"), f"--param seed={raw!r} is not a seed, an integer from 0 to "
+                                                      f"2^63 - 1" + (f": {why}" if why else ""))
+            raise Abort
+        elab.seed = v.static
     if sim is None:
         return None
     statics = elab.statics(scope)
@@ -376,8 +394,10 @@ def _apply_simulate(elab: Elaborator, scope: Scope, sim: A.Simulate | None) -> i
         elif opt.name == "seed":
             if "seed" not in elab.overrides:
                 elab.seed = b.static_int(opt.value, "seed")
+                if elab.seed < 0:
+                    b.fail(opt.value.span, f"a seed is an integer from 0 to 2^63 - 1, got {elab.seed}")
         elif opt.name == "method":
-            continue  # the default integration method, read by bodies through elab.default_method
+            continue  # the default integration method: _default_method checks it, bodies read elab.default_method
         else:
             b.fail(opt.span, f"unknown simulate option '{opt.name}'; options are dt, seed, method")
     if duration.dim == time:
@@ -512,7 +532,7 @@ def check_module(path: str, sources: SourceMap, hyper: dict, given: Given | None
             pass
     _check_overrides(elab, scope)
     _check_test_blocks(elab, scope)
-    return _dedupe(elab.diags.items)
+    return unique(elab.diags.items)
 
 
 def _check_test_blocks(elab: Elaborator, scope: Scope) -> None:
@@ -531,12 +551,3 @@ def _check_test_blocks(elab: Elaborator, scope: Scope) -> None:
             if isinstance(stmt, A.Run) and stmt.target is not None and scope.find(stmt.target.name) is None:
                 elab.diags.error(stmt.target.span, f"test \"{test.name}\": unknown system '{stmt.target.name}'")
 
-
-def _dedupe(diags: list[Diagnostic]) -> list[Diagnostic]:
-    seen, out = set(), []
-    for d in diags:
-        key = (d.span.path, d.span.line, d.span.col, d.message)
-        if key not in seen:
-            seen.add(key)
-            out.append(d)
-    return out

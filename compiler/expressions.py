@@ -26,12 +26,14 @@ from .builtins import BUILTINS
 from .ir import DType, GraphBuilder, Op
 from .limits import check_tensor
 from .units import DIMENSIONLESS, Dim, describe, is_unit, unit
-from .values import Abort, Val, fmt_shape, fmt_type, fold, is_whole_number, norm_axis, static
+from .values import (Abort, Val, float_overflow, fmt_int, fmt_shape, fmt_type, fold, int_fits, int_overflow,
+                     int_range, is_whole_number, norm_axis, outside_int, static)
 
 # Abort, Val, fmt_shape, fmt_type and static are used by every elaborator through this module.
 MAX_STEPS = 2**53  # step counts beyond this are not exact in float64 (and no run is that long)
 MAX_SIZE = 2**31 - 1  # the largest population or axis: indices are 32-bit in every backend's kernels
 NOISE_NAME = re.compile(r"xi(_\w+)?")  # Brian2's white noise symbols: xi, xi_1, xi_input, ...
+_TOO_LARGE = f"this number is too large for a float: it would be inf (the largest is about {np.finfo(np.float64).max:.4g})"
 
 __all__ = ["Abort", "ExprBuilder", "MAX_SIZE", "MAX_STEPS", "NOISE_NAME", "Val", "fmt_shape", "fmt_type", "static"]
 
@@ -64,13 +66,24 @@ class ExprBuilder:
         if isinstance(value, str):
             self.fail(span, f"the string {value!r} cannot be used as a number here")
         try:
-            arr = np.asarray(value, dtype=v.dtype.numpy)
+            with np.errstate(all="ignore"):  # a value past the dtype is reported below
+                arr = np.asarray(value, dtype=v.dtype.numpy)
             if arr.shape != tuple(v.shape) and arr.size == int(np.prod(v.shape)):
                 arr = arr.reshape(v.shape)
         except (TypeError, ValueError):
             self.fail(span, "this value cannot be used as a tensor")
         except OverflowError:
+            if v.dtype in (DType.i32, DType.i64):
+                self.fail(span, f"{outside_int(value, v.dtype)} does not fit in {v.dtype.value}: it is outside "
+                                f"{int_range(v.dtype)}")
             self.fail(span, f"{value!r} does not fit in {v.dtype.value}")
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            with np.errstate(all="ignore"):
+                wide = np.asarray(value, dtype=np.float64)
+            narrowed = np.isfinite(wide) & ~np.isfinite(arr)  # finite values past the dtype's largest
+            if narrowed.any():
+                self.fail(span, f"{wide[narrowed].flat[0]:g} does not fit in {v.dtype.value} (its largest value is "
+                                f"about {np.finfo(arr.dtype).max:.4g}); it would be inf")
         return self.g.const(arr, v.dtype, span)
 
     def add(self, op: Op, inputs: list[Val], dtype: DType, shape, dim: Dim, span: Span, attrs=()) -> Val:
@@ -85,13 +98,25 @@ class ExprBuilder:
         return method(e)
 
     def e_Number(self, e: A.Number) -> Val:
-        return static(int(e.value) if e.is_int and math.isfinite(e.value) else e.value)
+        if e.is_int and (isinstance(e.value, float) or not int_fits(e.value)):
+            as_float = ""
+            if isinstance(e.value, int) and e.value.bit_length() < 1024:  # float() of a bigger int raises
+                as_float = f"; a float is written with a point or an exponent, like {float(e.value):.6g}".replace("e+", "e")
+            self.fail(e.span, f"{fmt_int(e.value)} is outside {int_range()}{as_float}")
+        if not math.isfinite(e.value):
+            self.fail(e.span, _TOO_LARGE)
+        return static(e.value)
 
     def e_Quantity(self, e: A.Quantity) -> Val:
         if not is_unit(e.unit):
             self.fail(e.span, f"unknown unit {e.unit!r} after the number {e.value:g}",
                       "write the unit (e.g. '20 ms', '-65 mV') or put '*' between a number and a name")
         scale, dim = unit(e.unit)
+        if not math.isfinite(e.value):
+            self.fail(e.span, _TOO_LARGE)
+        if not math.isfinite(e.value * scale):
+            self.fail(e.span, f"{e.value:g} {e.unit} is {e.value * scale:g} in SI units ({describe(dim)}): too large "
+                              f"for a float (the largest is about {np.finfo(np.float64).max:.4g})")
         return static(e.value * scale, dim)
 
     def e_String(self, e: A.String) -> Val:
@@ -145,6 +170,8 @@ class ExprBuilder:
         if e.op == "-":
             self.require_numeric(x, e.span, "negate")
             if x.is_static:
+                if outside := outside_int(_map_static(lambda a: -a, x.static)):  # -(-2^63)
+                    self.fail(e.span, f"{outside} is outside {int_range()}")
                 return replace(x, static=_map_static(lambda a: -a, x.static))
             return self.add(Op.NEG, [x], x.dtype, x.shape, x.dim, e.span)
         # not
@@ -180,8 +207,8 @@ class ExprBuilder:
     def require_numeric(self, v: Val, span: Span, what: str) -> None:
         if v.dtype is DType.bool:
             self.fail(span, f"cannot {what} a bool value; convert it first with float(...)")
-        if v.is_static and isinstance(v.static, str):
-            self.fail(span, f"cannot {what} a string")
+        if v.is_static and _has_string(v.static):
+            self.fail(span, f"cannot {what} a {'string' if isinstance(v.static, str) else 'list of strings'}")
 
     def result_dtype(self, a: Val, b: Val, span: Span, op: str) -> DType:
         if a.weak and not b.weak:
@@ -254,9 +281,12 @@ class ExprBuilder:
         dtype = DType.bool if is_cmp else self.result_dtype(a, b, span, op)
         if op == "/" and not dtype.is_float:
             dtype = self.float_dtype
+        if (op == "^" and b.is_static and not (dtype.is_float or a.is_static) and not isinstance(b.static, str)
+                and np.any(np.asarray(b.static) < 0)):
+            self.fail(span, f"an integer to a negative power ({_text(e) if isinstance(e, A.Binary) else op}): the "
+                            f"result is {dtype.value}, which has no fractions; raise a float, like float(x) ^ -1")
         if a.is_static and b.is_static and not isinstance(a.static, str) and not isinstance(b.static, str):
-            with np.errstate(all="ignore"):
-                value = fold(_IR_BINARY[op], a.static, b.static, dtype=DType.f64 if op == "/" else None)
+            value = self.fold_binary(op, a, b, dtype, span, e)
             value = value.item() if np.ndim(value) == 0 else value
             if isinstance(value, float) and not dtype.is_float:
                 value = int(value) if float(value).is_integer() else value
@@ -276,6 +306,30 @@ class ExprBuilder:
             a = replace(a, dtype=dtype) if a.is_static else a
             b = replace(b, dtype=dtype) if b.is_static else b
         return self.add(ir_op, [a, b], dtype, shape, dim, span)
+
+    def fold_binary(self, op: str, a: Val, b: Val, dtype: DType, span: Span, e: A.Node | None) -> np.ndarray:
+        """``a op b`` of compile-time operands by the oracle's rule, refusing what a run would get wrong
+        silently: an integer outside i64, an integer result that wraps around, a float overflowing to inf."""
+        for v in (a, b):
+            if outside := outside_int(v.static):
+                self.fail(span, f"{outside} is outside {int_range()}")
+        x, y = np.asarray(a.static), np.asarray(b.static)
+        ints = x.dtype.kind in "iu" and y.dtype.kind in "iu"  # folded in int64, whatever the dtype says
+        written = _text(e) if isinstance(e, A.Binary) else op
+        if op == "^" and ints and np.any(y < 0):
+            self.fail(span, f"an integer to a negative power ({written}): integers have no fractions; raise a "
+                            "float, like 2.0 ^ -1")
+        with np.errstate(all="ignore"):
+            value = fold(_IR_BINARY[op], a.static, b.static, dtype=DType.f64 if op == "/" else None)
+        in_range = dtype if dtype in (DType.i32, DType.i64) else DType.i64
+        if ints and (overflow := int_overflow(op, x, y, in_range)):
+            self.fail(span, f"integer overflow: {overflow} is outside {int_range(in_range)}",
+                      "a run's integer arithmetic would wrap around silently; for a float, write a number with a "
+                      "point, like 2.0")
+        if overflow := float_overflow(op, x, y, value):
+            self.fail(span, f"float overflow: {overflow} is inf, past the largest "
+                            f"{np.asarray(value).dtype} (about {np.finfo(np.asarray(value).dtype).max:.4g})")
+        return value
 
     def binary_raw(self, op: Op, a: Val, c: Val, span: Span) -> Val:
         """A binary IR ``op`` in the operands' common dtype, with ``a``'s unit; the caller has checked
@@ -303,6 +357,8 @@ class ExprBuilder:
         if v.dtype == dtype:
             return v
         if v.is_static:
+            if dtype in (DType.i32, DType.i64) and (outside := outside_int(v.static, dtype, floats=True)):
+                self.fail(span, f"{outside} does not fit in {dtype.value}: it is outside {int_range(dtype)}")
             return replace(v, dtype=dtype, weak=False)
         return self.add(Op.CAST, [v], dtype, v.shape, v.dim, span)
 
@@ -472,6 +528,13 @@ class ExprBuilder:
         return tuple(out)
 
 
+def _has_string(value) -> bool:
+    """A compile-time value is or holds a string (a hyperparameter's, or a list's item)."""
+    if isinstance(value, (list, tuple)):
+        return any(map(_has_string, value))
+    return isinstance(value, str) or isinstance(value, np.ndarray) and value.dtype.kind in "US"
+
+
 def _map_static(fn, value):
     if isinstance(value, list):
         return [_map_static(fn, v) for v in value]
@@ -485,7 +548,7 @@ def _text(e) -> str:
     if isinstance(e, A.Name):
         return e.id
     if isinstance(e, A.Number):
-        return f"{e.value:g}"
+        return str(e.value) if isinstance(e.value, int) else f"{e.value:g}"
     if isinstance(e, A.Quantity):
         return f"{e.value:g} {e.unit}"
     if isinstance(e, A.Binary):
@@ -498,6 +561,8 @@ def _text(e) -> str:
         return f"{_text(e.value)}.{e.name}"
     if isinstance(e, A.Index):
         return f"{_text(e.value)}[...]"
+    if isinstance(e, A.ListExpr):
+        return "[...]"
     return "expression"
 
 

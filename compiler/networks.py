@@ -326,6 +326,7 @@ class _Projection:
             rng_ = self.pre_range if side == "pre" else self.post_range
             idx = syn_pre if side == "pre" else post_of_syn
             if var == "":
+                self._require_spikes(b0, side, span, f"'{side}'")
                 self.uses_post_spike = self.uses_post_spike or side == "post"
                 if side == "pre":
                     full = pre_spike
@@ -335,10 +336,12 @@ class _Projection:
                 states = {s.name: s for s in pop.decl.body if isinstance(s, A.State)}
                 if var not in states:
                     b0.fail(span, f"'{name}': neuron {pop.decl.name} has no state '{var}'")
-                prim_dtype = DType.f32
+                prim_dtype, shape, dim = resolve_type(b0, states[var].type)  # the population's state port's type
+                if shape:
+                    b0.fail(span, f"'{name}' reads one value per neuron, but '{var}' of neuron {pop.decl.name} is "
+                                  f"{prim_dtype.value}{fmt_shape(shape)} per neuron")
                 port = f"{side}.{var}"
                 node = g.arg(port, "input", prim_dtype, (pop.size,), span)
-                dim = resolve_type(b0, states[var].type)[2] if states[var].type is not None else DIMENSIONLESS
                 full = Val(prim_dtype, (pop.size,), dim, node)
                 body.inputs.append(PortSig(port, prim_dtype, (pop.size,), dim))
                 self.reads.add((side, var))
@@ -388,6 +391,7 @@ class _Projection:
                     increments[s.target.name] = self._sum_into_post(e, per_syn, increments.get(s.target.name),
                                                                     s.span)
                 elif isinstance(s, A.Event):
+                    self._require_spikes(env.b, s.kind[3:], s.span, s.kind)
                     fired = self.g_pre_local if s.kind == "on_pre" else self._slice(
                         env.b, self._post_spike(body), self.post_range)
                     values = self._event(body, SynEnv, s, values, fired, increments)
@@ -493,11 +497,25 @@ class _Projection:
         if stmt.op == "-=":
             value = b.add(Op.NEG, [value], value.dtype, value.shape, value.dim, stmt.span)
         post_states = {s.name: s for s in self.pops[self.post].decl.body if isinstance(s, A.State)}
-        pdim = resolve_type(b, post_states[name].type)[2] if post_states[name].type else DIMENSIONLESS
+        pdtype, pshape, pdim = resolve_type(b, post_states[name].type)
+        at = post_states[name].span
+        declared = f"'{name}' is declared at {at.path}:{at.line}:{at.col} (neuron {self.pops[self.post].decl.name})"
+        if not pdtype.is_float or pshape:  # the increment is one f32 per post neuron, added after the threshold
+            b.fail(stmt.target.span, f"'{name}' of {self.post} is {pdtype.value}{fmt_shape(pshape) if pshape else ''}: "
+                                     "a synapse adds one float per neuron, "
+                                     f"so the state it increments must be a scalar f32 or f64 (like 'state {name}: "
+                                     f"f32{' ' + describe(pdim) if not pdim.dimensionless else ''}')", declared)
         if value.dim != pdim:
             b.fail(stmt.value.span, f"unit mismatch: '{name}' of {self.post} is {describe(pdim)}, the "
-                                    f"increment is {describe(value.dim)}")
+                                    f"increment is {describe(value.dim)}", declared)
         return value
+
+    def _require_spikes(self, b: ExprBuilder, side: str, span: Span, what: str) -> None:
+        """``what`` (an event, or a read of ``pre``/``post``) needs the spikes of the ``side`` population."""
+        pop = self.pops[self.pre if side == "pre" else self.post]
+        if not _declares_spike(pop.decl.body):  # else flattening finds no <pop>.spike to wire
+            b.fail(span, f"{what} needs the spikes of the {side}synaptic population '{pop.name}', but neuron "
+                         f"{pop.decl.name} has no 'spike when' condition")
 
     def _delayed(self, body: Body, b: ExprBuilder, target: str, inc: Val) -> Val:
         d = self.delay_steps

@@ -9,6 +9,7 @@ rule for the op, so a folded ``sigmoid(2)`` is exactly what the oracle computes 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,6 +80,83 @@ def norm_axis(b, axis: int, rank: int, span: Span) -> int:
 
 
 _DTYPE_OF = {d.numpy: d for d in DType}
+
+# ---------------------------------------------------------------- compile-time ranges
+# An iN holds -2^bits .. 2^bits - 1.  The run's integer arithmetic wraps around silently, so a
+# compile-time integer (a literal, a parameter, a folded result) outside its dtype is refused.
+INT_BITS = {DType.i64: 63, DType.i32: 31}
+_FOLDED = {"+": np.add, "-": np.subtract, "*": np.multiply, "^": np.power}  # the ops that can overflow
+
+
+def int_fits(n: int, dtype: DType = DType.i64) -> bool:
+    return -2 ** INT_BITS[dtype] <= n < 2 ** INT_BITS[dtype]
+
+
+def int_range(dtype: DType = DType.i64) -> str:
+    """``dtype``'s range in words, for messages."""
+    bits = INT_BITS[dtype]
+    return f"the range of {dtype.value}, -2^{bits} to 2^{bits} - 1 ({-2 ** bits} to {2 ** bits - 1})"
+
+
+def fmt_int(n: int | float) -> str:
+    """An integer for a message, "the integer 123", or its size when its digits are too many to read."""
+    if isinstance(n, float):  # a literal of hundreds of digits (dsl/transform.py reads it as inf)
+        return "an integer of hundreds of digits"
+    if n.bit_length() <= 200:
+        return f"the integer {n}"
+    return f"an integer of about {int(n.bit_length() * math.log10(2)) + 1} digits"
+
+
+def outside_int(value, dtype: DType = DType.i64, floats: bool = False) -> str | None:
+    """The first integer (with ``floats``, number) of a compile-time value (a scalar, a nested list or an
+    array) that is outside ``dtype``'s range, as a message's subject, or None."""
+    if isinstance(value, (list, tuple)):
+        return next((n for n in (outside_int(v, dtype, floats) for v in value) if n is not None), None)
+    if isinstance(value, np.ndarray):  # an int64 array fits i64; others are checked item by item
+        checked = value.dtype == object or (value.dtype.kind in "iu" and dtype is not DType.i64) or \
+            (value.dtype.kind == "f" and floats)
+        return outside_int(value.tolist(), dtype, floats) if checked else None
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and not int_fits(int(value), dtype):
+        return fmt_int(int(value))
+    bound = 2.0 ** INT_BITS[dtype]
+    if floats and isinstance(value, (float, np.floating)) and not -bound <= value < bound:  # nan too
+        return f"the number {value:g}"
+    return None
+
+
+def int_overflow(op: str, a, b, dtype: DType) -> str | None:
+    """``x op y = z`` for the first element of the compile-time integers ``a op b`` whose exact value is
+    outside ``dtype``'s range, or None when every element fits (``a`` and ``b`` fit in int64)."""
+    if op not in _FOLDED:
+        return None
+    x, y = np.atleast_1d(np.asarray(a, dtype=np.int64)), np.atleast_1d(np.asarray(b, dtype=np.int64))
+    with np.errstate(all="ignore"):  # a float64 estimate picks the elements to compute exactly
+        estimate = _FOLDED[op](x.astype(np.float64), y.astype(np.float64))
+    x, y, estimate = np.broadcast_arrays(x, y, estimate)
+    for at in zip(*np.nonzero(~(np.abs(estimate) < 2.0 ** (INT_BITS[dtype] - 1)))):
+        p, q, rough = int(x[at]), int(y[at]), float(estimate[at])
+        if op == "^" and not abs(rough) < 2.0 ** 70:  # too big to compute exactly, and far outside
+            value = f"about {rough:.3g}" if math.isfinite(rough) else "more than 1e308"
+        else:
+            exact = {"+": p + q, "-": p - q, "*": p * q}[op] if op != "^" else p ** q
+            if int_fits(exact, dtype):
+                continue
+            value = str(exact)  # at most 2^128 (a product) or 2^70 (a power)
+        return f"{p} {op} {q} = {value}"
+    return None
+
+
+def float_overflow(op: str, a, b, value) -> str | None:
+    """``x op y`` for the first element of the folded ``value`` that overflowed to inf from finite
+    operands (``0.0 ^ -1`` is a division by zero, as IEEE says, not an overflow), or None."""
+    if op not in _FOLDED:
+        return None
+    v = np.asarray(value)
+    if v.dtype.kind != "f" or np.isfinite(v).all():
+        return None
+    x, y, v = np.broadcast_arrays(np.asarray(a, dtype=v.dtype), np.asarray(b, dtype=v.dtype), v)
+    bad = np.flatnonzero(np.isinf(v) & np.isfinite(x) & np.isfinite(y) & ((x != 0) if op == "^" else True))
+    return f"{x.flat[bad[0]]:g} {op} {y.flat[bad[0]]:g}" if bad.size else None
 
 
 def fold(op: Op, *values, dtype: DType | None = None) -> np.ndarray:

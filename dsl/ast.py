@@ -28,9 +28,10 @@ class Expr(Node):
 
 @node
 class Number(Expr):
-    """A dimensionless literal; ``is_int`` when written without a point or exponent."""
+    """A dimensionless literal; ``is_int`` when written without a point or exponent (then ``value`` is
+    the exact int, or inf for one of hundreds of digits)."""
 
-    value: float
+    value: int | float
     is_int: bool
 
 

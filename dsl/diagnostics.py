@@ -27,6 +27,8 @@ class Span:
 
 
 UNKNOWN_SPAN = Span("<unknown>", 0, 0)
+# The characters str.splitlines breaks a line at, written as their escapes.
+_ESCAPED_BREAKS = str.maketrans({c: repr(c)[1:-1] for c in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +39,12 @@ class Diagnostic:
     message: str
     severity: str = "error"
     notes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        # One line each, whatever they quote (an import path written "a\nb" held a newline): the head of the
+        # rendering is always ``path:line:col: severity: message``.
+        object.__setattr__(self, "message", self.message.translate(_ESCAPED_BREAKS))
+        object.__setattr__(self, "notes", tuple(n.translate(_ESCAPED_BREAKS) for n in self.notes))
 
     def render(self, sources: "SourceMap | None" = None) -> str:
         head = f"{self.span}: {self.severity}: {self.message}"
@@ -91,6 +99,18 @@ def error(span: Span, message: str, *notes: str) -> Diagnostic:
     return Diagnostic(span, message, "error", tuple(notes))
 
 
+def unique(diags: list[Diagnostic]) -> list[Diagnostic]:
+    """``diags`` without repeats of one message at one place (a template instantiated twice reports a
+    mistake once), in order."""
+    seen, out = set(), []
+    for d in diags:
+        key = (d.span.path, d.span.line, d.span.col, d.message)
+        if key not in seen:
+            seen.add(key)
+            out.append(d)
+    return out
+
+
 class Collector:
     """Accumulates diagnostics during one phase; ``check()`` raises if any is an error."""
 
@@ -110,4 +130,4 @@ class Collector:
 
     def check(self) -> None:
         if self.has_errors:
-            raise NspecError(self.items, self.sources)
+            raise NspecError(unique(self.items), self.sources)

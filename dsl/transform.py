@@ -31,13 +31,16 @@ def _unquote(tok: str) -> str:
     return "".join(out)
 
 
-def _parse_number(text: str) -> tuple[float, bool]:
-    """The literal's value as a float (huge literals become inf, never an exception)."""
+def _parse_number(text: str) -> tuple[int | float, bool]:
+    """The literal's value: an exact int when written without a point or exponent (the elaborator
+    checks its range), else a float (one past the float range becomes inf, never an exception)."""
     is_int = not any(c in text for c in ".eE")
-    try:
-        return float(text), is_int
-    except OverflowError:
-        return float("inf"), is_int
+    if is_int and len(text) <= _MAX_INT_DIGITS:
+        return int(text), True
+    return float(text), is_int  # float() of a decimal string never raises; too many digits give inf
+
+
+_MAX_INT_DIGITS = 400  # longer integer literals are far past i64 and become inf (int() of 4300+ digits raises)
 
 
 class _Else:

@@ -379,8 +379,10 @@ class Evaluator:
         return " ".join(p.strip() for p in parts)
 
     def eval(self, e: A.Expr) -> Value:
-        if isinstance(e, A.Number):
-            return Q(int(e.value) if e.is_int else e.value)
+        if isinstance(e, A.Number):  # an exact int, or a float (inf past the float range)
+            if e.value in (float("inf"), float("-inf")):
+                raise SpecFailure(e.span, "this number is too large for a float: it would be inf")
+            return Q(e.value)
         if isinstance(e, A.Quantity):
             if not U.is_unit(e.unit):
                 raise SpecFailure(e.span, f"unknown unit {e.unit!r}")

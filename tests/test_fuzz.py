@@ -294,27 +294,54 @@ FOUND = [
     # found by bench/fuzz_specs.py: a string as normal()'s argument (fixed in builtins_random.py)
     (Mutation(SPECS_ROOT / "seeds" / "bdh_parallel.nspec", "substitute", 349595, 438259),
      "the string '/lm_head' cannot be used as a number here"),
-    # zeros([-2^63, ...]): numpy's 'negative dimensions' (fixed in expressions.py static_shape)
-    (Mutation(SPECS_ROOT / "seeds" / "elm.nspec", "huge", 657930, 167704), "must not be negative"),
+    # zeros([-2^63, ...]): numpy's 'negative dimensions' (fixed in expressions.py static_shape; the corpus keeps
+    # zeros_negative_size.nspec): 2^63 no longer folds to -2^63, it is an integer overflow
+    (Mutation(SPECS_ROOT / "seeds" / "elm.nspec", "huge", 657930, 167704), "integer overflow: 2 ^ 63 = 9223372036854775808 is outside the range of i64"),
     # param f32[2^62, 3] replicated twice: an IRError from broadcasting (fixed in declared_types.py: limits)
     (Mutation(SPECS_ROOT / "examples" / "private_weights.nspec", "huge", 900418, 494523),
      "a tensor of shape [4611686018427387904, 3]"),
-    # uniform(-0.1, 1e308) and uniform(0, -2^63): numpy errors when drawing (fixed in builtins_random.py)
+    # uniform(-0.1, 1e308) and uniform(0, -2^63): numpy errors when drawing (fixed in builtins_random.py; the
+    # corpus keeps uniform_reversed_bounds.nspec): 2^63 no longer folds to -2^63, it is an integer overflow
     (Mutation(SPECS_ROOT / "examples" / "params.nspec", "huge", 212112, 215503), "needs finite bounds with lo <= hi"),
-    (Mutation(SPECS_ROOT / "examples" / "state.nspec", "huge", 936478, 690424), "needs finite bounds with lo <= hi"),
+    (Mutation(SPECS_ROOT / "examples" / "state.nspec", "huge", 936478, 690424), "integer overflow: 2 ^ 63 = 9223372036854775808 is outside the range of i64"),
     # 'spike when' commented out, 'record spikes of P' kept: the run found no P/spike (fixed in networks.py)
     (Mutation(SPECS_ROOT / "examples" / "poisson.nspec", "substitute", 484323, 220902),
      "cannot record spikes of 'P': neuron Poisson has no 'spike when' condition"),
     # dv/dt = (1.5 - 1) / tau, a constant right-hand side with method exact: an IRError (f32 broadcast declared
     # f64; fixed in body_odes.py constant_coefficients); it now checks clean and runs
     (Mutation(SPECS_ROOT / "examples" / "events.nspec", "substitute", 737778, 472927), "clean"),
+    # found by bench/fuzz_specs.py --seed 7: mlp_linears = ... + 1e308, the bound of a for loop's range(): an
+    # OverflowError from len(range(...)) (fixed in builtins_lists.py range_list: counted in Python ints)
+    (Mutation(SPECS_ROOT / "seeds" / "elm_v2.nspec", "huge", 1041250, 168991),
+     "range() would build a compile-time list of about 10^308 values"),
+    # 'simulate ..., method = exa' (the text cut): a KeyError in body_odes.integrate_group (fixed in elaborate.py)
+    (Mutation(SPECS_ROOT / "cuba.nspec", "truncate", 427732),
+     "unknown integration method 'exa'; use exact, exp_euler, euler, midpoint, heun, rk4, milstein; did you mean 'exact'?"),
+    # found by --seed 11: a backslash before 'nspec' in an import path, an escaped newline in the message: the
+    # diagnostic rendered on two lines (fixed in dsl/diagnostics.py: a message is one line, breaks escaped)
+    (Mutation(SPECS_ROOT / "lif_fi.nspec", "insert_bytes", 632702, 210020, b"\\"),
+     'cannot import "std/neurons.\\nspec": only .nspec files can be imported'),
+    # found by --seed 13: connect indices([0, 1, 2], [1e308, 2, 0]): an OverflowError casting to int64 (fixed in
+    # connectivity.py: indices are whole numbers in range before the cast, which also truncated 1.5 to 1)
+    (Mutation(SPECS_ROOT / "examples" / "connectivity.nspec", "huge", 1020349, 314779),
+     "indices(pre, post): 1e+308 is not an index of the postsynaptic population (size 3: 0 to 2)"),
+    # found on the code before the huge-integer checks by --seed 14 and 15: arange(1 + 1e308) (an OverflowError in
+    # len(range)); hyper digits = 2^64, folded to 0 (an EvaluationError: softmax of an empty axis); seed = 2^63,
+    # folded to -2^63 (NumPy refused the negative seed when the run started)
+    (Mutation(SPECS_ROOT / "seeds" / "elm.nspec", "huge", 426672, 234919), "a compile-time list of about 10^308 values"),
+    (Mutation(SPECS_ROOT / "workspace_chain.nspec", "huge", 566953, 18077),
+     "integer overflow: 2 ^ 64 = 18446744073709551616 is outside the range of i64"),
+    (Mutation(SPECS_ROOT / "cuba.nspec", "huge", 540588, 618160),
+     "integer overflow: 2 ^ 63 = 9223372036854775808 is outside the range of i64"),
 ]
 
 
 @pytest.mark.parametrize("mutation, message", FOUND, ids=["ticks-after-errors", "rope-freqs-size", "string-size",
                                                           "string-normal", "negative-zeros", "huge-param",
                                                           "uniform-inf", "uniform-reversed", "spikes-without-spike",
-                                                          "constant-exact-ode"])
+                                                          "constant-exact-ode", "huge-range", "truncated-method",
+                                                          "newline-in-a-message", "huge-connect-index",
+                                                          "huge-arange", "hyper-2-to-the-64", "seed-2-to-the-63"])
 def test_mutants_that_crashed_once_get_located_errors(mirror, mutation, message):
     path = mutant_file(mirror, mutation, "found")
     if message == "clean":

@@ -103,6 +103,8 @@ class _Inliner:
         return [memo[t] for t in targets]
 
     def output_value(self, box_name: str, port: str) -> int:
+        if box_name not in self.boxes:  # a box lost to an earlier error (already reported)
+            self.missing(f"{box_name}.{port}")
         box = self.boxes[box_name]
         res = self.flat[box_name].step.result(port, "output")
         sig = self.flat[box_name].port("out", port)
@@ -116,6 +118,8 @@ class _Inliner:
         key = (box_name, port)
         if key in self.port_cache:
             return self.port_cache[key]
+        if box_name is not None and box_name not in self.flat:
+            self.missing(f"{box_name}.{port}")
         sig = self.comp.port("out", port) if box_name is None else self.flat[box_name].port("in", port)
         if sig is None:
             self.missing(port if box_name is None else f"{box_name}.{port}")

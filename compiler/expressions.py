@@ -305,7 +305,23 @@ class ExprBuilder:
         else:
             a = replace(a, dtype=dtype) if a.is_static else a
             b = replace(b, dtype=dtype) if b.is_static else b
+        if op == "^" and not dtype.is_float and not b.is_static:
+            return self._int_power(a, b, dtype, shape, span)
         return self.add(ir_op, [a, b], dtype, shape, dim, span)
+
+    def _int_power(self, a: Val, b: Val, dtype: DType, shape: tuple[int, ...], span: Span) -> Val:
+        """An integer to a run-time integer power, defined on every backend for a negative exponent
+        too: 1 / a^|b| rounded toward zero, so 1 for a = 1, +-1 for a = -1 (by the parity of b), else
+        0 (0 for a = 0 as well).  Backends raise or differ on a negative integer exponent, so POW only
+        sees max(b, 0)."""
+        zero, one = replace(static(0), dtype=dtype), replace(static(1), dtype=dtype)
+        power = self.add(Op.POW, [a, self.binary_raw(Op.MAXIMUM, b, zero, span)], dtype, shape, DIMENSIONLESS, span)
+        odd = self.binary("!=", self.binary("%", b, replace(static(2), dtype=dtype), span), zero, span)
+        minus_one = self.select(odd, replace(static(-1), dtype=dtype), one, span)
+        reciprocal = self.select(self.binary("==", a, one, span), one,
+                                 self.select(self.binary("==", a, replace(static(-1), dtype=dtype), span), minus_one,
+                                             zero, span), span)
+        return self.select(self.binary("<", b, zero, span), reciprocal, power, span)
 
     def fold_binary(self, op: str, a: Val, b: Val, dtype: DType, span: Span, e: A.Node | None) -> np.ndarray:
         """``a op b`` of compile-time operands by the oracle's rule, refusing what a run would get wrong

@@ -210,3 +210,29 @@ def test_a_python_int_past_i64_given_to_load(tmp_path):
 def test_a_negative_simulate_seed(tmp_path):
     assert _first(tmp_path, HYPER.replace("dt = 0.1 ms", "dt = 0.1 ms, seed = -1"))[2] == \
         "a seed is an integer from 0 to 2^63 - 1, got -1"
+
+
+RUNTIME_POWER = """module runtime_power "integer powers whose exponent is known only at run time"
+system P {
+  in base: i64[8]
+  in e: i64[8]
+  out y: i64[8]
+  y = base ^ e
+}
+simulate P for 1 s, dt = 1 s
+"""
+
+
+@pytest.mark.parametrize("backend", ["reference", "onnxruntime", "tvm", "torch"])
+def test_an_integer_to_a_run_time_negative_power_is_defined_on_every_backend(tmp_path, backend):
+    """1 / base^|e| rounded toward zero: 1 for base 1, +-1 for base -1 by parity, else 0.  The reference
+    interpreter raised 'Integers to negative integer powers are not allowed' (an internal error) and TVM could
+    not build an integer pow at all."""
+    import numpy as np
+
+    path = tmp_path / "p.nspec"
+    path.write_text(RUNTIME_POWER, encoding="utf-8")
+    base = np.array([[2, 1, -1, -1, 0, 3, -2, 7]], np.int64)
+    e = np.array([[-1, -5, -3, -4, -2, 4, 3, 0]], np.int64)
+    y = np.asarray(nspec.load(path).run(inputs={"base": base, "e": e}, steps=1, backend=backend)["y"]).ravel()
+    np.testing.assert_array_equal(y, [0, 1, -1, 1, 0, 81, -8, 1])

@@ -170,6 +170,16 @@ def _same(node, xs):
     return cast(xs[0], LOGICAL[node.dtype])
 
 
+def _pow(node, xs):
+    """TIR's pow is float-only: an integer power goes through float64 and back, exact while the
+    result is below 2^53 (ONNX Runtime's integer Pow computes in double too)."""
+    dt = LOGICAL[node.dtype]
+    tirx = tvm_modules().tirx
+    if "float" in dt:
+        return tirx.pow(*[cast(x, dt) for x in xs])
+    return cast(tirx.round(tirx.pow(*[cast(x, "float64") for x in xs])), dt)
+
+
 def _t(name):
     """A tirx function looked up by name when the rule runs (tvm is imported lazily)."""
     return lambda dt, *xs: getattr(tvm_modules().tirx, name)(*xs)
@@ -304,7 +314,7 @@ RULES: dict[Op, Rule] = {
     Op.SUB: Elementwise(_arith(_rounded("sub", lambda a, b: a - b))),
     Op.MUL: Elementwise(_arith(_rounded("mul", lambda a, b: a * b))),
     Op.DIV: Elementwise(_arith(_div)),
-    Op.POW: Elementwise(_arith(_t("pow"))),
+    Op.POW: Elementwise(_pow),
     Op.MOD: Elementwise(_arith(_mod)),
     Op.MAXIMUM: Elementwise(_arith(_t("Max"))),
     Op.MINIMUM: Elementwise(_arith(_t("Min"))),

@@ -342,8 +342,8 @@ def unknown_method(name: str) -> str:
     the methods, and the nearest one."""
     close = difflib.get_close_matches(name, METHODS, n=1, cutoff=0.5)
     hint = f"; did you mean '{close[0]}'?" if close else ""
-    return (f"unknown integration method '{name}'{hint}; use {', '.join(METHODS)}, or a hyperparameter or "
-            "template parameter that holds one of these names")
+    return (f"unknown integration method '{name}'; use {', '.join(METHODS)}, or a hyperparameter or "
+            f"template parameter that holds one of these names{hint}")
 
 
 # The method of an equation with noise that names none, by the kind of its noise (Brian2's choice):

@@ -32,7 +32,7 @@ from nspec.dsl.diagnostics import Span
 from .bodies import Body, Env, build_body
 from .body_env import hidden_nexts
 from .declared_types import check_merge, resolve_type
-from .expressions import MAX_SIZE, Abort, ExprBuilder, Val, static
+from .expressions import MAX_SIZE, Abort, ExprBuilder, Val, fmt_shape, static
 from .ir import DType, GraphBuilder, Monitor, Op
 from .connectivity import connectivity
 from .limits import check_population
@@ -513,7 +513,7 @@ class _Projection:
     def _require_spikes(self, b: ExprBuilder, side: str, span: Span, what: str) -> None:
         """``what`` (an event, or a read of ``pre``/``post``) needs the spikes of the ``side`` population."""
         pop = self.pops[self.pre if side == "pre" else self.post]
-        if not _declares_spike(pop.decl.body):  # else flattening finds no <pop>.spike to wire
+        if not declares_spike(pop.decl.body):  # else flattening finds no <pop>.spike to wire
             b.fail(span, f"{what} needs the spikes of the {side}synaptic population '{pop.name}', but neuron "
                          f"{pop.decl.name} has no 'spike when' condition")
 

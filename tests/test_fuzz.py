@@ -316,7 +316,8 @@ FOUND = [
      "range() would build a compile-time list of about 10^308 values"),
     # 'simulate ..., method = exa' (the text cut): a KeyError in body_odes.integrate_group (fixed in elaborate.py)
     (Mutation(SPECS_ROOT / "cuba.nspec", "truncate", 427732),
-     "unknown integration method 'exa'; use exact, exp_euler, euler, midpoint, heun, rk4, milstein; did you mean 'exact'?"),
+     "unknown integration method 'exa'; use exact, exp_euler, euler, midpoint, heun, rk4, milstein, or a "
+     "hyperparameter or template parameter that holds one of these names; did you mean 'exact'?"),
     # found by --seed 11: a backslash before 'nspec' in an import path, an escaped newline in the message: the
     # diagnostic rendered on two lines (fixed in dsl/diagnostics.py: a message is one line, breaks escaped)
     (Mutation(SPECS_ROOT / "lif_fi.nspec", "insert_bytes", 632702, 210020, b"\\"),

@@ -190,7 +190,10 @@ def test_param_on_the_command_line(tmp_path, capsys, param, line, message):
         code = main([command, str(path), "--param", param, *(["--steps", "2"] if command == "run" else [])])
         err = capsys.readouterr().err
         assert code == 1, (command, err)
-        assert f"h.nspec:{line}:1: error: {message}" in err, (command, err)
+        # dt and seed are located where they were written, on the command line; hyperparameters at their declaration
+        where = "<command line>:1:" if param.startswith(("seed=", "dt=")) else f"h.nspec:{line}:1:"
+        assert f"{where}" in err and f"error: {message}" in err, (command, err)
+        assert err.index(where) < err.index(f"error: {message}"), (command, err)
 
 
 def test_param_values_that_fit_still_run(tmp_path, capsys):

@@ -1,8 +1,9 @@
 """Loading a spec and its imports, and resolving top-level names.
 
 ``load(path)`` parses the file and, transitively, every file it imports (paths relative to the
-importing file; ``std/...`` means the shipped ``specs/lib/``; a path found in neither place is
-looked up in the folders of ``NSPEC_PATH``).  Imports are confined: an import must name a
+importing file; ``std/...`` means the shipped library ``specs/lib/``, found by ``std_lib`` in a source
+tree and in an installed wheel alike; a path found in neither place is looked up in the folders of
+``NSPEC_PATH``).  Imports are confined: an import must name a
 ``.nspec`` file inside the project of the spec being compiled (the nearest folder above it
 holding ``nspec.toml``, ``pyproject.toml`` or ``.git``, else the spec's own folder), inside
 ``std/`` or inside a ``NSPEC_PATH`` folder, after resolving ``..`` and symbolic links; anything
@@ -16,6 +17,8 @@ file) lives here, below the driver, because loading an import needs it too.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
 import os
 from pathlib import Path
 
@@ -23,7 +26,7 @@ from nspec.dsl import ast as A
 from nspec.dsl.diagnostics import Collector, Diagnostic, SourceMap, Span, error
 from nspec.dsl.parser import parse
 
-STD_LIB = Path(__file__).resolve().parent.parent / "specs" / "lib"
+SOURCE_STD_LIB = Path(__file__).resolve().parent.parent / "specs" / "lib"  # compiler/ sits beside specs/
 PROJECT_MARKERS = ("nspec.toml", "pyproject.toml", ".git")
 SEARCH_PATH_VARIABLE = "NSPEC_PATH"
 
@@ -36,6 +39,16 @@ def project_root(spec: Path) -> Path:
         if any((candidate / m).exists() for m in PROJECT_MARKERS):
             return candidate
     return folder
+
+
+@cache
+def std_lib() -> Path:
+    """The folder ``std/`` names: in an installed wheel, the package data ``nspec/std/`` (pyproject.toml
+    maps ``specs/lib`` there); in a source tree or an editable install, ``specs/lib`` itself."""
+    installed = resources.files("nspec").joinpath("std")
+    if isinstance(installed, Path) and installed.is_dir():
+        return installed.resolve()
+    return SOURCE_STD_LIB
 
 
 def search_path() -> list[Path]:
@@ -117,7 +130,7 @@ class Loader:
     def resolve_import(self, importer: str, target: str) -> tuple[Path | None, str | None]:
         """The file an ``import`` names, or None and why it cannot be imported."""
         if target.startswith("std/"):
-            candidates = [STD_LIB / target[4:]]
+            candidates = [std_lib() / target[4:]]
         elif Path(target).is_absolute():
             return None, (f"an import names a path relative to the importing spec, a std/ file or a file in "
                           f"{SEARCH_PATH_VARIABLE}, not an absolute path")
@@ -149,7 +162,7 @@ class Loader:
 
     def load(self, path: str, span: Span | None = None) -> Scope | None:
         if not self.roots:  # the spec being compiled: its project, std/ and the search path
-            self.roots = (project_root(Path(path)), STD_LIB, *search_path())
+            self.roots = (project_root(Path(path)), std_lib(), *search_path())
         key = os.path.normpath(str(path))
         if key in self._active:
             k = self._active.index(key)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+import math
+import re
 
 import pint
 
@@ -76,6 +78,27 @@ def unit(name: str) -> tuple[float, Dim]:
 def quantity(value: float, name: str) -> float:
     """``quantity(20, "ms") == 0.02``: a literal in SI."""
     return value * unit(name)[0]
+
+
+def parse_duration(value: str | int | float) -> float:
+    """A positive, finite model time in seconds, from a string with a unit of time (``1s``,
+    ``200ms``, ``0.5 s``: what ``nspec run --duration`` and ``Model.run(duration=...)`` take) or a
+    number of seconds; ValueError names the mistake."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ValueError(f"a duration is a time such as '200 ms' or a number of seconds, got {value!r}")
+    if isinstance(value, str):
+        m = re.fullmatch(r"\s*((?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)\s*([A-Za-z]+)\s*", value)
+        if m is None:
+            raise ValueError(f"a duration is a time such as 1s or 200ms, got {value!r}")
+        if not is_unit(m[2]) or unit(m[2])[1] != unit("s")[1]:
+            raise ValueError(f"a duration needs a unit of time (s, ms, us), not {m[2]!r}")
+        seconds = float(m[1]) * unit(m[2])[0]
+    else:
+        seconds = float(value)
+    if not math.isfinite(seconds) or seconds <= 0:
+        shown = value.strip() if isinstance(value, str) else value
+        raise ValueError(f"the duration must be a positive, finite time, got {shown!r}")
+    return seconds
 
 
 # Names to print dimensions in, preferred first (a message says "mV", not "kg*m^2/(A*s^3)").

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import re
 
 from nspec import __version__
 from nspec.compiler.limits import parse_memory
@@ -34,18 +32,13 @@ def param(text: str) -> tuple[str, object]:
 
 
 def duration(text: str) -> float:
-    """A positive time with a unit (``1s``, ``200ms``, ``0.5 s``), in seconds."""
-    m = re.fullmatch(r"\s*((?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)\s*([A-Za-z]+)\s*", text)
-    if m is None:
-        raise argparse.ArgumentTypeError(f"expected a time such as 1s or 200ms, got {text!r}")
-    from nspec.compiler import units
+    """A positive time with a unit (``1s``, ``200ms``, ``0.5 s``), in seconds; a bare number is refused."""
+    from nspec.compiler.units import parse_duration  # pint loads only when a duration is given
 
-    if not units.is_unit(m[2]) or units.unit(m[2])[1] != units.unit("s")[1]:
-        raise argparse.ArgumentTypeError(f"{m[2]!r} is not a unit of time (use s, ms, us)")
-    seconds = float(m[1]) * units.unit(m[2])[0]
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise argparse.ArgumentTypeError(f"the duration must be a positive, finite time, got {text.strip()!r}")
-    return seconds
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def positive_int(text: str) -> int:

@@ -23,6 +23,7 @@ from nspec.compiler.driver import compile_file, parse_file
 from nspec.compiler.overrides import Given, keywords
 from nspec.compiler.ir import Monitor, Program
 from nspec.compiler.threefry import counter_problem
+from nspec.compiler.units import parse_duration
 from nspec.compiler.limits import Limits, check_recording, limits_for
 from nspec.compiler.limits import current as current_limits
 from nspec.dsl.diagnostics import SourceMap
@@ -242,7 +243,7 @@ class Model:
         if steps is not None:
             return int(steps)
         if duration is not None:
-            return max(int(round(float(duration) / self.dt)), 1)
+            return max(int(round(parse_duration(duration) / self.dt)), 1)
         lengths = {a.shape[1] for a in inputs.values() if a.shape[1] > 1}
         if lengths:
             return min(lengths)  # a data sequence sets the length of its run
@@ -276,14 +277,18 @@ class Model:
                 elif lead == 1:
                     arr, timeless = arr[None], False
                 else:
-                    raise InputError(f"input '{name}': with batch=None give [time, *shape] or [*shape]")
+                    raise InputError(f"input '{name}' has shape {list(arr.shape)}: without a batch give "
+                                     f"{_axes('time', shape=var.shape)} or {_axes(shape=var.shape)}; pass "
+                                     f"batch={arr.shape[0]} for {_axes('batch', 'time', shape=var.shape)}")
             else:
                 if lead == 1:
                     arr = arr[:, None]
                 elif lead == 2:
                     timeless = False
                 else:
-                    raise InputError(f"input '{name}': with a batch give [batch, time, *shape] or [batch, *shape]")
+                    raise InputError(f"input '{name}' has shape {list(arr.shape)}: with batch={batch} give "
+                                     f"{_axes('batch', 'time', shape=var.shape)} or "
+                                     f"{_axes('batch', shape=var.shape)}")
                 if arr.shape[0] != batch:
                     raise InputError(f"input '{name}' has batch size {arr.shape[0]}, expected {batch}")
             out[name] = arr
@@ -293,11 +298,23 @@ class Model:
             raise InputError(f"missing input(s) {', '.join(missing)}")
         return out, timeless, (b or 1)
 
-    def run(self, inputs: Mapping[str, Any] | None = None, steps: int | None = None, duration: float | None = None,
-            record=None, backend: str = "reference", seed: int | None = None, batch: int | None = None,
-            progress: bool = False, nan_check: str = "error", resume: bool = False,
+    def run(self, inputs: Mapping[str, Any] | None = None, steps: int | None = None,
+            duration: str | float | None = None, record=None, backend: str = "reference", seed: int | None = None,
+            batch: int | None = None, progress: bool = False, nan_check: str = "error", resume: bool = False,
             max_memory: str | int | None = None, **options) -> dict[str, np.ndarray]:
         """Run from the initial state; returns outputs, monitor arrays and recorded values by name.
+
+        The run lasts ``steps`` steps, or ``duration`` of model time (``"200 ms"``, ``"1s"``: what
+        ``nspec run --duration`` takes, or a number of seconds), else as long as the time axis of the
+        inputs, else the spec's ``simulate``.  A duration that is not a positive time raises ValueError.
+
+        Shapes.  With ``batch=None`` each input is ``[time, *port]`` or ``[*port]`` (held for every
+        step), and the results carry no batch axis: outputs ``[time, *port]``, a state monitor
+        ``name.<var>`` ``[samples, neurons]``, a spike monitor ``name.i`` and ``name.t``.  A batch axis
+        is only read when asked for: with ``batch=B`` inputs are ``[B, time, *port]`` or ``[B, *port]``,
+        outputs ``[B, time, *port]``, a state monitor ``[samples, B, neurons]`` and a spike monitor adds
+        ``name.trial``.  An input with a batch axis under ``batch=None`` (``[1, T, D]``, say) raises
+        ``InputError`` naming the shapes it may have.
 
         ``seed`` (default: the spec's ``simulate ... seed``) sets the initial values and keys the
         random draws of every step.  ``resume=True`` continues from the state the last run (or
@@ -316,7 +333,7 @@ class Model:
         return concatenate(pieces)
 
     def stream(self, path: str | Path, inputs: Mapping[str, Any] | None = None, steps: int | None = None,
-               duration: float | None = None, record=None, backend: str = "reference", seed: int | None = None,
+               duration: str | float | None = None, record=None, backend: str = "reference", seed: int | None = None,
                batch: int | None = None, progress: bool = False, nan_check: str = "error", force: bool = False,
                **options) -> dict[str, tuple[int, ...]]:
         """``run``, writing its results to the ``.npz`` at ``path`` chunk by chunk instead of holding them:
@@ -535,6 +552,11 @@ class Model:
 
         options.setdefault("params", self.initial(1, None)[0])
         export(self.program, str(path), **options)
+
+
+def _axes(*lead: str, shape: tuple[int, ...]) -> str:
+    """A shape for a message: ``_axes("time", shape=(3,)) == "[time, 3]"``."""
+    return "[" + ", ".join([*lead, *map(str, shape)]) + "]"
 
 
 def _progress_bar(steps: int):

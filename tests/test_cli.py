@@ -453,3 +453,16 @@ def test_exit_codes_as_a_shell_sees_them(tmp_path):
     bad = shell("check", "bad.nspec", cwd=tmp_path)
     assert bad.returncode == 1 and "bad.nspec:1:24: error:" in bad.stderr and "Traceback" not in bad.stderr
     assert shell("check", cwd=tmp_path).returncode == 2
+
+
+def test_readme_command_table_lists_every_subcommand():
+    import re
+
+    from nspec.cli import build_parser
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    table = readme[readme.index("## The command line"):readme.index("\n## ", readme.index("## The command line") + 1)]
+    listed = set(re.findall(r"^\| `nspec (\w+)", table, re.M))
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert listed == set(sub.choices), \
+        f"README's command table lists {sorted(listed)}, the CLI has {sorted(sub.choices)}"

@@ -196,3 +196,89 @@ system S {
     np.testing.assert_array_equal(states["v"], np.broadcast_to(loaded["start"], (3, 3)))
     np.testing.assert_array_equal(states["u"], full_states["u"])
     np.testing.assert_array_equal(states["w"], full_states["w"])
+
+
+MONITORED = """
+from "std/neurons.nspec" import LIF
+
+network Net {
+  population P: LIF(I0 = 0.3 nA)[4]
+  record spikes of P as raster
+  record v of P every 1 ms as trace
+  record v of P as fine
+}
+
+simulate Net for 50 ms, dt = 0.1 ms
+"""
+
+
+@pytest.fixture
+def monitored(tmp_path):
+    p = tmp_path / "monitored.nspec"
+    p.write_text(MONITORED)
+    return nspec.load(p)
+
+
+@pytest.mark.parametrize("duration", ["20ms", "20 ms", " 0.02 s ", "20000 us", "2e-2s", 0.02])
+def test_duration_takes_what_the_cli_takes(monitored, duration):
+    from nspec.cli import duration as cli_duration
+
+    out = monitored.run(duration=duration)
+    assert out["fine.v"].shape == (200, 4)  # 20 ms at dt = 0.1 ms
+    np.testing.assert_array_equal(out["fine.v"], monitored.run(steps=200)["fine.v"])
+    if isinstance(duration, str):
+        assert cli_duration(duration) == pytest.approx(0.02)
+
+
+@pytest.mark.parametrize("duration, message", [
+    ("5", "a duration is a time such as 1s or 200ms, got '5'"),
+    ("soon", "a duration is a time such as 1s or 200ms, got 'soon'"),
+    ("5 mV", "a duration needs a unit of time (s, ms, us), not 'mV'"),
+    ("1 parsec", "a duration needs a unit of time (s, ms, us), not 'parsec'"),
+    ("0 s", "the duration must be a positive, finite time, got '0 s'"),
+    ("1e400 ms", "the duration must be a positive, finite time, got '1e400 ms'"),
+    (-0.1, "the duration must be a positive, finite time, got -0.1"),
+    (float("nan"), "the duration must be a positive, finite time, got nan"),
+    (True, "a duration is a time such as '200 ms' or a number of seconds, got True"),
+    ([20], "a duration is a time such as '200 ms' or a number of seconds, got [20]"),
+])
+def test_a_bad_duration_is_a_clear_error(monitored, duration, message):
+    with pytest.raises(ValueError) as info:
+        monitored.run(duration=duration)
+    assert str(info.value) == message
+
+
+def test_a_batch_axis_is_read_only_when_asked_for(path):
+    """run's docstring and docs/language.md ("The batch axis"): with batch=None an input is
+    [time, *port] or [*port]; [1, T, D] is refused with the shapes it may have, and is read with batch=1."""
+    m = nspec.load(path)
+    u = np.arange(12, dtype=np.float32).reshape(4, 3)
+    with pytest.raises(InputError) as info:
+        m.run(inputs={"u": u[None]})
+    assert str(info.value) == ("input 'u' has shape [1, 4, 3]: without a batch give [time, 3] or [3]; "
+                               "pass batch=1 for [batch, time, 3]")
+    with pytest.raises(InputError, match=r"shape \[2, 4, 3\]: without a batch .* pass batch=2 for"):
+        m.run(inputs={"u": np.stack([u, u])})
+    single = m.run(inputs={"u": u})["y"]
+    batched = m.run(inputs={"u": u[None]}, batch=1)["y"]
+    assert single.shape == (4, 3) and batched.shape == (1, 4, 3)
+    np.testing.assert_array_equal(batched[0], single)
+    with pytest.raises(InputError) as info:
+        m.run(inputs={"u": np.ones((2, 1, 4, 3), np.float32)}, batch=2)
+    assert str(info.value) == ("input 'u' has shape [2, 1, 4, 3]: with batch=2 give [batch, time, 3] or "
+                               "[batch, 3]")
+
+
+def test_monitor_shapes_carry_a_batch_axis_only_when_asked_for(monitored):
+    """docs/language.md, Monitors: a state monitor is [samples, neurons] without a batch and
+    [samples, B, neurons] with one; a spike monitor gains name.trial."""
+    plain = monitored.run(steps=200)
+    assert plain["fine.v"].shape == (200, 4) and plain["fine.t"].shape == (200,)
+    assert plain["trace.v"].shape == (20, 4) and plain["trace.t"].shape == (20,)
+    assert plain["raster.i"].ndim == 1 and plain["raster.i"].shape == plain["raster.t"].shape
+    assert plain["raster.i"].size > 0 and "raster.trial" not in plain
+    for b in (1, 2):
+        out = monitored.run(steps=200, batch=b)
+        assert out["fine.v"].shape == (200, b, 4) and out["trace.v"].shape == (20, b, 4)
+        assert out["raster.trial"].shape == out["raster.i"].shape == out["raster.t"].shape
+        np.testing.assert_array_equal(out["fine.v"][:, 0], plain["fine.v"])  # trial 0 is the single run

@@ -111,7 +111,9 @@ def using(limits: Limits | None):
 
 
 def size_text(n: float) -> str:
-    """Bytes as people read them: '7.5 GiB'."""
+    """Bytes as people read them: '7.5 GiB' (past 2^100 bytes, a power of ten of TiB)."""
+    if n >= 1 << 100:  # a product of huge sizes: an int past what a float division takes
+        return f"about 10^{len(str(int(n) >> 40)) - 1} TiB"
     for unit, scale in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
         if n >= scale:
             return f"{n / scale:.3g} {unit}"

@@ -295,7 +295,9 @@ class Model:
             b = arr.shape[0]
         missing = sorted(set(ports) - set(inputs))
         if missing:
-            raise InputError(f"missing input(s) {', '.join(missing)}")
+            described = ", ".join(f"{n} ({ports[n].dtype.value}{list(ports[n].shape)})" for n in missing)
+            raise InputError(f"missing input(s) {described}: give each as an array by name (nspec run --inputs "
+                             "FILE.npz, or Model.run(inputs={...}))")
         return out, timeless, (b or 1)
 
     def run(self, inputs: Mapping[str, Any] | None = None, steps: int | None = None,

@@ -88,7 +88,7 @@ def test_batch_and_time_axes(path):
     assert timeless["y"].shape == (4, 3)
     with pytest.raises(InputError, match="input 'u' has shape"):
         m.run(inputs={"u": np.ones((4, 2))})
-    with pytest.raises(InputError, match="missing input"):
+    with pytest.raises(InputError, match=r"missing input\(s\) u \(f32\[3\]\): give each as an array by name"):
         m.run()
     with pytest.raises(InputError, match="unknown input"):
         m.run(inputs={"u": np.ones(3), "v": np.ones(3)})

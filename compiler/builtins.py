@@ -19,7 +19,7 @@ from nspec.dsl import ast as A
 
 from .ir import DType, Op
 from .units import DIMENSIONLESS, describe
-from .builtins_lists import arange, linspace, range_list, reversed_list
+from .builtins_lists import arange, check_count, linspace, range_list, reversed_list
 from .builtins_random import binomial, normal, orthogonal, rand, uniform
 from .values import Val, call_args, fmt_shape, fmt_type, fold, int_range, is_whole_number, norm_axis, static
 
@@ -449,6 +449,9 @@ def _one_hot(b: ExprBuilder, e: A.Call) -> Val:
     (i, n), _ = call_args(b, e, 2, 2)
     iv = b.expr(i)
     k = b.static_int(n, "one_hot()'s size")
+    if k <= 0:
+        b.fail(n.span, f"one_hot() needs a positive number of classes, got {k}")
+    check_count(b, n.span, "one_hot()", k)  # its compile-time range of k classes, before it is built
     if iv.dtype not in (DType.i64, DType.i32):
         b.fail(i.span, f"one_hot() needs i64 indices, got {fmt_type(iv)}")
     rng = static(np.arange(k, dtype=np.int64))

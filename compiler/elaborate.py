@@ -199,7 +199,7 @@ def _check_hyper_type(b: ExprBuilder, decl: A.Hyper, value: Val, kind: str | Non
 class Elaborator:
     """Holds the loaded modules and instantiates declarations with bound template arguments."""
 
-    def __init__(self, sources: SourceMap, overrides: dict[str, Any], given: Given):
+    def __init__(self, sources: SourceMap, overrides: dict[str, Any], given: Given | None = None):
         self.sources = sources
         # dimensions bound by data (compiler/data_dims.py), for the file that is run (``main``);
         # ``data_bound`` is None while checking without data
@@ -210,6 +210,7 @@ class Elaborator:
         self.diags = Collector(sources)
         self.loader = Loader(sources, self.diags)
         self.overrides = dict(overrides)
+        given = given or keywords("Elaborator", "<program>", overrides)
         self.given = given  # where the overrides were written, for their diagnostics
         given.register(sources)
         self.bindings: dict[int, Binding] = {}  # id(hyper declaration) -> its override

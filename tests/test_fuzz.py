@@ -318,6 +318,9 @@ FOUND = [
     # found by --seed 16 on the merged tree: a port of a huge shape; the memory limit's message divided the byte
     # count, an int past the float range (OverflowError in limits.size_text)
     (Mutation(SPECS_ROOT / "examples" / "hopfield.nspec", "huge", 218173, 308779), "TiB, over the memory limit"),
+    # found by --seed 18 on the merged tree: one_hot() of a huge class count built its compile-time range first
+    # (a ValueError from np.arange; fixed in builtins.py _one_hot)
+    (Mutation(SPECS_ROOT / "examples" / "expressions.nspec", "huge", 575135, 685687), "one_hot() would build"),
     # 'simulate ..., method = exa' (the text cut): a KeyError in body_odes.integrate_group (fixed in elaborate.py)
     (Mutation(SPECS_ROOT / "cuba.nspec", "truncate", 427732),
      "unknown integration method 'exa'; use exact, exp_euler, euler, midpoint, heun, rk4, milstein, or a "
@@ -344,7 +347,8 @@ FOUND = [
 @pytest.mark.parametrize("mutation, message", FOUND, ids=["ticks-after-errors", "rope-freqs-size", "string-size",
                                                           "string-normal", "negative-zeros", "huge-param",
                                                           "uniform-inf", "uniform-reversed", "spikes-without-spike",
-                                                          "constant-exact-ode", "huge-range", "huge-port-memory-text", "truncated-method",
+                                                          "constant-exact-ode", "huge-range", "huge-port-memory-text", "huge-one-hot",
+                                                          "truncated-method",
                                                           "newline-in-a-message", "huge-connect-index",
                                                           "huge-arange", "hyper-2-to-the-64", "seed-2-to-the-63"])
 def test_mutants_that_crashed_once_get_located_errors(mirror, mutation, message):

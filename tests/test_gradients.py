@@ -30,13 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CONFORMANCE = Path(__file__).parent / "conformance"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Small tensors: torch's intra-op pool costs more than it saves on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def write(tmp_path, text: str, name: str = "model.nspec") -> Path:

@@ -35,16 +35,7 @@ BUNDLES = ("bdh_tiny", "ctm_tiny", "elm_tiny", "elm_neuronio_best")
 OUTPUTS = {"bdh": ("logits",), "ctm": ("predictions", "certainties"), "elm": ("Y",), "elm_v2": ("Y",)}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One intra-op thread: the seeds' per-step tensors are small, and on a loaded 2-core machine
-    torch's default pool makes the torch backend up to 50x slower (bench/seeds.py shows both)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 # ---------------------------------------------------------------- the command-line contract

@@ -38,14 +38,7 @@ BDH = ROOT / "specs" / "seeds" / "bdh.nspec"
 CTM = ROOT / "specs" / "seeds" / "ctm.nspec"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Small tensors: on a shared 2-core machine torch's intra-op pool makes each einsum of these
-    models up to 50x slower than one thread does."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def poisson_patterns(n: int, steps: int = 20, n_in: int = 20, classes: int = 3, seed: int = 0):

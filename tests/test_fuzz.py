@@ -247,13 +247,13 @@ def test_specs_to_mutate_exist():
 
 
 def test_token_mutants(mirror):
-    count, ran = _run(token_mutations, mirror, 3300)
-    assert count >= 3300 and ran >= 100, (count, ran)  # about one in eight checks clean and runs
+    count, ran = _run(token_mutations, mirror, 1600)  # the suite's sample; bench/fuzz_specs.py runs 10^4 and more
+    assert count >= 1600 and ran >= 100, (count, ran)  # about one in eight checks clean and runs
 
 
 def test_byte_mutants(mirror):
-    count, ran = _run(byte_mutations, mirror, 1650)
-    assert count >= 1650 and ran >= 1, (count, ran)  # a cut at a statement's end, a blank inserted, ...
+    count, ran = _run(byte_mutations, mirror, 800)
+    assert count >= 800 and ran >= 1, (count, ran)  # a cut at a statement's end, a blank inserted, ...
 
 
 def test_huge_sizes_and_counts(mirror):

@@ -22,7 +22,7 @@ import pytest
 import seed_oracles as oracle
 from nspec.cli import main
 from test_seeds import BACKENDS, CONFORMANCE, SEEDS, assert_close, bundle, nspec_run, params, save_weights
-from test_seeds import one_torch_thread  # noqa: F401  (an autouse fixture: applies here once imported)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 MODEL = "bdh_parallel"
 

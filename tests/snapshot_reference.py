@@ -28,10 +28,10 @@ def specs() -> list[Path]:
     return sorted(p for p in (ROOT / "specs").rglob("*.nspec") if "errors" not in p.parts and "lib" not in p.parts)
 
 
-def load(path: Path) -> nspec.Model | None:
+def load(path: Path, **hyper) -> nspec.Model | None:
     """The spec's model, or None for a library-style file with no run target."""
     try:
-        return nspec.load(path)
+        return nspec.load(path, **hyper)
     except NspecError as exc:
         if "nothing to run" in str(exc):
             return None
@@ -60,9 +60,9 @@ def value_results(model: nspec.Model) -> list[str]:
     return sorted(r.name for r in model.program.step.results if r.kind == "value")
 
 
-def run_spec(path: Path, cap: int, backend: str = "reference") -> dict[str, np.ndarray] | None:
+def run_spec(path: Path, cap: int, backend: str = "reference", **hyper) -> dict[str, np.ndarray] | None:
     """Outputs, monitors, every value result and ``final_state:<name>`` of the spec's run."""
-    model = load(path)
+    model = load(path, **hyper)
     if model is None:
         return None
     steps = duration_steps(model, cap)

@@ -21,14 +21,19 @@ from snapshot_reference import ROOT, duration_steps, load, run_spec, specs
 
 SPECS = specs()
 BACKENDS = ["onnxruntime", "torch", "tvm"]
-# 2000 steps cover the first spikes of every event-driven spec (the slowest, lib_neurons' Izhikevich
-# and AdEx cells and plasticity_stdp's post cells, fire first after ~500 steps); full durations run
-# to 20000 steps, which on torch's per-step loop would take minutes per spec.
-CAP = 2000
+# The latest first spike of any population in specs/ is at step 219 (lib_neurons' AdEx cell,
+# lib_synapses' conductance synapses; measured with tests/snapshot_reference.py's runs): 500 steps
+# leave more than twice that, and a longer compared run mostly costs torch's per-step loop time.
+CAP = 500
 # Brian2's networks (4000-5000 neurons, 10^5-10^6 synapses) take 25-40 ms a step on torch's per-step
 # loop: 300 steps (30 ms) already hold hundreds to thousands of spikes from every population.
 CAPS = {"brian2/coba.nspec": 300, "brian2/cobahh.nspec": 300, "brian2/brunel_2000.nspec": 300,
         "brian2/brunel_hakim_1999.nspec": 300}
+# Seed models run at their conformance bundles' sizes: BDH's default (6 layers of 4 x 8192 neurons)
+# takes 34 s for 30 steps on onnxruntime (the reference run included) and adds no op the tiny
+# configuration lacks.
+BDH_TINY = dict(n_layer=2, n_embd=32, n_head=2, mlp_internal_dim_multiplier=8, vocab_size=16)
+HYPER = {"seeds/bdh.nspec": BDH_TINY, "seeds/bdh_parallel.nspec": BDH_TINY}
 # Populations that stay silent by design: their zero spike counts are the specs' own expectations.
 SILENT = {
     "examples/header_imports.nspec": {"R/spike"},  # 20 x 0.1 mV volleys stay far below threshold
@@ -58,7 +63,7 @@ def references():
 
 def reference_run(path: Path, references: dict):
     if path not in references:
-        references[path] = run_spec(path, cap(path))
+        references[path] = run_spec(path, cap(path), **HYPER.get(spec_id(path), {}))
     return references[path]
 
 
@@ -73,7 +78,7 @@ def test_backend_equals_reference(path, backend, references):
     expected = reference_run(path, references)
     if expected is None:
         return  # a library-style file with no run target: its systems run through the files that use them
-    got = run_spec(path, cap(path), backend)
+    got = run_spec(path, cap(path), backend, **HYPER.get(spec_id(path), {}))
     assert set(got) == set(expected)
     for key, want in expected.items():
         have = np.asarray(got[key])
@@ -91,7 +96,7 @@ def test_the_compared_run_is_long_enough_for_its_events(path, references):
     out = reference_run(path, references)
     if out is None:
         return
-    model = load(path)
+    model = load(path, **HYPER.get(spec_id(path), {}))
     silent = SILENT.get(spec_id(path), set())
     for m in model.monitors:
         if m.kind == "spikes":

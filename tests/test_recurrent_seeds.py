@@ -151,3 +151,41 @@ def test_bias_false_drops_the_bias_keys(tmp_path, capsys):
             "--output", str(tmp_path / "o.npz"), "-q"]
     assert main(args) == 1
     assert "unknown key(s) bias_hh_l0, bias_hh_l1, bias_ih_l0, bias_ih_l1" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- the `batch_axis` port flag
+BATCH_AXIS = """
+system S {
+  in x: f32[3]
+  out y: f32[2, 3] %s
+  y = reshape(concat([x, 2 * x], axis = 0), [2, 3])
+}
+"""
+
+
+def test_batch_axis_places_the_batch_of_a_one_step_result(tmp_path):
+    path = tmp_path / "s.nspec"
+    path.write_text(BATCH_AXIS % "batch_axis 1")
+    x = np.arange(12, dtype=np.float32).reshape(4, 3)
+    y = nspec.load(path).run({"x": x}, batch=4)["y"]
+    assert y.shape == (2, 4, 3)
+    np.testing.assert_array_equal(y, np.stack([x, 2 * x]))
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("batch_axis 3", "'batch_axis 3' must be a whole number from 0 to the port's rank 2"),
+    ("batch_axis 0.5", "'batch_axis 0.5' must be a whole number"),
+])
+def test_a_batch_axis_outside_the_port_is_a_located_error(flag, message, tmp_path, capsys):
+    path = tmp_path / "s.nspec"
+    path.write_text(BATCH_AXIS % flag)
+    assert main(["check", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert f"{path}:4:3: error: {message}" in err and "^" in err
+
+
+def test_batch_axis_on_an_input_is_a_located_error(tmp_path, capsys):
+    path = tmp_path / "s.nspec"
+    path.write_text(BATCH_AXIS.replace("in x: f32[3]", "in x: f32[3] batch_axis 1") % "")
+    assert main(["check", str(path)]) == 1
+    assert f"{path}:3:3: error: 'batch_axis' applies to output ports" in capsys.readouterr().err

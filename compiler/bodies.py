@@ -23,7 +23,7 @@ from nspec.dsl import ast as A
 from nspec.dsl.diagnostics import Span
 
 from .body_env import TIME, Env, hidden_nexts
-from .declared_types import check_merge, resolve_type
+from .declared_types import check_batch_axis, check_merge, resolve_type
 from .body_odes import integrate
 from .expressions import Abort, ExprBuilder, Val, fmt_shape, fmt_type, static
 from .ir import DType, GraphBuilder, Op, Var
@@ -171,7 +171,8 @@ class Body:
         merge = check_merge(b, p, dtype)
         if p.direction == "in" and p.stack:
             b.fail(p.span, "'stack' applies to output ports")
-        sig = PortSig(p.name, dtype, self.shape(shape), dim, merge, p.stack, p.span)
+        sig = PortSig(p.name, dtype, self.shape(shape), dim, merge, p.stack, p.span,
+                      check_batch_axis(b, p, shape))
         if p.direction == "in":
             node = self.g.arg(p.name, "input", dtype, sig.shape, p.span)
             self.decls[p.name] = _Decl("in", Val(dtype, sig.shape, dim, node), port=sig, span=p.span)

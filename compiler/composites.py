@@ -21,7 +21,7 @@ import numpy as np
 from nspec.dsl import ast as A
 from nspec.dsl.diagnostics import Span
 
-from .declared_types import check_merge, resolve_type
+from .declared_types import check_batch_axis, check_merge, resolve_type
 from .expressions import Abort, ExprBuilder, Val, fmt_shape, static
 from .ir import DType, GraphBuilder, Op, Var
 from .limits import check_unrolled
@@ -55,7 +55,8 @@ def build_composite(elab, decl: A.SystemDecl, scope, args: dict) -> Composite:
                 if stmt.name in declared:
                     b.fail(stmt.span, f"'{stmt.name}' is already declared (line {declared[stmt.name].line})")
                 dtype, shape, dim = resolve_type(b, stmt.type)
-                sig = PortSig(stmt.name, dtype, shape, dim, check_merge(b, stmt, dtype), stmt.stack, stmt.span)
+                sig = PortSig(stmt.name, dtype, shape, dim, check_merge(b, stmt, dtype), stmt.stack, stmt.span,
+                              check_batch_axis(b, stmt, shape))
                 (inputs if stmt.direction == "in" else outputs).append(sig)
                 declared[stmt.name] = stmt.span
             elif isinstance(stmt, A.Box):

@@ -27,6 +27,20 @@ def check_merge(b: ExprBuilder, port: A.Port, dtype: DType) -> str:
     return merge
 
 
+def check_batch_axis(b: ExprBuilder, port: A.Port, shape: tuple) -> int | None:
+    """``batch_axis n`` on an output port: an integer from 0 to the port's rank (torch's h_n puts the
+    batch at 1 of [num_layers, B, H])."""
+    n = port.batch_axis
+    if n is None:
+        return None
+    if port.direction == "in":
+        b.fail(port.span, "'batch_axis' applies to output ports (an input's batch axis is always its first)")
+    if n != int(n) or not 0 <= n <= len(shape):
+        b.fail(port.span, f"'batch_axis {n:g}' must be a whole number from 0 to the port's rank {len(shape)} "
+                          f"(the port's shape is {list(shape)})")
+    return int(n)
+
+
 def unit_of(b: ExprBuilder, u: A.UnitExpr) -> tuple[float, Dim]:
     if isinstance(u, A.UnitOne):
         if u.value != 1:

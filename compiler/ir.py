@@ -124,6 +124,7 @@ class Var:
     plastic: bool = False       # a synaptic state changed by a local rule
     reparam: tuple = ()         # ("bounded", lo, hi, "sigmoid") | ("positive", "relu") | ("clamp", lo, hi)
     stack: bool = False         # outputs: stacked over internal ticks
+    batch_axis: int | None = None  # outputs: the batch axis's place in a one-step result (None: first)
 
 
 @dataclass(frozen=True, slots=True)

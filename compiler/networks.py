@@ -31,7 +31,7 @@ from nspec.dsl.diagnostics import Span
 
 from .bodies import Body, Env, build_body
 from .body_env import hidden_nexts
-from .declared_types import check_merge, resolve_type
+from .declared_types import check_batch_axis, check_merge, resolve_type
 from .expressions import MAX_SIZE, Abort, ExprBuilder, Val, fmt_shape, static
 from .ir import DType, GraphBuilder, Monitor, Op
 from .connectivity import connectivity
@@ -102,7 +102,8 @@ def build_network(elab, decl: A.SystemDecl, scope, args: dict) -> Composite:
                 if stmt.name in declared:
                     b.fail(stmt.span, f"'{stmt.name}' is already declared (line {declared[stmt.name].line})")
                 dtype, shape, dim = resolve_type(b, stmt.type)
-                sig = PortSig(stmt.name, dtype, shape, dim, check_merge(b, stmt, dtype), stmt.stack, stmt.span)
+                sig = PortSig(stmt.name, dtype, shape, dim, check_merge(b, stmt, dtype), stmt.stack, stmt.span,
+                              check_batch_axis(b, stmt, shape))
                 (ports_in if stmt.direction == "in" else ports_out).append(sig)
                 declared[stmt.name] = stmt.span
             elif isinstance(stmt, A.Assert):

@@ -29,6 +29,7 @@ class PortSig:
     merge: str = "sum"
     stack: bool = False
     span: Span = UNKNOWN_SPAN
+    batch_axis: int | None = None   # outputs: the batch axis's place in a one-step result (default 0)
 
 
 def _port(ports: tuple[PortSig, ...], name: str) -> PortSig | None:

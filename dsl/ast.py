@@ -162,6 +162,7 @@ class Port(Stmt):
     type: TensorType
     merge: str | None
     stack: bool
+    batch_axis: float | None = None  # outputs: where a one-step result puts the batch axis
 
 
 @node

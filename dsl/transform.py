@@ -175,7 +175,8 @@ class ToAst(Transformer):
         direction, name, typ = ch[0], str(ch[1]), ch[2]
         merge = next((c[1] for c in ch[3:] if isinstance(c, tuple) and c[0] == "merge"), None)
         stack = any(c == ("stack",) for c in ch[3:])
-        return A.Port(self._span(meta), direction, name, typ, merge, stack)
+        batch_axis = next((c[1] for c in ch[3:] if isinstance(c, tuple) and c[0] == "batch_axis"), None)
+        return A.Port(self._span(meta), direction, name, typ, merge, stack, batch_axis)
 
     def port_dir(self, meta, ch):
         return str(ch[0])
@@ -185,6 +186,9 @@ class ToAst(Transformer):
 
     def stack(self, meta, ch):
         return ("stack",)
+
+    def batch_axis(self, meta, ch):
+        return ("batch_axis", float(ch[0]))
 
     def param_decl(self, meta, ch):
         name, rest = str(ch[0]), list(ch[1:])

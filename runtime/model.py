@@ -472,7 +472,8 @@ class Model:
         for v in self.program.outputs:
             arr = result.outputs[v.name]
             if drop_time:  # one step of timeless inputs: one chunk, no time axis to follow
-                out[v.name] = (arr[0, 0], 0) if batch is None else (arr[:, 0], 0)
+                # `batch_axis n` places the batch at axis n (torch's h_n: [num_layers, B, H])
+                out[v.name] = (arr[0, 0], 0) if batch is None else (np.moveaxis(arr[:, 0], 0, v.batch_axis or 0), 0)
                 continue
             out[v.name] = (arr[0], 0) if batch is None else (arr, 1)
         for m in self.monitors:

@@ -121,13 +121,15 @@ def test_keywords_are_names_where_a_name_is_expected():
 # ---------------------------------------------------------------- statements
 def test_port_param_state_let():
     assert sx(one("in x: f32[D, 2] mV merge max")) == (
-        "Port", "in", "x", ("TensorType", "f32", (N("D"), NUM(2)), ("UnitAtom", "mV", 1)), "max", False)
-    assert sx(one("out p: f32[C] stack")) == ("Port", "out", "p", ("TensorType", "f32", (N("C"),), None), None, True)
+        "Port", "in", "x", ("TensorType", "f32", (N("D"), NUM(2)), ("UnitAtom", "mV", 1)), "max", False, None)
+    assert sx(one("out p: f32[C] stack")) == ("Port", "out", "p", ("TensorType", "f32", (N("C"),), None), None, True, None)
+    assert sx(one("out h: f32[L, H] batch_axis 1")) == (
+        "Port", "out", "h", ("TensorType", "f32", (N("L"), N("H")), None), None, False, 1.0)
     assert sx(one("in I: mV/ms")) == (
         "Port", "in", "I",
         ("TensorType", None, None, ("UnitBinary", "/", ("UnitAtom", "mV", 1), ("UnitAtom", "ms", 1))),
-        None, False)
-    assert sx(one("in r: s^-1")) == ("Port", "in", "r", ("TensorType", None, None, ("UnitAtom", "s", -1)), None, False)
+        None, False, None)
+    assert sx(one("in r: s^-1")) == ("Port", "in", "r", ("TensorType", None, None, ("UnitAtom", "s", -1)), None, False, None)
     assert sx(one('param W: f32[D, N] = normal(0, 0.02) frozen key "w.weight"')) == (
         "Param", "W", ("TensorType", "f32", (N("D"), N("N")), None),
         ("Call", N("normal"), (NUM(0), NUM(0.02)), ()), ("frozen",), "w.weight", None)

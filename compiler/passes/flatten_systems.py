@@ -265,7 +265,8 @@ def to_program(prim: Primitive, name: str, dt: float, seed: int, hyper) -> Progr
 
     inputs = tuple(Var(p.name, p.dtype, p.shape, p.span, base_unit_name(p.dim)) for p in prim.inputs)
     params = tuple(replace(v, key=v.key[1:]) if v.key and v.key.startswith("/") else v for v in prim.params)
-    outputs = tuple(Var(p.name, p.dtype, p.shape, p.span, base_unit_name(p.dim), stack=p.stack) for p in prim.outputs)
+    outputs = tuple(Var(p.name, p.dtype, p.shape, p.span, base_unit_name(p.dim), stack=p.stack,
+                        batch_axis=p.batch_axis) for p in prim.outputs)
     program = Program(name, prim.step, prim.init, params, prim.states, inputs, outputs, prim.monitors, dt, seed,
                       None, (), tuple(hyper))
     verify_program(program)

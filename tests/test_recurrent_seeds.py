@@ -1,0 +1,191 @@
+"""torch.nn.LSTM, GRU and RNN as specs (specs/seeds/{lstm,gru,rnn}.nspec) equal to PyTorch's.
+
+The interoperability contract of SEED_MODELS.md for a whole-sequence recurrent call: ``nspec run
+specs/seeds/<m>.nspec --param <torch's constructor arguments> --weights <torch's state_dict> --inputs
+<input [B, T, F]> --output O --backend B`` writes ``output`` [B, T, H] and ``h_n`` (``c_n``)
+[num_layers, B, H] as torch returns them, within the bundle's tolerance on every backend;
+``Model.to_torch()`` loads torch's state_dict strictly and has torch's gradients.
+
+Two kinds of truth: the bundles (``tests/conformance/{lstm,gru,rnn}_tiny``, made by torch 2.13 with
+their float64 gradients) and, for configurations they do not cover (three layers, no bias,
+projections, relu, other batch and sequence lengths), torch.nn.LSTM / GRU / RNN themselves.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import nspec
+from nspec.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+SEEDS = ROOT / "specs" / "seeds"
+CONFORMANCE = Path(__file__).parent / "conformance"
+BACKENDS = ("reference", "onnxruntime", "torch", "tvm")
+MODELS = ("lstm", "gru", "rnn")
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
+
+
+def bundle(model: str):
+    name = f"{model}_tiny"
+    meta = json.loads((CONFORMANCE / f"{name}.json").read_text())
+    with np.load(CONFORMANCE / f"{name}.inputs.npz") as i, np.load(CONFORMANCE / f"{name}.outputs.npz") as o:
+        inputs, outputs = {k: i[k] for k in i.files}, {k: o[k] for k in o.files}
+    return meta, CONFORMANCE / f"{name}.weights.safetensors", inputs, outputs
+
+
+def max_diffs(got: dict, want: dict) -> dict[str, float]:
+    for name, value in want.items():
+        assert got[name].shape == value.shape, f"{name}: shape {got[name].shape}, want {value.shape}"
+    return {name: float(np.max(np.abs(got[name] - value))) for name, value in want.items()}
+
+
+# ---------------------------------------------------------------- the bundles, through `nspec run`
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("model", MODELS)
+def test_bundle_reproduced_through_nspec_run(model, backend, tmp_path):
+    """torch's constructor arguments as --param, its state_dict as --weights, input [B, T, F] as
+    --inputs (the leading axis read as the batch): torch's output, h_n (and c_n), in its layouts."""
+    meta, weights, _, outputs = bundle(model)
+    params = [a for k, v in meta["config"].items() for a in ("--param", f"{k}={json.dumps(v)}")]
+    out = tmp_path / "out.npz"
+    assert main(["run", str(SEEDS / f"{model}.nspec"), *params, "--weights", str(weights),
+                 "--inputs", str(CONFORMANCE / f"{model}_tiny.inputs.npz"), "--output", str(out),
+                 "--backend", backend, "-q"]) == 0
+    with np.load(out) as data:
+        got = {k: data[k] for k in data.files}
+    assert set(got) == set(meta["outputs"])
+    errors = max_diffs(got, outputs)
+    assert max(errors.values()) <= meta["tolerance"], errors
+
+
+# ---------------------------------------------------------------- to_torch: strict keys and gradients
+def module_output(module, x: np.ndarray) -> dict[str, torch.Tensor]:
+    """The whole sequence is one data step: the module takes [B, 1, T, F] and gives [B, 1, ...]."""
+    return {k: v[:, 0] for k, v in module(input=torch.as_tensor(x)[:, None]).items()}
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_to_torch_loads_the_state_dict_strictly_and_has_torchs_gradients(model):
+    from safetensors.numpy import load_file
+
+    meta, weights, inputs, outputs = bundle(model)
+    check = meta["gradient_check"]
+    module = nspec.load(SEEDS / f"{model}.nspec", **meta["config"]).to_torch()
+    state_dict = load_file(str(weights))
+    assert set(module.state_dict()) == set(state_dict)   # exactly torch's keys
+    module.load_state_dict({k: torch.as_tensor(v) for k, v in state_dict.items()}, strict=True)
+    out = module_output(module, inputs["input"])
+    assert float(np.max(np.abs(out["output"].detach().numpy() - outputs["output"]))) <= meta["tolerance"]
+    R = torch.as_tensor(np.load(CONFORMANCE / check["R_file"])["R"])
+    (out["output"] * R).sum().backward()
+    want = load_file(str(CONFORMANCE / check["grads_file"]))
+    grads = dict(module.named_parameters())
+    assert sorted(grads) == sorted(check["params"])
+    for key, value in want.items():
+        got = grads[key].grad.double().numpy()
+        scale = float(np.max(np.abs(value)))
+        assert scale > 0, key
+        assert float(np.max(np.abs(got - value))) <= 1e-4 * scale, key
+
+
+# ---------------------------------------------------------------- held-out configurations, torch as the oracle
+HELD_OUT = [
+    ("lstm", dict(input_size=3, hidden_size=4, num_layers=3, bias=False)),
+    ("lstm", dict(input_size=3, hidden_size=5, num_layers=2, proj_size=2)),
+    ("gru", dict(input_size=3, hidden_size=4, num_layers=3, bias=False)),
+    ("rnn", dict(input_size=3, hidden_size=4, num_layers=2, nonlinearity="relu")),
+    ("rnn", dict(input_size=2, hidden_size=3, num_layers=3, nonlinearity="tanh", bias=False)),
+]
+TORCH_CLASSES = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}
+
+
+@pytest.mark.parametrize("model, config", HELD_OUT, ids=[f"{m}-{'-'.join(f'{k}{v}' for k, v in c.items())}"
+                                                         for m, c in HELD_OUT])
+def test_held_out_configuration_matches_torch(model, config):
+    """Random weights, batch 3, length 4: nspec on the reference interpreter and ONNX Runtime against
+    torch.nn.<Model>(**config, batch_first=True) itself, whose state_dict loads by its own keys."""
+    torch.manual_seed(HELD_OUT.index((model, config)))
+    reference = TORCH_CLASSES[model](**config, batch_first=True).eval()
+    for p in reference.parameters():  # wider than torch's init, so saturation and relu's zeros occur
+        torch.nn.init.uniform_(p, -1.0, 1.0)
+    x = torch.randn(3, 4, config["input_size"])
+    with torch.no_grad():
+        y, state = reference(x)
+    h_n, c_n = state if model == "lstm" else (state, None)
+    want = {"output": y.numpy(), "h_n": h_n.numpy()} | ({"c_n": c_n.numpy()} if c_n is not None else {})
+
+    spec = nspec.load(SEEDS / f"{model}.nspec", **config)
+    spec.load_weights({k: v.numpy() for k, v in reference.state_dict().items()})
+    for backend in ("reference", "onnxruntime"):
+        errors = max_diffs(spec.run({"input": x.numpy()}, batch=3, backend=backend), want)
+        assert max(errors.values()) <= 1e-5, (backend, errors)
+
+
+# ---------------------------------------------------------------- what is not supported is said, where
+@pytest.mark.parametrize("model, param, message", [
+    ("lstm", "bidirectional=true", "bidirectional=true is not supported"),
+    ("gru", "batch_first=false", "batch_first=false is not supported"),
+    ("lstm", "proj_size=5", "proj_size must be >= 0 and < hidden_size"),
+    ("rnn", "nonlinearity=gelu", "'nonlinearity' = 'gelu' is not one of 'tanh', 'relu'"),
+])
+def test_unsupported_arguments_are_located_errors(model, param, message, tmp_path, capsys):
+    args = ["run", str(SEEDS / f"{model}.nspec"), "--param", param,
+            "--inputs", str(CONFORMANCE / f"{model}_tiny.inputs.npz"), "--output", str(tmp_path / "o.npz"), "-q"]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert f"{model}.nspec:" in err and message in err and "^" in err and "Traceback" not in err
+
+
+def test_bias_false_drops_the_bias_keys(tmp_path, capsys):
+    """Strict loading: a state_dict with biases does not fit a bias=false model, and says which keys."""
+    _, weights, _, _ = bundle("gru")
+    args = ["run", str(SEEDS / "gru.nspec"), "--param", "num_layers=2", "--param", "bias=false",
+            "--weights", str(weights), "--inputs", str(CONFORMANCE / "gru_tiny.inputs.npz"),
+            "--output", str(tmp_path / "o.npz"), "-q"]
+    assert main(args) == 1
+    assert "unknown key(s) bias_hh_l0, bias_hh_l1, bias_ih_l0, bias_ih_l1" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- the `batch_axis` port flag
+BATCH_AXIS = """
+system S {
+  in x: f32[3]
+  out y: f32[2, 3] %s
+  y = reshape(concat([x, 2 * x], axis = 0), [2, 3])
+}
+"""
+
+
+def test_batch_axis_places_the_batch_of_a_one_step_result(tmp_path):
+    path = tmp_path / "s.nspec"
+    path.write_text(BATCH_AXIS % "batch_axis 1")
+    x = np.arange(12, dtype=np.float32).reshape(4, 3)
+    y = nspec.load(path).run({"x": x}, batch=4)["y"]
+    assert y.shape == (2, 4, 3)
+    np.testing.assert_array_equal(y, np.stack([x, 2 * x]))
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("batch_axis 3", "'batch_axis 3' must be a whole number from 0 to the port's rank 2"),
+    ("batch_axis 0.5", "'batch_axis 0.5' must be a whole number"),
+])
+def test_a_batch_axis_outside_the_port_is_a_located_error(flag, message, tmp_path, capsys):
+    path = tmp_path / "s.nspec"
+    path.write_text(BATCH_AXIS % flag)
+    assert main(["check", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert f"{path}:4:3: error: {message}" in err and "^" in err
+
+
+def test_batch_axis_on_an_input_is_a_located_error(tmp_path, capsys):
+    path = tmp_path / "s.nspec"
+    path.write_text(BATCH_AXIS.replace("in x: f32[3]", "in x: f32[3] batch_axis 1") % "")
+    assert main(["check", str(path)]) == 1
+    assert f"{path}:3:3: error: 'batch_axis' applies to output ports" in capsys.readouterr().err

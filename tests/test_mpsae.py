@@ -192,7 +192,7 @@ def test_matches_oracle_on_other_configurations(config, batch, multiplier, backe
 
 
 @pytest.mark.parametrize("stopping", [dict(residual_threshold=0.9), dict(stop_on_duplicate_support=True),
-                                      dict(residual_threshold=0.6, stop_on_duplicate_support=True)])
+                                      dict(residual_threshold=1.0, stop_on_duplicate_support=True)])
 @pytest.mark.parametrize("backend", ["reference", "onnxruntime"])
 def test_data_dependent_stopping_is_per_sample(stopping, backend, tmp_path):
     """Each sample stops on its own (here at different steps, and some before the bound k); a stopped
@@ -229,10 +229,12 @@ def test_unsupported_arguments_are_located_errors(change, message, tmp_path, cap
 def test_training_beats_a_relu_sae_on_sparse_data():
     """x = s A with 3-sparse codes s over 24 random unit atoms in 12 dimensions.  Both models have 24
     atoms and take 150 full-batch Adam steps (lr 1e-2) on the MSE; the ReLU SAE (x_hat = relu(x We^T + b)
-    Wd + bd) also has an L1 penalty 1e-2 on its codes, as a vanilla SAE does (without one it need
-    not be sparse).  Measured (seeded): relative error |x - x_hat|^2 / |x|^2 of an all-zero guess 1.0,
-    the untrained MP-SAE about 0.5, trained MP-SAE about 0.1, trained ReLU SAE about 0.3; the
-    test asks for the MP-SAE to be below the ReLU SAE by a third of the ReLU SAE's error."""
+    Wd + bd) also has an L1 penalty 0.1 on its codes, as a vanilla SAE does, which leaves it about as
+    sparse as the MP-SAE's k = 3 (measured: 3.6 active codes per sample; with 0.01 it uses 12 of 24
+    and reconstructs better than any 3-sparse code, with 0.3 none).  Measured (seeded) relative error
+    |x - x_hat|^2 / |x|^2: all-zero guess 1.0, untrained MP-SAE 0.46, trained MP-SAE 0.17, trained
+    ReLU SAE 0.35.  The test asks for the MP-SAE's error to be below 2/3 of the ReLU SAE's while the
+    ReLU SAE uses at least k codes per sample."""
     import torch
 
     import nspec
@@ -260,16 +262,19 @@ def test_training_beats_a_relu_sae_on_sparse_data():
         opt.step()
     mp_error = rel_error(mp(x=x[:, None])["x_hat"][:, 0].detach())
 
+    torch.manual_seed(0)
     enc, dec = torch.nn.Linear(d, c), torch.nn.Linear(c, d)
     opt = torch.optim.Adam(list(enc.parameters()) + list(dec.parameters()), lr=1e-2)
     for _ in range(steps):
         opt.zero_grad()
         codes = torch.relu(enc(x))
-        loss = ((dec(codes) - x) ** 2).mean() + 1e-2 * codes.abs().sum(dim=1).mean()
+        loss = ((dec(codes) - x) ** 2).mean() + 0.1 * codes.abs().sum(dim=1).mean()
         loss.backward()
         opt.step()
-    relu_error = rel_error(dec(torch.relu(enc(x))).detach())
+    codes = torch.relu(enc(x)).detach()
+    relu_error, relu_active = rel_error(dec(codes).detach()), float((codes > 0).float().sum(dim=1).mean())
 
     assert untrained < 1.0
     assert mp_error < untrained
-    assert mp_error < relu_error - relu_error / 3, (mp_error, relu_error, untrained)
+    assert relu_active >= k, relu_active  # the ReLU SAE is not held to fewer codes than the MP-SAE
+    assert mp_error < relu_error * 2 / 3, (mp_error, relu_error, untrained)

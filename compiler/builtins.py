@@ -548,6 +548,7 @@ BUILTINS: dict[str, Builtin] = {
     "silu": _dimensionless_math(Op.SILU),
     # elementwise, keeping the unit
     "relu": _unit_preserving(Op.RELU), "abs": _unit_preserving(Op.ABS), "floor": _unit_preserving(Op.FLOOR),
+    "stop_gradient": _unit_preserving(Op.STOP_GRADIENT),
     "sqrt": _sqrt, "maximum": _maxmin, "minimum": _maxmin, "clip": _clip, "where": _where,
     # conversions and spikes
     "float": _convert, "int": _convert, "bool": _convert, "heaviside": _heaviside,

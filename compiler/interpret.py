@@ -457,6 +457,7 @@ RULES: dict[Op, Rule] = {
     Op.COS: _unary(np.cos),
     Op.ERF: _unary(special.erf),
     Op.FLOOR: _unary(np.floor),
+    Op.STOP_GRADIENT: _unary(np.positive),  # the identity (a copy): the oracle computes no gradients
     Op.LT: _compare(np.less),
     Op.LE: _compare(np.less_equal),
     Op.GT: _compare(np.greater),

@@ -79,6 +79,7 @@ class Op(enum.Enum):
     COS = "cos"
     ERF = "erf"
     FLOOR = "floor"
+    STOP_GRADIENT = "stop_gradient"  # the identity whose gradient is zero (torch.Tensor.detach)
     # -- comparison and logic (results are bool)
     LT = "lt"
     LE = "le"
@@ -134,7 +135,7 @@ class Op(enum.Enum):
 ARITHMETIC = {Op.ADD, Op.SUB, Op.MUL, Op.DIV, Op.POW, Op.MOD, Op.MAXIMUM, Op.MINIMUM}
 COMPARISONS = {Op.LT, Op.LE, Op.GT, Op.GE, Op.EQ, Op.NE, Op.AND, Op.OR}
 MATH = {Op.NEG, Op.ABS, Op.EXP, Op.LOG, Op.SQRT, Op.TANH, Op.SIGMOID, Op.RELU, Op.SILU, Op.SOFTPLUS, Op.SIN, Op.COS,
-        Op.ERF, Op.FLOOR}  # float -> float, same shape
+        Op.ERF, Op.FLOOR, Op.STOP_GRADIENT}  # float -> float, same shape
 ELEMENTWISE_BINARY = ARITHMETIC | COMPARISONS
 ELEMENTWISE_UNARY = MATH | {Op.NOT, Op.CAST, Op.SPIKE}
 REDUCTIONS = {Op.SUM, Op.MEAN, Op.MAX, Op.MIN}

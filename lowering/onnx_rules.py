@@ -379,7 +379,7 @@ def _check(e: Emit, n, args, b):
 
 UNARY_ONNX = {Op.NEG: "Neg", Op.ABS: "Abs", Op.EXP: "Exp", Op.LOG: "Log", Op.SQRT: "Sqrt", Op.TANH: "Tanh",
               Op.SIGMOID: "Sigmoid", Op.RELU: "Relu", Op.SOFTPLUS: "Softplus", Op.SIN: "Sin", Op.COS: "Cos", Op.ERF: "Erf",
-              Op.FLOOR: "Floor", Op.NOT: "Not"}
+              Op.FLOOR: "Floor", Op.STOP_GRADIENT: "Identity", Op.NOT: "Not"}
 BINARY_ONNX = {Op.ADD: "Add", Op.SUB: "Sub", Op.MUL: "Mul", Op.POW: "Pow", Op.MAXIMUM: "Max", Op.MINIMUM: "Min",
                Op.AND: "And", Op.OR: "Or"}
 COMPARE_ONNX = {Op.LT: "Less", Op.LE: "LessOrEqual", Op.GT: "Greater", Op.GE: "GreaterOrEqual", Op.EQ: "Equal"}

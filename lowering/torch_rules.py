@@ -544,6 +544,7 @@ RULES: dict[Op, Callable] = {
     Op.COS: _unary(torch.cos),
     Op.ERF: _unary(torch.erf),
     Op.FLOOR: _unary(torch.floor),
+    Op.STOP_GRADIENT: _unary(torch.Tensor.detach),
     Op.LT: _compare(torch.lt),
     Op.LE: _compare(torch.le),
     Op.GT: _compare(torch.gt),

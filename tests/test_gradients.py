@@ -296,6 +296,27 @@ def test_ticks_program_gradient_equals_finite_differences(tmp_path):
         assert abs(fd - grads[key][idx].item()) < 1e-7, (key, idx)
 
 
+STOP = """
+system Straight {
+  in x: f32[3]
+  out y: f32[3]
+  param w: f32[3] = [0.5, -2.0, 3.0]
+  # the value of w * w * x, the gradient of w * x: a straight-through estimator
+  y = (w + stop_gradient(w * w - w)) * x
+}
+"""
+
+
+def test_stop_gradient_passes_the_value_and_blocks_the_gradient(tmp_path):
+    module = load(write(tmp_path, STOP)).to_torch()
+    x = torch.tensor([[[1.0, 2.0, -1.0]]])
+    y = module(x=x)["y"]
+    w = dict(module.named_parameters())["w"]
+    torch.testing.assert_close(y[0, 0], (w * w * x[0, 0]).detach())
+    y.sum().backward()
+    torch.testing.assert_close(w.grad, x[0, 0])  # d(w x)/dw; without the detach it would be 2 w x
+
+
 # ---------------------------------------------------------------- the seed models
 SEED_BUNDLES = [("bdh_tiny", "bdh"), ("ctm_tiny", "ctm"), ("elm_tiny", "elm"), ("elm_neuronio_best", "elm")]
 

@@ -130,7 +130,8 @@ BIN_FLOAT = [(Op.ADD, "normal", "normal"), (Op.SUB, "normal", "normal"), (Op.MUL
 COMPARE = [Op.LT, Op.LE, Op.GT, Op.GE, Op.EQ, Op.NE]
 UNARY = [(Op.NEG, "normal"), (Op.ABS, "normal"), (Op.EXP, "normal"), (Op.LOG, "positive"), (Op.SQRT, "positive"),
          (Op.TANH, "normal"), (Op.SIGMOID, "wide"), (Op.RELU, "normal"), (Op.SILU, "normal"), (Op.SOFTPLUS, "wide"),
-         (Op.SIN, "normal"), (Op.COS, "normal"), (Op.ERF, "normal"), (Op.FLOOR, "normal"), (Op.SPIKE, "small")]
+         (Op.SIN, "normal"), (Op.COS, "normal"), (Op.ERF, "normal"), (Op.FLOOR, "normal"), (Op.STOP_GRADIENT, "normal"),
+         (Op.SPIKE, "small")]
 TWO = [[False, False], [True, True], [True, False], [False, True]]
 
 

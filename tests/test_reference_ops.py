@@ -131,6 +131,7 @@ UNARY = [
     (Op.SOFTPLUS, lambda x: np.logaddexp(0, x)), (Op.SIN, lambda x: np.imag(np.exp(1j * x))),
     (Op.COS, lambda x: np.real(np.exp(1j * x))), (Op.FLOOR, lambda x: x - np.mod(x, 1.0)),
     (Op.ERF, np.vectorize(math.erf)),  # the standard library's, not SciPy's (the oracle's)
+    (Op.STOP_GRADIENT, lambda x: x),  # the identity forward; its zero gradient: tests/test_torch_lowering.py
 ]
 
 

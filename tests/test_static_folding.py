@@ -24,7 +24,7 @@ from nspec.runtime.reference import evaluate
 
 UNARY = {"exp": Op.EXP, "log": Op.LOG, "tanh": Op.TANH, "sigmoid": Op.SIGMOID, "sin": Op.SIN, "cos": Op.COS,
          "softplus": Op.SOFTPLUS, "silu": Op.SILU, "relu": Op.RELU, "abs": Op.ABS, "floor": Op.FLOOR, "sqrt": Op.SQRT,
-         "erf": Op.ERF}
+         "erf": Op.ERF, "stop_gradient": Op.STOP_GRADIENT}
 POINTS = (-1000.0, -30.5, -1.25, 0.0, 0.75, 40.0, 1000.0)
 
 

@@ -72,7 +72,7 @@ S0 = ("s", "input", F32, ())
 BINARY_ARITH = [Op.ADD, Op.SUB, Op.MUL, Op.DIV, Op.MAXIMUM, Op.MINIMUM]
 COMPARISONS = [Op.LT, Op.LE, Op.GT, Op.GE, Op.EQ, Op.NE]
 UNARY = [Op.NEG, Op.ABS, Op.EXP, Op.TANH, Op.SIGMOID, Op.RELU, Op.SILU, Op.SOFTPLUS, Op.SIN, Op.COS, Op.ERF,
-         Op.FLOOR, Op.SPIKE]
+         Op.FLOOR, Op.STOP_GRADIENT, Op.SPIKE]
 
 CASES = (
     [_case(op, [X23, P3], F32, (2, 3), kinds=("normal", "nonzero")) for op in BINARY_ARITH]

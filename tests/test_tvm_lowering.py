@@ -79,7 +79,7 @@ def _op_program():
     out("or", b.add(Op.OR, (cmp[Op.GT], cmp[Op.EQ]), BOOL, (3, 4)))
     out("not", b.add(Op.NOT, (cmp[Op.LT],), BOOL, (3, 4)))
     for op in (Op.NEG, Op.ABS, Op.EXP, Op.TANH, Op.SIGMOID, Op.RELU, Op.SILU, Op.SOFTPLUS, Op.SIN, Op.COS,
-               Op.ERF, Op.FLOOR):
+               Op.ERF, Op.FLOOR, Op.STOP_GRADIENT):
         out(op.value, b.add(op, (y,), F32, (3, 4)))
     for op in (Op.LOG, Op.SQRT):
         out(op.value, b.add(op, (x,), F32, (3, 4)))

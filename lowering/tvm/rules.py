@@ -333,6 +333,7 @@ RULES: dict[Op, Rule] = {
     Op.COS: Elementwise(_unary(_t("cos"))),
     Op.ERF: Elementwise(_unary(_t("erf"))),
     Op.FLOOR: Elementwise(_unary(lambda dt, x: tvm_modules().tirx.floor(x) if is_float(dt) else x)),
+    Op.STOP_GRADIENT: Elementwise(_unary(lambda dt, x: x)),  # forward only: the identity
     # -- comparison and logic
     Op.LT: Elementwise(_compare(lambda a, b: a < b)),
     Op.LE: Elementwise(_compare(lambda a, b: a <= b)),

@@ -30,7 +30,7 @@ from typing import Callable
 import numpy as np
 from scipy.linalg import expm
 
-from nspec.dsl.diagnostics import Collector, Span
+from nspec.dsl.diagnostics import Collector, NspecError, SourceMap, Span
 
 from .expressions import Abort, ExprBuilder, Val, static
 from .interpret import evaluate
@@ -399,7 +399,10 @@ def discretize(b: ExprBuilder, node: Node, inputs: list[int]) -> list[int]:
     try:
         new = (integrator.stochastic if a.noises else integrator.build)(problem)
     except Abort:
-        raise IRError(f"integrate at {node.span}: {b.diags.items[-1].message}") from None
+        # A user's constant out of range in the update (dt = 1e308 ms makes dt/tau overflow f32): the
+        # builder's located diagnostics, with the step that produced them.
+        note = f"while integrating with {a.method} at dt = {a.dt:g} s"
+        raise NspecError([replace(d, notes=(*d.notes, note)) for d in b.diags.items], SourceMap()) from None
     types = a.item_types()
     out = []
     for name, (dtype, shape) in zip(a.names, types):

@@ -344,6 +344,21 @@ FOUND = [
 ]
 
 
+def test_a_huge_dt_is_a_located_error_when_the_update_is_built(mirror):
+    """Found by bench/fuzz_specs.py --seed 20: ``dt = 1e308 ms`` checks clean (check elaborates; dt enters at
+    discretisation) and made compiling raise an internal IRError (exp_euler's dt/tau overflows f32); it is now
+    the builder's located error, with the step that caused it (fixed in discretize.py)."""
+    mutation = Mutation(SPECS_ROOT / "examples" / "populations.nspec", "huge", 54729, 643627)
+    path = mutant_file(mirror, mutation, "found")
+    assert "dt = 1e308 ms" in path.read_text()
+    assert not check_and_run(path, mutation)
+    with pytest.raises(NspecError) as exc:
+        nspec.load(path)
+    assert_diagnostics_located(exc.value.diagnostics, exc.value.sources, path)
+    assert any("does not fit in f32" in d.message and any("dt = 1e+305 s" in n for n in d.notes)
+               for d in exc.value.diagnostics), exc.value
+
+
 @pytest.mark.parametrize("mutation, message", FOUND, ids=["ticks-after-errors", "rope-freqs-size", "string-size",
                                                           "string-normal", "negative-zeros", "huge-param",
                                                           "uniform-inf", "uniform-reversed", "spikes-without-spike",

@@ -19,17 +19,18 @@ from nspec.runtime.nir_import import Imported, NirError, require_nir, translate
 __all__ = ["read", "to_spec", "write", "to_nir", "translate", "Imported", "NirError"]
 
 
-def to_spec(graph, dt="0.1 ms", method: str = "euler") -> str:
+def to_spec(graph, dt="0.1 ms", method: str = "euler", states: bool = False) -> str:
     """The ``.nspec`` source of ``graph`` (its parameters are the weights ``translate`` gives)."""
-    return translate(graph, dt, method).source
+    return translate(graph, dt, method, states).source
 
 
-def read(path_or_graph, dt="0.1 ms", method: str = "euler") -> Model:
+def read(path_or_graph, dt="0.1 ms", method: str = "euler", states: bool = False) -> Model:
     """A model of the NIR graph, its parameters loaded, integrated by ``method`` at ``dt``.
 
     The generated spec is written to a fresh temporary folder (``model.path``), so the model can be
-    exported again and its diagnostics point at real lines."""
-    imported = translate(path_or_graph, dt, method)
+    exported again and its diagnostics point at real lines.  ``states``: the top level's neuron
+    states are outputs too (``nspec.runtime.nir_import.translate``)."""
+    imported = translate(path_or_graph, dt, method, states)
     spec = Path(tempfile.mkdtemp(prefix="nspec_nir_")) / "graph.nspec"
     spec.write_text(imported.source)
     model = load(spec)

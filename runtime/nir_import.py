@@ -167,8 +167,9 @@ def shape_of(value) -> tuple[int, ...]:
 class GraphWriter:
     """Writes one NIR graph level as a composite; nested graphs as composites of their own."""
 
-    def __init__(self, method_hyper: str):
+    def __init__(self, method_hyper: str, states: bool):
         self.method = method_hyper
+        self.states = states            # expose the top level's neuron states as outputs
         self.decls: list[str] = []      # composites of nested graphs, innermost first
         self.weights: dict[str, np.ndarray] = {}
         self.names: set[str] = set()    # declaration names
@@ -253,6 +254,10 @@ class GraphWriter:
                     lines.append(f"  wire {src} -> {hold}.x")
                 src = f"{hold}.y"
             lines.append(f"  wire {src} -> {dst}")
+        if self.states and not where:
+            for n, box in boxes.items():
+                for state in {"LIF": "v", "IF": "v", "CubaLIF": "vi"}.get(kind(nodes[n]), ""):
+                    lines.append(f"  expose {box}.{state} as {identifier(f'{box}_{state}', taken)}")
         lines.append("}")
         self.decls.append("\n".join(lines))
         return name, {n: (p, s) for n, (p, s) in inputs.items()}, {n: (p, s) for n, (p, s) in outputs.items()}
@@ -357,12 +362,14 @@ class GraphWriter:
         return sub[0]
 
 
-def translate(graph, dt="0.1 ms", method: str = "euler") -> Imported:
+def translate(graph, dt="0.1 ms", method: str = "euler", states: bool = False) -> Imported:
     """The spec text and weights of ``graph`` integrated at ``dt`` (a quantity string, or seconds)
-    with ``method`` (``euler``, ``exp_euler``, ``midpoint``, ``heun``, ``rk4``)."""
+    with ``method`` (``euler``, ``exp_euler``, ``midpoint``, ``heun``, ``rk4``).  ``states`` also
+    makes the membrane (``<box>_v``, at the start of each step) and CubaLIF's current (``<box>_i``,
+    after the step's input) of the top level's neurons outputs."""
     graph = load_graph(graph)
     step = dt if isinstance(dt, str) else f"{float(dt)!r} s"
-    writer = GraphWriter("method")
+    writer = GraphWriter("method", states)
     writer.composite(graph, "Graph", "", "")
     header = [
         "# Imported from a NIR graph by nspec.nir (docs/nir.md): NIR's continuous-time equations,",

@@ -285,3 +285,20 @@ def test_malformed_graphs_and_files(tmp_path):
     with pytest.raises(NirError, match=r"junk\.nir: not a readable NIR file"):
         nspec_nir.read(junk)
 
+
+
+def test_cli_import_then_run(tmp_path):
+    from nspec.cli import main
+
+    node, step = PRIMITIVES["LIF"]
+    graph = nir.NIRGraph(nodes={"input": nir.Input(input_type=np.array([3])), "lif": node,
+                                "output": nir.Output(output_type=np.array([3]))},
+                         edges=[("input", "lif"), ("lif", "output")])
+    path = via_file(graph, tmp_path)
+    assert main(["import", str(path), "-o", str(tmp_path / "net.nspec")]) == 0
+    x = RNG.normal(0.5, 1.0, size=(1, 40, 3)).astype(np.float32)
+    np.savez(tmp_path / "in.npz", input=x)
+    assert main(["run", str(tmp_path / "net.nspec"), "--weights", str(tmp_path / "net.weights.safetensors"),
+                 "--inputs", str(tmp_path / "in.npz"), "--output", str(tmp_path / "out.npz"), "-q"]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "out.npz")["output"][0], euler(x[0], step, np.zeros(3, np.float32)))
+    assert main(["import", str(tmp_path / "missing.nir")]) == 1

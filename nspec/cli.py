@@ -41,6 +41,9 @@ def _user_errors() -> tuple[type, ...]:
     model = sys.modules.get("nspec.runtime.model")
     if model is not None:
         errors.extend((model.WeightsError, model.InputError, model.NonFiniteError, model.LimitExceeded))
+    nir_import = sys.modules.get("nspec.runtime.nir_import")
+    if nir_import is not None:
+        errors.append(nir_import.NirError)
     return tuple(errors)
 
 

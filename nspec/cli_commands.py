@@ -455,3 +455,21 @@ def cmd_train(args) -> int:
 
 __all__ = ["CliError", "REPORT_HINT", "TARGETS", "IR_STAGES", "EMIT_STAGES", "spec_paths", "cmd_check", "cmd_compile",
            "cmd_run", "cmd_test", "cmd_train"]
+
+
+def cmd_import(args) -> int:
+    """``nspec import model.nir -o model.nspec``: the spec of a NIR graph and, beside it, its weights
+    (``model.weights.safetensors``), to run with ``nspec run model.nspec --weights ...``."""
+    from safetensors.numpy import save_file
+
+    from nspec.runtime.nir_import import translate
+
+    spec = Path(args.output) if args.output else Path(args.graph).with_suffix(".nspec")
+    weights = spec.with_suffix(".weights.safetensors")
+    for path in (spec, weights):
+        _refuse_overwrite(path, args.force, "-o")
+    imported = translate(args.graph, args.dt, args.method)
+    spec.write_text(imported.source)
+    save_file(imported.weights, str(weights))
+    print(f"wrote {spec} and {weights}; run: nspec run {spec} --weights {weights} --inputs IN.npz --output OUT.npz")
+    return EXIT_OK

@@ -10,7 +10,7 @@ import json
 
 from nspec import __version__
 from nspec.compiler.limits import parse_memory
-from nspec.cli_commands import TARGETS, cmd_check, cmd_compile, cmd_run, cmd_test, cmd_train
+from nspec.cli_commands import TARGETS, cmd_check, cmd_compile, cmd_run, cmd_import, cmd_test, cmd_train
 
 
 # ---------------------------------------------------------------- argument types
@@ -179,6 +179,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary")
     p.set_defaults(handler=cmd_train)
+
+    p = sub.add_parser("import", parents=[common], help="write a NIR graph as a spec and its weights",
+                       description="Import a NIR file (nir 1.0.8): write its spec (a composite of std/nir.nspec "
+                       "boxes) and its weights (.weights.safetensors beside it). Needs pip install nspec[nir].")
+    p.add_argument("graph", metavar="MODEL.nir")
+    p.add_argument("--output", "-o", metavar="MODEL.nspec", help="the spec to write (default: MODEL.nspec)")
+    p.add_argument("--dt", default="0.1 ms", metavar="TIME", help="the step (default 0.1 ms: snnTorch's export)")
+    p.add_argument("--method", default="euler", help="integration method (default euler: what exporters assume)")
+    p.add_argument("--force", action="store_true", help="overwrite existing output files")
+    p.set_defaults(handler=cmd_import)
     return parser
 
 

@@ -546,6 +546,11 @@ class Model:
         module's rebuild when its data-bound dimensions change)."""
         return compile_file(self.path, self.hyper, self.target, limits=self.limits, data=data)
 
+    def to_nir(self):
+        """The ``nir.NIRGraph`` of this model, a composite of ``std/nir.nspec`` boxes (docs/nir.md)."""
+        from nspec.runtime.nir_export import to_nir
+        return to_nir(self)
+
     def export_onnx(self, path: str | Path, **options) -> None:
         """A self-contained ONNX file: the whole run, with this model's parameters stored inside."""
         from nspec.lowering.to_onnx import export

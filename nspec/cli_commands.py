@@ -454,7 +454,7 @@ def cmd_train(args) -> int:
 
 
 __all__ = ["CliError", "REPORT_HINT", "TARGETS", "IR_STAGES", "EMIT_STAGES", "spec_paths", "cmd_check", "cmd_compile",
-           "cmd_run", "cmd_test", "cmd_train"]
+           "cmd_run", "cmd_test", "cmd_train", "cmd_import"]
 
 
 def cmd_import(args) -> int:
@@ -471,5 +471,6 @@ def cmd_import(args) -> int:
     imported = translate(args.graph, args.dt, args.method)
     spec.write_text(imported.source)
     save_file(imported.weights, str(weights))
-    print(f"wrote {spec} and {weights}; run: nspec run {spec} --weights {weights} --inputs IN.npz --output OUT.npz")
+    print(f"wrote {spec} and {weights}; run: nspec run {spec} --weights {weights} --inputs IN.npz --output OUT.npz"
+          " (IN.npz holds each input as [batch, time, *shape]; docs/nir.md)")
     return EXIT_OK

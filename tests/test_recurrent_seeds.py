@@ -22,6 +22,7 @@ import torch
 
 import nspec
 from nspec.cli import main
+from nspec.runtime.executor import BackendError
 
 ROOT = Path(__file__).resolve().parent.parent
 SEEDS = ROOT / "specs" / "seeds"
@@ -66,11 +67,6 @@ def test_bundle_reproduced_through_nspec_run(model, backend, tmp_path):
 
 
 # ---------------------------------------------------------------- to_torch: strict keys and gradients
-def module_output(module, x: np.ndarray) -> dict[str, torch.Tensor]:
-    """The whole sequence is one data step: the module takes [B, 1, T, F] and gives [B, 1, ...]."""
-    return {k: v[:, 0] for k, v in module(input=torch.as_tensor(x)[:, None]).items()}
-
-
 @pytest.mark.parametrize("model", MODELS)
 def test_to_torch_loads_the_state_dict_strictly_and_has_torchs_gradients(model):
     from safetensors.numpy import load_file
@@ -81,7 +77,7 @@ def test_to_torch_loads_the_state_dict_strictly_and_has_torchs_gradients(model):
     state_dict = load_file(str(weights))
     assert set(module.state_dict()) == set(state_dict)   # exactly torch's keys
     module.load_state_dict({k: torch.as_tensor(v) for k, v in state_dict.items()}, strict=True)
-    out = module_output(module, inputs["input"])
+    out = module(input=torch.as_tensor(inputs["input"]))  # torch's layout: [B, T, F], one data step
     assert float(np.max(np.abs(out["output"].detach().numpy() - outputs["output"]))) <= meta["tolerance"]
     R = torch.as_tensor(np.load(CONFORMANCE / check["R_file"])["R"])
     (out["output"] * R).sum().backward()
@@ -93,6 +89,36 @@ def test_to_torch_loads_the_state_dict_strictly_and_has_torchs_gradients(model):
         scale = float(np.max(np.abs(value)))
         assert scale > 0, key
         assert float(np.max(np.abs(got - value))) <= 1e-4 * scale, key
+
+
+def test_to_torch_takes_the_sequence_with_or_without_a_time_axis():
+    """torch's layout, input [B, T, F] -> h_n [num_layers, B, H] (one data step, no time axis from the
+    caller), and the program module's [B, steps, T, F] -> [B, steps, ...] give the same values."""
+    module = nspec.load(SEEDS / "lstm.nspec", num_layers=2).to_torch()
+    x = torch.randn(3, 6, 4)
+    one = module(input=x)
+    assert {k: tuple(v.shape) for k, v in one.items()} == {"output": (3, 6, 5), "h_n": (2, 3, 5), "c_n": (2, 3, 5)}
+    timed = module(input=x[:, None])
+    assert {k: tuple(v.shape) for k, v in timed.items()} == {"output": (3, 1, 6, 5), "h_n": (3, 1, 2, 5),
+                                                             "c_n": (3, 1, 2, 5)}
+    torch.testing.assert_close(one["output"], timed["output"][:, 0], rtol=0, atol=0)
+    torch.testing.assert_close(one["h_n"], timed["h_n"][:, 0].transpose(0, 1), rtol=0, atol=0)
+    with pytest.raises(BackendError, match=r"input 'input' has shape \[6, 4\]; its port is \[6, 4\], so give "
+                                                 r"it as \[B, T, 6, 4\] \(a sequence of steps\) or \[B, 6, 4\]"):
+        module(input=x[0])
+    with pytest.raises(BackendError, match="inputs without a time axis are one data step, but steps=2"):
+        module(input=x, steps=2)
+
+
+def test_to_torch_refuses_inputs_that_mix_the_two_layouts(tmp_path):
+    path = tmp_path / "two.nspec"
+    path.write_text("system S {\n  in a: f32[2]\n  in b: f32[2]\n  out y: f32[2]\n  y = a + b\n}\n")
+    module = nspec.load(path).to_torch()
+    assert tuple(module(a=torch.ones(3, 2), b=torch.ones(3, 2))["y"].shape) == (3, 2)
+    assert tuple(module(a=torch.ones(3, 4, 2), b=torch.ones(3, 4, 2))["y"].shape) == (3, 4, 2)
+    with pytest.raises(BackendError, match=r"inputs mix the two layouts: a without a time axis \(\[B, \*shape\], "
+                                                 r"one data step\), b with one \(\[B, T, \*shape\]\)"):
+        module(a=torch.ones(3, 2), b=torch.ones(3, 4, 2))
 
 
 # ---------------------------------------------------------------- held-out configurations, torch as the oracle

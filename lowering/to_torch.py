@@ -103,8 +103,12 @@ class ProgramModule(nn.Module):
 
     ``forward(steps=None, state=None, return_state=None, batch=None, **inputs)`` takes every input as
     [B, T, *shape] and returns ``{output: [B, T, *shape]}`` (plus ``"state/<path>"``: the final
-    state, when ``return_state``).  The initial state is ``initial_state(B)`` unless ``state`` gives
-    some or all of it as [B, *shape].
+    state, when ``return_state``).  Inputs given as [B, *shape], without the time axis, are one data
+    step (a whole sequence or image per sample, the reference's whole forward): the outputs then
+    come back without it too, as [B, *shape] with the batch at the port's ``batch_axis`` (torch.nn.
+    LSTM's ``h_n``: [num_layers, B, H]).  Which layout is read from each input's rank against its
+    port's (``_one_step``).  The initial state is ``initial_state(B)`` unless ``state`` gives some
+    or all of it as [B, *shape].
     """
 
     def __init__(self, program: Program, params: dict[str, Any], *, seed: int | None = None,
@@ -324,7 +328,7 @@ class ProgramModule(nn.Module):
 
     def forward(self, steps: int | None = None, state: dict[str, Any] | None = None,
                 return_state: bool | None = None, batch: int | None = None, **inputs):
-        """Run the program over its inputs ([B, T, *shape] each); see the class docstring."""
+        """Run the program over its inputs ([B, T, *shape] each, or [B, *shape]: one step); see the class docstring."""
         if self._nspec_rebuild is not None and self._nspec.program.data_dims and inputs:
             weights = {external_name(v): tuple(v.shape) for v, _, _ in self._nspec.weights}
             self._respecialise(DataShapes(weights, {k: tuple(np.shape(x)) for k, x in inputs.items()},
@@ -336,6 +340,12 @@ class ProgramModule(nn.Module):
             raise BackendError(f"inputs: unknown {unknown}, missing {missing}")
         device = self._device()
         xs = {v.name: torch.as_tensor(inputs[v.name], device=device).to(TORCH_DTYPES[v.dtype]) for v in program.inputs}
+        one_step = _one_step(program, xs)
+        if one_step:
+            if steps not in (None, 1):
+                raise BackendError(f"inputs without a time axis are one data step, but steps={steps} was asked "
+                                   "for: give the inputs as [B, T, *shape] to run several steps")
+            xs = {k: x[:, None] for k, x in xs.items()}
         given = {k: torch.as_tensor(v, device=device) for k, v in (state or {}).items()}
         strays = sorted(set(given) - {s.name for s in program.states})
         if strays:
@@ -357,9 +367,30 @@ class ProgramModule(nn.Module):
         start = {s.name: given[s.name].to(TORCH_DTYPES[s.dtype]) if s.name in given else init[s.name]
                  for s in program.states}
         outputs, final, _ = self.simulate(start, xs, int(steps))
+        if one_step:  # [B, 1, *shape] -> [B, *shape], the batch moved to the port's `batch_axis`
+            outputs = {k: y[:, 0].movedim(0, program.var(k).batch_axis or 0) for k, y in outputs.items()}
         if self._nspec.options["return_state"] if return_state is None else return_state:
             outputs.update({f"state/{k}": v for k, v in final.items()})
         return outputs
+
+
+def _one_step(program: Program, xs: dict[str, torch.Tensor]) -> bool:
+    """Whether the inputs come without a time axis ([B, *shape]: one data step) rather than with
+    one ([B, T, *shape]); a rank that fits neither layout, or inputs that disagree, is an error."""
+    layouts = {}
+    for v in program.inputs:
+        rank, shape = xs[v.name].dim(), list(xs[v.name].shape)
+        if rank not in (len(v.shape) + 1, len(v.shape) + 2):
+            raise BackendError(f"input {v.name!r} has shape {shape}; its port is {list(v.shape)}, so give it as "
+                               f"[B, T, {', '.join(map(str, v.shape))}] (a sequence of steps) or "
+                               f"[B, {', '.join(map(str, v.shape))}] (one data step)".replace(", ]", "]"))
+        layouts[v.name] = rank == len(v.shape) + 1
+    if len(set(layouts.values())) > 1:
+        timeless = sorted(k for k, one in layouts.items() if one)
+        timed = sorted(k for k, one in layouts.items() if not one)
+        raise BackendError(f"inputs mix the two layouts: {', '.join(timeless)} without a time axis ([B, *shape], "
+                           f"one data step), {', '.join(timed)} with one ([B, T, *shape]); give all of them one way")
+    return any(layouts.values())
 
 
 def _batched(v: torch.Tensor, b: bool, batch: int) -> torch.Tensor:

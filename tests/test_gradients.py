@@ -334,13 +334,10 @@ def hyperparameters(config: dict) -> dict:
     return {k: v for k, v in config.items() if v is not None}
 
 
-def module_inputs(model: str, inputs: dict) -> dict:
-    """Reference-layout inputs as the module's [B, T, ...]: CTM's whole forward is one data step."""
-    return {k: torch.as_tensor(v[:, None] if model == "ctm" else v) for k, v in inputs.items()}
-
-
-def module_outputs(model: str, out: dict) -> dict:
-    return {k: (v[:, 0] if model == "ctm" else v) for k, v in out.items()}
+def module_inputs(inputs: dict) -> dict:
+    """The reference's inputs as they are: [B, T, ...] for the token models, and CTM's x [B, C, ...]
+    (its whole forward is one data step, taken without a time axis)."""
+    return {k: torch.as_tensor(v) for k, v in inputs.items()}
 
 
 @pytest.mark.parametrize("name, model", SEED_BUNDLES, ids=[b for b, _ in SEED_BUNDLES])
@@ -357,7 +354,7 @@ def test_seed_model_to_torch_has_the_reference_keys_and_outputs(name, model):
     through_model = spec.to_torch()  # Model.to_torch carries the loaded weights
     for module in (fresh, through_model):
         with torch.no_grad():
-            got = module_outputs(model, module(**module_inputs(model, inputs)))
+            got = module(**module_inputs(inputs))
         assert set(outputs) <= set(got)
         for key, want in outputs.items():
             np.testing.assert_allclose(got[key].numpy(), want, atol=meta["tolerance"], rtol=0, err_msg=key)
@@ -389,7 +386,7 @@ def test_seed_model_gradient_equals_finite_differences_of_the_authors_equations(
                   **hyperparameters(meta["config"])).to_torch()
     module.load_state_dict({k: torch.as_tensor(v) for k, v in weights.items()}, strict=True)
     coef = {k: rng.normal(size=v.shape) for k, v in outputs.items()}
-    out = module_outputs(model, module(**module_inputs(model, inputs)))
+    out = module(**module_inputs(inputs))
     loss = sum((out[k].double() * torch.as_tensor(c)).sum() for k, c in coef.items())
     loss.backward()
     grads = {k: p.grad.double().numpy() for k, p in module.named_parameters()}

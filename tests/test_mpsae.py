@@ -134,11 +134,11 @@ def test_to_torch_loads_the_state_dict_strictly_and_has_the_reference_gradient()
     module = nspec.load(SPEC, **{k: v for k, v in meta["config"].items() if v is not None}).to_torch()
     module.load_state_dict(load_file(str(weights)), strict=True)
     assert set(module.state_dict()) == {"dictionary._weights", "dictionary.multiplier"}
-    got = module(x=torch.as_tensor(inputs["x"])[:, None])  # one data step
-    assert max_diff({k: got[k][:, 0].detach().numpy() for k in OUTPUTS}, outputs) <= TOLERANCE
+    got = module(x=torch.as_tensor(inputs["x"]))  # the reference's layout: x [B, input_shape], one data step
+    assert max_diff({k: got[k].detach().numpy() for k in OUTPUTS}, outputs) <= TOLERANCE
 
     R = torch.as_tensor(np.load(CONFORMANCE / meta["gradient_check"]["R_file"])["R"])
-    (got["x_hat"][:, 0] * R).sum().backward()
+    (got["x_hat"] * R).sum().backward()
     want = load_file(str(CONFORMANCE / meta["gradient_check"]["grads_file"]))["dictionary._weights"]
     grad = dict(module.named_parameters())["dictionary._weights"].grad.double()
     rel = float((grad - want).abs().max() / want.abs().max())
@@ -159,7 +159,7 @@ def test_gradient_with_a_multiplier_equals_the_detached_normalisation():
     R = rng.normal(size=(4, 6))
     module = nspec.load(SPEC, input_shape=6, nb_concepts=10, k=3).to_torch()
     module.load_state_dict({k: torch.as_tensor(v) for k, v in sd.items()}, strict=True)
-    (module(x=torch.as_tensor(x)[:, None])["x_hat"][:, 0] * torch.as_tensor(R)).sum().backward()
+    (module(x=torch.as_tensor(x))["x_hat"] * torch.as_tensor(R)).sum().backward()
     got = {k: p.grad.double() for k, p in module.named_parameters()}
 
     W = torch.as_tensor(sd["dictionary._weights"], dtype=torch.float64)
@@ -253,14 +253,14 @@ def test_training_beats_a_relu_sae_on_sparse_data():
 
     torch.manual_seed(0)
     mp = nspec.load(SPEC, input_shape=d, nb_concepts=c, k=k).to_torch()
-    untrained = rel_error(mp(x=x[:, None])["x_hat"][:, 0].detach())
+    untrained = rel_error(mp(x=x)["x_hat"].detach())
     opt = torch.optim.Adam(mp.parameters(), lr=1e-2)
     for _ in range(steps):
         opt.zero_grad()
-        loss = ((mp(x=x[:, None])["x_hat"][:, 0] - x) ** 2).mean()
+        loss = ((mp(x=x)["x_hat"] - x) ** 2).mean()
         loss.backward()
         opt.step()
-    mp_error = rel_error(mp(x=x[:, None])["x_hat"][:, 0].detach())
+    mp_error = rel_error(mp(x=x)["x_hat"].detach())
 
     torch.manual_seed(0)
     enc, dec = torch.nn.Linear(d, c), torch.nn.Linear(c, d)

@@ -8,7 +8,8 @@ specs/seeds/<m>.nspec --param <torch's constructor arguments> --weights <torch's
 
 Two kinds of truth: the bundles (``tests/conformance/{lstm,gru,rnn}_tiny``, made by torch 2.13 with
 their float64 gradients) and, for configurations they do not cover (three layers, no bias,
-projections, relu, other batch and sequence lengths), torch.nn.LSTM / GRU / RNN themselves.
+projections, relu, two directions, other batch and sequence lengths), torch.nn.LSTM / GRU / RNN
+themselves.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch
 
 import nspec
 from nspec.cli import main
+from nspec.runtime.executor import BackendError
 
 ROOT = Path(__file__).resolve().parent.parent
 SEEDS = ROOT / "specs" / "seeds"
@@ -66,11 +68,6 @@ def test_bundle_reproduced_through_nspec_run(model, backend, tmp_path):
 
 
 # ---------------------------------------------------------------- to_torch: strict keys and gradients
-def module_output(module, x: np.ndarray) -> dict[str, torch.Tensor]:
-    """The whole sequence is one data step: the module takes [B, 1, T, F] and gives [B, 1, ...]."""
-    return {k: v[:, 0] for k, v in module(input=torch.as_tensor(x)[:, None]).items()}
-
-
 @pytest.mark.parametrize("model", MODELS)
 def test_to_torch_loads_the_state_dict_strictly_and_has_torchs_gradients(model):
     from safetensors.numpy import load_file
@@ -81,7 +78,7 @@ def test_to_torch_loads_the_state_dict_strictly_and_has_torchs_gradients(model):
     state_dict = load_file(str(weights))
     assert set(module.state_dict()) == set(state_dict)   # exactly torch's keys
     module.load_state_dict({k: torch.as_tensor(v) for k, v in state_dict.items()}, strict=True)
-    out = module_output(module, inputs["input"])
+    out = module(input=torch.as_tensor(inputs["input"]))  # torch's layout: [B, T, F], one data step
     assert float(np.max(np.abs(out["output"].detach().numpy() - outputs["output"]))) <= meta["tolerance"]
     R = torch.as_tensor(np.load(CONFORMANCE / check["R_file"])["R"])
     (out["output"] * R).sum().backward()
@@ -95,6 +92,36 @@ def test_to_torch_loads_the_state_dict_strictly_and_has_torchs_gradients(model):
         assert float(np.max(np.abs(got - value))) <= 1e-4 * scale, key
 
 
+def test_to_torch_takes_the_sequence_with_or_without_a_time_axis():
+    """torch's layout, input [B, T, F] -> h_n [num_layers, B, H] (one data step, no time axis from the
+    caller), and the program module's [B, steps, T, F] -> [B, steps, ...] give the same values."""
+    module = nspec.load(SEEDS / "lstm.nspec", num_layers=2).to_torch()
+    x = torch.randn(3, 6, 4)
+    one = module(input=x)
+    assert {k: tuple(v.shape) for k, v in one.items()} == {"output": (3, 6, 5), "h_n": (2, 3, 5), "c_n": (2, 3, 5)}
+    timed = module(input=x[:, None])
+    assert {k: tuple(v.shape) for k, v in timed.items()} == {"output": (3, 1, 6, 5), "h_n": (3, 1, 2, 5),
+                                                             "c_n": (3, 1, 2, 5)}
+    torch.testing.assert_close(one["output"], timed["output"][:, 0], rtol=0, atol=0)
+    torch.testing.assert_close(one["h_n"], timed["h_n"][:, 0].transpose(0, 1), rtol=0, atol=0)
+    with pytest.raises(BackendError, match=r"input 'input' has shape \[6, 4\]; its port is \[6, 4\], so give "
+                                                 r"it as \[B, T, 6, 4\] \(a sequence of steps\) or \[B, 6, 4\]"):
+        module(input=x[0])
+    with pytest.raises(BackendError, match="inputs without a time axis are one data step, but steps=2"):
+        module(input=x, steps=2)
+
+
+def test_to_torch_refuses_inputs_that_mix_the_two_layouts(tmp_path):
+    path = tmp_path / "two.nspec"
+    path.write_text("system S {\n  in a: f32[2]\n  in b: f32[2]\n  out y: f32[2]\n  y = a + b\n}\n")
+    module = nspec.load(path).to_torch()
+    assert tuple(module(a=torch.ones(3, 2), b=torch.ones(3, 2))["y"].shape) == (3, 2)
+    assert tuple(module(a=torch.ones(3, 4, 2), b=torch.ones(3, 4, 2))["y"].shape) == (3, 4, 2)
+    with pytest.raises(BackendError, match=r"inputs mix the two layouts: a without a time axis \(\[B, \*shape\], "
+                                                 r"one data step\), b with one \(\[B, T, \*shape\]\)"):
+        module(a=torch.ones(3, 2), b=torch.ones(3, 4, 2))
+
+
 # ---------------------------------------------------------------- held-out configurations, torch as the oracle
 HELD_OUT = [
     ("lstm", dict(input_size=3, hidden_size=4, num_layers=3, bias=False)),
@@ -103,24 +130,41 @@ HELD_OUT = [
     ("rnn", dict(input_size=3, hidden_size=4, num_layers=2, nonlinearity="relu")),
     ("rnn", dict(input_size=2, hidden_size=3, num_layers=3, nonlinearity="tanh", bias=False)),
 ]
+# bidirectional=true: a `_reverse` weight family per layer, h_n with 2 * num_layers rows
+BIDIRECTIONAL = [
+    ("lstm", dict(input_size=3, hidden_size=4, num_layers=2, bidirectional=True)),
+    ("lstm", dict(input_size=3, hidden_size=5, num_layers=2, bidirectional=True, proj_size=2)),
+    ("gru", dict(input_size=3, hidden_size=4, num_layers=2, bidirectional=True)),
+    ("rnn", dict(input_size=3, hidden_size=4, num_layers=2, bidirectional=True, nonlinearity="relu")),
+]
+HELD_OUT += BIDIRECTIONAL
 TORCH_CLASSES = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}
 
 
-@pytest.mark.parametrize("model, config", HELD_OUT, ids=[f"{m}-{'-'.join(f'{k}{v}' for k, v in c.items())}"
-                                                         for m, c in HELD_OUT])
-def test_held_out_configuration_matches_torch(model, config):
-    """Random weights, batch 3, length 4: nspec on the reference interpreter and ONNX Runtime against
-    torch.nn.<Model>(**config, batch_first=True) itself, whose state_dict loads by its own keys."""
-    torch.manual_seed(HELD_OUT.index((model, config)))
+def config_id(model: str, config: dict) -> str:
+    return f"{model}-{'-'.join(f'{k}{v}' for k, v in config.items())}"
+
+
+def torch_reference(model: str, config: dict, seed: int):
+    """torch.nn.<Model>(**config, batch_first=True) with weights U(-1, 1) (wider than torch's init,
+    so saturation and relu's zeros occur), an input [3, 4, input_size] and torch's results by name."""
+    torch.manual_seed(seed)
     reference = TORCH_CLASSES[model](**config, batch_first=True).eval()
-    for p in reference.parameters():  # wider than torch's init, so saturation and relu's zeros occur
+    for p in reference.parameters():
         torch.nn.init.uniform_(p, -1.0, 1.0)
     x = torch.randn(3, 4, config["input_size"])
     with torch.no_grad():
         y, state = reference(x)
     h_n, c_n = state if model == "lstm" else (state, None)
     want = {"output": y.numpy(), "h_n": h_n.numpy()} | ({"c_n": c_n.numpy()} if c_n is not None else {})
+    return reference, x, want
 
+
+@pytest.mark.parametrize("model, config", HELD_OUT, ids=[config_id(m, c) for m, c in HELD_OUT])
+def test_held_out_configuration_matches_torch(model, config):
+    """Random weights, batch 3, length 4: nspec on the reference interpreter and ONNX Runtime against
+    torch.nn.<Model>(**config, batch_first=True) itself, whose state_dict loads by its own keys."""
+    reference, x, want = torch_reference(model, config, HELD_OUT.index((model, config)))
     spec = nspec.load(SEEDS / f"{model}.nspec", **config)
     spec.load_weights({k: v.numpy() for k, v in reference.state_dict().items()})
     for backend in ("reference", "onnxruntime"):
@@ -128,9 +172,42 @@ def test_held_out_configuration_matches_torch(model, config):
         assert max(errors.values()) <= 1e-5, (backend, errors)
 
 
+@pytest.mark.parametrize("model, config", BIDIRECTIONAL, ids=[config_id(m, c) for m, c in BIDIRECTIONAL])
+def test_bidirectional_to_torch_loads_torchs_state_dict_and_has_its_gradients(model, config):
+    """Model.to_torch() of a bidirectional cell: exactly torch's keys (with the `_reverse` family),
+    strict loading, torch's results in torch's layout, and torch's autograd gradients of
+    sum(output * R) + sum(h_n * Q) within 1e-4 of their largest."""
+    reference, x, want = torch_reference(model, config, 100 + BIDIRECTIONAL.index((model, config)))
+    module = nspec.load(SEEDS / f"{model}.nspec", **config).to_torch()
+    assert set(module.state_dict()) == set(reference.state_dict())
+    assert any(k.endswith("_l1_reverse") for k in module.state_dict())
+    module.load_state_dict(reference.state_dict(), strict=True)
+    got = module(input=x)
+    assert max(max_diffs({k: v.detach().numpy() for k, v in got.items()}, want).values()) <= 1e-5
+    R, Q = torch.randn(want["output"].shape), torch.randn(want["h_n"].shape)
+    (got["output"] * R).sum().add((got["h_n"] * Q).sum()).backward()
+    y, state = reference(x)
+    (y * R).sum().add(((state[0] if model == "lstm" else state) * Q).sum()).backward()
+    grads = dict(module.named_parameters())
+    for key, p in reference.named_parameters():
+        scale = float(p.grad.abs().max())
+        assert scale > 0, key
+        assert float((grads[key].grad - p.grad).abs().max()) <= 1e-4 * scale, key
+
+
+def test_bidirectional_on_tvm_matches_torch():
+    """The smallest bidirectional configuration (an RNN) through TVM's compiled loop."""
+    config = dict(input_size=2, hidden_size=3, num_layers=2, bidirectional=True)
+    reference, x, want = torch_reference("rnn", config, 7)
+    spec = nspec.load(SEEDS / "rnn.nspec", **config)
+    spec.load_weights({k: v.detach().numpy() for k, v in reference.state_dict().items()})
+    errors = max_diffs(spec.run({"input": x.numpy()}, batch=3, backend="tvm"), want)
+    assert max(errors.values()) <= 1e-5, errors
+
+
 # ---------------------------------------------------------------- what is not supported is said, where
 @pytest.mark.parametrize("model, param, message", [
-    ("lstm", "bidirectional=true", "bidirectional=true is not supported"),
+    ("lstm", "num_layers=0", "num_layers must be at least 1"),
     ("gru", "batch_first=false", "batch_first=false is not supported"),
     ("lstm", "proj_size=5", "proj_size must be >= 0 and < hidden_size"),
     ("rnn", "nonlinearity=gelu", "'nonlinearity' = 'gelu' is not one of 'tanh', 'relu'"),

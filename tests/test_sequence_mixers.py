@@ -321,3 +321,21 @@ def test_torch_module_gradients_equal_a_hand_written_torch_recurrence(case):
         want = value.grad.numpy()
         assert np.max(np.abs(want)) > 1e-3, key    # every parameter reaches the loss
         close(grads[key].grad.double().numpy(), want, 1e-4)
+
+
+# ---------------------------------------------------------------- mistakes are located errors
+@pytest.mark.parametrize("spec, param, message", [
+    ("linear_attention", "d_key=0", "d_model, n_heads, d_key and d_value must be at least 1"),
+    ("linear_attention", "feature_map=relu", "'feature_map' = 'relu' is not one of 'elu1', 'identity'"),
+    ("linear_attention_parallel", "n_heads=-2", "d_model, n_heads, d_key and d_value must be at least 1"),
+    ("gla", "gate_rank=-1", "gate_rank must be >= 0"),
+    ("gla", "tau=0", "tau must be positive"),
+    ("selective_ssm", "d_state=0", "d_inner, d_state and dt_rank must be at least 1"),
+    ("softmax_attention", "n_heads=0", "d_model, n_heads, d_key and d_value must be at least 1"),
+])
+def test_bad_hyperparameters_are_located_errors(spec, param, message, tmp_path, capsys):
+    from nspec.cli import main
+
+    assert main(["run", str(SEEDS / f"{spec}.nspec"), "--param", param, "--output", str(tmp_path / "o.npz"), "-q"]) == 1
+    err = capsys.readouterr().err
+    assert f"{spec}.nspec:" in err and message in err and "^" in err and "Traceback" not in err

@@ -310,7 +310,7 @@ def _topk_softmax(ex: ExprBuilder, b: ExprBuilder, gates: Val, rule: A.TypeRef, 
         b.fail(rule.span, "topk takes k: 'write by topk(2)'")
     k = b.static_int(rule.args[0], "k")
     if not 0 < k <= modules:
-        b.fail(rule.args[0].span, f"topk: k = {k} must be in 1..{modules}")
+        b.fail(rule.args[0].span, f"topk: k = {k} must be in 1..{modules} (1 to the number of modules)")
     mask = topk_mask(ex, gates, k, rule.span)
     losers = ex.binary("*", ex.binary("-", static(1.0), mask, rule.span), static(-1e30), rule.span)
     return _softmax(ex, b, ex.binary("+", gates, losers, rule.span), rule, modules)

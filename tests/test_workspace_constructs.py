@@ -229,3 +229,28 @@ def test_topk_outside_one_to_modules_is_a_located_error(tmp_path, k):
     library = Path(first.span.path)  # located at the k of TopKWorkspace's 'write by topk(k)'
     assert library.name == "workspace.nspec"
     assert library.read_text().splitlines()[first.span.line - 1][first.span.col - 1:].startswith("k)")
+
+
+def test_an_attention_query_taken_from_the_read_is_an_instantaneous_cycle(tmp_path):
+    """read is immediate in query: a module that turns its read into its query in the same step closes
+    a loop without state, named port by port at the wire that closes it."""
+    path = tmp_path / "echo.nspec"
+    path.write_text("""from "std/workspace.nspec" import AttentionWorkspace
+system Echo {
+  in seen: f32[3, 4]
+  out query: f32[3, 4]
+  query = seen
+}
+composite Main {
+  in write: f32[3, 4]
+  out r: f32[3, 4]
+  box att: AttentionWorkspace(dim = 4, modules = 3, slots = 2, key_dim = 2)
+  box e: Echo
+  wire write -> att.write
+  wire e.query -> att.query
+  wire att.read -> e.seen, r
+}
+""")
+    diags, _ = check_files([path])
+    assert len(diags) == 1 and (diags[0].span.line, diags[0].span.col) == (13, 3)
+    assert "instantaneous cycle in Main: att.query -> att.read -> e.seen -> e.query -> att.query" in diags[0].message

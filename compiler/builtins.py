@@ -539,7 +539,8 @@ def topk_mask(b: ExprBuilder, x: Val, k: int, span: Span) -> Val:
     equal = b.cast(b.add(Op.EQ, [c, a], DType.bool, pairs, DIMENSIONLESS, span), x.dtype, span)
     earlier = static(np.tril(np.ones((n, n), dtype=x.dtype.numpy), -1))         # [i, j] = 1 where j < i
     beats = b.binary("+", greater, b.binary("*", equal, earlier, span), span)
-    rank = b.add(Op.SUM, [beats], x.dtype, x.shape, DIMENSIONLESS, span, (("axes", (len(x.shape),)), ("keepdims", False)))
+    rank = b.add(Op.SUM, [beats], x.dtype, x.shape, DIMENSIONLESS, span,
+                 (("axes", (len(x.shape),)), ("keepdims", False)))
     return b.cast(b.binary("<", rank, static(float(k)), span), x.dtype, span)
 
 

@@ -172,7 +172,8 @@ def torch_run(write, gates, query, p) -> dict[str, torch.Tensor]:
         weights = {"gated": g, "soft": soft,
                    "hard": torch.nn.functional.one_hot(g.argmax(-1), M).to(g.dtype) + soft - soft.detach()}
         for name, kk in TOPK.items():
-            best = torch.zeros_like(g, dtype=torch.bool).scatter(1, torch.argsort(-g, dim=-1, stable=True)[:, :kk], True)
+            winners = torch.argsort(-g, dim=-1, stable=True)[:, :kk]  # a tie goes to the lowest index
+            best = torch.zeros_like(g, dtype=torch.bool).scatter(1, winners, True)
             weights[name] = torch.softmax(g.masked_fill(~best, float("-inf")), dim=-1)
         if t + 1 < STEPS:
             for name, wt in weights.items():

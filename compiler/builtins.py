@@ -24,6 +24,8 @@ from .builtins_random import binomial, normal, orthogonal, rand, uniform
 from .values import Val, call_args, fmt_shape, fmt_type, fold, int_range, is_whole_number, norm_axis, static
 
 if TYPE_CHECKING:
+    from nspec.dsl.diagnostics import Span
+
     from .expressions import ExprBuilder
 
 Builtin = Callable[["ExprBuilder", A.Call], Val]
@@ -513,19 +515,33 @@ def _rope(b: ExprBuilder, e: A.Call) -> Val:
 
 
 def _topk_mask(b: ExprBuilder, e: A.Call) -> Val:
-    """1 where x is among the k largest along the last axis (ties resolved by rank counting)."""
+    """1 where x is among the k largest along the last axis (ties go to the lowest index)."""
     (x, k), _ = call_args(b, e, 2, 2)
     xv = b.as_float(b.expr(x), e.span)
     kk = b.static_int(k, "topk_mask()'s k")
     n = xv.shape[-1] if xv.shape else 0
     if not 0 < kk <= n:
         b.fail(k.span, f"topk_mask(): k = {kk} must be in 1..{n}")
-    a = b.add(Op.RESHAPE, [xv], xv.dtype, xv.shape + (1,), xv.dim, e.span)
-    c = b.add(Op.RESHAPE, [xv], xv.dtype, xv.shape[:-1] + (1, n), xv.dim, e.span)
-    greater = b.add(Op.GT, [c, a], DType.bool, xv.shape + (n,), DIMENSIONLESS, e.span)
-    rank = b.add(Op.SUM, [b.cast(greater, xv.dtype, e.span)], xv.dtype, xv.shape, DIMENSIONLESS, e.span,
-                 (("axes", (len(xv.shape),)), ("keepdims", False)))
-    return b.cast(b.binary("<", rank, static(float(kk)), e.span), xv.dtype, e.span)
+    return topk_mask(b, xv, kk, e.span)
+
+
+def topk_mask(b: ExprBuilder, x: Val, k: int, span: Span) -> Val:
+    """1 where ``x`` (float, last axis of n) is among the k largest, else 0; exactly k ones.
+
+    Entry i's rank is the number of entries that beat it: j beats i when x[j] > x[i], or when
+    x[j] == x[i] and j < i (ties go to the lowest index, as argmax and a stable sort do).  The k
+    entries of rank < k win."""
+    n = x.shape[-1]
+    a = b.add(Op.RESHAPE, [x], x.dtype, x.shape + (1,), x.dim, span)            # x[i] down the rows
+    c = b.add(Op.RESHAPE, [x], x.dtype, x.shape[:-1] + (1, n), x.dim, span)     # x[j] along the columns
+    pairs = x.shape + (n,)
+    greater = b.cast(b.add(Op.GT, [c, a], DType.bool, pairs, DIMENSIONLESS, span), x.dtype, span)
+    equal = b.cast(b.add(Op.EQ, [c, a], DType.bool, pairs, DIMENSIONLESS, span), x.dtype, span)
+    earlier = static(np.tril(np.ones((n, n), dtype=x.dtype.numpy), -1))         # [i, j] = 1 where j < i
+    beats = b.binary("+", greater, b.binary("*", equal, earlier, span), span)
+    rank = b.add(Op.SUM, [beats], x.dtype, x.shape, DIMENSIONLESS, span,
+                 (("axes", (len(x.shape),)), ("keepdims", False)))
+    return b.cast(b.binary("<", rank, static(float(k)), span), x.dtype, span)
 
 
 def _entropy(b: ExprBuilder, e: A.Call) -> Val:

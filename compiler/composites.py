@@ -21,6 +21,7 @@ import numpy as np
 from nspec.dsl import ast as A
 from nspec.dsl.diagnostics import Span
 
+from .builtins import topk_mask
 from .declared_types import check_batch_axis, check_merge, resolve_type
 from .expressions import Abort, ExprBuilder, Val, fmt_shape, static
 from .ir import DType, GraphBuilder, Op, Var
@@ -309,16 +310,27 @@ def _topk_softmax(ex: ExprBuilder, b: ExprBuilder, gates: Val, rule: A.TypeRef, 
         b.fail(rule.span, "topk takes k: 'write by topk(2)'")
     k = b.static_int(rule.args[0], "k")
     if not 0 < k <= modules:
-        b.fail(rule.args[0].span, f"topk: k = {k} must be in 1..{modules}")
-    mask = _topk(ex, gates, k, rule.span)
+        b.fail(rule.args[0].span, f"topk: k = {k} must be in 1..{modules} (1 to the number of modules)")
+    mask = topk_mask(ex, gates, k, rule.span)
     losers = ex.binary("*", ex.binary("-", static(1.0), mask, rule.span), static(-1e30), rule.span)
     return _softmax(ex, b, ex.binary("+", gates, losers, rule.span), rule, modules)
+
+
+def _argmax_straight_through(ex: ExprBuilder, b: ExprBuilder, gates: Val, rule: A.TypeRef, modules: int) -> Val:
+    """Hard routing: the one-hot of the best gate (the lowest index on a tie) forward, the gradient
+    of softmax(gates) backward: ``one_hot + (soft - stop_gradient(soft))``, whose bracket is exactly 0."""
+    best = ex.add(Op.ARGMAX, [gates], DType.i64, (), DIMENSIONLESS, rule.span, (("axis", 0),))
+    one_hot = ex.cast(ex.binary("==", static(np.arange(modules)), best, rule.span), gates.dtype, rule.span)
+    soft = _softmax(ex, b, gates, rule, modules)
+    frozen = ex.add(Op.STOP_GRADIENT, [soft], soft.dtype, soft.shape, DIMENSIONLESS, rule.span)
+    return ex.binary("+", one_hot, ex.binary("-", soft, frozen, rule.span), rule.span)
 
 
 WRITE_RULES: dict[str, WriteRule] = {
     "softmax": WriteRule("softmax", _softmax),       # weights = softmax(gates) (soft competition)
     "gated": WriteRule("gated", _gated),             # weights = gates (a controller's gates, each in [0, 1])
     "topk": WriteRule("topk(k)", _topk_softmax),     # weights = softmax over the k best gates, 0 elsewhere
+    "argmax": WriteRule("argmax", _argmax_straight_through),  # weights = one-hot of the best; softmax's gradient
 }
 
 
@@ -341,6 +353,8 @@ def build_workspace(elab, decl: A.SystemDecl, scope, args: dict) -> Primitive:
                 if rule.name not in WRITE_RULES:
                     usages = [r.usage for r in WRITE_RULES.values()]
                     b.fail(rule.span, f"unknown write rule '{rule.name}'; use {', '.join(usages[:-1])} or {usages[-1]}")
+                if "(" not in WRITE_RULES[rule.name].usage and (rule.args or rule.kwargs):
+                    b.fail(rule.span, f"write rule '{rule.name}' takes no arguments: 'write by {rule.name}'")
             else:
                 b.fail(stmt.span, f"'{type(stmt).__name__.lower()}' is not allowed in a workspace; it declares ports "
                                   "(write, gates, read), slots and 'write by'")
@@ -389,12 +403,3 @@ def build_workspace(elab, decl: A.SystemDecl, scope, args: dict) -> Primitive:
     state = Var("content", read.dtype, want_read, decl.span)
     return Primitive(decl.name, (write, gates), (read,), (), (state,), g.build(), init.build(), (), decl.span)
 
-
-def _topk(ex: ExprBuilder, x: Val, k: int, span: Span) -> Val:
-    n = x.shape[0]
-    a = ex.add(Op.RESHAPE, [x], x.dtype, (n, 1), DIMENSIONLESS, span)
-    c = ex.add(Op.RESHAPE, [x], x.dtype, (1, n), DIMENSIONLESS, span)
-    greater = ex.add(Op.GT, [c, a], DType.bool, (n, n), DIMENSIONLESS, span)
-    rank = ex.add(Op.SUM, [ex.cast(greater, x.dtype, span)], x.dtype, (n,), DIMENSIONLESS, span,
-                  (("axes", (1,)), ("keepdims", False)))
-    return ex.cast(ex.binary("<", rank, static(float(k)), span), x.dtype, span)

@@ -235,6 +235,10 @@ def _readout_box(b: ExprBuilder, port: PortSig, r: _Readout, prim: Primitive, st
     """The readout as a primitive: input ``x`` (the population's port), output ``port``."""
     src = prim.port("out", r.source)
     span = stmt.value.span
+    if src is None:  # the population's neuron has errors (reported where they are) and was built without it
+        if not b.diags.has_errors:
+            b.fail(span, f"population '{r.pop}' has no output '{r.source}'")
+        raise Abort
     g = GraphBuilder()
     ex = ExprBuilder(g, b.diags, lambda n, s: None)
     x = Val(src.dtype, src.shape, src.dim, g.arg("x", "input", src.dtype, src.shape, span))

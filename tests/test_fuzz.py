@@ -40,6 +40,7 @@ from hypothesis import strategies as st
 import nspec
 from nspec.compiler.driver import check_files
 from nspec.dsl import NspecError
+from nspec.runtime.checks import RunCheckError
 from nspec.runtime.model import LimitExceeded, NonFiniteError
 from snapshot_reference import seeded_inputs
 
@@ -221,6 +222,9 @@ def check_and_run(path: Path, mutation: Mutation) -> bool:
     except (NonFiniteError, LimitExceeded) as exc:  # the run's own located errors (a huge value diverges)
         # located at a spec line: the mutant's, or an imported library file's (its neuron diverged)
         assert NonFiniteError is not type(exc) or re.search(r"\.nspec:\d+:\d+:", str(exc)), exc
+        return False
+    except RunCheckError as exc:  # a run-time index out of range (a huge bound of a draw that indexes)
+        assert_diagnostics_located(exc.diagnostics, exc.sources, path)
         return False
     return True
 

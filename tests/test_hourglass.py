@@ -72,7 +72,8 @@ def random_state_dict(h: dict, rng) -> dict:
         sd.update({p + "norm.weight": rng.uniform(0.5, 1.5, w), p + "norm.bias": rng.normal(0, 0.3, w),
                    p + "fc1.weight": rng.normal(0, 1 / np.sqrt(w), (d_h, w)), p + "fc1.bias": rng.normal(0, 0.3, d_h),
                    p + "fc2.weight": rng.normal(0, 1 / np.sqrt(d_h), (w, d_h)), p + "fc2.bias": rng.normal(0, 0.3, w)})
-    sd.update({"head.weight": rng.normal(0, 1 / np.sqrt(w), (h["n_out"], w)), "head.bias": rng.normal(0, 0.3, h["n_out"])})
+    sd.update({"head.weight": rng.normal(0, 1 / np.sqrt(w), (h["n_out"], w)),
+               "head.bias": rng.normal(0, 0.3, h["n_out"])})
     return {k: v.astype(np.float32) for k, v in sd.items()}
 
 
@@ -110,7 +111,8 @@ def test_forward_equals_the_oracle(h, backend, tmp_path):
     assert np.max(np.abs(want)) > 0.5  # the outputs are not all near zero: the comparison can tell
 
 
-@pytest.mark.parametrize("h", [dict(HOURGLASS, n_blocks=0), dict(HOURGLASS, n_blocks=3), dict(CONVENTIONAL, n_blocks=1)],
+@pytest.mark.parametrize("h", [dict(HOURGLASS, n_blocks=0), dict(HOURGLASS, n_blocks=3),
+                               dict(CONVENTIONAL, n_blocks=1)],
                          ids=["hourglass-0-blocks", "hourglass-3-blocks", "conventional-1-block"])
 def test_other_depths_and_silu_on_onnxruntime(h, tmp_path):
     """The block count (0: the readout of the lift alone) and the silu activation."""
@@ -137,7 +139,8 @@ def torch_model(sd: dict, h: dict):
             z = z @ leaves["W_in"].T
         for i in range(h["n_blocks"]):
             p = f"blocks.{i}."
-            u = torch.nn.functional.layer_norm(z, z.shape[-1:], leaves[p + "norm.weight"], leaves[p + "norm.bias"], 1e-5)
+            u = torch.nn.functional.layer_norm(z, z.shape[-1:], leaves[p + "norm.weight"], leaves[p + "norm.bias"],
+                                               1e-5)
             z = z + torch.relu(u @ leaves[p + "fc1.weight"].T + leaves[p + "fc1.bias"]) @ leaves[p + "fc2.weight"].T \
                 + leaves[p + "fc2.bias"]
         return z @ leaves["head.weight"].T + leaves["head.bias"]

@@ -215,7 +215,7 @@ def test_the_lift_is_seeded_frozen_and_untouched_by_training(tmp_path):
     (dict(HOURGLASS, d_h=12), "an hourglass block is wide-narrow-wide: d_h must be below d_z"),
     (dict(CONVENTIONAL, d_h=6), "a conventional block is narrow-wide-narrow: d_h must be above d_x"),
     (dict(HOURGLASS, n_blocks=-1), "n_blocks must be non-negative"),
-    (dict(HOURGLASS, arch="bottleneck"), "arch"),
+    (dict(HOURGLASS, arch="bottleneck"), "'arch' = 'bottleneck' is not one of 'hourglass', 'conventional'"),
 ])
 def test_shape_conventions_are_located_errors(h, message, tmp_path, capsys):
     np.savez(tmp_path / "in.npz", x=np.zeros((1, h["d_x"]), np.float32))

@@ -44,7 +44,7 @@ def model(target: str) -> nspec.Model:
 
 def run(target: str, backend: str, **inputs) -> dict[str, np.ndarray]:
     """One data step on a batch: each input [B, *port] -> each output [B, *port]."""
-    arrays = {k: np.asarray(v, np.float32) for k, v in inputs.items()}
+    arrays = {k: np.asarray(v, np.float32)[:, None] for k, v in inputs.items()}  # [B, 1 step, *port]
     batch = next(iter(arrays.values())).shape[0]
     out = model(target).run(inputs=arrays, steps=1, batch=batch, backend=backend)
     return {k: v[:, 0] for k, v in out.items()}
@@ -113,18 +113,18 @@ def test_out_of_range_integers_saturate(backend):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_if_expansion_counts_equal_the_integer_counts(backend):
-    """The IF neuron (soft reset, no leak, T = max_count steps) fires sum_t s_t = n for |n| <= T;
-    beyond, it fires T spikes of sign(n) and leaves n - count in its potential.  Its train is the
-    ternary code's."""
+    """The IF neuron (soft reset, no leak), given n at its first virtual step, fires sum_t s_t = n over
+    max_count steps for |n| <= max_count; beyond, one spike of sign(n) per step, n - count left in its
+    potential.  Its train is the ternary code's."""
     @PROPERTY
     @given(integers(-40, 40))
     def check(n):
-        got = run("IFExpansion", backend, n=n)
+        got = model("IFExpansion").run(inputs={"n": n.astype(np.float32)}, steps=MAX_COUNT, batch=len(n),
+                                       backend=backend)
         count = np.clip(n, -MAX_COUNT, MAX_COUNT)
-        np.testing.assert_array_equal(got["count"], count)
-        np.testing.assert_array_equal(got["train"].sum(axis=1), count)
-        np.testing.assert_array_equal(got["residual"], n - count)
-        np.testing.assert_array_equal(got["train"], encode("ternary", n))
+        np.testing.assert_array_equal(got["fired"].sum(axis=1), count)
+        np.testing.assert_array_equal(got["potential"][:, -1], n - count)
+        np.testing.assert_array_equal(got["fired"], encode("ternary", n))
 
     check()
 
@@ -133,9 +133,9 @@ def test_if_expansion_counts_equal_the_integer_counts(backend):
 def test_linear_layer_on_spike_coded_inputs_equals_the_integer_matmul(backend):
     """sum_t place_t (W @ s_t) == W @ s_INT exactly, for integer (W8) weights and every code in range."""
     m = model("CodedLinear")
-    assert set(m.state_dict()) == {"weight"}
+    assert set(m.state_dict()) == {"linear.weight"}  # the box's path before the key
     W = np.random.default_rng(0).integers(-128, 128, (OUT, D))
-    m.load_weights({"weight": W.astype(np.float32)})
+    m.load_weights({"linear.weight": W.astype(np.float32)})
 
     @PROPERTY
     @given(integers(0, MAX_COUNT), integers(-MAX_COUNT, MAX_COUNT))
@@ -219,7 +219,7 @@ def test_straight_through_gradient_is_the_identity_on_torch():
 
 def test_bit_counts_follow_max_count():
     """T = ceil(log2(max_count + 1)) bits (one more for two's complement); ranges follow."""
-    for max_count, bits in ((1, 1), (2, 2), (3, 2), (4, 3), (7, 3), (8, 4), (255, 8), (256, 9), (2**22, 23)):
+    for max_count, bits in ((1, 1), (2, 2), (3, 2), (4, 3), (7, 3), (8, 4), (255, 8), (256, 9), (4095, 12), (4096, 13)):
         m = nspec.load(SPEC, target="Int2Spike", max_count=max_count)
         shapes = {v.name: tuple(v.shape) for v in m.program.outputs}
         assert shapes["bitwise"] == (bits, D) and shapes["twos"] == (bits + 1, D), max_count

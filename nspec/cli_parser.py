@@ -109,6 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--whole-run", action="store_true", help="ONNX: the whole time loop in one graph (default)")
     mode.add_argument("--step", action="store_true", help="ONNX: one step per call, state in and out")
     p.add_argument("--steps", type=positive_int, metavar="N", help="ONNX whole-run: a fixed number of steps")
+    p.add_argument("--weights", metavar="FILE", help="torch: the weights stored in the program (.safetensors, .npz "
+                   "or a torch state_dict; default: the spec's initial values)")
+    p.add_argument("--batch", type=positive_int, metavar="B", help="torch: the batch size the step is exported "
+                   "for (default 1)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.set_defaults(handler=cmd_compile)
 

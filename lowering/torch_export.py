@@ -18,6 +18,7 @@ initial state is drawn per sample, so ``state0`` is the run's for that batch siz
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import torch
@@ -82,17 +83,25 @@ def export(model, path: str | Path, batch: int = 1) -> list[Path]:
     path = Path(path)
     program = model.program
     params, state0 = model.initial(batch, None)
-    module = to_module(program, params, propagate="dense").eval()
+    module = to_module(program, params, propagate="dense").eval().requires_grad_(False)  # an inference artifact
     step = _Step(module)
     example = tuple(torch.as_tensor(state0[v.name]) for v in program.states)
     example += tuple(torch.zeros((batch, *v.shape), dtype=TORCH_DTYPES[v.dtype]) for v in program.inputs)
+    quiet = logging.getLogger("torch.fx.experimental.symbolic_shapes")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # its warnings about data-dependent values repeat the error below
     try:
         with torch.no_grad():
             exported = torch.export.export(step, example, strict=False)
     except Exception as exc:  # torch raises many kinds for a step it cannot trace
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise BackendError(f"{program.name}: torch.export cannot trace one step of this program "
-                           f"({type(exc).__name__}: {first})") from None
+        # the interpreter locates a failing rule at its node's span (torch_rules.execute)
+        where = first if isinstance(exc, BackendError) else f"{program.name}: {type(exc).__name__}: {first}"
+        raise BackendError(f"{where}\n  torch.export cannot trace one step of {program.name}: it needs a graph "
+                           "without data-dependent control flow or shapes (an `until` loop, a data-dependent "
+                           "value); run it with --backend torch or export --target onnx") from None
+    finally:
+        quiet.setLevel(level)
     base = path.name[:-len(".pt2")] if path.name.endswith(".pt2") else path.stem
     state_path = path.with_name(base + ".state0.pt")
     manifest_path = path.with_name(base + ".json")

@@ -408,6 +408,8 @@ def test_delay_is_whole_steps_both_ways(tmp_path):
     np.testing.assert_array_equal(nspec_nir.read(back).run(inputs={"input": x})["output"], want)
     # at dt = 0.05 ms the same delay is 6 steps
     assert "nir.Delay(n = 2, k = 6)" in nspec_nir.to_spec(graph, dt="0.05 ms")
+    graph.nodes["d"] = nir.Delay(delay=np.zeros(2))  # no delay: the identity
+    np.testing.assert_array_equal(nspec_nir.read(graph).run(inputs={"input": x})["output"], x)
     loop = nir.NIRGraph(nodes={"input": nir.Input(input_type=np.array([2])), "s": nir.Scale(scale=np.full(2, 0.5)),
                                "d": nir.Delay(delay=np.full(2, 1e-4)), "output": nir.Output(output_type=np.array([2]))},
                         edges=[("input", "s"), ("s", "d"), ("d", "s"), ("s", "output")])

@@ -487,8 +487,9 @@ __all__ = ["CliError", "REPORT_HINT", "TARGETS", "IR_STAGES", "EMIT_STAGES", "sp
 
 
 def cmd_import(args) -> int:
-    """``nspec import-nir model.nir -o model.nspec`` (``import``: its alias): the spec of a NIR graph and, beside it, its weights
-    (``model.weights.safetensors``), to run with ``nspec run model.nspec --weights ...``."""
+    """``nspec import-nir model.nir -o model.nspec`` (``import``: its alias): the spec of a NIR graph
+    and, beside it, its weights (``model.weights.safetensors``), to run with ``nspec run model.nspec
+    --weights ...``."""
     from safetensors.numpy import save_file
 
     from nspec.runtime.nir_import import translate

@@ -88,7 +88,8 @@ def exported(tmp_path_factory):
         np.savez(tmp / "lstm.in.npz", input=data["input"][:, None])  # [B, T = 1, seq_len, input_size]
     params = [a for k, v in meta["config"].items() for a in ("--param", f"{k}={json.dumps(v)}")]
     assert main(["compile", str(tmp / "spiking.nspec"), "--target", "torch", "--batch", "2", "-o", f"{tmp}/out/"]) == 0
-    assert main(["compile", str(SEEDS / "lstm.nspec"), *params, "--weights", str(CONFORMANCE / "lstm_tiny.weights.safetensors"),
+    weights = str(CONFORMANCE / "lstm_tiny.weights.safetensors")
+    assert main(["compile", str(SEEDS / "lstm.nspec"), *params, "--weights", weights,
                  "--target", "torch", "--batch", "2", "-o", f"{tmp}/out/lstm.pt2"]) == 0
     site = str(Path(torch.__file__).parent.parent)
     args = [str(tmp / "out/spiking.json"), str(tmp / "spiking.in.npz"), "50", str(tmp / "spiking.got.npz"),
@@ -154,7 +155,8 @@ def test_a_step_torch_export_cannot_trace_is_a_located_error(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--target", "onnx", "--weights", "w.safetensors"], "--weights is read by --target torch only"),
+    (["--target", "onnx", "--weights", "w.safetensors"], "--weights is read by --target torch and --target nir only"),
+    (["--target", "onnx", "--batch", "2"], "--batch is read by --target torch only"),
     (["--target", "torch", "--step"], "--target torch exports one step"),
     (["--target", "torch", "--weights", "missing.safetensors"], "--weights: no such file: missing.safetensors"),
 ])

@@ -5,6 +5,7 @@
     nspec run SPEC [--param k=v]... [--output out.npz] [--backend B] [--duration 1s | --steps N]
     nspec test [FILE|DIR...]            the spec-level ``test`` blocks
     nspec train SPEC --data D.npz --loss KIND:OUTPUT:TARGET [--epochs N] [--checkpoint DIR [--resume]]
+    nspec import-nir GRAPH.nir -o MODEL.nspec   a NIR graph as a spec and its weights (alias: import)
 
 Exit codes (``nspec.compiler.driver``): 0 ok, 1 user error (diagnostics printed), 2 usage error,
 3 internal error.  A user error never prints a Python traceback; an internal error prints one

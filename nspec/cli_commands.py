@@ -141,20 +141,30 @@ def _export_tvm(program, path: Path, args) -> None:
     export(program, str(path), target=args.target, force=args.force)
 
 
-def _export_torch(program, path: Path, args) -> None:
-    to_module = _lowering("to_torch", "to_module")
-    import torch
-
-    torch.save(to_module(program).state_dict(), path)
+def _export_torch(model, path: Path, args) -> list[Path]:
+    """One step as a ``torch.export`` program, its initial state and manifest beside it (lowering/torch_export.py)."""
+    return _lowering("torch_export", "export")(model, path, batch=args.batch or 1)
 
 
-# --target -> (file suffix, exporter)
+def _export_nir(model, path: Path, args) -> list[Path]:
+    """The model's NIR graph (``Model.to_nir``: a composite of std/nir.nspec boxes, docs/nir.md)."""
+    from nspec.runtime.nir_import import require_nir
+
+    require_nir().write(str(path), model.to_nir())
+    return [path]
+
+
+# --target -> (file suffix, exporter); torch and nir export a loaded Model (weights and all)
 TARGETS = {
     "onnx": (".onnx", _export_onnx),
     "tvm-llvm": (".so", _export_tvm),
     "tvm-cuda": (".so", _export_tvm),
-    "torch": (".pt", _export_torch),
+    "torch": (".pt2", _export_torch),
+    "nir": (".nir", _export_nir),
 }
+
+
+MODEL_TARGETS = ("torch", "nir")
 
 
 def _emit_onnx(program, args) -> str:
@@ -213,10 +223,29 @@ def cmd_compile(args) -> int:
         args.emit = "tir"
     if args.emit == "tir" and args.target not in (None, "tvm-llvm", "tvm-cuda"):
         raise CliError("--emit tir needs --target tvm-llvm or tvm-cuda")
+    if args.target not in MODEL_TARGETS and args.weights:
+        raise CliError("--weights is read by --target torch and --target nir only")
+    if args.target != "torch" and args.batch:
+        raise CliError("--batch is read by --target torch only")
+    if args.target == "torch" and (args.step or args.steps):
+        raise CliError("--target torch exports one step (state in, state out) with no time loop: "
+                       "drop --step and --steps")
+    if args.weights is not None and not Path(args.weights).is_file():
+        raise CliError(f"--weights: no such file: {args.weights}")
     path = None
     if args.target and not args.emit:
         path = _out_path(args.output, spec, TARGETS[args.target][0])
         _refuse_overwrite(path, args.force, "-o")
+        if args.target == "torch":
+            base = path.name.removesuffix(".pt2")
+            for beside in (path.with_name(base + ".state0.pt"), path.with_name(base + ".json")):
+                _refuse_overwrite(beside, args.force, "-o")
+    if args.target in MODEL_TARGETS and not args.emit:
+        from nspec.runtime.model import load
+
+        model = load(spec, target=args.entry, given=_given(args), weights=args.weights, **hyper)
+        print("wrote " + ", ".join(map(str, TARGETS[args.target][1](model, path, args))))
+        return EXIT_OK
     program = driver.compile_file(spec, hyper, args.entry, given=_given(args))
     if args.emit:
         print((_emit_onnx if args.emit == "onnx" else _emit_tir)(program, args))
@@ -458,8 +487,9 @@ __all__ = ["CliError", "REPORT_HINT", "TARGETS", "IR_STAGES", "EMIT_STAGES", "sp
 
 
 def cmd_import(args) -> int:
-    """``nspec import model.nir -o model.nspec``: the spec of a NIR graph and, beside it, its weights
-    (``model.weights.safetensors``), to run with ``nspec run model.nspec --weights ...``."""
+    """``nspec import-nir model.nir -o model.nspec`` (``import``: its alias): the spec of a NIR graph
+    and, beside it, its weights (``model.weights.safetensors``), to run with ``nspec run model.nspec
+    --weights ...``."""
     from safetensors.numpy import save_file
 
     from nspec.runtime.nir_import import translate

@@ -109,6 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--whole-run", action="store_true", help="ONNX: the whole time loop in one graph (default)")
     mode.add_argument("--step", action="store_true", help="ONNX: one step per call, state in and out")
     p.add_argument("--steps", type=positive_int, metavar="N", help="ONNX whole-run: a fixed number of steps")
+    p.add_argument("--weights", metavar="FILE", help="torch, nir: the weights stored in the export (.safetensors, "
+                   ".npz or a torch state_dict; default: the spec's initial values)")
+    p.add_argument("--batch", type=positive_int, metavar="B", help="torch: the batch size the step is exported "
+                   "for (default 1)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.set_defaults(handler=cmd_compile)
 
@@ -180,7 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary")
     p.set_defaults(handler=cmd_train)
 
-    p = sub.add_parser("import", parents=[common], help="write a NIR graph as a spec and its weights",
+    p = sub.add_parser("import-nir", aliases=["import"], parents=[common],
+                       help="write a NIR graph as a spec and its weights (alias: import)",
                        description="Import a NIR file (nir 1.0.8): write its spec (a composite of std/nir.nspec "
                        "boxes) and its weights (.weights.safetensors beside it). Needs pip install nspec[nir].")
     p.add_argument("graph", metavar="MODEL.nir")

@@ -21,7 +21,7 @@ from nspec.dsl.diagnostics import NspecError, SourceMap, error
 from nspec.runtime.nir_import import require_nir, sccs
 
 NEURON_BOXES = {"LIF", "IF", "CubaLIF", "LI", "Integrator"}
-EXPORTABLE = "LIF, CubaLIF, IF, LI, Integrator, Threshold, Affine, Linear, Scale and StepDelay"
+EXPORTABLE = "LIF, CubaLIF, IF, LI, Integrator, Threshold, Affine, Linear, Scale, Delay and StepDelay"
 
 
 def to_nir(model):
@@ -29,12 +29,13 @@ def to_nir(model):
     require_nir()
     sources = SourceMap()
     design = elaborate_file(str(model.path), sources, dict(model.hyper), model.target)
-    return Exporter(model.state_dict(), sources).graph(design.system, "", design.span)
+    return Exporter(model.state_dict(), sources, model.dt).graph(design.system, "", design.span)
 
 
 class Exporter:
-    def __init__(self, params: dict, sources: SourceMap):
+    def __init__(self, params: dict, sources: SourceMap, dt: float):
         self.params = params
+        self.dt = dt  # a Delay's k steps are k * dt seconds in NIR
         self.sources = sources
         self.library = (Path(std_lib()) / "nir.nspec").resolve()
 
@@ -62,6 +63,9 @@ class Exporter:
             kinds[box.name] = box.system.name if self.from_library(box.system) else None
             if kinds[box.name] == "StepDelay":
                 delays[box.name] = box
+            elif kinds[box.name] == "Delay":
+                k, n = next(v.shape for v in box.system.states if v.name.rsplit("/", 1)[-1] == "buf")
+                nodes[box.name] = nir.Delay(delay=np.full(n, k * self.dt, np.float32))
             elif kinds[box.name] is not None:
                 nodes[box.name] = self.primitive(box.system.name, where)
             elif isinstance(box.system, Composite):

@@ -167,8 +167,9 @@ def shape_of(value) -> tuple[int, ...]:
 class GraphWriter:
     """Writes one NIR graph level as a composite; nested graphs as composites of their own."""
 
-    def __init__(self, method_hyper: str, states: bool):
+    def __init__(self, method_hyper: str, states: bool, dt_seconds: float):
         self.method = method_hyper
+        self.dt = dt_seconds            # a Delay's time becomes a whole number of these steps
         self.states = states            # expose the top level's neuron states as outputs
         self.decls: list[str] = []      # composites of nested graphs, innermost first
         self.weights: dict[str, np.ndarray] = {}
@@ -228,12 +229,16 @@ class GraphWriter:
         names = list(boxes)
         inner = [(a, b) for (a, _), (b, _) in edges if a in boxes and b in boxes]
         comp = sccs(names, inner)
-        late = {(a, b) for a, b in inner if comp[a] == comp[b] and kind(nodes[a]) in LOOP_CARRIERS}
+        # a loop through a Delay of k >= 1 steps is closed by it: its neurons add no step of their own
+        delayed_loops = {comp[n] for n in names if kind(nodes[n]) == "Delay" and self.delay_steps(nodes[n], label(n))}
+        late = {(a, b) for a, b in inner if comp[a] == comp[b] and kind(nodes[a]) in LOOP_CARRIERS
+                and comp[a] not in delayed_loops}
+        moore = {(a, b) for a, b in inner if kind(nodes[a]) == "Delay" and self.delay_steps(nodes[a], label(a))}
         for members in {c: {n for n in names if comp[n] == c} for c in set(comp.values())}.values():
-            cycle = cycle_in(members, [e for e in inner if e not in late])
+            cycle = cycle_in(members, [e for e in inner if e not in late and e not in moore])
             if cycle:
                 self.fail(label(cycle[0]), "the loop " + " -> ".join(map(str, cycle)) + " passes through no neuron "
-                          "(LIF, IF, CubaLIF, LI or I) whose last step's output could close it")
+                          "(LIF, IF, CubaLIF, LI or I) whose last step's output could close it, and no Delay")
         delayed = set()
         for (a, pa), (b, pb) in edges:
             if a in outputs or b in inputs:
@@ -311,6 +316,9 @@ class GraphWriter:
                     self.fail(where, f"{k} of shape {list(shape)}: nspec imports one-dimensional layers")
                 return shape
             return given
+        if k == "Delay":
+            size = np.asarray(node.delay).size
+            return (size,) if size > 1 else given
         if k == "Flatten":
             s = shape_of(node.input_type["input"])
             a, b = node.start_dim % len(s), node.end_dim % len(s)
@@ -320,8 +328,20 @@ class GraphWriter:
             if len(outs) != 1:
                 self.fail(where, f"a nested graph with {len(outs)} Output nodes: nspec imports one")
             return next(iter(outs.values()))[1]
-        supported = "Input, Output, Affine, Linear, Scale, LIF, CubaLIF, IF, LI, I, Threshold, Flatten, NIRGraph"
+        supported = "Input, Output, Affine, Linear, Scale, LIF, CubaLIF, IF, LI, I, Threshold, Delay, Flatten, NIRGraph"
         self.fail(where, f"nspec cannot import the NIR primitive {k} (it imports {supported})")
+
+    def delay_steps(self, node, where) -> int:
+        """A Delay's time in steps of dt: one whole number for the whole node, else an error."""
+        seconds = np.unique(np.asarray(node.delay, np.float64).reshape(-1))
+        if seconds.size != 1:
+            self.fail(where, f"Delay with different delays per element {seconds[:4].tolist()} s: nspec imports one "
+                             "delay per node")
+        steps = float(seconds[0]) / self.dt
+        if not np.isfinite(steps) or steps < 0 or abs(steps - round(steps)) > 1e-6 * max(1.0, abs(steps)):
+            self.fail(where, f"Delay of {float(seconds[0])!r} s is not a whole number of steps of dt = {self.dt!r} s "
+                             "(give the import a dt that divides it: --dt, or read(..., dt=))")
+        return int(round(steps))
 
     def type_text(self, shape) -> str:
         return "f32[" + ", ".join(str(d) for d in shape) + "]" if shape else "f32"
@@ -351,6 +371,12 @@ class GraphWriter:
             decl = NEURONS[k][0] if k in NEURONS else "CubaLIF"
             method = f", m = {self.method}" if k in ("LIF", "IF", "LI", "CubaLIF") else ""
             return f"nir.{decl}(n = {size}{method})"
+        if k == "Delay":
+            steps = self.delay_steps(node, where)
+            if steps == 0:  # no delay: the identity
+                self.weights[key + "scale"] = np.ones(size, np.float32)
+                return f"nir.Scale(n = {size})"
+            return f"nir.Delay(n = {size}, k = {steps})"
         if k == "Flatten":
             src = shape_of(node.input_type["input"])
             if given is not None and given != src:
@@ -369,7 +395,12 @@ def translate(graph, dt="0.1 ms", method: str = "euler", states: bool = False) -
     after the step's input) of the top level's neurons outputs."""
     graph = load_graph(graph)
     step = dt if isinstance(dt, str) else f"{float(dt)!r} s"
-    writer = GraphWriter("method", states)
+    try:
+        from nspec.compiler.units import parse_duration
+        seconds = parse_duration(step)
+    except ValueError as exc:
+        raise NirError(f"dt: {exc}") from None
+    writer = GraphWriter("method", states, seconds)
     writer.composite(graph, "Graph", "", "")
     header = [
         "# Imported from a NIR graph by nspec.nir (docs/nir.md): NIR's continuous-time equations,",

@@ -462,7 +462,70 @@ def test_readme_command_table_lists_every_subcommand():
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     table = readme[readme.index("## The command line"):readme.index("\n## ", readme.index("## The command line") + 1)]
-    listed = set(re.findall(r"^\| `nspec (\w+)", table, re.M))
+    listed = set(re.findall(r"^\| `nspec ([\w-]+)", table, re.M))
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    assert listed == set(sub.choices), \
-        f"README's command table lists {sorted(listed)}, the CLI has {sorted(sub.choices)}"
+    commands = {a.dest for a in sub._choices_actions}  # without the aliases (import of import-nir)
+    assert listed == commands, f"README's command table lists {sorted(listed)}, the CLI has {sorted(commands)}"
+
+
+# ---------------------------------------------------------------- NIR from the command line
+NIR_SPEC = """\
+import "std/nir.nspec" as nir
+composite Net {
+  in x: f32[2]
+  out y: f32[2]
+  box fc: nir.Linear(n_in = 2, n_out = 2)
+  box lif: nir.LIF(n = 2)
+  box late: nir.Delay(n = 2, k = 2)
+  wire x -> fc.x
+  wire fc.y -> lif.x
+  wire lif.y -> late.x
+  wire late.y -> y
+}
+simulate Net for 1 ms, dt = 0.1 ms
+"""
+
+
+def test_compile_target_nir_then_import_nir_runs_the_same(tmp_path, capsys):
+    """nspec -> graph.nir (`compile --target nir`) -> nspec (`import-nir`, and its alias `import`): the
+    same outputs, the Delay of 2 steps as 0.2 ms."""
+    nir = pytest.importorskip("nir")
+    from safetensors.numpy import save_file
+
+    import nspec
+
+    spec = tmp_path / "net.nspec"
+    spec.write_text(NIR_SPEC)
+    rng = np.random.default_rng(0)
+    save_file({"fc/weight": rng.normal(1.0, 1.0, (2, 2)).astype(np.float32), "lif/P/tau": np.full(2, 1e-3, np.float32),
+               "lif/P/r": np.full(2, 10.0, np.float32), "lif/P/v_leak": np.zeros(2, np.float32),
+               "lif/P/v_threshold": np.full(2, 0.5, np.float32), "lif/P/v_reset": np.zeros(2, np.float32)},
+              str(tmp_path / "w.safetensors"))
+    assert main(["compile", str(spec), "--target", "nir", "--weights", str(tmp_path / "w.safetensors"),
+                 "-o", str(tmp_path / "graph.nir")]) == 0
+    assert capsys.readouterr().out.strip() == f"wrote {tmp_path / 'graph.nir'}"
+    graph = nir.read(str(tmp_path / "graph.nir"))
+    assert sorted(type(n).__name__ for n in graph.nodes.values()) == ["Delay", "Input", "LIF", "Linear", "Output"]
+    np.testing.assert_allclose(graph.nodes["late"].delay, [2e-4, 2e-4], rtol=1e-6)
+    x = rng.normal(0.5, 1.0, (30, 2)).astype(np.float32)
+    want = nspec.load(spec, weights=tmp_path / "w.safetensors").run(inputs={"x": x})["y"]
+    assert want.sum() > 0
+    for command in ("import-nir", "import"):
+        out = tmp_path / f"{command}.nspec"
+        assert main([command, str(tmp_path / "graph.nir"), "-o", str(out)]) == 0
+        again = nspec.load(out, weights=out.with_suffix(".weights.safetensors"))
+        np.testing.assert_array_equal(again.run(inputs={"x": x})["y"], want)
+
+
+def test_compile_target_nir_locates_the_first_construct_nir_cannot_express(tmp_path, capsys):
+    pytest.importorskip("nir")
+    spec = tmp_path / "net.nspec"
+    spec.write_text(NIR_SPEC.replace("box late: nir.Delay(n = 2, k = 2)", "box late: Twice")
+                    + "system Twice {\n  in x: f32[2]\n  out y: f32[2]\n  y = 2 * x\n}\n")
+    assert main(["compile", str(spec), "--target", "nir", "-o", str(tmp_path / "graph.nir")]) == 1
+    err = capsys.readouterr().err
+    assert "net.nspec:7:3: error: box 'late' is a Twice, which NIR cannot express" in err
+    assert "^" in err and "Traceback" not in err
+    assert not (tmp_path / "graph.nir").exists()
+    assert main(["compile", str(spec), "--target", "onnx", "--weights", "w.safetensors"]) == 1
+    assert "--weights is read by --target torch and --target nir only" in capsys.readouterr().err

@@ -302,3 +302,128 @@ def test_cli_import_then_run(tmp_path):
                  "--inputs", str(tmp_path / "in.npz"), "--output", str(tmp_path / "out.npz"), "-q"]) == 0
     np.testing.assert_array_equal(np.load(tmp_path / "out.npz")["output"][0], euler(x[0], step, np.zeros(3, np.float32)))
     assert main(["import", str(tmp_path / "missing.nir")]) == 1
+
+
+# ---------------------------------------------------------------- nspec -> NIR -> snnTorch
+FEEDFORWARD = """\
+import "std/nir.nspec" as nir
+composite Net {
+  in input: f32[3]
+  out output: f32[4]
+  box fc1: nir.Affine(n_in = 3, n_out = 6)
+  box lif1: nir.LIF(n = 6)
+  box fc2: nir.Linear(n_in = 6, n_out = 4)
+  box lif2: nir.LIF(n = 4)
+  wire input -> fc1.x
+  wire fc1.y -> lif1.x
+  wire lif1.y -> fc2.x
+  wire fc2.y -> lif2.x
+  wire lif2.y -> output
+}
+simulate Net for 6 ms, dt = 0.1 ms
+"""
+
+
+def snntorch_import(graph):
+    """snnTorch's ``import_from_nir`` without nirtorch: its own RNN rewrite and node map
+    (``_nir_to_snntorch_module(node, init_hidden=True)``), run as nirtorch's ``nir_to_torch`` runs a
+    graph without loops: each node, in topological order, on the sum of its predecessors' outputs.
+
+    ``import_from_nir`` itself ends in ``nirtorch.nir_to_torch(graph, node_map)``, nirtorch's graph
+    executor, which these machines cannot install (it pulls a CUDA torch), so it cannot run here;
+    only the module-level ``import nirtorch`` of ``snntorch.import_nir`` is stubbed, for the two
+    functions above that never touch it."""
+    saved = sys.modules.get("nirtorch")
+    sys.modules["nirtorch"] = types.ModuleType("nirtorch")
+    try:
+        from snntorch.import_nir import _nir_to_snntorch_module, _replace_rnn_subgraph_with_nirgraph
+    finally:
+        if saved is None:
+            del sys.modules["nirtorch"]
+        else:
+            sys.modules["nirtorch"] = saved
+    graph = _replace_rnn_subgraph_with_nirgraph(graph)
+    modules = {n: _nir_to_snntorch_module(node, init_hidden=True) for n, node in graph.nodes.items()}
+    order, preds = [], {n: [a for a, b in graph.edges if b == n] for n in graph.nodes}
+    while len(order) < len(graph.nodes):
+        order += [n for n in graph.nodes if n not in order and all(p in order for p in preds[n])]
+
+    def run(x):  # x: [T, n_in] -> spikes [T, n_out]
+        out = []
+        with torch.no_grad():
+            for t in range(len(x)):
+                vals = {}
+                for n in order:
+                    if isinstance(graph.nodes[n], nir.Input):
+                        vals[n] = torch.from_numpy(x[t])
+                    else:
+                        total = sum(vals[p] for p in preds[n])
+                        vals[n] = total if modules[n] is None else modules[n](total)
+                out.append(next(vals[n] for n in order if isinstance(graph.nodes[n], nir.Output)).numpy().copy())
+        return np.array(out)
+    return run
+
+
+def test_an_nspec_exported_graph_runs_in_snntorch_as_in_nspec(tmp_path):
+    """`nspec compile --target nir` of a spec of std/nir.nspec boxes, read by snnTorch's import code:
+    the same spikes.  snnTorch imports reset-to-zero neurons at dt = 1e-4 s with v_leak = 0 and one
+    threshold per layer, and scales the threshold unless r dt / tau = 1: the weights say so."""
+    from safetensors.numpy import save_file
+
+    from nspec.cli import main
+
+    rng = np.random.default_rng(7)
+    spec = tmp_path / "net.nspec"
+    spec.write_text(FEEDFORWARD)
+    weights = {"fc1/weight": rng.normal(0, 0.8, (6, 3)), "fc1/bias": rng.normal(0.1, 0.1, 6),
+               "fc2/weight": rng.normal(0.3, 0.8, (4, 6))}
+    for box, n, thr in (("lif1", 6, 1.0), ("lif2", 4, 0.7)):
+        tau = rng.uniform(5e-4, 3e-3, n)
+        weights.update({f"{box}/P/tau": tau, f"{box}/P/r": tau / 1e-4, f"{box}/P/v_leak": np.zeros(n),
+                        f"{box}/P/v_threshold": np.full(n, thr), f"{box}/P/v_reset": np.zeros(n)})
+    save_file({k: np.asarray(v, np.float32) for k, v in weights.items()}, str(tmp_path / "w.safetensors"))
+    assert main(["compile", str(spec), "--target", "nir", "--weights", str(tmp_path / "w.safetensors"),
+                 "-o", str(tmp_path / "net.nir")]) == 0
+    x = inputs(3, seed=4)
+    model = nspec.load(spec, weights=tmp_path / "w.safetensors")
+    want = model.run(inputs={"input": x})["output"]
+    assert 5 < want.sum() < want.size - 5
+    got = snntorch_import(nir.read(str(tmp_path / "net.nir")))(x)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_delay_is_whole_steps_both_ways(tmp_path):
+    """NIR's Delay y(t) = x(t - delay) at k whole steps of dt; a loop closes through it alone."""
+    graph = nir.NIRGraph(nodes={"input": nir.Input(input_type=np.array([2])), "d": nir.Delay(delay=np.full(2, 3e-4)),
+                                "output": nir.Output(output_type=np.array([2]))},
+                         edges=[("input", "d"), ("d", "output")])
+    x = RNG.normal(size=(8, 2)).astype(np.float32)
+    model = nspec_nir.read(graph)
+    assert "nir.Delay(n = 2, k = 3)" in nspec_nir.to_spec(graph)
+    want = np.concatenate([np.zeros((3, 2), np.float32), x[:-3]])
+    np.testing.assert_array_equal(model.run(inputs={"input": x})["output"], want)
+    nspec_nir.write(model, tmp_path / "d.nir")
+    back = nir.read(str(tmp_path / "d.nir"))
+    np.testing.assert_allclose(back.nodes["d"].delay, [3e-4, 3e-4], rtol=1e-6)
+    np.testing.assert_array_equal(nspec_nir.read(back).run(inputs={"input": x})["output"], want)
+    # at dt = 0.05 ms the same delay is 6 steps
+    assert "nir.Delay(n = 2, k = 6)" in nspec_nir.to_spec(graph, dt="0.05 ms")
+    graph.nodes["d"] = nir.Delay(delay=np.zeros(2))  # no delay: the identity
+    np.testing.assert_array_equal(nspec_nir.read(graph).run(inputs={"input": x})["output"], x)
+    loop = nir.NIRGraph(nodes={"input": nir.Input(input_type=np.array([2])), "s": nir.Scale(scale=np.full(2, 0.5)),
+                               "d": nir.Delay(delay=np.full(2, 1e-4)), "output": nir.Output(output_type=np.array([2]))},
+                        edges=[("input", "s"), ("s", "d"), ("d", "s"), ("s", "output")])
+    out = nspec_nir.read(loop).run(inputs={"input": np.ones((4, 2), np.float32)})["output"][:, 0]
+    np.testing.assert_allclose(out, [0.5, 0.75, 0.875, 0.9375])   # s[t] = (1 + s[t - 1]) / 2
+
+
+@pytest.mark.parametrize("delay, message", [
+    ([3e-4, 2e-4], r"NIR node 'd': Delay with different delays per element \[0.0002, 0.0003\] s"),
+    ([2.5e-4, 2.5e-4], r"NIR node 'd': Delay of 0.00025 s is not a whole number of steps of dt = 0.0001 s"),
+])
+def test_delay_that_is_no_whole_step_is_refused(delay, message):
+    graph = nir.NIRGraph(nodes={"input": nir.Input(input_type=np.array([2])), "d": nir.Delay(delay=np.array(delay)),
+                                "output": nir.Output(output_type=np.array([2]))},
+                         edges=[("input", "d"), ("d", "output")])
+    with pytest.raises(NirError, match=message):
+        nspec_nir.read(graph)

@@ -252,36 +252,10 @@ def _plot_kind(model, requested: str) -> str:
     return kind
 
 
-def _plot(path: Path, model, results: dict, kind: str) -> None:
-    import matplotlib
+def _plot(path: Path, model, results: dict, kind: str, steps: int) -> None:
+    from nspec.runtime.plots import save
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    if kind == "raster":
-        m = next(m for m in model.monitors if m.kind == "spikes")
-        fig, ax = plt.subplots(figsize=(8, 4))
-        ax.plot(results[f"{m.name}.t"], results[f"{m.name}.i"], ".k", markersize=2)
-        ax.set_xlabel("time (s)")
-        ax.set_ylabel("neuron index")
-        ax.set_title(f"{model.program.name}: {m.name}")
-    else:
-        m = next(m for m in model.monitors if m.kind == "state")
-        fig, axes = plt.subplots(len(m.variables), 1, sharex=True, squeeze=False,
-                                 figsize=(8, 2.5 * len(m.variables)))
-        t = results[f"{m.name}.t"]
-        for ax, var in zip(axes[:, 0], m.variables):
-            name = var.rsplit("/", 1)[-1]
-            data = np.asarray(results[f"{m.name}.{name}"]).reshape(len(t), -1)
-            ax.plot(t, data[:, :10], linewidth=0.8)  # a few traces stay readable
-            declared = model.program.var(var)
-            ax.set_ylabel(f"{name} ({declared.unit})" if declared is not None and declared.unit else name)
-        axes[-1, 0].set_xlabel("time (s)")
-        axes[0, 0].set_title(f"{model.program.name}: {m.name}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save(path, model, results, kind, steps * model.dt)
 
 
 def _summary(model, shapes: dict, steps: int | None, backend: str, run_s: float, trials: int) -> list[str]:
@@ -354,9 +328,9 @@ def cmd_run(args) -> int:
     if args.plot is not None:
         if args.output is not None:
             with np.load(args.output, allow_pickle=False) as results:
-                _plot(Path(args.plot), model, results, kind)
+                _plot(Path(args.plot), model, results, kind, steps)
         else:
-            _plot(Path(args.plot), model, results, kind)
+            _plot(Path(args.plot), model, results, kind, steps)
     if args.timing_json is not None:
         record = {"backend": args.backend, "compile_s": compile_s, "run_s": run_s, "steps": steps}
         Path(args.timing_json).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")

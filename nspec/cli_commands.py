@@ -174,7 +174,8 @@ def _emit_tir(program, args) -> str:
 
 
 IR_STAGES = ("ast", "ir", "ir-opt", "passes")
-EMIT_STAGES = IR_STAGES + ("onnx", "tir", "relax")
+EMIT_STAGES = IR_STAGES + ("onnx", "tir", "relax", "diagram")
+DIAGRAM_SUFFIXES = (".dot", ".gv", ".svg", ".png", ".pdf")  # DOT text, or what Graphviz's `dot` draws from it
 
 
 def _check_emit(stage: str | None) -> None:
@@ -206,6 +207,8 @@ def cmd_compile(args) -> int:
     if args.emit is not None and (args.emit in IR_STAGES or args.emit.startswith("after=")):
         print(driver.emit(spec, args.emit, hyper, args.entry, given=_given(args)))
         return EXIT_OK
+    if args.emit == "diagram":
+        return _emit_diagram(spec, hyper, args)
     if args.emit == "onnx" and args.target not in (None, "onnx"):
         raise CliError("--emit onnx shows the ONNX lowering; drop --target or use --target onnx")
     if args.emit == "relax":  # the old name: the module holds TIR, not Relax functions
@@ -227,6 +230,47 @@ def cmd_compile(args) -> int:
         return EXIT_OK
     TARGETS[args.target][1](program, path, args)
     print(f"wrote {path}")
+    return EXIT_OK
+
+
+def _emit_diagram(spec: Path, hyper: dict, args) -> int:
+    """The wiring diagram as DOT: printed, written to a .dot file, or drawn by Graphviz's ``dot``
+    into .svg/.png/.pdf (the .dot beside it is written in any case, so it can be drawn later)."""
+    import shutil
+    import subprocess
+
+    from nspec.compiler import driver
+    from nspec.compiler.diagram import diagram
+
+    if args.target is not None:
+        raise CliError("--emit diagram draws the spec's wiring, whatever the backend; drop --target")
+    out = Path(args.output) if args.output is not None else None
+    if out is not None and out.suffix.lower() not in DIAGRAM_SUFFIXES:
+        raise CliError(f"--emit diagram writes {', '.join(DIAGRAM_SUFFIXES)} files, not {out}")
+    dot_path = out.with_suffix(".dot") if out is not None and out.suffix.lower() not in (".dot", ".gv") else out
+    for path in {p for p in (out, dot_path) if p is not None}:
+        _refuse_overwrite(path, args.force, "-o")
+    driver.compile_file(spec, hyper, args.entry, given=_given(args))  # every mistake, located, before drawing
+    text = diagram(spec, hyper, args.entry, given=_given(args))
+    if out is None:
+        print(text, end="")
+        return EXIT_OK
+    dot_path.write_text(text, encoding="utf-8")
+    print(f"wrote {dot_path}")
+    if out == dot_path:
+        return EXIT_OK
+    fmt = out.suffix.lower().lstrip(".")
+    render = f"dot -T{fmt} {dot_path} -o {out}"
+    if shutil.which("dot") is None:
+        print(f"note: Graphviz's 'dot' program is not on PATH, so {out} was not drawn; the diagram is in "
+              f"{dot_path}: install Graphviz (apt install graphviz, brew install graphviz) and run: {render}",
+              file=sys.stderr)
+        return EXIT_OK
+    done = subprocess.run(["dot", f"-T{fmt}", str(dot_path), "-o", str(out)], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise CliError(f"Graphviz's dot could not draw {dot_path} ({done.stderr.strip() or done.returncode}); "
+                       f"the DOT text is in {dot_path}")
+    print(f"wrote {out}")
     return EXIT_OK
 
 

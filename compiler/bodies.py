@@ -23,7 +23,7 @@ from nspec.dsl import ast as A
 from nspec.dsl.diagnostics import Span
 
 from .body_env import TIME, Env, hidden_nexts
-from .declared_types import check_batch_axis, check_merge, resolve_type
+from .declared_types import check_batch_axis, check_merge, resolve_type, unit_of, unit_text
 from .body_odes import integrate
 from .expressions import Abort, ExprBuilder, Val, fmt_shape, fmt_type, static
 from .ir import DType, GraphBuilder, Op, Var
@@ -299,6 +299,8 @@ class Body:
         self.init_g.result(s.name, "value", init)
         node = self.g.arg(s.name, "state", dtype, full, s.span)
         var = Var(s.name, dtype, full, s.span, base_unit_name(dim), s.key, s.learnable)
+        if s.type is not None and s.type.unit is not None and not dim.dimensionless:
+            var = replace(var, declared_unit=unit_text(s.type.unit), declared_scale=unit_of(b, s.type.unit)[0])
         self.states.append(var)
         self.decls[s.name] = _Decl("state", Val(dtype, full, dim, node), var, span=s.span)
 

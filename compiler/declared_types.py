@@ -63,6 +63,15 @@ def unit_of(b: ExprBuilder, u: A.UnitExpr) -> tuple[float, Dim]:
     return (ls * rs, ld * rd) if u.op == "*" else (ls / rs, ld / rd)
 
 
+def unit_text(u: A.UnitExpr) -> str:
+    """A unit expression as the spec writes it (``mV``, ``nA/ms``, ``m^2``), for plot labels."""
+    if isinstance(u, A.UnitOne):
+        return f"{u.value:g}"
+    if isinstance(u, A.UnitAtom):
+        return u.name if u.exponent == 1 else f"{u.name}^{u.exponent:g}"
+    return f"{unit_text(u.left)}{u.op}{unit_text(u.right)}"
+
+
 def resolve_type(b: ExprBuilder, t: A.TensorType | None, default: DType = DType.f32):
     """(dtype, shape, dim) of a declared type; sizes must be positive compile-time integers."""
     if t is None:

@@ -125,6 +125,8 @@ class Var:
     reparam: tuple = ()         # ("bounded", lo, hi, "sigmoid") | ("positive", "relu") | ("clamp", lo, hi)
     stack: bool = False         # outputs: stacked over internal ticks
     batch_axis: int | None = None  # outputs: the batch axis's place in a one-step result (None: first)
+    declared_unit: str = ""     # states: the unit the spec writes its type in ("mV"), for plots; "" if none
+    declared_scale: float = 1.0  # that unit in SI units (1e-3 for mV): a stored value / scale reads in it
 
 
 @dataclass(frozen=True, slots=True)

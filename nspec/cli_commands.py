@@ -184,7 +184,8 @@ def _emit_tir(program, args) -> str:
 
 
 IR_STAGES = ("ast", "ir", "ir-opt", "passes")
-EMIT_STAGES = IR_STAGES + ("onnx", "tir", "relax")
+EMIT_STAGES = IR_STAGES + ("onnx", "tir", "relax", "diagram")
+DIAGRAM_SUFFIXES = (".dot", ".gv", ".svg", ".png", ".pdf")  # DOT text, or what Graphviz's `dot` draws from it
 
 
 def _check_emit(stage: str | None) -> None:
@@ -216,6 +217,8 @@ def cmd_compile(args) -> int:
     if args.emit is not None and (args.emit in IR_STAGES or args.emit.startswith("after=")):
         print(driver.emit(spec, args.emit, hyper, args.entry, given=_given(args)))
         return EXIT_OK
+    if args.emit == "diagram":
+        return _emit_diagram(spec, hyper, args)
     if args.emit == "onnx" and args.target not in (None, "onnx"):
         raise CliError("--emit onnx shows the ONNX lowering; drop --target or use --target onnx")
     if args.emit == "relax":  # the old name: the module holds TIR, not Relax functions
@@ -259,6 +262,47 @@ def cmd_compile(args) -> int:
     return EXIT_OK
 
 
+def _emit_diagram(spec: Path, hyper: dict, args) -> int:
+    """The wiring diagram as DOT: printed, written to a .dot file, or drawn by Graphviz's ``dot``
+    into .svg/.png/.pdf (the .dot beside it is written in any case, so it can be drawn later)."""
+    import shutil
+    import subprocess
+
+    from nspec.compiler import driver
+    from nspec.compiler.diagram import diagram
+
+    if args.target is not None:
+        raise CliError("--emit diagram draws the spec's wiring, whatever the backend; drop --target")
+    out = Path(args.output) if args.output is not None else None
+    if out is not None and out.suffix.lower() not in DIAGRAM_SUFFIXES:
+        raise CliError(f"--emit diagram writes {', '.join(DIAGRAM_SUFFIXES)} files, not {out}")
+    dot_path = out.with_suffix(".dot") if out is not None and out.suffix.lower() not in (".dot", ".gv") else out
+    for path in {p for p in (out, dot_path) if p is not None}:
+        _refuse_overwrite(path, args.force, "-o")
+    driver.compile_file(spec, hyper, args.entry, given=_given(args))  # every mistake, located, before drawing
+    text = diagram(spec, hyper, args.entry, given=_given(args))
+    if out is None:
+        print(text, end="")
+        return EXIT_OK
+    dot_path.write_text(text, encoding="utf-8")
+    print(f"wrote {dot_path}")
+    if out == dot_path:
+        return EXIT_OK
+    fmt = out.suffix.lower().lstrip(".")
+    render = f"dot -T{fmt} {dot_path} -o {out}"
+    if shutil.which("dot") is None:
+        print(f"note: Graphviz's 'dot' program is not on PATH, so {out} was not drawn; the diagram is in "
+              f"{dot_path}: install Graphviz (apt install graphviz, brew install graphviz) and run: {render}",
+              file=sys.stderr)
+        return EXIT_OK
+    done = subprocess.run(["dot", f"-T{fmt}", str(dot_path), "-o", str(out)], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise CliError(f"Graphviz's dot could not draw {dot_path} ({done.stderr.strip() or done.returncode}); "
+                       f"the DOT text is in {dot_path}")
+    print(f"wrote {out}")
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------- run
 def _load_inputs(path: str) -> dict:
     import numpy as np
@@ -281,36 +325,10 @@ def _plot_kind(model, requested: str) -> str:
     return kind
 
 
-def _plot(path: Path, model, results: dict, kind: str) -> None:
-    import matplotlib
+def _plot(path: Path, model, results: dict, kind: str, steps: int) -> None:
+    from nspec.runtime.plots import save
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    if kind == "raster":
-        m = next(m for m in model.monitors if m.kind == "spikes")
-        fig, ax = plt.subplots(figsize=(8, 4))
-        ax.plot(results[f"{m.name}.t"], results[f"{m.name}.i"], ".k", markersize=2)
-        ax.set_xlabel("time (s)")
-        ax.set_ylabel("neuron index")
-        ax.set_title(f"{model.program.name}: {m.name}")
-    else:
-        m = next(m for m in model.monitors if m.kind == "state")
-        fig, axes = plt.subplots(len(m.variables), 1, sharex=True, squeeze=False,
-                                 figsize=(8, 2.5 * len(m.variables)))
-        t = results[f"{m.name}.t"]
-        for ax, var in zip(axes[:, 0], m.variables):
-            name = var.rsplit("/", 1)[-1]
-            data = np.asarray(results[f"{m.name}.{name}"]).reshape(len(t), -1)
-            ax.plot(t, data[:, :10], linewidth=0.8)  # a few traces stay readable
-            declared = model.program.var(var)
-            ax.set_ylabel(f"{name} ({declared.unit})" if declared is not None and declared.unit else name)
-        axes[-1, 0].set_xlabel("time (s)")
-        axes[0, 0].set_title(f"{model.program.name}: {m.name}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save(path, model, results, kind, steps * model.dt)
 
 
 def _summary(model, shapes: dict, steps: int | None, backend: str, run_s: float, trials: int) -> list[str]:
@@ -383,9 +401,9 @@ def cmd_run(args) -> int:
     if args.plot is not None:
         if args.output is not None:
             with np.load(args.output, allow_pickle=False) as results:
-                _plot(Path(args.plot), model, results, kind)
+                _plot(Path(args.plot), model, results, kind, steps)
         else:
-            _plot(Path(args.plot), model, results, kind)
+            _plot(Path(args.plot), model, results, kind, steps)
     if args.timing_json is not None:
         record = {"backend": args.backend, "compile_s": compile_s, "run_s": run_s, "steps": steps}
         Path(args.timing_json).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")

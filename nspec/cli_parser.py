@@ -102,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--emit", metavar="STAGE",
                    help="print this stage to stdout: ast, ir (after the required passes), ir-opt (after all), "
                         "after=PASS (after one pass), passes (the pass list), onnx, tir (the TVM IRModule, the "
-                        "whole time loop as one TIR function; relax: a deprecated alias of tir)")
+                        "whole time loop as one TIR function; relax: a deprecated alias of tir), diagram (the "
+                        "wiring as Graphviz DOT; with -o FILE.svg|png|pdf also drawn by Graphviz's dot if installed)")
     p.add_argument("--target", choices=list(TARGETS), help="export for this backend")
     p.add_argument("-o", "--output", metavar="OUT", help="output file, or a folder ending in '/'")
     mode = p.add_mutually_exclusive_group()

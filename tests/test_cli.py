@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -529,3 +530,99 @@ def test_compile_target_nir_locates_the_first_construct_nir_cannot_express(tmp_p
     assert not (tmp_path / "graph.nir").exists()
     assert main(["compile", str(spec), "--target", "onnx", "--weights", "w.safetensors"]) == 1
     assert "--weights is read by --target torch and --target nir only" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- compile --emit diagram
+SPECS = Path(__file__).resolve().parent.parent / "specs"
+
+
+def dot_structure(text: str) -> tuple[set[str], list[tuple[str, str, str]]]:
+    """A minimal reading of the DOT text ``--emit diagram`` writes: balanced braces, one statement a
+    line, every edge between declared nodes.  Returns (node ids, edges as (source, target, label))."""
+    depth, nodes, edges = 0, set(), []
+    ident = r'"(?:[^"\\]|\\.)*"'
+    for line in text.splitlines():
+        line = line.strip()
+        depth += line.count("{") - line.count("}") if not line.startswith('"') else 0
+        assert depth >= 0, line
+        if m := re.fullmatch(rf'({ident})(?::({ident}))? -> ({ident})(?::({ident}))? \[label=({ident})\];', line):
+            edges.append((m[1].strip('"') + (":" + m[2].strip('"') if m[2] else ""),
+                          m[3].strip('"') + (":" + m[4].strip('"') if m[4] else ""), m[5].strip('"')))
+        elif m := re.fullmatch(rf'({ident}) \[(shape=\w+), label=({ident})\];', line):
+            nodes.add(m[1].strip('"'))
+        else:  # a graph, a cluster, an attribute or a closing brace
+            assert re.fullmatch(rf'(digraph|subgraph) {ident} \{{|\}}|[\w,]+( \[.*\])?(=[^;]*)?;( \w+=[^;]*;)*', line), line
+    assert depth == 0
+    assert {e.split(":")[0] for s, t, _ in edges for e in (s, t)} <= nodes
+    return nodes, edges
+
+
+def test_diagram_of_nested_composites(capsys):
+    code, out, err = cli(capsys, "compile", SPECS / "examples/nesting.nspec", "--emit", "diagram")
+    assert code == 0, err
+    nodes, edges = dot_structure(out)
+    assert out.startswith('digraph "Quad" {')
+    assert 'subgraph "cluster_Quad/first" {' in out and 'label="first: Pair";' in out
+    assert '"Quad/second/inc" [shape=record, label="{{<in_x> x}|inc:\\ Add1|{<out_y> y}}"];' in out
+    assert nodes == {"Quad.x", "Quad.y"} | {f"Quad/{p}.{d}" for p in ("first", "second") for d in "xy"} \
+        | {f"Quad/{p}/{b}" for p in ("first", "second") for b in ("inc", "hold")}
+    assert ("Quad/first.y", "Quad/second.x", "first.y -> second.x") in edges
+    assert ("Quad/first/inc:out_y", "Quad/first/hold:in_x", "inc.y -> hold.x") in edges
+    assert len(edges) == 9  # 3 wires in Quad, 3 in each Pair
+
+
+def test_diagram_of_a_network_inside_a_composite(capsys):
+    code, out, err = cli(capsys, "compile", SPECS / "examples/hybrid.nspec", "--emit", "diagram")
+    assert code == 0, err
+    nodes, edges = dot_structure(out)
+    assert 'subgraph "cluster_Hybrid/net" {' in out and '"Hybrid/net/P" [shape=ellipse, label="P: LIF[8]"];' in out
+    assert {"Hybrid/net.drive", "Hybrid/net.rate", "Hybrid/lstm", "Hybrid/head"} <= nodes
+    assert ("Hybrid/current:out_I", "Hybrid/net.drive", "current.I -> net.drive") in edges
+    assert ("Hybrid/back:out_I", "Hybrid/net.drive", "back.I -> net.drive") in edges  # merged by sum
+    assert ("Hybrid/net/P", "Hybrid/net.rate", "rate = rate(P, 10 ms)") in edges
+    assert ("Hybrid/lstm:out_h", "Hybrid/back:in_x", "lstm.h -> back.x") in edges  # one wire, two targets
+    assert len(edges) == 13
+
+
+def test_diagram_of_a_network_draws_projections(capsys, spec):
+    code, out, err = cli(capsys, "compile", SPECS / "brian2/coba.nspec", "--emit", "diagram", "--param", "N=100")
+    assert code == 0, err
+    nodes, edges = dot_structure(out)
+    assert nodes == {"COBA/P"} and 'label="P: COBALIF[100]"' in out
+    assert [label for _, _, label in edges] == ["exc: P[0:NE] -> P", "inh: P[NE:N] -> P"]
+
+
+def test_diagram_files_and_graphviz(capsys, tmp_path, monkeypatch):
+    nesting = SPECS / "examples/nesting.nspec"
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    code, out, err = cli(capsys, "compile", nesting, "--emit", "diagram", "-o", tmp_path / "q.svg")
+    assert code == 0, err
+    assert "wrote" in out and (tmp_path / "q.dot").read_text().startswith('digraph "Quad"')
+    assert not (tmp_path / "q.svg").exists()
+    assert "'dot' program is not on PATH" in err and f"dot -Tsvg {tmp_path / 'q.dot'} -o {tmp_path / 'q.svg'}" in err
+    code, _, err = cli(capsys, "compile", nesting, "--emit", "diagram", "-o", tmp_path / "q.svg")
+    assert code == 1 and "already exists" in err
+    # with a `dot` on PATH (a stand-in that copies its input), the picture is drawn from the .dot
+    fake = tmp_path / "bin" / "dot"
+    fake.parent.mkdir()
+    fake.write_text('#!/bin/sh\ncp "$2" "$4"\n')
+    fake.chmod(0o755)
+    monkeypatch.undo()
+    monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
+    code, out, err = cli(capsys, "compile", nesting, "--emit", "diagram", "-o", tmp_path / "d.png")
+    assert code == 0, err
+    assert (tmp_path / "d.png").read_text() == (tmp_path / "d.dot").read_text() and f"wrote {tmp_path / 'd.png'}" in out
+
+
+@pytest.mark.parametrize("flags, fragment", [
+    (["-o", "d.txt"], "--emit diagram writes .dot"),
+    (["--target", "onnx"], "drop --target"),
+])
+def test_diagram_refuses_bad_requests(capsys, flags, fragment):
+    code, _, err = cli(capsys, "compile", SPECS / "examples/nesting.nspec", "--emit", "diagram", *flags)
+    assert code == 1 and fragment in err
+
+
+def test_diagram_of_a_broken_spec_is_a_located_error(capsys, spec):
+    code, out, err = cli(capsys, "compile", spec(BROKEN), "--emit", "diagram")
+    assert code == 1 and out == "" and "m.nspec:1:" in err and "^" in err

@@ -24,7 +24,7 @@ from pathlib import Path
 from nspec.dsl import ast as A
 from nspec.dsl.diagnostics import SourceMap
 
-from .elaborate import Elaborator, _apply_simulate, _run_target
+from .elaborate import Elaborator, apply_simulate, run_target
 from .expressions import Abort
 from .networks import static_builder
 from .overrides import Given, keywords
@@ -155,9 +155,9 @@ def diagram(path: str | Path, hyper: dict | None = None, target: str | None = No
     lines: list[str] = []
     drawer = _Drawer(elab, sources)
     try:
-        decl, sim = _run_target(scope, target, elab.diags)
+        decl, sim = run_target(scope, target, elab.diags)
         elab.diags.check()
-        _apply_simulate(elab, scope, sim)  # dt may pick an `if` branch
+        apply_simulate(elab, scope, sim)  # dt may pick an `if` branch
         args = elab.bind_args(decl, scope, None, None)
         lines = drawer.system(decl, scope, args, decl.name, f"{decl.name} ({decl.kind})", 0)
     except Abort:

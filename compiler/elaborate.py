@@ -332,7 +332,7 @@ def _freeze(v):
     return v
 
 
-def _run_target(scope: Scope, target: str | None, diags: Collector) -> tuple[A.SystemDecl | None, A.Simulate | None]:
+def run_target(scope: Scope, target: str | None, diags: Collector) -> tuple[A.SystemDecl | None, A.Simulate | None]:
     sims = [i for i in scope.module.items if isinstance(i, A.Simulate)]
     if target is not None:
         found = scope.find(target)
@@ -358,7 +358,7 @@ def _run_target(scope: Scope, target: str | None, diags: Collector) -> tuple[A.S
     return runnable[-1], None
 
 
-def _apply_simulate(elab: Elaborator, scope: Scope, sim: A.Simulate | None) -> int | None:
+def apply_simulate(elab: Elaborator, scope: Scope, sim: A.Simulate | None) -> int | None:
     """Reads dt, seed and the duration from a `simulate` item; returns the number of steps."""
     if "dt" in elab.overrides:  # a duration, or a number of seconds
         raw = elab.overrides["dt"]
@@ -440,13 +440,13 @@ def elaborate_file(path: str, sources: SourceMap, hyper: dict, target: str | Non
     elab.diags.check()
     design = None
     try:
-        decl, sim = _run_target(scope, target, elab.diags)
+        decl, sim = run_target(scope, target, elab.diags)
         elab.diags.check()
         elab.main = scope
         elab.data_uses, elab.data_bound = bind(scope.module, decl, data or DataShapes(), root_overrides(elab, scope),
                                                elab.diags)
         elab.diags.check()
-        steps = _apply_simulate(elab, scope, sim)
+        steps = apply_simulate(elab, scope, sim)
         elab.default_method = _default_method(elab, scope, sim)
         args = elab.bind_args(decl, scope, None, None)
         system = elab.instantiate(decl, scope, args, decl.span)
@@ -491,7 +491,7 @@ def check_module(path: str, sources: SourceMap, hyper: dict, given: Given | None
         return elab.diags.items
     elab.bind_overrides(scope)
     elab.main = scope
-    elab.data_uses = bind(scope.module, _run_target(scope, None, Collector())[0], None, root_overrides(elab, scope),
+    elab.data_uses = bind(scope.module, run_target(scope, None, Collector())[0], None, root_overrides(elab, scope),
                           elab.diags)[0]
     if elab.diags.has_errors:  # a data-bound dimension's declaration is wrong: what uses it would only echo that
         return elab.diags.items
@@ -506,7 +506,7 @@ def check_module(path: str, sources: SourceMap, hyper: dict, given: Given | None
     if len(sims) > 1:  # as running it would say
         elab.diags.error(sims[1].span, "a file may have one 'simulate' item")
     try:
-        sim_steps = _apply_simulate(elab, scope, sims[0] if sims else None)
+        sim_steps = apply_simulate(elab, scope, sims[0] if sims else None)
         del sim_steps
     except Abort:
         pass

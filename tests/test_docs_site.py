@@ -17,9 +17,10 @@ from nspec.cli import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 
-pytest.importorskip("mkdocs", reason="the docs extra: pip install -e '.[docs]'")
-pytest.importorskip("material", reason="the docs extra: pip install -e '.[docs]'")
-pytest.importorskip("mkdocstrings_handlers.python", reason="the docs extra: pip install -e '.[docs]'")
+# The test extra installs the docs extra's packages: a missing one fails here, it is not skipped.
+import material  # noqa: E402,F401  (mkdocs-material)
+import mkdocs  # noqa: E402,F401
+import mkdocstrings_handlers.python  # noqa: E402,F401  (mkdocstrings-python)
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ subtract reset is not what a NIR file says, docs/nir.md).
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import types
 
@@ -31,18 +32,26 @@ STEPS = 60
 BACKENDS = ("reference", "onnxruntime")
 
 
-@pytest.fixture(scope="module")
-def extract():
-    """snnTorch's per-module NIR conversion; its module imports nirtorch, which it does not use for it."""
+@contextlib.contextmanager
+def without_nirtorch():
+    """An empty ``nirtorch`` module for the duration of an import: snnTorch's NIR modules import it at the
+    top, and the per-module converters these tests use never call it (installing it pulls a CUDA torch)."""
     saved = sys.modules.get("nirtorch")
     sys.modules["nirtorch"] = types.ModuleType("nirtorch")
     try:
-        from snntorch.export_nir import _extract_snntorch_module
+        yield
     finally:
         if saved is None:
             del sys.modules["nirtorch"]
         else:
             sys.modules["nirtorch"] = saved
+
+
+@pytest.fixture(scope="module")
+def extract():
+    """snnTorch's per-module NIR conversion; its module imports nirtorch, which it does not use for it."""
+    with without_nirtorch():
+        from snntorch.export_nir import _extract_snntorch_module
     return _extract_snntorch_module
 
 
@@ -333,15 +342,8 @@ def snntorch_import(graph):
     executor, which these machines cannot install (it pulls a CUDA torch), so it cannot run here;
     only the module-level ``import nirtorch`` of ``snntorch.import_nir`` is stubbed, for the two
     functions above that never touch it."""
-    saved = sys.modules.get("nirtorch")
-    sys.modules["nirtorch"] = types.ModuleType("nirtorch")
-    try:
+    with without_nirtorch():
         from snntorch.import_nir import _nir_to_snntorch_module, _replace_rnn_subgraph_with_nirgraph
-    finally:
-        if saved is None:
-            del sys.modules["nirtorch"]
-        else:
-            sys.modules["nirtorch"] = saved
     graph = _replace_rnn_subgraph_with_nirgraph(graph)
     modules = {n: _nir_to_snntorch_module(node, init_hidden=True) for n, node in graph.nodes.items()}
     order, preds = [], {n: [a for a, b in graph.edges if b == n] for n in graph.nodes}

@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import re
 import shlex
-import sys
 import tomllib
 from pathlib import Path
 

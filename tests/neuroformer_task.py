@@ -76,7 +76,8 @@ def torch_forward(sd: dict, neuron, bins, stimulus, h: dict):
     import torch
     import torch.nn.functional as F
 
-    p = {k: torch.as_tensor(np.asarray(v), dtype=torch.float64) for k, v in sd.items()}
+    p = {k: v if isinstance(v, torch.Tensor) else torch.as_tensor(np.asarray(v), dtype=torch.float64)
+         for k, v in sd.items()}
     n = torch.as_tensor(neuron)
     x = p["neuron_embedding.weight"][n] + p["bin_embedding.weight"][torch.as_tensor(bins)]
     B, T, D = x.shape

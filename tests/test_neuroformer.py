@@ -107,7 +107,7 @@ def test_training_learns_next_spikes_and_retrieves_the_stimulus():
 
     Next-spike accuracy on the test tokens: chance 1/16 = 0.0625; the unigram baseline (the training
     set's most frequent neuron) 0.065; the prefix mode (the neuron seen most often so far in the
-    trial) 0.22; the oracle ceiling (the argmax of the trial's true rates) 0.28.  Measured: 0.244
+    trial) 0.22; the rate oracle (the argmax of the trial's true rates) 0.28.  Measured: 0.244
     (task seeds 1 and 2 of the same recipe: 0.228 and 0.237, prefix mode 0.214 and 0.216); asserted:
     above 0.15, and over twice the unigram's.  At 120 steps the model is level with the prefix mode
     (0.01-0.02 above it), which is not asserted.  Stimulus retrieval among the K = 8 directions by the

@@ -125,12 +125,17 @@ def test_training_learns_next_spikes_and_retrieves_the_stimulus():
     assert got["retrieval"] > 0.6, got
 
 
-def test_shape_errors_are_located(tmp_path, capsys):
+@pytest.mark.parametrize("given, neuron, message", [
+    (["--param", "n_heads=3"], 0, "d_model must be divisible by n_heads"),
+    ([], 16, "index 16 is out of range for an axis of size 16: input 'neuron' holds 16"),
+], ids=["heads", "neuron-id"])
+def test_mistakes_are_located_errors(given, neuron, message, tmp_path, capsys):
+    """A head count that does not divide d_model, and a token naming a neuron the model does not have."""
     from nspec.cli import main
 
-    np.savez(tmp_path / "in.npz", neuron=np.zeros((1, 32), np.int64), bin=np.zeros((1, 32), np.int64),
+    np.savez(tmp_path / "in.npz", neuron=np.full((1, 32), neuron, np.int64), bin=np.zeros((1, 32), np.int64),
              stimulus=np.zeros((1, 2), np.float32))
-    assert main(["run", str(SPEC), "--param", "n_heads=3", "--inputs", str(tmp_path / "in.npz"), "--output",
+    assert main(["run", str(SPEC), *given, "--inputs", str(tmp_path / "in.npz"), "--output",
                  str(tmp_path / "o.npz"), "-q"]) == 1
     err = capsys.readouterr().err
-    assert "d_model must be divisible by n_heads" in err and "neuroformer.nspec:" in err and "^" in err, err
+    assert message in err and "neuroformer.nspec:" in err and "^" in err, err

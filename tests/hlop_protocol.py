@@ -85,10 +85,11 @@ def grow(H: np.ndarray, used: int, new: int, rng) -> np.ndarray:
 @dataclass
 class Result:
     """``acc[i, j]``: accuracy on task i after training task j; ``orth``: ||H H^T - I||_F of (H_in,
-    H_hidden) after each task's Hebbian phase."""
+    H_hidden) after each task's Hebbian phase; ``trace``: the same after every Hebbian mini-batch."""
 
     acc: np.ndarray
     orth: list = field(default_factory=list)
+    trace: list = field(default_factory=list)
     H: dict = field(default_factory=dict)
 
     def old_tasks_accuracy(self) -> float:
@@ -135,6 +136,7 @@ def run(tasks, hlop: bool, rows_in: int = 10, rows_h: int = 10, steps: int = 80,
         out = lateral.run(inputs={"x_in": x[order], "x_hidden": rates[order]}, steps=len(order))
         model.params["hidden/H"] = out["H_in"][-1]
         model.params["readout/H"] = out["H_hidden"][-1]
-        result.orth.append((orthonormality_error(out["H_in"][-1]), orthonormality_error(out["H_hidden"][-1])))
+        result.trace += [(orthonormality_error(a), orthonormality_error(b)) for a, b in zip(out["H_in"], out["H_hidden"])]
+        result.orth.append(result.trace[-1])
     result.H = {"in": model.params["hidden/H"], "hidden": model.params["readout/H"]}
     return result

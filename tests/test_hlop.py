@@ -156,3 +156,19 @@ def test_hlop_forgets_less_than_sequential_training():
     assert old_hlop > old_seq + 0.15, (hlop.acc, seq.acc)
     assert old_hlop > 3 * 0.10
     assert hlop.backward_transfer() > seq.backward_transfer()
+
+
+@pytest.mark.parametrize("H, message", [
+    ("f32[3, 5]", "projected_linear() subspace must be a matrix [k, 4] (one basis vector of the input per row), "
+                  "got [3, 5]"),
+    ("f32[3, 4] mV", "projected_linear() subspace must be dimensionless (orthonormal rows), got mV"),
+])
+def test_a_mismatched_subspace_is_a_located_error(H, message, tmp_path, capsys):
+    from nspec.cli import main
+
+    spec = tmp_path / "bad.nspec"
+    spec.write_text(f"system S {{\n  in x: f32[4]\n  out y: f32[2]\n  param W: f32[2, 4] = 0\n"
+                    f"  param H: {H} = 0 frozen\n  y = projected_linear(x, W, H)\n}}\n")
+    assert main(["check", str(spec)]) == 1
+    err = capsys.readouterr().err
+    assert f"bad.nspec:6:30: error: {message}" in err and "^" in err, err

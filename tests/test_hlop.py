@@ -161,7 +161,7 @@ def test_hlop_forgets_less_than_sequential_training():
 @pytest.mark.parametrize("H, message", [
     ("f32[3, 5]", "projected_linear() subspace must be a matrix [k, 4] (one basis vector of the input per row), "
                   "got [3, 5]"),
-    ("f32[3, 4] mV", "projected_linear() subspace must be dimensionless (orthonormal rows), got mV"),
+    ("f32[3, 4] mV", "projected_linear() subspace must be dimensionless (orthonormal rows), got V"),
 ])
 def test_a_mismatched_subspace_is_a_located_error(H, message, tmp_path, capsys):
     from nspec.cli import main

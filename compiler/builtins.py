@@ -281,6 +281,38 @@ def _linear(b: ExprBuilder, e: A.Call) -> Val:
     return y
 
 
+def _projected_linear(b: ExprBuilder, e: A.Call) -> Val:
+    """``projected_linear(x, W, H)``: ``x W^T`` forward; backward, ``W``'s gradient is ``delta (x - x H^T H)^T``
+    (the presynaptic activity projected off the row space of ``H``, HLOP's gradient projection) and
+    ``x``'s is ``delta W``, as for ``linear``; ``H`` gets none.  Built from the straight-through idiom
+    ``x W^T - stop_gradient(x H^T H) (W - stop_gradient(W))^T``, whose second term is exactly zero forward."""
+    (xa, wa, ha), _ = call_args(b, e, 3, 3)
+    x = b.as_float(b.expr(xa), e.span)
+    w = b.as_float(b.expr(wa), e.span)
+    h = b.as_float(b.expr(ha), e.span)
+    if len(w.shape) != 2:
+        b.fail(wa.span, f"projected_linear() weight must be a matrix [out, in], got {fmt_shape(w.shape)}")
+    if not x.shape or x.shape[-1] != w.shape[1]:
+        b.fail(e.span, f"projected_linear(): input size {x.shape[-1] if x.shape else 'scalar'} does not match "
+                       f"weight {fmt_shape(w.shape)} (layout [out, in])")
+    if len(h.shape) != 2 or h.shape[1] != w.shape[1]:
+        b.fail(ha.span, f"projected_linear() subspace must be a matrix [k, {w.shape[1]}] (one basis vector of the "
+                        f"input per row), got {fmt_shape(h.shape)}")
+    if not h.dim.dimensionless:
+        b.fail(ha.span, f"projected_linear() subspace must be dimensionless (orthonormal rows), got {describe(h.dim)}")
+    lead = "abcdefgh"[: len(x.shape) - 1]
+
+    def einsum(equation: str, u: Val, v: Val, shape, dim) -> Val:
+        return b.add(Op.EINSUM, [u, v], x.dtype, shape, dim, e.span, (("equation", equation),))
+
+    y = einsum(f"{lead}i,oi->{lead}o", x, w, x.shape[:-1] + (w.shape[0],), x.dim * w.dim)
+    coeff = einsum(f"{lead}i,ki->{lead}k", x, h, x.shape[:-1] + (h.shape[0],), x.dim)
+    inside = einsum(f"{lead}k,ki->{lead}i", coeff, h, x.shape, x.dim)          # x H^T H
+    inside = b.add(Op.STOP_GRADIENT, [inside], x.dtype, x.shape, x.dim, e.span)
+    zero = b.binary("-", w, b.add(Op.STOP_GRADIENT, [w], w.dtype, w.shape, w.dim, e.span), e.span)
+    return b.binary("-", y, einsum(f"{lead}i,oi->{lead}o", inside, zero, y.shape, y.dim), e.span)
+
+
 _EINSUM_RE = re.compile(r"^\s*([a-zA-Z]*(\s*,\s*[a-zA-Z]*)*)\s*->\s*([a-zA-Z]*)\s*$")
 
 
@@ -573,7 +605,7 @@ BUILTINS: dict[str, Builtin] = {
     "softmax": _softmax, "logsumexp": _softmax, "layernorm": _layernorm, "entropy": _entropy,
     "topk_mask": _topk_mask,
     # layers and contractions
-    "glu": _glu, "linear": _linear, "einsum": _einsum, "outer": _outer, "rope": _rope,
+    "glu": _glu, "linear": _linear, "projected_linear": _projected_linear, "einsum": _einsum, "outer": _outer, "rope": _rope,
     # shapes and indexing
     "reshape": _reshape, "transpose": _transpose, "broadcast": _broadcast, "concat": _concat, "stack": _concat,
     "gather": _gather, "scatter_add": _scatter_add, "segment_sum": _segment_sum, "one_hot": _one_hot,

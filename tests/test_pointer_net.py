@@ -32,9 +32,10 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 # ---------------------------------------------------------------- the oracle, from SEED_MODELS.md section 9
-def reference_model(sd: dict, input_size: int, hidden_size: int):
+def reference_model(sd: dict, input_size: int, hidden_size: int, mask: bool = True):
     """The hand-written torch PointerNet in float64 with the weights ``sd``: ``run(x, target=None)`` gives
-    the logits [B, n, n], teacher-forced by ``target`` [B, n] or, without it, fed its own argmax."""
+    the logits [B, n, n], teacher-forced by ``target`` [B, n] or, without it, fed its own argmax; chosen
+    positions masked unless ``mask`` is false."""
     import torch
     from torch import nn
 
@@ -59,7 +60,7 @@ def reference_model(sd: dict, input_size: int, hidden_size: int):
             for i in range(n):
                 h, c = self.decoder(z, (h, c))
                 u = self.attention["v"](torch.tanh(keys + self.attention["W2"](h)[:, None])).squeeze(-1)
-                u = u.masked_fill(chosen, MASKED)
+                u = u.masked_fill(chosen, MASKED) if mask else u
                 rows.append(u)
                 pick = target[:, i] if target is not None else u.argmax(-1)
                 chosen = chosen | nn.functional.one_hot(pick, n).bool()
@@ -116,20 +117,23 @@ TINY = dict(input_size=1, hidden_size=4)
 @pytest.mark.parametrize("hyper, n, decode, backend", [
     (SMALL, 6, "teacher", "reference"), (SMALL, 6, "teacher", "onnxruntime"), (SMALL, 6, "teacher", "torch"),
     (SMALL, 6, "greedy", "reference"), (SMALL, 6, "greedy", "onnxruntime"),
-    (dict(SMALL, input_size=3), 5, "teacher", "onnxruntime"), (TINY, 3, "teacher", "tvm"),
-], ids=lambda v: f"input_size={v['input_size']}" if isinstance(v, dict) else str(v))
+    (dict(SMALL, input_size=3), 5, "teacher", "onnxruntime"), (dict(SMALL, mask_chosen=False), 6, "greedy", "onnxruntime"),
+    (TINY, 3, "teacher", "tvm"),
+], ids=lambda v: ",".join(f"{k}={x}" for k, x in v.items() if k != "hidden_size") if isinstance(v, dict) else str(v))
 def test_forward_equals_a_hand_written_torch_pointer_net(hyper, n, decode, backend, tmp_path):
     """Random weights through ``nspec run --weights``: the logits over positions (teacher-forced by a
     random permutation, or fed their own argmax) within 1e-5 of the hand-written model's, masked entries
-    exactly -1e9, and the pointers their argmax."""
+    exactly -1e9, and the pointers their argmax; ``mask_chosen=false`` against the oracle without its mask."""
     rng = np.random.default_rng(n)
     sd = random_state_dict(hyper["input_size"], hyper["hidden_size"], rng)
+    mask = hyper.get("mask_chosen", True)
     x = rng.normal(size=(3, n, hyper["input_size"])).astype(np.float32)
     target = np.stack([rng.permutation(n) for _ in range(3)])
     got = nspec_run(tmp_path, dict(hyper, decode=decode), sd, x, target, backend)
-    run, _ = reference_model(sd, **hyper)
+    run, _ = reference_model(sd, hyper["input_size"], hyper["hidden_size"], mask)
     want = run(x, target if decode == "teacher" else None).detach().numpy()
     assert got["logits"].shape == want.shape == (3, n, n)
+    assert np.any(want < MASKED / 2) == mask
     live = want > MASKED / 2
     assert np.array_equal(got["logits"] > MASKED / 2, live)
     assert np.all(got["logits"][~live] == np.float32(MASKED))
@@ -164,32 +168,23 @@ def test_gradients_equal_the_hand_written_model():
 
 
 def test_the_mask_makes_every_greedy_decode_a_permutation():
-    """With random weights the unmasked scores point at the same position again and again; the spec's
-    greedy decode never does: each of its n pointers is a distinct position."""
+    """With random weights, the unmasked scores (``mask_chosen=false``) point at the same position again
+    and again; with the mask, each of the n greedy pointers is a distinct position."""
     import torch
 
     import nspec
 
     rng = np.random.default_rng(5)
-    sd = random_state_dict(1, 8, rng)
+    sd = {k: torch.as_tensor(v) for k, v in random_state_dict(1, 8, rng).items()}
     x, _ = sorting_task(rng, 64, 7)
-    module = nspec.load(SPEC, hidden_size=8, decode="greedy").to_torch()
-    module.load_state_dict({k: torch.as_tensor(v) for k, v in sd.items()}, strict=True)
-    pointers = module(x=torch.as_tensor(x), target=torch.zeros(64, 7, dtype=torch.int64))["pointers"].numpy()
-    assert all(sorted(p) == list(range(7)) for p in pointers)
-
-    # without the mask (the oracle's decoder, its -1e9 fill undone) the same weights repeat positions
-    run, model = reference_model(sd, 1, 8)
-    with torch.no_grad():
-        e, (h, c) = model.encoder(torch.as_tensor(x, dtype=torch.float64))
-        h, c, z = h[0], c[0], model.decoder_start.expand(64, -1)
-        keys, picks = model.attention["W1"](e), []
-        for _ in range(7):
-            h, c = model.decoder(z, (h, c))
-            picks.append(model.attention["v"](torch.tanh(keys + model.attention["W2"](h)[:, None])).squeeze(-1).argmax(-1))
-            z = torch.as_tensor(x, dtype=torch.float64)[torch.arange(64), picks[-1]]
-    unmasked = torch.stack(picks, 1).numpy()
-    assert np.mean([len(set(p)) < 7 for p in unmasked]) > 0.5
+    inputs = dict(x=torch.as_tensor(x), target=torch.zeros(64, 7, dtype=torch.int64))
+    pointers = {}
+    for mask in (True, False):
+        module = nspec.load(SPEC, hidden_size=8, decode="greedy", mask_chosen=mask).to_torch()
+        module.load_state_dict(sd, strict=True)
+        pointers[mask] = module(**inputs)["pointers"].numpy()
+    assert all(sorted(p) == list(range(7)) for p in pointers[True])
+    assert np.mean([len(set(p)) < 7 for p in pointers[False]]) > 0.5
 
 
 # ---------------------------------------------------------------- learning to sort

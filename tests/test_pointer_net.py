@@ -188,18 +188,18 @@ def test_the_mask_makes_every_greedy_decode_a_permutation():
 
 
 # ---------------------------------------------------------------- learning to sort
-def train_sorter(hidden_size: int, lengths, steps: int, batch: int, lr: float, seed: int):
+def train_sorter(hidden_size: int, lengths, steps: int, batch: int, lr: float, seed: int, mask: bool = True):
     """Adam on the teacher-forced cross-entropy over pointer indices, gradient norm clipped at 2 (the
     paper's clip), one length of ``lengths`` per step in turn.  The spec's graph is unrolled for one n,
     so each length is its own torch module; ``torch.func.functional_call`` runs them all on one shared
-    set of weights.  Returns (the weights, the loss per step)."""
+    set of weights; ``mask`` sets the spec's ``mask_chosen``.  Returns (the weights, the loss per step)."""
     import torch
     from torch.func import functional_call
 
     import nspec
 
     torch.manual_seed(seed)
-    modules = {n: nspec.load(SPEC, hidden_size=hidden_size, n=n).to_torch() for n in lengths}
+    modules = {n: nspec.load(SPEC, hidden_size=hidden_size, n=n, mask_chosen=mask).to_torch() for n in lengths}
     weights = {k: torch.nn.Parameter(v.detach().clone()) for k, v in modules[lengths[0]].named_parameters()}
     opt = torch.optim.Adam(weights.values(), lr=lr)
     rng, losses = np.random.default_rng(seed), []
@@ -216,7 +216,8 @@ def train_sorter(hidden_size: int, lengths, steps: int, batch: int, lr: float, s
     return weights, losses
 
 
-def sorted_fraction(weights: dict, hidden_size: int, n: int, count: int, seed: int) -> tuple[float, float]:
+def sorted_fraction(weights: dict, hidden_size: int, n: int, count: int, seed: int,
+                    mask: bool = True) -> tuple[float, float]:
     """Greedy decoding of ``count`` held-out sequences of length n: (the fraction sorted exactly, the
     fraction of pointers right)."""
     import torch
@@ -224,7 +225,7 @@ def sorted_fraction(weights: dict, hidden_size: int, n: int, count: int, seed: i
 
     import nspec
 
-    module = nspec.load(SPEC, hidden_size=hidden_size, n=n, decode="greedy").to_torch()
+    module = nspec.load(SPEC, hidden_size=hidden_size, n=n, decode="greedy", mask_chosen=mask).to_torch()
     x, target = sorting_task(np.random.default_rng(seed), count, n)
     with torch.no_grad():
         pointers = functional_call(module, weights, (), dict(x=torch.as_tensor(x),

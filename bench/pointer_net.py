@@ -1,4 +1,4 @@
-"""A pointer network learning to sort, and how far it sorts beyond its training lengths (``specs/seeds/pointer_net.nspec``).
+"""A pointer network learning to sort, and how far beyond its training lengths (``specs/seeds/pointer_net.nspec``).
 
     python bench/pointer_net.py [--hidden 32] [--steps 600] [--batch 128] [--lr 1e-2] [--seeds 3]
                                 [--train-lengths 5 6 7 8] [--eval-lengths 3 4 ... 12] [--out docs/figures]

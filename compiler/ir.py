@@ -139,6 +139,9 @@ class Monitor:
     indices: tuple[int, ...] | None
     every: int                  # record every this many steps
     span: Span = UNKNOWN_SPAN
+    # spikes: the parts of the recorded neurons that projections send from, when they split them
+    # into two or more disjoint slices ("exc" 0:3200, "inh" 3200:4000; monitor-local indices), for plots
+    groups: tuple[tuple[str, int, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -177,6 +177,22 @@ def _population(elab, pop: _Pop) -> Primitive:
     return replace(prim, outputs=tuple(outputs), step=g.build())
 
 
+def source_groups(sources: list[tuple[str, tuple[int, int]]], lo: int, hi: int) -> tuple[tuple[str, int, int], ...]:
+    """The parts of neurons ``lo:hi`` that projections send from (named by the projections, those
+    sharing a slice joined by "+"), relative to ``lo``, when they are two or more disjoint slices
+    inside ``lo:hi`` (a projection from all of them is left out); else ``()`` (one source slice, or
+    overlapping ones, tell no parts apart)."""
+    names: dict[tuple[int, int], list[str]] = {}
+    for name, (a, z) in sources:
+        names.setdefault((a, z), []).append(name)
+    parts = sorted(part for part in names if part != (lo, hi))  # a source of every neuron tells none apart
+    if len(parts) < 2 or any(a < lo or z > hi for a, z in parts):
+        return ()
+    if any(z > a2 for (_, z), (a2, _) in zip(parts, parts[1:])):
+        return ()
+    return tuple(("+".join(names[(a, z)]), a - lo, z - lo) for a, z in parts)
+
+
 def _monitor(elab, b: ExprBuilder, stmt: A.Record, pops, existing, projections) -> Monitor:
     every = 1
     if stmt.every is not None:
@@ -209,7 +225,8 @@ def _monitor(elab, b: ExprBuilder, stmt: A.Record, pops, existing, projections) 
             b.fail(stmt.span, f"cannot record spikes of '{pop.name}': neuron {pop.decl.name} has no 'spike when' "
                               "condition")
         name = stmt.alias or ("spikes" if "spikes" not in names else f"spikes_{pop.name}")
-        return Monitor(name, "spikes", (f"{pop.name}/spike",), indices, every, stmt.span)
+        groups = source_groups([(p.name, p.pre_range) for p in projections.values() if p.pre == pop.name], lo, hi)
+        return Monitor(name, "spikes", (f"{pop.name}/spike",), indices, every, stmt.span, groups)
     states = {s.name for s in pop.decl.body if isinstance(s, A.State)}
     for v in stmt.variables:
         if v not in states:

@@ -6,7 +6,8 @@
 * The raster scales with the number of spikes: markers shrink and fade as spikes pile up
   (``marker_style``), so 100k spikes read as a texture instead of a black slab, and they are
   rasterized in vector files so a PDF or SVG stays small.  Several spike monitors are stacked,
-  one colour each, with the population's name in the legend.  The time axis runs to the end of
+  one colour each, with the population's name in the legend; within one monitor, the parts that
+  projections send from (CUBA's excitatory 0:3200 and inhibitory 3200:4000) get a colour each.  The time axis runs to the end of
   the run, not to the last spike (a network that falls silent shows its silence).
 * Under the raster, each monitor's population rate in Hz: its spikes per neuron per second,
   smoothed by a Gaussian window stated on the axis (Brian2's ``smooth_rate(window='gaussian')``).
@@ -34,6 +35,7 @@ class Train:
     t: np.ndarray
     i: np.ndarray
     size: int
+    first: int = 0    # the index of its first neuron in the monitor (a group of one, see ``groups``)
 
 
 def marker_style(count: int) -> tuple[float, float]:
@@ -66,6 +68,23 @@ def spike_trains(model, results) -> list[Train]:
     return trains
 
 
+def groups(train: Train, parts: tuple[tuple[str, int, int], ...]) -> list[Train]:
+    """The monitor's spikes split into the parts its population's projections send from
+    (``Monitor.groups``: CUBA's "exc" 0:3200 and "inh" 3200:4000), each its own colour and rate;
+    neurons outside every part form a group of their own.  Without parts: the train itself."""
+    if not parts:
+        return [train]
+    bounds = [(name, a, z) for name, a, z in parts]
+    edges = [0] + [x for _, a, z in parts for x in (a, z)] + [train.size]
+    gaps = [(a, z) for a, z in zip(edges[::2], edges[1::2]) if z > a]
+    bounds += [("other", a, z) for a, z in gaps]
+    out = []
+    for name, a, z in sorted(bounds, key=lambda g: g[1]):
+        keep = (train.i >= a) & (train.i < z)
+        out.append(Train(f"{train.name} {name}", train.t[keep], train.i[keep] - a, z - a, a))
+    return out
+
+
 def population_rate(train: Train, duration: float, dt: float, window: float) -> tuple[np.ndarray, np.ndarray]:
     """(bin centres, rate in Hz): spikes per neuron per second, smoothed by a Gaussian of width ``window``."""
     width = max(dt, window / 5)  # five bins per window resolve it; finer bins only cost time
@@ -91,7 +110,9 @@ def raster(model, results, duration: float):
     """The raster of every spike monitor, stacked, and each one's population rate under it."""
     import matplotlib.pyplot as plt
 
-    trains = spike_trains(model, results)
+    parts = {m.name: m.groups for m in model.monitors}
+    monitors = spike_trains(model, results)
+    trains = [g for train in monitors for g in groups(train, parts.get(train.name, ()))]
     fig, (ax, rate_ax) = plt.subplots(2, 1, sharex=True, figsize=(9, 5.5), height_ratios=(3, 1))
     size, alpha = marker_style(sum(len(tr.t) for tr in trains))
     window = smoothing_window(duration, model.dt)
@@ -101,15 +122,15 @@ def raster(model, results, duration: float):
                 alpha=alpha, color=colour, label=f"{train.name} ({train.size})", rasterized=True)
         centres, rate = population_rate(train, duration, model.dt, window)
         rate_ax.plot(centres, rate, color=colour, linewidth=1.0, label=train.name)
-        if offset:
+        if offset and not train.first:  # a line between monitors, not between the groups of one
             ax.axhline(offset - 0.5, color="0.7", linewidth=0.5)
         offset += train.size
     ax.set_xlim(0, duration)
     ax.set_ylim(-0.5, offset - 0.5)
-    ax.set_ylabel("neuron index" + (" (stacked)" if len(trains) > 1 else ""))
+    ax.set_ylabel("neuron index" + (" (stacked)" if len(monitors) > 1 else ""))
     if len(trains) > 1:
         ax.legend(loc="upper right", markerscale=max(6 / size, 1), fontsize="small", framealpha=0.8)
-    title = f"{model.program.name}: {', '.join(tr.name for tr in trains)}"
+    title = f"{model.program.name}: {', '.join(tr.name for tr in monitors)}"
     ax.set_title(title + (" (trial 0)" if any(f"{m.name}.trial" in results for m in model.monitors) else ""))
     rate_ax.set_ylim(bottom=0)
     rate_ax.set_ylabel("rate (Hz)")

@@ -147,3 +147,52 @@ def test_figures_save_as_png_and_svg(run, tmp_path):
     plots.save(tmp_path / "t.svg", model, results, "traces", 0.05)
     assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert b"<svg" in (tmp_path / "t.svg").read_bytes()[:500]
+
+
+GROUPED = """\
+neuron Fast {
+  param tau = 10 ms;  param El = 20 mV;  param Vt = 10 mV;  param Vr = 0 mV
+  state v: mV = Vr
+  dv/dt = (El - v) / tau
+  spike when v > Vt;  reset { v = Vr }
+}
+network Net {
+  population P: Fast[10]
+  projection exc: P[0:6] -> P  { connect p = 0.5;  on_pre { v += 0.1 mV } }
+  projection inh: P[6:10] -> P { connect p = 0.5;  on_pre { v += -0.1 mV } }
+  projection all: P -> P       { connect one_to_one;  on_pre { v += 0 mV } }
+  record spikes of P
+}
+simulate Net for 20 ms, dt = 0.1 ms, seed = 1
+"""
+
+
+def test_one_monitor_colours_the_parts_its_projections_send_from(tmp_path):
+    path = tmp_path / "grouped.nspec"
+    path.write_text(GROUPED, encoding="utf-8")
+    model = load(path)
+    assert model.monitors[0].groups == (("exc", 0, 6), ("inh", 6, 10))  # "all" tells no parts apart
+    results = model.run(progress=False)
+    raster = plots.figure(model, results, "raster", 0.02).axes[0]
+    dots = [line for line in raster.lines if line.get_linestyle() == "None"]
+    assert [line.get_label() for line in dots] == ["spikes exc (6)", "spikes inh (4)"]
+    assert dots[0].get_color() != dots[1].get_color()
+    assert set(np.asarray(dots[0].get_ydata())) <= set(range(6))
+    assert set(np.asarray(dots[1].get_ydata())) <= set(range(6, 10))  # the neurons keep their indices
+    assert len(dots[0].get_xdata()) + len(dots[1].get_xdata()) == len(results["spikes.t"])
+    assert not [line for line in raster.lines if line.get_linestyle() != "None"]  # no line inside one monitor
+
+
+def test_parts_of_a_monitor():
+    from nspec.compiler.networks import source_groups
+
+    assert source_groups([("a", (0, 3)), ("b", (3, 5))], 0, 5) == (("a", 0, 3), ("b", 3, 5))
+    assert source_groups([("a", (0, 3)), ("b", (0, 3)), ("c", (3, 5))], 0, 5) == (("a+b", 0, 3), ("c", 3, 5))
+    assert source_groups([("a", (0, 3)), ("b", (2, 5))], 0, 5) == ()        # overlapping
+    assert source_groups([("a", (0, 3))], 0, 5) == ()                        # one part
+    assert source_groups([("a", (0, 3)), ("b", (3, 5))], 0, 4) == ()         # b leaves the recorded neurons
+    assert source_groups([("a", (2, 3)), ("b", (3, 5))], 2, 5) == (("a", 0, 1), ("b", 1, 3))  # monitor-local
+    train = plots.Train("s", np.array([0.1, 0.2, 0.3]), np.array([0, 4, 7]), 8)
+    split = plots.groups(train, (("a", 0, 3), ("b", 5, 8)))  # 3:5 is sent from by neither
+    assert [(g.name, g.size, g.first, list(g.i)) for g in split] == [
+        ("s a", 3, 0, [0]), ("s other", 2, 3, [1]), ("s b", 3, 5, [2])]

@@ -42,6 +42,7 @@ def build_composite(elab, decl: A.SystemDecl, scope, args: dict) -> Composite:
     outputs: list[PortSig] = []
     boxes: dict[str, BoxIR] = {}
     declared: dict[str, Span] = {}
+    broken: set[str] = set()  # boxes whose declaration failed (its error is reported)
     wires: list[WireIR] = []
     allowed = (A.Port, A.Box, A.Wire, A.Expose, A.Assert)
     for stmt in decl.body:
@@ -64,7 +65,9 @@ def build_composite(elab, decl: A.SystemDecl, scope, args: dict) -> Composite:
                 if stmt.name in declared:
                     b.fail(stmt.span, f"'{stmt.name}' is already declared (line {declared[stmt.name].line})")
                 declared[stmt.name] = stmt.span
+                broken.add(stmt.name)  # until it builds: wires to a box that failed say nothing more
                 boxes[stmt.name] = _box(elab, scope, b, stmt)
+                broken.discard(stmt.name)
             elif isinstance(stmt, A.Assert):
                 v = b.expr(stmt.condition)
                 if not (v.is_static and v.static is True):
@@ -73,7 +76,7 @@ def build_composite(elab, decl: A.SystemDecl, scope, args: dict) -> Composite:
             continue
     for stmt in decl.body:
         try:
-            if isinstance(stmt, A.Expose):
+            if isinstance(stmt, A.Expose) and stmt.port.box not in broken:
                 port = _expose(b, stmt, boxes, declared, inputs, outputs)
                 wires.append(port)
         except Abort:
@@ -83,6 +86,8 @@ def build_composite(elab, decl: A.SystemDecl, scope, args: dict) -> Composite:
     for stmt in decl.body:
         if isinstance(stmt, A.Wire):
             for target in stmt.targets:
+                if stmt.source.box in broken or target.box in broken:
+                    continue  # its box's own error was reported
                 try:
                     wires.append(_wire(b, stmt.source, target, stmt.span, boxes, comp_in, comp_out))
                 except Abort:

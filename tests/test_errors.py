@@ -106,10 +106,12 @@ def test_cli_check_of_a_valid_spec_exits_0():
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-@pytest.mark.parametrize("name", ["unit_state_initial_value", "unit_template_argument", "simulate_twice"])
+@pytest.mark.parametrize("name", ["unit_state_initial_value", "unit_template_argument", "simulate_twice",
+                                  "box_failed_wires_quiet"])
 def test_one_mistake_gives_one_error(name):
     # a bad initial value keeps its state declared, a bad template argument stops at the use site:
-    # no second error downstream about the same mistake
+    # no second error downstream about the same mistake; a box that failed to build is not "unknown" to
+    # the wires and exposes that name it
     diags, _ = check_files([ERRORS / f"{name}.nspec"])
     assert len([d for d in diags if d.severity == "error"]) == 1, [d.message for d in diags]
 

@@ -83,17 +83,19 @@ def build_composite(elab, decl: A.SystemDecl, scope, args: dict) -> Composite:
             continue
     comp_in = {p.name: p for p in inputs}
     comp_out = {p.name: p for p in outputs}
+    skipped: set[str] = set()  # outputs wired from a box that failed: not reported as unwired
     for stmt in decl.body:
         if isinstance(stmt, A.Wire):
             for target in stmt.targets:
                 if stmt.source.box in broken or target.box in broken:
+                    skipped.add(target.port if target.box is None else "")
                     continue  # its box's own error was reported
                 try:
                     wires.append(_wire(b, stmt.source, target, stmt.span, boxes, comp_in, comp_out))
                 except Abort:
                     continue
     _check_merges(b, wires, boxes, comp_out)
-    wired_out = {w.dst_port for w in wires if w.dst_box is None}
+    wired_out = {w.dst_port for w in wires if w.dst_box is None} | skipped
     for p in outputs:
         if p.name not in wired_out:
             elab.diags.error(p.span, f"output port '{p.name}' of {decl.name} is not wired")

@@ -1,7 +1,7 @@
 """The consciousness-prior bottleneck against the same model reading every proposal
 (``specs/seeds/consciousness_prior.nspec``, the task and training of ``tests/test_consciousness_prior.py``).
 
-    python bench/consciousness_prior.py [--seeds 4] [--steps 2500] [--out docs/figures]
+    python bench/consciousness_prior.py [--seeds 4] [--steps 1200] [--out docs/figures]
 
 For each seed, both models (1890 and 1906 trainable weights) are trained by Adam through
 ``Model.to_torch()`` on the 22 training cue pairs; every 100 steps the bottleneck's selection (the
@@ -41,7 +41,7 @@ def maps(module) -> tuple[np.ndarray, np.ndarray]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=4)
-    ap.add_argument("--steps", type=int, default=2500)
+    ap.add_argument("--steps", type=int, default=1200)
     ap.add_argument("--out", default="docs/figures")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -102,7 +102,7 @@ def draw(curves, maps_, path: Path) -> None:
     labels = [f"{a},{b}" + (" *" if (a, b) in HELD_OUT else "") for a, b in PAIRS]
     for ax, data, title in ((axes[2], maps_[0], "attention softmax(s), seed 0"),
                             (axes[3], maps_[1], "selected (top-2) share, seed 0")):
-        im = ax.imshow(data, aspect="auto", cmap="viridis", vmin=0, vmax=1)
+        im = ax.imshow(data, aspect="auto", cmap="viridis", vmin=0)
         ax.set_yticks(range(len(PAIRS)), labels, fontsize=6)
         ax.set_xticks(range(N))
         ax.set(title=title, xlabel="variable", ylabel="cued pair (* held out)")

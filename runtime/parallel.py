@@ -1,0 +1,60 @@
+"""Running a whole sequence in the parallel form (``compiler/passes/parallel_form.py``).
+
+``ParallelFormExecutor`` wraps a backend's executor.  A run of several steps, with nothing
+recorded step by step, of a program the pass applies to is cut into chunks of ``chunk`` tokens
+(the whole run when shorter); each chunk runs as one step of the program's parallel form for that
+length (compiled on the backend the first time that length is run, then kept), carrying the state
+into the next.  A last, shorter chunk of a longer run steps recurrently, so a run compiles at most
+two forms.  Everything else (a single step, ``Model.step``, a run recording states or monitors,
+a program the pass does not apply to) is the backend's own recurrent run, unchanged.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from nspec.compiler.ir import Program
+from nspec.compiler.passes.parallel_form import parallel_form, plan_parallel_form
+
+from .executor import RunRequest, RunResult, executor_class
+
+CHUNK = 256  # tokens per chunk: the masked matmuls cost chunk^2 per chunk, the carry one contraction
+
+
+class ParallelFormExecutor:
+    """A backend's executor that runs sequences in the parallel form where the pass applies."""
+
+    def __init__(self, program: Program, backend: str, chunk: int = CHUNK, **options):
+        if chunk < 2:
+            raise ValueError(f"parallel_chunk must be at least 2 tokens, got {chunk}")
+        self.name = backend
+        self.program, self.backend, self.chunk, self.options = program, backend, chunk, options
+        self.recurrent = executor_class(backend)(program, **options)
+        self.plan = plan_parallel_form(program)
+        self.forms: dict[int, object] = {}  # chunk length -> the backend's executor of that parallel form
+
+    def form(self, length: int):
+        if length not in self.forms:
+            program = parallel_form(self.program, length, self.plan)
+            self.forms[length] = executor_class(self.backend)(program, **self.options)
+        return self.forms[length]
+
+    def run(self, request: RunRequest) -> RunResult:
+        steps = request.steps
+        if not self.plan.applies or steps < 2 or request.record:
+            return self.recurrent.run(request)
+        state, pieces = request.state, []
+        for start in range(0, steps, self.chunk):
+            n = min(self.chunk, steps - start)
+            window = {k: v[:, start:start + n] for k, v in request.inputs.items()}
+            if n < 2 or (n < self.chunk and start > 0):
+                result = self.recurrent.run(RunRequest(request.params, state, window, n))
+                pieces.append(result.outputs)
+            else:
+                whole = {k: v[:, None] for k, v in window.items()}
+                result = self.form(n).run(RunRequest(request.params, state, whole, 1))
+                pieces.append({k: v[:, 0] for k, v in result.outputs.items()})
+            state = result.state
+        outputs = {k: np.concatenate([p[k] for p in pieces], axis=1) if len(pieces) > 1 else pieces[0][k]
+                   for k in pieces[0]}
+        return RunResult(state, outputs)

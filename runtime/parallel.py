@@ -4,8 +4,10 @@
 recorded step by step, of a program the pass applies to is cut into chunks of ``chunk`` tokens
 (the whole run when shorter); each chunk runs as one step of the program's parallel form for that
 length (compiled on the backend the first time that length is run, then kept), carrying the state
-into the next.  A last, shorter chunk of a longer run steps recurrently, so a run compiles at most
-two forms.  Everything else (a single step, ``Model.step``, a run recording states or monitors,
+into the next; a chunk that starts with every accumulator at zero (a run from the initial state)
+runs the form without the start state's term (``from_zero``).  A last, shorter chunk of a longer
+run steps recurrently, so a run compiles at most three forms: from zero, carrying, and the first
+chunk's length when the run is shorter than a chunk.  Everything else (a single step, ``Model.step``, a run recording states or monitors,
 a program the pass does not apply to) is the backend's own recurrent run, unchanged.
 """
 
@@ -31,13 +33,14 @@ class ParallelFormExecutor:
         self.program, self.backend, self.chunk, self.options = program, backend, chunk, options
         self.recurrent = executor_class(backend)(program, **options)
         self.plan = plan_parallel_form(program)
-        self.forms: dict[int, object] = {}  # chunk length -> the backend's executor of that parallel form
+        self.forms: dict[tuple[int, bool], object] = {}  # (chunk length, from zero) -> the backend's executor
 
-    def form(self, length: int):
-        if length not in self.forms:
-            program = parallel_form(self.program, length, self.plan)
-            self.forms[length] = executor_class(self.backend)(program, **self.options)
-        return self.forms[length]
+    def form(self, length: int, from_zero: bool):
+        key = (length, from_zero)
+        if key not in self.forms:
+            program = parallel_form(self.program, length, self.plan, from_zero)
+            self.forms[key] = executor_class(self.backend)(program, **self.options)
+        return self.forms[key]
 
     def run(self, request: RunRequest) -> RunResult:
         steps = request.steps
@@ -52,7 +55,8 @@ class ParallelFormExecutor:
                 pieces.append(result.outputs)
             else:
                 whole = {k: v[:, None] for k, v in window.items()}
-                result = self.form(n).run(RunRequest(request.params, state, whole, 1))
+                zero = not any(np.any(state[a.state]) for a in self.plan.accumulators)
+                result = self.form(n, zero).run(RunRequest(request.params, state, whole, 1))
                 pieces.append({k: v[:, 0] for k, v in result.outputs.items()})
             state = result.state
         outputs = {k: np.concatenate([p[k] for p in pieces], axis=1) if len(pieces) > 1 else pieces[0][k]

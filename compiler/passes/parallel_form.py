@@ -129,6 +129,9 @@ def _plan(program: Program) -> Plan:
                 and np.broadcast_shapes(inc.shape, var.shape) == var.shape:
             counters.append(Counter(var.name, arg, other))
             continue
+        if inc.op is Op.CONST:
+            raise _Recurrent(f"{where}: a counter must step by an integer constant (p_0 + c t is then exact), "
+                             f"not {inc.attrs.value.reshape(-1)[:4].tolist()}")
         if not _is_outer(inc) or var.dtype is not DType.f32:
             raise _Recurrent(f"{where}: what its next value adds is not an outer product "
                              "einsum('A,B->C', k, v) (no index summed or repeated) of f32 values")
@@ -181,9 +184,13 @@ def _is_outer(n: Node) -> bool:
 
 
 # ---------------------------------------------------------------- the rewrite
-def parallel_form(program: Program, length: int, plan: Plan | None = None) -> Program:
+def parallel_form(program: Program, length: int, plan: Plan | None = None, from_zero: bool = False) -> Program:
     """``program`` as one step over ``length`` tokens: inputs ``[length, *shape]``, outputs
     ``[length, *shape]``, the same parameters and states (the state after the chunk's last token).
+
+    ``from_zero``: the form for a chunk that starts with every accumulator at zero (a run from the
+    initial state): the reads leave out the start state's term ``read(q_t, S_0)``, which costs as
+    much as the scores ``q_t . k_s`` and is zero there.  Given a non-zero start state it is wrong.
 
     ``plan`` (default: ``plan_parallel_form(program)``) must apply; else ``ValueError`` with its reason."""
     if plan is None:
@@ -192,12 +199,12 @@ def parallel_form(program: Program, length: int, plan: Plan | None = None) -> Pr
             raise ValueError(f"the parallel form does not apply: {plan.reason}")
     if length < 1:
         raise ValueError(f"the parallel form needs a length of at least 1, got {length}")
-    return _Rewrite(program, length, plan).program()
+    return _Rewrite(program, length, plan, from_zero).program()
 
 
 class _Rewrite:
-    def __init__(self, program: Program, length: int, plan: Plan):
-        self.p, self.L, self.plan = program, length, plan
+    def __init__(self, program: Program, length: int, plan: Plan, from_zero: bool):
+        self.p, self.L, self.plan, self.from_zero = program, length, plan, from_zero
         self.b = GraphBuilder()
         self.map: dict[int, tuple[int, bool]] = {}  # old node -> (new node, has the time axis)
         self.read_of = {r: acc for acc in plan.accumulators for r in acc.reads}
@@ -304,8 +311,8 @@ class _Rewrite:
                              (("axis", axis + 1),), n.span)
             if not timed[0] and axis == 0:
                 return b.add(Op.GATHER, [self.map[table][0], self.map[index][0]], n.dtype, shape, n.attrs, n.span)
-            raise _Recurrent(f"gather at {n.span}: its table changes from step to step (or it gathers along another "
-                             "axis than the first by a per-step index)")
+            raise _Recurrent(f"gather at {n.span} has no rule for a time axis here: its table changes from step to "
+                             "step, or it gathers by a per-step index along another axis than the first")
         if n.op is Op.LAYERNORM:
             x, *affine = ins
             return b.add(Op.LAYERNORM, [self._timed(x), *(self._padded(j, rank) for j in affine)], n.dtype, shape,
@@ -360,15 +367,16 @@ class _Rewrite:
         kept = "".join(dict.fromkeys(x for x in q_l + ka if x in o_l + va))
         q = self._timed(n.inputs[1 - at])
         k, v = (self._timed(j) for j in nodes[acc.outer].inputs)
-        state = self.map[acc.arg][0]
-        from_start = b.add(Op.EINSUM, [q, state], n.dtype, (L, *n.shape), (("equation", f"{t}{q_l},{sig}->{t}{o_l}"),),
-                           n.span)
         scores = b.add(Op.EINSUM, [q, k], attrs=(("equation", f"{t}{q_l},{s}{ka}->{kept}{t}{s}"),), span=n.span)
         # s < t reads the state before step t's write; s <= t reads the written value
         mask = np.tril(np.ones((L, L), np.float32), 0 if holder == acc.write else -1)
         masked = b.add(Op.MUL, [scores, b.const(mask, DType.f32, n.span)], span=n.span)
         within = b.add(Op.EINSUM, [masked, v], n.dtype, (L, *n.shape), (("equation", f"{kept}{t}{s},{s}{va}->{t}{o_l}"),),
                        n.span)
+        if self.from_zero:
+            return within
+        from_start = b.add(Op.EINSUM, [q, self.map[acc.arg][0]], n.dtype, (L, *n.shape),
+                           (("equation", f"{t}{q_l},{sig}->{t}{o_l}"),), n.span)
         return b.add(Op.ADD, [from_start, within], n.dtype, (L, *n.shape), span=n.span)
 
     def _final(self, name: str, i: int) -> int:

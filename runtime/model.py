@@ -335,6 +335,12 @@ class Model:
         (found by replaying that chunk on the reference interpreter with ``check_finite``).
         ``max_memory`` (bytes or ``"8GB"``): a run whose recorded values are estimated to exceed it
         is refused with ``LimitExceeded`` before it starts (``stream`` writes them to a file instead).
+
+        ``parallel_form`` (default True): a run of several steps that records nothing per step, of a
+        program whose only memory is sums of outer products read linearly (BDH, linear attention),
+        runs as masked matmuls over chunks of ``parallel_chunk`` (256) tokens
+        (``compiler/passes/parallel_form.py``); False steps it token by token.  Either gives the
+        same outputs and final state up to float rounding.
         """
         pieces = list(self._run_pieces(inputs, steps, duration, record, backend, seed, batch, progress, nan_check,
                                        max_memory, False, options, resume))

@@ -302,7 +302,8 @@ class _Rewrite:
             return b.add(n.op, [self._padded(j, rank) for j in ins], n.dtype, shape, n.attrs, n.span)
         if n.op is Op.EINSUM:
             eq = batched_equation(n.attrs.equation, timed, True)
-            return b.add(Op.EINSUM, [self.map[j][0] for j in ins], n.dtype, shape, (("equation", eq),), n.span)
+            lhs, out = eq.split("->")
+            return self._einsum([self.map[j][0] for j in ins], lhs, out, out[0], n)
         if n.op is Op.GATHER:
             table, index = ins
             axis = n.attrs.axis % max(len(nodes[table].shape), 1)
@@ -342,6 +343,19 @@ class _Rewrite:
                          SliceAttrs((0, *a.starts), (L, *a.stops), (1, *a.steps)), n.span)
         raise _Recurrent(f"{n.op.value} at {n.span} has no rule for a time axis (a per-step op: it stays recurrent)")
 
+    def _einsum(self, ins: list[int], lhs: str, out: str, t: str, n: Node) -> int:
+        """``einsum(lhs->out)`` of ``ins`` whose result has the time axis ``t`` first, computed with
+        ``t`` second to last (the rows of a matmul, so a weight is read once per block of tokens,
+        not once per token, by a backend's tiled einsum) and transposed back when that moves it."""
+        b = self.b
+        shape = (self.L, *n.shape)
+        if len(out) < 3:
+            return b.add(Op.EINSUM, ins, n.dtype, shape, (("equation", f"{lhs}->{out}"),), n.span)
+        rows = out[1:-1] + t + out[-1]
+        done = b.add(Op.EINSUM, ins, n.dtype, tuple(shape[out.index(c)] for c in rows),
+                     (("equation", f"{lhs}->{rows}"),), n.span)
+        return b.add(Op.TRANSPOSE, [done], n.dtype, shape, (("perm", tuple(rows.index(c) for c in out)),), n.span)
+
     # ------------------------------------------------------------ reads and final states
     def _letters(self, acc: Accumulator):
         """Letters for the contractions: the state's axes, then k's and v's terms in those letters."""
@@ -371,12 +385,10 @@ class _Rewrite:
         # s < t reads the state before step t's write; s <= t reads the written value
         mask = np.tril(np.ones((L, L), np.float32), 0 if holder == acc.write else -1)
         masked = b.add(Op.MUL, [scores, b.const(mask, DType.f32, n.span)], span=n.span)
-        within = b.add(Op.EINSUM, [masked, v], n.dtype, (L, *n.shape), (("equation", f"{kept}{t}{s},{s}{va}->{t}{o_l}"),),
-                       n.span)
+        within = self._einsum([masked, v], f"{kept}{t}{s},{s}{va}", f"{t}{o_l}", t, n)
         if self.from_zero:
             return within
-        from_start = b.add(Op.EINSUM, [q, self.map[acc.arg][0]], n.dtype, (L, *n.shape),
-                           (("equation", f"{t}{q_l},{sig}->{t}{o_l}"),), n.span)
+        from_start = self._einsum([q, self.map[acc.arg][0]], f"{t}{q_l},{sig}", f"{t}{o_l}", t, n)
         return b.add(Op.ADD, [from_start, within], n.dtype, (L, *n.shape), span=n.span)
 
     def _final(self, name: str, i: int) -> int:

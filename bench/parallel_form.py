@@ -10,7 +10,8 @@ realistic BDH: n_embd 256, 4 heads, multiplier 32, vocabulary 256, T 256, ``--la
 
 Each runner first runs once (compiles; reported apart), then all run interleaved (A B C A B C ...)
 for ``--reps`` rounds; the table gives medians and minima, the largest difference of the logits
-from the stepped recurrent run's and, for the pass, of the final Hebbian states.
+from the stepped recurrent run's and, for the pass, of the final states (beside the largest
+entry of those states: the Hebbian sums grow with T).
 
     python bench/parallel_form.py [--backends tvm,torch] [--reps 5] [--T 256] [--layers 1] [--threads 1]
 """
@@ -61,7 +62,7 @@ def main(args) -> None:
     idx = rng.integers(0, 256, size=(1, args.T))
     print(f"BDH D256 H4 mult32 L{args.layers} T{args.T}, {args.reps} interleaved rounds, {args.threads} thread(s)")
     print(f"{'backend':10s} {'runner':15s} {'median ms':>10s} {'min ms':>9s} {'warm-up s':>10s} {'|logits diff|':>14s} "
-          f"{'|state diff|':>13s}")
+          f"{'|state diff|':>13s} {'max |state|':>12s}")
     for backend in args.backends.split(","):
         built = runners(backend, cfg, weights, idx)
         times = {k: [] for k in built}
@@ -77,8 +78,9 @@ def main(args) -> None:
             diff = float(np.max(np.abs(logits["logits"] - want_logits["logits"])))
             sdiff = max(float(np.max(np.abs(state[k] - want_state[k]))) for k in want_state) \
                 if label == "bdh (pass)" else float("nan")
+            size = max(float(np.max(np.abs(v))) for v in want_state.values())
             print(f"{backend:10s} {label:15s} {statistics.median(times[label]) * 1e3:10.1f} "
-                  f"{min(times[label]) * 1e3:9.1f} {warm:10.1f} {diff:14.2e} {sdiff:13.2e}", flush=True)
+                  f"{min(times[label]) * 1e3:9.1f} {warm:10.1f} {diff:14.2e} {sdiff:13.2e} {size:12.1f}", flush=True)
 
 
 def parse(argv=None):

@@ -14,7 +14,11 @@ the stepped run is slowed by ~2x on a loaded machine, so each takes that place a
 from the stepped recurrent run's and, for the pass, of the final states (beside the largest
 entry of the Hebbian states S: their sums grow with T).
 
+``--stepped-once`` runs the stepped form once, as the reference, and times only the other two
+(the stepped run slows the run after it, here ~2x for the pass's TVM kernel).
+
     python bench/parallel_form.py [--backends tvm,torch] [--reps 5] [--T 256] [--layers 1] [--threads 1]
+                                  [--stepped-once]
 """
 
 from __future__ import annotations
@@ -64,28 +68,29 @@ def main(args) -> None:
     print(f"BDH D256 H4 mult32 L{args.layers} T{args.T}, {args.reps} interleaved rounds, {args.threads} thread(s)")
     print(f"{'backend':10s} {'runner':15s} {'median ms':>10s} {'min ms':>9s} {'warm-up s':>10s} {'|logits diff|':>14s} "
           f"{'|state diff|':>13s} {'max |S|':>8s}")
+    stepped = "bdh (no pass)"
     for backend in args.backends.split(","):
         built = runners(backend, cfg, weights, idx)
-        times = {k: [] for k in built}
-        results = {}
-        labels = list(built)
+        timed = [k for k in built if not (args.stepped_once and k == stepped)]
+        times = {k: [] for k in timed}
+        results = {stepped: built[stepped][0]()} if args.stepped_once else {}
         for r in range(args.reps):
-            # each round starts one runner later: a run right after the stepped one is slowed (its
-            # memory, freed, is faulted in again), so every runner takes that place as often
-            for label in labels[r % len(labels):] + labels[:r % len(labels)]:
-                run = built[label][0]
+            # each round starts one runner later: a run right after the stepped one is slowed (~2x
+            # here, in the compiled kernel itself), so every runner takes that place as often
+            for label in timed[r % len(timed):] + timed[:r % len(timed)]:
                 t0 = time.perf_counter()
-                results[label] = run()
+                results[label] = built[label][0]()
                 times[label].append(time.perf_counter() - t0)
-        want_logits, want_state = results["bdh (no pass)"]
+        want_logits, want_state = results[stepped]
+        size = max(float(np.max(np.abs(v))) for k, v in want_state.items() if k.endswith("/S"))
         for label, (_, warm) in built.items():
             logits, state = results[label]
             diff = float(np.max(np.abs(logits["logits"] - want_logits["logits"])))
             sdiff = max(float(np.max(np.abs(state[k] - want_state[k]))) for k in want_state) \
                 if label == "bdh (pass)" else float("nan")
-            size = max(float(np.max(np.abs(v))) for k, v in want_state.items() if k.endswith("/S"))
-            print(f"{backend:10s} {label:15s} {statistics.median(times[label]) * 1e3:10.1f} "
-                  f"{min(times[label]) * 1e3:9.1f} {warm:10.1f} {diff:14.2e} {sdiff:13.2e} {size:8.2f}", flush=True)
+            took = (f"{statistics.median(times[label]) * 1e3:10.1f} {min(times[label]) * 1e3:9.1f}" if label in times
+                    else f"{'(once)':>10s} {'':9s}")
+            print(f"{backend:10s} {label:15s} {took} {warm:10.1f} {diff:14.2e} {sdiff:13.2e} {size:8.2f}", flush=True)
 
 
 def parse(argv=None):
@@ -95,6 +100,8 @@ def parse(argv=None):
     ap.add_argument("--T", type=int, default=256)
     ap.add_argument("--layers", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--stepped-once", action="store_true",
+                    help="run the stepped recurrent form once, as the reference, outside the timed rounds")
     return ap.parse_args(argv)
 
 

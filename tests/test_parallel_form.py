@@ -204,3 +204,20 @@ def test_a_spec_breaking_a_condition_stays_recurrent(tmp_path, name):
         inputs["i"] = rng.integers(0, 3, size=(1, 6))
     model.run(inputs=inputs, batch=1)
     assert model.executor("reference").forms == {}  # nothing was hoisted: it ran token by token
+
+
+def test_nspec_run_no_parallel_form_gives_the_same_logits(tmp_path):
+    """The command line's switch: the same run with and without the pass, one output file each."""
+    from nspec.cli import main
+    np.savez(tmp_path / "idx.npz", idx=np.random.default_rng(7).integers(0, 16, size=(1, 8)))
+    params = [a for k, v in BDH_TINY.items() for a in ("--param", f"{k}={v}")]
+    outs = []
+    for flag in ([], ["--no-parallel-form"]):
+        out = tmp_path / f"out{len(flag)}.npz"
+        assert main(["run", str(SEEDS / "bdh.nspec"), *params, "--inputs", str(tmp_path / "idx.npz"), "-o", str(out),
+                     "-q", *flag]) == 0
+        with np.load(out) as f:
+            outs.append(f["logits"])
+    assert outs[0].shape == (1, 8, 16)
+    assert np.max(np.abs(outs[0] - outs[1])) < TOL
+    assert np.max(np.abs(np.diff(outs[1], axis=1))) > 1e-3  # what a shifted or uncarried form would miss by

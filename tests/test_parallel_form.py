@@ -1,7 +1,7 @@
 """The parallel-form pass (compiler/passes/parallel_form.py, run by runtime/parallel.py).
 
 A recurrent spec whose only memory is sums of outer products read linearly (bdh.nspec, linear
-attention without its normaliser) runs a whole sequence as masked matmuls over a chunk of tokens,
+attention without its normaliser, GLA with its per-key decay) runs a whole sequence as masked matmuls over a chunk of tokens,
 and gives the logits and final states of the token-by-token run (``parallel_form=False``) within
 1e-5 on every backend.  A spec that breaks one of the pass's conditions stays recurrent: the plan
 names the condition, and no parallel form is built (asserted on the executor, not only on outputs).
@@ -130,11 +130,35 @@ def test_linear_attention_without_its_normaliser(backend):
     assert_equal_runs(got, want)
 
 
+@pytest.mark.parametrize("backend", ["reference", "onnxruntime", "torch"])
+def test_gla_its_gate_decaying_each_key_channel(backend):
+    """S = diag(alpha_t) S + k v^T: the products of the gates between s and t weigh q_t k_s.
+    tau = 2 (not the paper's 16) so the gates are far from 1: a form that left the decay out
+    would give the open-gated outputs, which differ from these by more than 1e-2 (asserted)."""
+    model = nspec.load(SEEDS / "gla.nspec", tau=2.0)
+    plan = plan_parallel_form(model.program)
+    assert plan.applies and plan.accumulators[0].decay is not None
+    x = np.random.default_rng(8).normal(size=(2, 7, 8)).astype(np.float32)
+    got, want = both_runs(model, {"x": x}, backend)
+    assert_equal_runs(got, want)
+    undecayed = nspec.load(SEEDS / "gla.nspec", tau=1e12)
+    undecayed.params = model.params
+    open_gates = undecayed.run(inputs={"x": x}, batch=2, parallel_form=False)["y"]
+    assert np.max(np.abs(open_gates - want[0]["y"])) > 1e-2
+    assert list(model.executor(backend).forms) == [(7, True)]
+    # and from a non-zero state: the start state's term, decayed
+    x2 = np.random.default_rng(9).normal(size=(2, 5, 8)).astype(np.float32)
+    model.run(inputs={"x": x}, batch=2, backend=backend)
+    got = model.run(inputs={"x": x2}, batch=2, backend=backend, resume=True), model.get_state()
+    model.run(inputs={"x": x}, batch=2, backend=backend, parallel_form=False)
+    want = model.run(inputs={"x": x2}, batch=2, backend=backend, resume=True, parallel_form=False), model.get_state()
+    assert_equal_runs(got, want)
+    assert (5, False) in model.executor(backend).forms
+
+
 # ---------------------------------------------------------------- the pass does not apply
 def test_seed_specs_outside_the_conditions_stay_recurrent():
-    """GLA's gate decays the state; linear attention's normaliser adds k, not an outer product."""
-    gla = plan_parallel_form(nspec.load(SEEDS / "gla.nspec").program)
-    assert not gla.applies and "decay" in gla.reason and "'S'" in gla.reason
+    """Linear attention's normaliser adds k, not an outer product."""
     normalised = plan_parallel_form(nspec.load(SEEDS / "linear_attention.nspec").program)
     assert not normalised.applies and "'z'" in normalised.reason and "outer product" in normalised.reason
 
@@ -164,8 +188,11 @@ VIOLATIONS = {
     "S feeds k": (dict(k_line='let k2 = k + einsum("i,ij->j", x, S)', write='S + einsum("i,j->ij", k2, x)'),
                   "depend on it"),
     "S read by itself": (dict(read='einsum("ij,ij->j", S, S)'), "not only read linearly"),
-    "a constant decay": (dict(write='0.9 * S + einsum("i,j->ij", k, x)'), "decay"),
-    "a decay depending on S": (dict(write='exp(-abs(sum(S))) * S + einsum("i,j->ij", k, x)'), "decay"),
+    "a decay depending on S": (dict(write='reshape(exp(-abs(einsum("i,ij->j", x, S))), [3, 1]) * S + '
+                                      'einsum("i,j->ij", k, x)'), "depend on it"),
+    "a decay along the value's axis": (dict(write='reshape(sigmoid(x), [1, 3]) * S + einsum("i,j->ij", k, x)'),
+                                       "its decay varies along an axis"),
+    "a decay that is not a product": (dict(write='S - 0.1 * S * S + einsum("i,j->ij", k, x)'), "another recurrence"),
     "a summed index: not an outer product": (dict(write='S + einsum("i,j,j->ij", k, x, x)'), "outer product"),
     "another recurrent state": (dict(extra_state="state h: f32[3] = 0\n  next h = tanh(h + x)",
                                      read='einsum("i,ij->j", h, S)'), "'h'"),
@@ -190,6 +217,16 @@ def test_the_base_hebbian_spec_goes_through_the_pass(tmp_path):
     got, want = both_runs(model, {"x": x}, "reference")
     assert_equal_runs(got, want)
     assert list(model.executor("reference").forms) == [(6, True)]
+
+
+@pytest.mark.parametrize("write", ['0.9 * S + einsum("i,j->ij", k, x)',
+                                   'reshape(sigmoid(x), [3, 1]) * S + einsum("i,j->ij", k, x)'])
+def test_a_decay_of_the_state_or_of_its_key_rows_goes_through_the_pass(tmp_path, write):
+    model = hebb(tmp_path, write=write)
+    assert plan_parallel_form(model.program).accumulators[0].decay is not None
+    x = np.random.default_rng(10).normal(size=(1, 6, 3)).astype(np.float32)
+    got, want = both_runs(model, {"x": x}, "reference")
+    assert_equal_runs(got, want)
 
 
 @pytest.mark.parametrize("name", list(VIOLATIONS))

@@ -7,6 +7,8 @@ causal linear attention) computes, run over ``length`` steps from a state ``S_0`
           =>  y_t = read(q_t, S_0) + sum_{s < t} (q_t . k_s) v_s        (s <= t reading S_{t+1})
               S_L = S_0 + sum_s outer(k_s, v_s)
 
+(with a decay ``S_{t+1} = a_t * S_t + ...``, each term weighed by the product of the decays between)
+
 so the time loop can be hoisted: every value of the step gets a leading time axis of ``length``
 (the step's ops applied to all tokens at once), each read becomes two contractions with a causal
 mask between them (scores ``q_t . k_s``, then scores times ``v_s``: the masked matmul of
@@ -18,18 +20,20 @@ after chunk, each carrying its final state into the next, it is the chunked form
 ``plan_parallel_form(program)`` decides; the rewrite applies only when all of these hold
 (``Plan.reason`` names the first that does not, and the program then stays recurrent):
 
-1. Every state is either an *accumulator* or a *counter*.  An accumulator ``S`` (float) has the
-   next value ``S + einsum("A,B->C", k, v)``, an outer product: no index summed, none repeated.
-   A counter ``p`` has the next value ``p + c`` with ``c`` an integer constant; its value at step
-   ``t`` of a chunk is ``p_0 + c t`` (exact while it stays below 2^24 in f32).  A decaying or
-   gated state (``a * S + ...``), a state set to a new value, any other recurrence: recurrent.
+1. Every state is either an *accumulator* or a *counter*.  An accumulator ``S`` (f32) has the
+   next value ``S + einsum("A,B->C", k, v)``, an outer product: no index summed, none repeated;
+   or ``a * S + einsum(...)``, decayed (gated) by ``a``, constant or per step, which varies only
+   along axes of the key ``k`` that every read contracts with its query (a scalar decay, GLA's
+   per-key-channel gate).  A counter ``p`` has the next value ``p + c`` with ``c`` an integer
+   constant; its value at step ``t`` of a chunk is ``p_0 + c t`` (exact while it stays below 2^24
+   in f32).  A state set to a new value, or any other recurrence: recurrent.
 2. There is at least one accumulator.
 3. An accumulator's value (``S``) and its written value (``S + outer(k, v)``) are used only by
    that write, by its ``next`` result and by *reads*: two-operand einsums with ``S`` as one
    operand (no repeated index on either), whose other operand ``q`` is not itself an accumulator's
    value.  So ``S`` is read linearly, and nothing else of the step (an output, another state, a
    nonlinearity) sees it except through a read.
-4. Neither ``k``, ``v`` nor any read's ``q`` depends on that accumulator ``S`` within the step:
+4. Neither ``k``, ``v``, the decay ``a`` nor any read's ``q`` depends on that accumulator ``S`` within the step:
    the write and the reads are linear in ``S``.  They may depend on the inputs, on counters and
    on reads of *other* accumulators (BDH's layer l + 1 reads layer l's output): the step is then
    a composition of sequence maps, hoisted one after the other.
@@ -38,7 +42,11 @@ after chunk, each carrying its final state into the next, it is the chunked form
    along a static table's first axis.  Random draws (keyed by the step), loops, synaptic
    propagation, scatters and run-time checks do not: such a program stays recurrent.
 
-Outputs and final states equal the recurrent ones up to float rounding (sums in another order).
+A decay enters as the sums ``L_t`` of ``log a`` over the chunk's steps (a matmul with a triangular
+matrix): ``q_t . k_s`` is weighed by ``exp(L_t - L_s)`` (per key channel, zero where ``s`` does
+not reach ``t``, so no exponent is positive), the start state by ``exp(L_t)`` and each write in the
+final state by ``exp(L_last - L_s)``.  Outputs and final states equal the recurrent ones up to
+float rounding (sums in another order).
 """
 
 from __future__ import annotations
@@ -58,14 +66,17 @@ AXIS_OPS = {Op.ARGMAX, Op.SOFTMAX, Op.LOGSUMEXP}
 
 @dataclass(frozen=True)
 class Accumulator:
-    """A state ``S`` whose next value is ``S + outer(k, v)``: its ARG, the write (ADD), the outer
-    product (EINSUM) and the reads (EINSUMs of ``S`` or of the written value, and of a ``q``)."""
+    """A state ``S`` whose next value is ``S + outer(k, v)`` (or ``a * S + outer(k, v)``): its ARG,
+    the write (ADD), the outer product (EINSUM), the reads (EINSUMs of ``S`` or of the written
+    value, and of a ``q``) and, for a decaying state, the product ``a * S`` and the decay ``a``."""
 
     state: str
     arg: int
     write: int
     outer: int
     reads: tuple[int, ...]
+    scaled: int | None = None  # the MUL node a * S of a decaying state, else None
+    decay: int | None = None   # its factor a (per step, broadcast over S along the key's axes)
 
 
 @dataclass(frozen=True)
@@ -122,9 +133,23 @@ def _plan(program: Program) -> Plan:
         if nxt is None or arg is None:
             raise _Recurrent(f"{where}: its next value does not read it (a state set anew each step)")
         w = nodes[nxt.node]
+        scaled = decay = None
+        if w.op is Op.ADD and arg not in w.inputs:  # a * S + outer(k, v): a decaying (gated) state
+            scaled = next((j for j in w.inputs if nodes[j].op is Op.MUL and nodes[j].inputs.count(arg) == 1), None)
+            if scaled is not None:
+                m = nodes[scaled]
+                decay = m.inputs[1 - m.inputs.index(arg)]
+                if m.shape != var.shape or nodes[decay].dtype is not DType.f32:
+                    raise _Recurrent(f"{where}: its decay {m.span} must be f32 and broadcast over the state")
+                other = w.inputs[1 - w.inputs.index(scaled)] if w.inputs.count(scaled) == 1 else None
+                if other is None or not _is_outer(nodes[other]) or var.dtype is not DType.f32:
+                    raise _Recurrent(f"{where}: what its next value adds to a * {var.name.split('/')[-1]} is not an "
+                                     "outer product einsum('A,B->C', k, v) (no index summed or repeated) of f32 values")
+                accumulators.append(Accumulator(var.name, arg, nxt.node, other, (), scaled, decay))
+                continue
         if w.op is not Op.ADD or arg not in w.inputs or w.inputs.count(arg) != 1:
             raise _Recurrent(f"{where}: its next value is not {var.name.split('/')[-1]} + (an outer product "
-                             "or an integer constant); a decay, gate or other recurrence stays recurrent")
+                             "or an integer constant), nor a * it + an outer product: another recurrence stays recurrent")
         other = w.inputs[1 - w.inputs.index(arg)]
         inc = nodes[other]
         if inc.op is Op.CONST and np.array_equal(inc.attrs.value, np.round(inc.attrs.value)) \
@@ -140,14 +165,15 @@ def _plan(program: Program) -> Plan:
         accumulators.append(Accumulator(var.name, arg, nxt.node, other, ()))
     if not accumulators:
         raise _Recurrent("no state is a sum of outer products: nothing to parallelise")
-    special = {a.arg for a in accumulators} | {a.write for a in accumulators}
+    special = {a.arg for a in accumulators} | {a.write for a in accumulators} | \
+        {a.scaled for a in accumulators if a.scaled is not None}
     out = []
     for acc in accumulators:
         where = f"state {acc.state!r}"
         reads = []
         for holder in (acc.arg, acc.write):
             for u in users.get(holder, []):
-                if u == acc.write:
+                if u in (acc.write, acc.scaled):
                     continue
                 n = nodes[u]
                 if not (n.op is Op.EINSUM and len(n.inputs) == 2 and n.inputs.count(holder) == 1):
@@ -160,6 +186,9 @@ def _plan(program: Program) -> Plan:
                 if q in special:
                     raise _Recurrent(f"{where}: the read at {n.span} multiplies two states")
                 reads.append(u)
+        if acc.scaled is not None and (users.get(acc.scaled) != [acc.write]
+                                       or any(r.node == acc.scaled for r in g.results)):
+            raise _Recurrent(f"{where}: its decayed value a * {acc.state.split('/')[-1]} is used besides the write")
         for r in g.results:
             if r.node == acc.arg or (r.node == acc.write and not (r.name == acc.state and r.kind == "next")):
                 raise _Recurrent(f"{where} is the result {r.name!r} ({r.kind.value}), not only read linearly")
@@ -168,12 +197,41 @@ def _plan(program: Program) -> Plan:
                                                                                     else acc.write)] for u in reads)]
         if any(o in special for o in outer.inputs):
             raise _Recurrent(f"{where}: its outer product at {outer.span} multiplies a state")
+        if acc.decay is not None:
+            operands.append(acc.decay)
+            if acc.decay in special:
+                raise _Recurrent(f"{where}: its decay is a state")
         depends = g.reachable(operands)
         if acc.arg in depends:
-            raise _Recurrent(f"{where}: the keys, values or queries of its write and reads depend on it "
+            raise _Recurrent(f"{where}: the keys, values, queries or decay of its write and reads depend on it "
                              "within the step (the recurrence is not linear in it)")
+        if acc.decay is not None:
+            _decay_letters(program, acc, reads)
         out.append(replace(acc, reads=tuple(reads)))
     return Plan(tuple(out), tuple(counters))
+
+
+def _decay_letters(program: Program, acc: Accumulator, reads) -> str:
+    """The state axes along which the decay varies (its other axes are 1), as the letters of the
+    outer product's result; each must index the key and every read's query (else: recurrent)."""
+    nodes = program.step.nodes
+    (ka, _), c = nodes[acc.outer].attrs.terms
+    a = nodes[acc.decay].shape
+    padded = (1,) * (len(c) - len(a)) + a
+    letters = "".join(x for x, size in zip(c, padded) if size != 1)
+    for u in reads:
+        n = nodes[u]
+        terms, _ = n.attrs.terms
+        holder = acc.arg if acc.arg in n.inputs else acc.write
+        at = n.inputs.index(holder)
+        s_term, q_term = terms[at], terms[1 - at]
+        to_read = dict(zip(c, s_term))
+        if any(to_read[x] not in q_term for x in letters):
+            raise _Recurrent(f"state {acc.state!r}: its decay varies along an axis that the read at {n.span} does "
+                             "not contract with its query")
+    if any(x not in ka for x in letters):
+        raise _Recurrent(f"state {acc.state!r}: its decay varies along an axis of the value, not only of the key")
+    return letters
 
 
 def _is_outer(n: Node) -> bool:
@@ -212,6 +270,7 @@ class _Rewrite:
         self.read_of = {r: acc for acc in plan.accumulators for r in acc.reads}
         self.counter_of = {c.arg: c for c in plan.counters}
         self.start: dict[str, int] = {}  # state -> its ARG: the value at the chunk's start
+        self.decays: dict[str, tuple] = {}  # decaying state -> (letters, sizes, log-decay sums incl., excl.)
 
     # ------------------------------------------------------------ order
     def _order(self) -> list[int]:
@@ -221,11 +280,12 @@ class _Rewrite:
         deps = {i: list(n.inputs) for i, n in enumerate(nodes)}
         for r, acc in self.read_of.items():
             deps[r] = [acc.arg if j == acc.write else j for j in deps[r]] + list(nodes[acc.outer].inputs)
+            deps[r] += [acc.decay] if acc.decay is not None else []
         roots = [r.node for r in results if r.kind == "output"]
         for c in self.plan.counters:
             roots.append(c.arg)
         for acc in self.plan.accumulators:
-            roots += [acc.arg, *nodes[acc.outer].inputs]
+            roots += [acc.arg, *nodes[acc.outer].inputs] + ([acc.decay] if acc.decay is not None else [])
         order, seen = [], set()
         for root in sorted(set(roots)):
             stack = [(root, False)]
@@ -367,6 +427,36 @@ class _Rewrite:
         to_sig = dict(zip(c, sig))
         return sig, "".join(to_sig[x] for x in ka), "".join(to_sig[x] for x in kb), pool
 
+    def _cumulative(self, acc: Accumulator) -> tuple:
+        """The decay's letters (in ``_letters``' names), their sizes, and the sums of log a over
+        the chunk's steps up to and including t, and before t: [L, *sizes] each (cumulative
+        products in log space, as a matmul with a triangular matrix)."""
+        if acc.state not in self.decays:
+            b, L, nodes = self.b, self.L, self.p.step.nodes
+            letters = _decay_letters(self.p, acc, acc.reads)
+            (_, _), c = nodes[acc.outer].attrs.terms
+            sig = self._letters(acc)[0]
+            names = "".join(sig[c.index(x)] for x in letters)
+            sizes = tuple(nodes[acc.arg].shape[c.index(x)] for x in letters)
+            a = b.add(Op.RESHAPE, [self._timed(acc.decay)], DType.f32, (L, *sizes))
+            logs = b.add(Op.LOG, [a])
+            d = string.ascii_letters[:len(sizes)]
+            sums = [b.add(Op.EINSUM, [b.const(np.tril(np.ones((L, L), np.float32), k), DType.f32), logs],
+                          attrs=(("equation", f"yz,z{d}->y{d}"),)) for k in (0, -1)]
+            self.decays[acc.state] = (names, sizes, *sums)
+        return self.decays[acc.state]
+
+    def _decayed_mask(self, acc: Accumulator, post: bool) -> int:
+        """[L, L, *sizes]: exp(sum of log a over the steps from s to t) where s reaches t, else 0."""
+        b, L = self.b, self.L
+        _, sizes, incl, excl = self._cumulative(acc)
+        at_t = b.add(Op.RESHAPE, [incl if post else excl], DType.f32, (L, 1, *sizes))
+        at_s = b.add(Op.RESHAPE, [incl], DType.f32, (1, L, *sizes))
+        mask = b.const(np.tril(np.ones((L, L), np.float32), 0 if post else -1).reshape((L, L) + (1,) * len(sizes)),
+                       DType.f32)
+        exponent = b.add(Op.MUL, [b.add(Op.SUB, [at_t, at_s]), mask])  # 0 where masked: exp never overflows
+        return b.add(Op.MUL, [b.add(Op.EXP, [exponent]), mask])
+
     def _read(self, i: int, n: Node, acc: Accumulator) -> int:
         b, L, nodes = self.b, self.L, self.p.step.nodes
         holder = acc.arg if acc.arg in n.inputs else acc.write
@@ -383,14 +473,26 @@ class _Rewrite:
         kept = "".join(dict.fromkeys(x for x in q_l + ka if x in o_l + va))
         q = self._timed(n.inputs[1 - at])
         k, v = (self._timed(j) for j in nodes[acc.outer].inputs)
-        scores = b.add(Op.EINSUM, [q, k], attrs=(("equation", f"{t}{q_l},{s}{ka}->{kept}{t}{s}"),), span=n.span)
-        # s < t reads the state before step t's write; s <= t reads the written value
-        mask = np.tril(np.ones((L, L), np.float32), 0 if holder == acc.write else -1)
-        masked = b.add(Op.MUL, [scores, b.const(mask, DType.f32, n.span)], span=n.span)
+        post = holder == acc.write
+        if acc.decay is None:
+            scores = b.add(Op.EINSUM, [q, k], attrs=(("equation", f"{t}{q_l},{s}{ka}->{kept}{t}{s}"),), span=n.span)
+            # s < t reads the state before step t's write; s <= t reads the written value
+            mask = np.tril(np.ones((L, L), np.float32), 0 if post else -1)
+            masked = b.add(Op.MUL, [scores, b.const(mask, DType.f32, n.span)], span=n.span)
+        else:  # the products of the decays between s and t, per key channel, weigh q_t k_s
+            names = self._cumulative(acc)[0]
+            masked = b.add(Op.EINSUM, [q, k, self._decayed_mask(acc, post)],
+                           attrs=(("equation", f"{t}{q_l},{s}{ka},{t}{s}{names}->{kept}{t}{s}"),), span=n.span)
         within = self._einsum([masked, v], f"{kept}{t}{s},{s}{va}", f"{t}{o_l}", t, n)
         if self.from_zero:
             return within
-        from_start = self._einsum([q, self.map[acc.arg][0]], f"{t}{q_l},{sig}", f"{t}{o_l}", t, n)
+        if acc.decay is None:
+            from_start = self._einsum([q, self.map[acc.arg][0]], f"{t}{q_l},{sig}", f"{t}{o_l}", t, n)
+        else:  # S_0 decayed by every step up to t (before t for a read before the write)
+            names, _, incl, excl = self._cumulative(acc)
+            decayed = b.add(Op.EXP, [incl if post else excl])
+            from_start = self._einsum([q, decayed, self.map[acc.arg][0]], f"{t}{q_l},{t}{names},{sig}", f"{t}{o_l}",
+                                      t, n)
         return b.add(Op.ADD, [from_start, within], n.dtype, (L, *n.shape), span=n.span)
 
     def _final(self, name: str, i: int) -> int:
@@ -406,8 +508,20 @@ class _Rewrite:
         sig, ka, va, pool = self._letters(acc)
         s = next(pool)
         k, v = (self._timed(j) for j in nodes[acc.outer].inputs)
-        written = b.add(Op.EINSUM, [k, v], w.dtype, w.shape, (("equation", f"{s}{ka},{s}{va}->{sig}"),), w.span)
-        return b.add(Op.ADD, [self.map[acc.arg][0], written], w.dtype, w.shape, span=w.span)
+        start = self.map[acc.arg][0]
+        if acc.decay is None:
+            written = b.add(Op.EINSUM, [k, v], w.dtype, w.shape, (("equation", f"{s}{ka},{s}{va}->{sig}"),), w.span)
+            return b.add(Op.ADD, [start, written], w.dtype, w.shape, span=w.span)
+        # S_L = (prod of every step's a) S_0 + sum_s (prod of the a after s) k_s v_s
+        names, sizes, incl, _ = self._cumulative(acc)
+        last = b.add(Op.SLICE, [incl], attrs=SliceAttrs((self.L - 1,) + (0,) * len(sizes), (self.L, *sizes),
+                                                        (1,) * (len(sizes) + 1)))
+        after = b.add(Op.EXP, [b.add(Op.SUB, [last, incl])])
+        written = b.add(Op.EINSUM, [k, v, after], w.dtype, w.shape,
+                        (("equation", f"{s}{ka},{s}{va},{s}{names}->{sig}"),), w.span)
+        whole = b.add(Op.EXP, [b.add(Op.RESHAPE, [last], DType.f32, sizes)])
+        kept = b.add(Op.EINSUM, [start, whole], w.dtype, w.shape, (("equation", f"{sig},{names}->{sig}"),), w.span)
+        return b.add(Op.ADD, [kept, written], w.dtype, w.shape, span=w.span)
 
 
 __all__ = ["Accumulator", "Counter", "Plan", "plan_parallel_form", "parallel_form"]

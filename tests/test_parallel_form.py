@@ -96,6 +96,15 @@ def test_bdh_through_the_pass_on_tvm():
     assert list(model.executor("tvm").forms) == [(6, True)]
 
 
+def test_gla_through_the_pass_on_tvm():
+    pytest.importorskip("tvm")
+    model = nspec.load(SEEDS / "gla.nspec", tau=2.0, gate_rank=0, n_heads=1)
+    x = np.random.default_rng(11).normal(size=(1, 5, 8)).astype(np.float32)
+    got, want = both_runs(model, {"x": x}, "tvm")
+    assert_equal_runs(got, want)
+    assert list(model.executor("tvm").forms) == [(5, True)]
+
+
 def test_chunks_carry_the_state_and_a_resumed_run_starts_from_it():
     """11 tokens in chunks of 4: two parallel chunks, then 3 tokens stepped; then 5 more resumed
     from the state left (a non-zero Hebbian state and position at the start of the form)."""

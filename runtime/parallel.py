@@ -4,7 +4,7 @@
 recorded step by step, of a program the pass applies to is cut into chunks of ``chunk`` tokens
 (the whole run when shorter); each chunk runs as one step of the program's parallel form for that
 length (compiled on the backend the first time that length is run, then kept), carrying the state
-into the next; a chunk that starts with every accumulator at zero (a run from the initial state)
+into the next (at most ``DECAY_CHUNK`` tokens with a decaying state); a chunk that starts with every accumulator at zero (a run from the initial state)
 runs the form without the start state's term (``from_zero``).  A last, shorter chunk of a longer
 run steps recurrently, so a run compiles at most three forms: from zero, carrying, and the first
 chunk's length when the run is shorter than a chunk.  Everything else (a single step, ``Model.step``, a run recording states or monitors,
@@ -21,6 +21,9 @@ from nspec.compiler.passes.parallel_form import parallel_form, plan_parallel_for
 from .executor import RunRequest, RunResult, executor_class
 
 CHUNK = 256  # tokens per chunk: the masked matmuls cost chunk^2 per chunk, the carry one contraction
+# tokens per chunk with a decaying state: its weights exp(L_t - L_s) come from sums L of log a over
+# the chunk, whose rounding (|L| times the float epsilon) grows with the chunk's length
+DECAY_CHUNK = 64
 
 
 class ParallelFormExecutor:
@@ -33,6 +36,8 @@ class ParallelFormExecutor:
         self.program, self.backend, self.chunk, self.options = program, backend, chunk, options
         self.recurrent = executor_class(backend)(program, **options)
         self.plan = plan_parallel_form(program)
+        if any(a.decay is not None for a in self.plan.accumulators):
+            self.chunk = min(chunk, DECAY_CHUNK)
         self.forms: dict[tuple[int, bool], object] = {}  # (chunk length, from zero) -> the backend's executor
 
     def form(self, length: int, from_zero: bool):

@@ -96,6 +96,15 @@ def test_bdh_through_the_pass_on_tvm():
     assert list(model.executor("tvm").forms) == [(6, True)]
 
 
+def test_gla_over_more_than_one_decay_chunk():
+    """70 tokens: one chunk of DECAY_CHUNK (64) tokens in the parallel form, then 6 stepped."""
+    model = nspec.load(SEEDS / "gla.nspec", tau=2.0)
+    x = np.random.default_rng(12).normal(size=(1, 70, 8)).astype(np.float32)
+    got, want = both_runs(model, {"x": x}, "reference")
+    assert_equal_runs(got, want)
+    assert list(model.executor("reference").forms) == [(64, True)]
+
+
 def test_gla_through_the_pass_on_tvm():
     pytest.importorskip("tvm")
     model = nspec.load(SEEDS / "gla.nspec", tau=2.0, gate_rank=0, n_heads=1)
@@ -201,6 +210,8 @@ VIOLATIONS = {
                                       'einsum("i,j->ij", k, x)'), "depend on it"),
     "a decay along the value's axis": (dict(write='reshape(sigmoid(x), [1, 3]) * S + einsum("i,j->ij", k, x)'),
                                        "its decay varies along an axis"),
+    "a decay of either sign": (dict(write='reshape(tanh(x), [3, 1]) * S + einsum("i,j->ij", k, x)'),
+                               "not known to be >= 0"),
     "a decay that is not a product": (dict(write='S - 0.1 * S * S + einsum("i,j->ij", k, x)'), "another recurrence"),
     "a summed index: not an outer product": (dict(write='S + einsum("i,j,j->ij", k, x, x)'), "outer product"),
     "another recurrent state": (dict(extra_state="state h: f32[3] = 0\n  next h = tanh(h + x)",

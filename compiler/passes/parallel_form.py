@@ -22,9 +22,9 @@ after chunk, each carrying its final state into the next, it is the chunked form
 
 1. Every state is either an *accumulator* or a *counter*.  An accumulator ``S`` (f32) has the
    next value ``S + einsum("A,B->C", k, v)``, an outer product: no index summed, none repeated;
-   or ``a * S + einsum(...)``, decayed (gated) by ``a``, constant or per step, which varies only
-   along axes of the key ``k`` that every read contracts with its query (a scalar decay, GLA's
-   per-key-channel gate).  A counter ``p`` has the next value ``p + c`` with ``c`` an integer
+   or ``a * S + einsum(...)``, decayed (gated) by ``a >= 0`` (a non-negative constant, or built by
+   exp, sigmoid, softplus, relu or abs), constant or per step, which varies only along axes of the
+   key ``k`` that every read contracts with its query (a scalar decay, GLA's per-key-channel gate).  A counter ``p`` has the next value ``p + c`` with ``c`` an integer
    constant; its value at step ``t`` of a chunk is ``p_0 + c t`` (exact while it stays below 2^24
    in f32).  A state set to a new value, or any other recurrence: recurrent.
 2. There is at least one accumulator.
@@ -140,7 +140,10 @@ def _plan(program: Program) -> Plan:
                 m = nodes[scaled]
                 decay = m.inputs[1 - m.inputs.index(arg)]
                 if m.shape != var.shape or nodes[decay].dtype is not DType.f32:
-                    raise _Recurrent(f"{where}: its decay {m.span} must be f32 and broadcast over the state")
+                    raise _Recurrent(f"{where}: its decay at {m.span} must be f32 and broadcast over the state")
+                if not _nonnegative(nodes, decay):
+                    raise _Recurrent(f"{where}: its decay at {m.span} is not known to be >= 0 (a constant, or an exp, "
+                                     "sigmoid, softplus, relu or abs): a sign-changing decay stays recurrent")
                 other = w.inputs[1 - w.inputs.index(scaled)] if w.inputs.count(scaled) == 1 else None
                 if other is None or not _is_outer(nodes[other]) or var.dtype is not DType.f32:
                     raise _Recurrent(f"{where}: what its next value adds to a * {var.name.split('/')[-1]} is not an "
@@ -232,6 +235,20 @@ def _decay_letters(program: Program, acc: Accumulator, reads) -> str:
     if any(x not in ka for x in letters):
         raise _Recurrent(f"state {acc.state!r}: its decay varies along an axis of the value, not only of the key")
     return letters
+
+
+def _nonnegative(nodes, i: int) -> bool:
+    """Whether node ``i`` is >= 0 by construction (its log is then defined, a zero clamped)."""
+    n = nodes[i]
+    if n.op is Op.CONST:
+        return bool(np.all(n.attrs.value >= 0))
+    if n.op in (Op.EXP, Op.SIGMOID, Op.SOFTPLUS, Op.RELU, Op.ABS):
+        return True
+    if n.op in (Op.RESHAPE, Op.BROADCAST, Op.TRANSPOSE, Op.SLICE):
+        return _nonnegative(nodes, n.inputs[0])
+    if n.op in (Op.MUL, Op.ADD, Op.MAXIMUM):
+        return all(_nonnegative(nodes, j) for j in n.inputs)
+    return False
 
 
 def _is_outer(n: Node) -> bool:
@@ -439,7 +456,8 @@ class _Rewrite:
             names = "".join(sig[c.index(x)] for x in letters)
             sizes = tuple(nodes[acc.arg].shape[c.index(x)] for x in letters)
             a = b.add(Op.RESHAPE, [self._timed(acc.decay)], DType.f32, (L, *sizes))
-            logs = b.add(Op.LOG, [a])
+            # a decay of 0 (a reset, or an exp that underflowed) as the least normal float: its log is finite
+            logs = b.add(Op.LOG, [b.add(Op.MAXIMUM, [a, b.const(np.finfo(np.float32).tiny, DType.f32)])])
             d = string.ascii_letters[:len(sizes)]
             sums = [b.add(Op.EINSUM, [b.const(np.tril(np.ones((L, L), np.float32), k), DType.f32), logs],
                           attrs=(("equation", f"yz,z{d}->y{d}"),)) for k in (0, -1)]

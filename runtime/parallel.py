@@ -16,9 +16,10 @@ from __future__ import annotations
 import numpy as np
 
 from nspec.compiler.ir import Program
+from nspec.compiler.limits import LimitError
 from nspec.compiler.passes.parallel_form import parallel_form, plan_parallel_form
 
-from .executor import RunRequest, RunResult, executor_class
+from .executor import BackendError, RunRequest, RunResult, executor_class
 
 CHUNK = 256  # tokens per chunk: the masked matmuls cost chunk^2 per chunk, the carry one contraction
 # tokens per chunk with a decaying state: its weights exp(L_t - L_s) come from sums L of log a over
@@ -39,12 +40,19 @@ class ParallelFormExecutor:
         if any(a.decay is not None for a in self.plan.accumulators):
             self.chunk = min(chunk, DECAY_CHUNK)
         self.forms: dict[tuple[int, bool], object] = {}  # (chunk length, from zero) -> the backend's executor
+        self.declined: dict[tuple[int, bool], str] = {}  # forms not built, and why
 
     def form(self, length: int, from_zero: bool):
+        """The backend's executor of the parallel form for ``length`` tokens, or None when that form
+        is over the memory limits or the backend cannot build it (``declined`` says why): those
+        chunks then step recurrently, as they would without the pass."""
         key = (length, from_zero)
         if key not in self.forms:
-            program = parallel_form(self.program, length, self.plan, from_zero)
-            self.forms[key] = executor_class(self.backend)(program, **self.options)
+            try:
+                program = parallel_form(self.program, length, self.plan, from_zero)
+                self.forms[key] = executor_class(self.backend)(program, **self.options)
+            except (LimitError, BackendError) as exc:
+                self.forms[key], self.declined[key] = None, str(exc)
         return self.forms[key]
 
     def run(self, request: RunRequest) -> RunResult:
@@ -55,13 +63,15 @@ class ParallelFormExecutor:
         for start in range(0, steps, self.chunk):
             n = min(self.chunk, steps - start)
             window = {k: v[:, start:start + n] for k, v in request.inputs.items()}
-            if n < 2 or (n < self.chunk and start > 0):
+            form = None
+            if n >= 2 and (n == self.chunk or start == 0):
+                form = self.form(n, not any(np.any(state[a.state]) for a in self.plan.accumulators))
+            if form is None:
                 result = self.recurrent.run(RunRequest(request.params, state, window, n))
                 pieces.append(result.outputs)
             else:
                 whole = {k: v[:, None] for k, v in window.items()}
-                zero = not any(np.any(state[a.state]) for a in self.plan.accumulators)
-                result = self.form(n, zero).run(RunRequest(request.params, state, whole, 1))
+                result = form.run(RunRequest(request.params, state, whole, 1))
                 pieces.append({k: v[:, 0] for k, v in result.outputs.items()})
             state = result.state
         outputs = {k: np.concatenate([p[k] for p in pieces], axis=1) if len(pieces) > 1 else pieces[0][k]

@@ -139,6 +139,19 @@ def test_stepping_token_by_token_stays_recurrent():
     assert np.max(np.abs(np.stack(stepped) - want["logits"][0])) < TOL
 
 
+def test_a_form_over_the_memory_limit_steps_recurrently():
+    """200 tokens: the form's [H, 200, 200] scores need ~2.5 MB to compile, over a 1 MB limit that
+    the step itself fits in: the run steps token by token and says why no form was built."""
+    from nspec.compiler.limits import limits_for, using
+    model = nspec.load(SEEDS / "linear_attention.nspec", normalize=False)
+    x = np.random.default_rng(13).normal(size=(1, 200, 8)).astype(np.float32)
+    with using(limits_for("1MB")):
+        got, want = both_runs(model, {"x": x}, "reference")
+    assert_equal_runs(got, want)
+    ex = model.executor("reference")
+    assert ex.forms == {(200, True): None} and "tensor of shape" in ex.declined[(200, True)]
+
+
 @pytest.mark.parametrize("backend", ["reference", "torch"])
 def test_linear_attention_without_its_normaliser(backend):
     model = nspec.load(SEEDS / "linear_attention.nspec", normalize=False)

@@ -13,7 +13,8 @@ Required passes produce the IR every backend can run (``nspec compile --emit ir`
 the rest are optimisations (``--emit ir-opt`` prints the program after all of them).  ``--emit
 after=NAME`` prints the program after any one pass and ``--emit passes`` lists them.  Backends may run
 passes of their own after these (``BACKEND_PASSES``: TVM's fast mode runs ``TVM_PASSES``; they are
-listed too).  With ``verify=True`` (the default, and what the tests use) the IR verifier re-infers
+listed too), and the runtime one more once a run's length is known (``RUN_TIME_PASSES``: the
+parallel form, ``passes/parallel_form.py``).  With ``verify=True`` (the default, and what the tests use) the IR verifier re-infers
 every node after every pass.
 """
 
@@ -92,6 +93,11 @@ TVM_PASSES: tuple[Pass, ...] = (
     Pass("fuse-accumulations", fuse_accumulations, "add(x, propagate(...)) becomes a propagate accumulating into x"),
 )
 BACKEND_PASSES: dict[str, tuple[Pass, ...]] = {"tvm (fast mode)": TVM_PASSES}
+# Run by the runtime once a run's length is known (runtime/parallel.py), on the program PIPELINE gave.
+RUN_TIME_PASSES: tuple[tuple[str, str], ...] = (
+    ("parallel-form", "a sequence of steps whose only memory is sums of outer products read linearly (BDH, "
+     "linear attention, GLA) becomes masked matmuls over chunks (passes/parallel_form.py)"),
+)
 
 
 def pass_names() -> list[str]:
@@ -130,10 +136,13 @@ def run_passes(program: Program, passes: tuple[Pass, ...], verify: bool = True) 
 
 def describe_passes() -> str:
     """The text of ``nspec compile --emit passes``."""
-    width = max(len(p.name) for p in PIPELINE + sum(BACKEND_PASSES.values(), ()))
+    width = max(len(name) for name in [p.name for p in PIPELINE + sum(BACKEND_PASSES.values(), ())]
+                + [name for name, _ in RUN_TIME_PASSES])
     lines = ["pipeline (in order; * = required, the rest optimise):"]
     lines += [f"  {'*' if p.required else ' '} {p.name:<{width}}  {p.summary}" for p in PIPELINE]
     for backend, passes in BACKEND_PASSES.items():
         lines.append(f"then, for {backend}:")
         lines += [f"    {p.name:<{width}}  {p.summary}" for p in passes]
+    lines.append("then, at run time, for a run of several steps (Model.run; off with --no-parallel-form):")
+    lines += [f"    {name:<{width}}  {summary}" for name, summary in RUN_TIME_PASSES]
     return "\n".join(lines)

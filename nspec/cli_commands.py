@@ -381,7 +381,8 @@ def cmd_run(args) -> int:
     # the progress bar costs time in the loop, so a timed run goes without it
     # with --output, monitors stream to the file chunk by chunk (memory stays bounded however long the run)
     options = dict(inputs=inputs, steps=steps, backend=args.backend, seed=args.seed, batch=batch,
-                   progress=not (args.quiet or args.timing_json), nan_check=args.nan_check)
+                   progress=not (args.quiet or args.timing_json), nan_check=args.nan_check,
+                   parallel_form=args.parallel_form)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RuntimeWarning)
         if args.output is not None:

@@ -140,6 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timing-json", metavar="FILE", help="write {backend, compile_s, run_s, steps} as JSON: "
                    "compile_s covers the spec and the backend, run_s the main loop alone (which then runs "
                    "without a progress bar)")
+    p.add_argument("--no-parallel-form", dest="parallel_form", action="store_false",
+                   help="step a sequence token by token even where the parallel-form pass applies (a state that "
+                        "is a sum of outer products read linearly, as BDH's: by default a whole sequence runs as "
+                        "masked matmuls over chunks of 256 tokens)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary")
     p.add_argument("--force", action="store_true", help="overwrite existing output files")
     p.add_argument("--nan-check", choices=["error", "warn", "off"], default="error",

@@ -31,6 +31,7 @@ from nspec.dsl.diagnostics import SourceMap
 from .checks import RunChecks
 from .data_binding import changed, npz_shapes, shapes_of
 from .executor import BackendError, RunRequest, executor_class
+from .parallel import CHUNK, ParallelFormExecutor
 from .lossless import LossyCastError, convert
 from .reference import initialize
 from .weight_files import WeightsError, read_weights
@@ -226,11 +227,19 @@ class Model:
         return {(v.key or v.name): params[v.name] for v in self.program.params}
 
     # ------------------------------------------------------------ running
-    def executor(self, backend: str, **options):
-        key = (backend, tuple(sorted(options.items())))
+    def executor(self, backend: str, parallel_form: bool = True, parallel_chunk: int = CHUNK, **options):
+        """The backend's executor of this program, built once per backend and options.
+
+        With ``parallel_form`` (the default) a run of a whole sequence goes through the parallel
+        form where ``compiler/passes/parallel_form.py`` applies, ``parallel_chunk`` tokens at a time
+        (``runtime/parallel.py``); ``parallel_form=False`` steps it token by token."""
+        key = (backend, parallel_form, parallel_chunk, tuple(sorted(options.items())))
         if key not in self._executors:
             t0 = time.perf_counter()
-            self._executors[key] = executor_class(backend)(self.program, **options)
+            if parallel_form:
+                self._executors[key] = ParallelFormExecutor(self.program, backend, parallel_chunk, **options)
+            else:
+                self._executors[key] = executor_class(backend)(self.program, **options)
             self.last_timing["compile_s"] = time.perf_counter() - t0
         else:
             self.last_timing["compile_s"] = 0.0
@@ -326,6 +335,12 @@ class Model:
         (found by replaying that chunk on the reference interpreter with ``check_finite``).
         ``max_memory`` (bytes or ``"8GB"``): a run whose recorded values are estimated to exceed it
         is refused with ``LimitExceeded`` before it starts (``stream`` writes them to a file instead).
+
+        ``parallel_form`` (default True): a run of several steps that records nothing per step, of a
+        program whose only memory is sums of outer products read linearly (BDH, linear attention),
+        runs as masked matmuls over chunks of ``parallel_chunk`` (256) tokens
+        (``compiler/passes/parallel_form.py``); False steps it token by token.  Either gives the
+        same outputs and final state up to float rounding.
         """
         pieces = list(self._run_pieces(inputs, steps, duration, record, backend, seed, batch, progress, nan_check,
                                        max_memory, False, options, resume))
@@ -442,7 +457,7 @@ class Model:
         last = chunk.start + chunk.steps
         message = f"the run produced NaN or Inf in state {which} by step {last}"
         compile_s = self.last_timing.get("compile_s", 0.0)  # the run's own, not the replay's
-        replay = self.executor("reference", check_finite=True, first_step=chunk.start)
+        replay = self.executor("reference", parallel_form=False, check_finite=True, first_step=chunk.start)
         self.last_timing["compile_s"] = compile_s
         try:
             replay.run(replace(chunk.request, record=()))

@@ -3,8 +3,9 @@
 ``cli.md`` carries ``<!-- nspec:cli -->``, replaced by the reference of ``nspec.cli.build_parser()``:
 one section per subcommand with its usage line and a table of its arguments, so the page cannot drift
 from the parser.  ``gallery.md`` carries ``<!-- nspec:gallery -->``, replaced by one section per spec
-of ``specs/brian2/`` and ``specs/seeds/``: its header comment, the command that runs it, and its
-figure ``figures/<stem>_raster.png`` where one is shipped.  ``on_config`` points mkdocstrings at a
+of ``specs/brian2/`` and ``specs/seeds/``: its header comment, the command that runs it, and the
+figures drawn from it, with the command that draws each (``docs/figures/manifest.json``, written
+by ``bench/gallery.py``).  ``on_config`` points mkdocstrings at a
 tree of links that lays the ``nspec`` package out as it installs (``api.md``).
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import json
 import re
 import shutil
 import tempfile
@@ -135,21 +137,33 @@ def commands(relative: str, stem: str, source: str, figure: bool) -> list[str]:
     return lines
 
 
+def figures_of(manifest: dict) -> dict[str, list[tuple[str, str]]]:
+    """Per spec (``folder/name.nspec``): the (figure, command) pairs of ``docs/figures/manifest.json``
+    (written by ``bench/gallery.py``) drawn from it."""
+    out: dict[str, list[tuple[str, str]]] = {}
+    for figure, entry in sorted(manifest.items()):
+        for spec in entry["specs"]:
+            out.setdefault(spec, []).append((figure, entry["command"]))
+    return out
+
+
 def gallery() -> str:
-    """One section per spec of ``specs/brian2`` and ``specs/seeds``."""
+    """One section per spec of ``specs/brian2`` and ``specs/seeds``, with its figures and the
+    command that draws each."""
+    manifest_path = ROOT / "docs" / "figures" / "manifest.json"
+    drawn = figures_of(json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.exists() else {})
     lines = []
     for folder in GALLERY_FOLDERS:
         lines += ["", f"## `specs/{folder}/`", ""]
         for spec in sorted((ROOT / "specs" / folder).glob("*.nspec")):
             source = spec.read_text(encoding="utf-8")
             relative = spec.relative_to(ROOT).as_posix()
-            figure = ROOT / "docs" / "figures" / f"{spec.stem}_raster.png"
-            shown = is_spiking(source) and figure.exists()
+            figures = drawn.get(f"{folder}/{spec.name}", [])
             lines += [f"### {spec.stem}", "", f"`{relative}`", ""]
             lines += ["```text", header_comment(source), "```", ""]
-            lines += ["```", *commands(relative, spec.stem, source, shown), "```", ""]
-            if shown:
-                lines += [f"![{spec.stem}: spike raster and population rate](figures/{figure.name})", ""]
+            lines += ["```", *commands(relative, spec.stem, source, False), "```", ""]
+            for figure, command in figures:
+                lines += [f"![{spec.stem}: {figure}](figures/{figure})", "", f"Drawn by `{command}`.", ""]
     return "\n".join(lines) + "\n"
 
 

@@ -80,3 +80,39 @@ def test_gallery_has_every_spec_and_the_coba_figure(site):
     assert "nspec run specs/brian2/coba.nspec" in text
     assert 'src="../figures/coba_raster.png"' in text
     assert (site / "figures" / "coba_raster.png").stat().st_size > 1000
+
+
+def _gallery_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gallery", ROOT / "bench" / "gallery.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_figure_is_drawn_from_its_spec_as_it_is_now():
+    gallery = _gallery_script()
+    stale = gallery.stale(gallery.load_manifest())
+    assert not stale, (f"these figures were drawn from another text of their spec (or are missing): {stale}; "
+                       "redraw them with `python bench/gallery.py`")
+    listed = {f for f, _, _ in gallery.FIGURES}
+    assert set(gallery.load_manifest()) == listed
+    on_disk = {p.name for p in (ROOT / "docs" / "figures").glob("*.png")}
+    assert on_disk <= listed, f"figures no command draws (add them to bench/gallery.py's FIGURES): {on_disk - listed}"
+
+
+def test_every_gallery_spec_has_a_figure():
+    gallery = _gallery_script()
+    drawn = {spec for _, specs, _ in gallery.FIGURES for spec in specs}
+    for folder in ("brian2", "seeds"):
+        for spec in sorted((ROOT / "specs" / folder).glob("*.nspec")):
+            name = f"{folder}/{spec.name}"
+            assert name in drawn or name in gallery.NO_FIGURE, f"{name} has no figure in bench/gallery.py"
+
+
+def test_the_gallery_shows_each_figure_with_its_command(site):
+    text = page(site, "gallery")
+    for figure, _, command in _gallery_script().FIGURES:
+        assert f'src="../figures/{figure}"' in text, figure
+        assert command.replace('"', "&quot;") in text or command in text, command

@@ -42,7 +42,9 @@ def bases(v, h: dict) -> np.ndarray:
     centres = np.linspace(lo, hi, n)
     rbf = np.exp(-((flat[:, None] - centres) / (centres[1] - centres[0])) ** 2)
     j = np.arange(n)
-    fourier = np.cos(2 * np.pi / (hi - lo) * (j // 2 + 1) * flat[:, None] - (j % 2) * np.pi / 2)
+    k_of = (j + 1) // 2  # 1, cos w v, sin w v, cos 2 w v, sin 2 w v, ...
+    wv = 2 * np.pi / (hi - lo) * k_of * flat[:, None]
+    fourier = np.where(j % 2 == 1, np.cos(wv), np.sin(wv)) + (j == 0)
     return np.stack([spline, cheb, rbf, fourier], axis=1).reshape(*v.shape, len(POOL), n)
 
 

@@ -90,12 +90,14 @@ def random_state_dict(h: dict, rng) -> dict:
 PHASES = ("full", "selective", "pruned")
 
 
-def train_phases(data: dict, h: dict, steps=(300, 200, 200), lr=0.02, batch_size=128, seed=0) -> dict:
+def train_phases(data: dict, h: dict, steps=(300, 100, 50), lr=0.03, batch_size=256, seed=0,
+                 full_loss: str = "swapped") -> dict:
     """Train ``skan.nspec`` on ``data`` ({"x": [N, n_in], "target": [N, n_out]}) phase after phase: each
     phase is the spec compiled with ``phase`` set, started from the weights the previous phase ended
     with (a fresh Adam each phase).  The full phase's loss is ``mse:swapped:target`` (every candidate of
     the last layer standing in for its edge alone, the target broadcast to match), the others'
-    ``mse:y:target``.  Returns {phase: (weights, losses)}."""
+    ``mse:y:target`` (``full_loss="mixture"``: the full phase's too, the plain DARTS-style mixture, for
+    comparison).  Returns {phase: (weights, losses)}."""
     import nspec
     from nspec.runtime.train import train
 
@@ -111,7 +113,8 @@ def train_phases(data: dict, h: dict, steps=(300, 200, 200), lr=0.02, batch_size
             model.load_weights(weights)
         # the full phase fits every last-layer candidate standing in for its edge alone (and the
         # mixture inside it); the later phases fit y
-        loss, arrays = ("mse:swapped:target", swapped) if phase == "full" else ("mse:y:target", data)
+        loss, arrays = ("mse:swapped:target", swapped) if phase == "full" and full_loss == "swapped" \
+            else ("mse:y:target", data)
         hist = train(model, arrays, loss, steps=n, batch_size=batch_size, lr=lr, seed=seed, progress=False)
         weights = {k: np.array(v) for k, v in model.state_dict().items()}
         out[phase] = (weights, hist.losses)

@@ -6,7 +6,7 @@
    out), a depth-1 S-KAN with the default pool (8 functions per basis), phases of 300, 100, 50 Adam
    steps (lr 0.03, batch 256).  Prints the held-out RMSE after each phase next to the baseline
    (predicting the mean: the target's std) and the basis chosen per edge.
-2. Selection: y = T_5(tanh x_0) + [RBF_1 + RBF_4](x_1) + Fourier_5(x_2) (6 functions per basis on
+2. Selection: y = T_5(tanh x_0) + [RBF_1 + RBF_3](x_1) + Fourier_5(x_2) (6 functions per basis on
    [-2, 2]) for ``--seeds`` data/training seeds; the choice per edge after pruning, with the full
    phase trained as the spec's ``swapped`` output asks (every candidate standing in for its edge
    alone) and, for comparison, as a plain softmax mixture of the candidates (mse on y).  Also the
@@ -28,14 +28,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from skan_oracle import PHASES, POOL, bases, predict, selection, train_phases  # noqa: E402
 
 SELECT_H = dict(n_in=3, n_out=1, n_basis=6, lo=-2.0, hi=2.0)
-TERMS = ("T_5(tanh x0)", "RBF_1 + RBF_4 (x1)", "Fourier_5(x2)")
+TERMS = ("T_5(tanh x0)", "RBF_1 + RBF_3 (x1)", "Fourier_5(x2)")
 
 
 def selection_data(seed: int):
     rng = np.random.default_rng(seed)
     x = rng.uniform(-2, 2, (1024, 3)).astype(np.float32)
     b = bases(x, SELECT_H)
-    terms = np.stack([b[:, 0, 1, 5], b[:, 1, 2, 1] + b[:, 1, 2, 4], b[:, 2, 3, 5]], axis=1)
+    terms = np.stack([b[:, 0, 1, 5], b[:, 1, 2, 1] + b[:, 1, 2, 3], b[:, 2, 3, 5]], axis=1)
     return x, terms
 
 
@@ -86,7 +86,7 @@ def main() -> None:
         data = {"x": x, "target": terms.sum(1, keepdims=True).astype(np.float32)}
         for mode in picks:
             res = train_phases(data, SELECT_H, seed=seed, full_loss=mode)
-            chosen = list(np.argmax(res["pruned"][0]["layers.0.select"][0], -1))
+            chosen = [int(s) for s in np.argmax(res["pruned"][0]["layers.0.select"][0], -1)]
             picks[mode].append(chosen)
             if seed == 0 and mode == "swapped":
                 first = res

@@ -113,14 +113,14 @@ def test_a_two_layer_network_on_the_reference(tmp_path):
 # ---------------------------------------------------------------- selection and the three phases
 @pytest.fixture(scope="module")
 def selection_run():
-    """y = T_5(tanh x_0) + [RBF_1(x_1) + RBF_4(x_1)] + Fourier_5(x_2), each term one basis's own
+    """y = T_5(tanh x_0) + [RBF_1(x_1) + RBF_3(x_1)] + Fourier_5(x_2), each term one basis's own
     functions (6 per basis, range [-2, 2]), fitted by the three phases (300, 100, 50 Adam steps, lr 0.03,
     batch 256 of 1024 samples)."""
     h = dict(n_in=3, n_out=1, n_basis=6, lo=-2.0, hi=2.0)
     rng = np.random.default_rng(0)
     x = rng.uniform(-2, 2, (1024, 3)).astype(np.float32)
     b = bases(x, h)
-    y = b[:, 0, 1, 5] + b[:, 1, 2, 1] + b[:, 1, 2, 4] + b[:, 2, 3, 5]
+    y = b[:, 0, 1, 5] + b[:, 1, 2, 1] + b[:, 1, 2, 3] + b[:, 2, 3, 5]
     return h, x, y, train_phases({"x": x, "target": y[:, None].astype(np.float32)}, h, steps=(300, 100, 50),
                                  lr=0.03, batch_size=256)
 

@@ -3,7 +3,7 @@
     python bench/skan.py [--seeds 5] [--out docs/figures]
 
 1. Fits: f(x) = exp(-x^2) and f(x, y) = sin(pi x) + y^2 on [-1, 1] (1024 training points, 1000 held
-   out), a depth-1 S-KAN with the default pool (8 functions per basis), phases of 300, 100, 50 Adam
+   out), a depth-1 S-KAN with the default pool (8 functions per basis), phases of 300, 300, 50 Adam
    steps (lr 0.03, batch 256).  Prints the held-out RMSE after each phase next to the baseline
    (predicting the mean: the target's std) and the basis chosen per edge.
 2. Selection: y = T_5(tanh x_0) + [RBF_1 + RBF_3](x_1) + Fourier_5(x_2) (6 functions per basis on

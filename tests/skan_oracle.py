@@ -15,7 +15,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "specs" / "seeds" / "skan.nspec"
 POOL = ("bspline", "chebyshev", "rbf", "fourier")
-DEFAULTS = dict(n_in=2, n_hidden=4, n_out=1, depth=1, n_basis=8, spline_order=3, lo=-1.0, hi=1.0, tau=0.1,
+DEFAULTS = dict(n_in=2, n_hidden=4, n_out=1, depth=1, n_basis=8, spline_order=3, lo=-1.0, hi=1.0, tau=0.3,
                 phase="full", select_per="edge")
 
 
@@ -90,7 +90,7 @@ def random_state_dict(h: dict, rng) -> dict:
 PHASES = ("full", "selective", "pruned")
 
 
-def train_phases(data: dict, h: dict, steps=(300, 100, 50), lr=0.03, batch_size=256, seed=0,
+def train_phases(data: dict, h: dict, steps=(300, 300, 50), lr=0.03, batch_size=256, seed=0,
                  full_loss: str = "swapped") -> dict:
     """Train ``skan.nspec`` on ``data`` ({"x": [N, n_in], "target": [N, n_out]}) phase after phase: each
     phase is the spec compiled with ``phase`` set, started from the weights the previous phase ended

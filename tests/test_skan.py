@@ -78,24 +78,25 @@ def test_forward_equals_the_oracle(h, backend, tmp_path):
 
 
 def test_each_basis_alone_equals_its_definition():
-    """One coefficient set to 1, everything else 0, one input: y is that one basis function, for each
-    of the pool's 4 x 8 functions (a swapped basis order or an off-by-one knot would show here)."""
+    """One input, 32 outputs: output o keeps basis o // 8 (pruned, its logit the largest) with the
+    single coefficient k = o % 8 set to 1, so y_o is that one basis function; all 4 x 8 within 1e-5 of
+    their definitions (a swapped basis order or an off-by-one knot would show here)."""
     import nspec
 
-    h = dict(n_in=1, n_out=1, phase="pruned")
+    n = len(POOL) * 8
     x = np.linspace(-2.4, 2.4, 97, dtype=np.float32)[:, None]
-    want = bases(x, h)[:, 0]  # [N, 4, 8]
-    model = nspec.load(SPEC, **h)
-    for s in range(len(POOL)):
-        logits = np.zeros((1, 1, 4), np.float32)
-        logits[..., s] = 1  # pruned: the argmax is basis s
-        for k in range(8):
-            coef = np.zeros((1, 1, 4, 8), np.float32)
-            coef[0, 0, s, k] = 1
-            model.load_weights({"layers.0.coef": coef, "layers.0.select": logits})
-            got = np.asarray(model.run(inputs={"x": x})["y"]).reshape(-1)
-            assert np.max(np.abs(got - want[:, s, k])) <= TOLERANCE, (POOL[s], k)
-    assert np.all(want[:, 0].sum(-1)[np.abs(x[:, 0]) <= 1] > 1 - 1e-9)  # B-splines: a partition of unity
+    want = bases(x, {})[:, 0].reshape(len(x), n)  # [N, 4 * 8], basis-major
+    logits = np.zeros((n, 1, 4), np.float32)
+    coef = np.zeros((n, 1, 4, 8), np.float32)
+    for o in range(n):
+        logits[o, 0, o // 8] = 1
+        coef[o, 0, o // 8, o % 8] = 1
+    model = nspec.load(SPEC, n_in=1, n_out=n, phase="pruned")
+    model.load_weights({"layers.0.coef": coef, "layers.0.select": logits})
+    got = np.asarray(model.run(inputs={"x": x})["y"]).reshape(len(x), n)
+    err = np.abs(got - want).max(0)
+    assert np.all(err <= TOLERANCE), {f"{POOL[o // 8]}[{o % 8}]": e for o, e in enumerate(err) if e > TOLERANCE}
+    assert np.all(want[:, :8].sum(-1)[np.abs(x[:, 0]) <= 1] > 1 - 1e-9)  # B-splines: a partition of unity
 
 
 def test_a_two_layer_network_on_the_reference(tmp_path):

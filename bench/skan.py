@@ -118,7 +118,8 @@ def main() -> None:
         want = f(g) - f(np.zeros((1, 2)))[0]
         ax[0, 1].plot(grid[:, 0], want, "k", lw=3, alpha=0.3)
         ax[0, 1].plot(grid[:, 0], edge, label=f"edge {label} (pruned)")
-    ax[0, 1].set_title(f"sin(pi x) + y^2: pruned edges (grey: truth)\nheld-out RMSE {rmse['pruned']:.4f}, baseline 0.76")
+    ax[0, 1].set_title(f"sin(pi x) + y^2: pruned edges (grey: truth)\n"
+                       f"held-out RMSE {rmse['pruned']:.4f}, baseline 0.76")
     ax[0, 1].legend(fontsize=8)
     for ph in PHASES:
         ax[0, 2].semilogy(res[ph][1], label=ph)

@@ -51,6 +51,7 @@ FIGURES: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("consciousness_prior.png", ("seeds/consciousness_prior.nspec",), "python bench/consciousness_prior.py"),
     ("pointer_net.png", ("seeds/pointer_net.nspec",), "python bench/pointer_net.py"),
     ("neuroformer.png", ("seeds/neuroformer.nspec",), "python bench/neuroformer.py"),
+    ("skan.png", ("seeds/skan.nspec",), "python bench/skan.py"),
 )
 
 # gallery specs without a figure of their own, and why

@@ -228,3 +228,25 @@ def test_passes_are_pure():
     program = Program("p", before, GraphBuilder().build(), (), (Var("x", f32, (4,)),), (), (Var("z", f32, (4,)),))
     eliminate_dead_code(fold_constants(program))
     assert program.step is before and len(before.nodes) == len(constant_heavy_graph().nodes)
+
+
+def test_a_constant_array_of_one_value_becomes_a_scalar_operand():
+    # where(spike, [Vr, Vr, Vr], v) reads an immediate: the reset of every LIF spec
+    g = GraphBuilder()
+    v = g.arg("v", "state", f32, (3,))
+    spike = g.add(Op.GT, (v, g.const(1.0)), boolean, (3,))
+    g.result("v", "next", g.add(Op.WHERE, (spike, g.const(np.full(3, -0.06, np.float32)), v), f32, (3,), span=SPAN))
+    g.result("w", "output", g.add(Op.ADD, (v, g.const(np.array([1.0, 2.0, 3.0], np.float32))), f32, (3,)))
+    g.result("u", "output", g.add(Op.MUL, (g.const(np.full(3, 2.0, np.float32)), g.const(np.float32(1.5))),
+                                   f32, (3,)))
+    before = g.build()
+    after = eliminate_dead_graph(fold_graph(before))
+    env = {"v": np.array([[0.5, 2.0, 1.5], [3.0, -1.0, 0.0]], np.float32)}
+    assert_same_values(before, after, env, batch=2)
+    where = next(n for n in after.nodes if n.op is Op.WHERE)
+    reset = after.nodes[where.inputs[1]]
+    assert reset.op is Op.CONST and reset.shape == () and reset.attr("value") == np.float32(-0.06)
+    add = next(n for n in after.nodes if n.op is Op.ADD)
+    assert after.nodes[add.inputs[1]].shape == (3,)      # values that differ stay an array
+    u = after.nodes[next(r.node for r in after.results if r.name == "u")]
+    assert u.op is Op.CONST and u.shape == (3,)          # no operand keeps the shape: folded whole

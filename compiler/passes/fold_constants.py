@@ -4,6 +4,7 @@ A node whose inputs are all constants becomes a constant, computed by the refere
 interpreter's rule for its op (so folding can never disagree with the oracle).  Then two small
 rewrite tables remove operations that cannot change a value: a binary op with a neutral or
 absorbing constant operand, and structural no-ops (a cast to the same dtype, a double negation).
+An elementwise op's operand that is a constant array of one value becomes a scalar constant.
 
 Inputs that a fold or a forward makes unused stay in the graph; ``eliminate_dead_code`` removes
 them.  Spans are kept: a folded constant carries the span of the node it replaces.
@@ -17,7 +18,7 @@ from typing import Callable
 import numpy as np
 
 from nspec.compiler.interpret import RULES, Context
-from nspec.compiler.ir import DType, Graph, Node, Op, Program, Result
+from nspec.compiler.ir import ELEMENTWISE_BINARY, DType, Graph, Node, Op, Program, Result
 
 # A folded value may be larger than its inputs (broadcast(0, [4000, 4000])): fold it only up to
 # this many elements, or the size of its largest input, so programs never bloat.
@@ -147,6 +148,30 @@ def _rewrite(node: Node, nodes: list[Node], random: list[bool]) -> int | Node | 
     return None
 
 
+BROADCASTING = ELEMENTWISE_BINARY | {Op.WHERE}
+
+
+def _scalar_operands(n: Node, nodes: list[Node]) -> Node:
+    """``n`` (an elementwise op) reading a one-element CONST in place of each operand that is a
+    constant of ``n``'s whole shape with one value everywhere, when another operand keeps that
+    shape: ``where(spike, [Vr, Vr, ...], v)`` becomes ``where(spike, Vr, v)``.  The value is
+    unchanged, and the backends read an immediate instead of a per-element constant buffer (one
+    memory stream less in CUBA's fused step loop).  New CONSTs are appended to ``nodes``."""
+    if n.op not in BROADCASTING or len(n.shape) == 0:
+        return n
+    ins = [nodes[j] for j in n.inputs]
+    full = [i.shape == n.shape and i.op is not Op.CONST for i in ins]
+    if not any(full):
+        return n
+    inputs = list(n.inputs)
+    for k, i in enumerate(ins):
+        if i.op is Op.CONST and i.shape == n.shape and i.attr("value").size > 1 and _uniform_value(i) is not None:
+            value = np.array(i.attr("value").flat[0], dtype=i.dtype.numpy)
+            nodes.append(Node(Op.CONST, (), i.dtype, (), (("value", value),), i.span))
+            inputs[k] = len(nodes) - 1
+    return replace(n, inputs=tuple(inputs))
+
+
 def fold_graph(graph: Graph) -> Graph:
     """Fold constants and apply the identities in ``graph`` and in its LOOP bodies."""
     nodes: list[Node] = []
@@ -157,6 +182,8 @@ def fold_graph(graph: Graph) -> Graph:
         if n.op is Op.LOOP and isinstance(n.attr("body"), Graph):
             body = fold_graph(n.attr("body"))
             n = replace(n, attrs=replace(n.attrs, body=body))
+        n = _scalar_operands(n, nodes)
+        random += [False] * (len(nodes) - len(random))  # the scalar constants it added draw nothing
         new = _fold(n, [nodes[j] for j in n.inputs])
         if new is None:
             new = _rewrite(n, nodes, random)

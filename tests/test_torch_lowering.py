@@ -889,6 +889,6 @@ def test_parameter_only_values_are_computed_once_per_run(tmp_path, monkeypatch):
 
 
 def test_linear_shaped_einsums_take_the_linear_kernel():
-    assert tr._linear_form("ai,oi->ao") and tr._linear_form("i,oi->o") and tr._linear_form("bti,oi->bto")
-    assert not tr._linear_form("ai,io->ao") and not tr._linear_form("ai,oi->oa") and not tr._linear_form("ii,oi->o")
-    assert not tr._linear_form("ai,aoi->ao") and not tr._linear_form("ai,bi,ci->abc")
+    assert tr.linear_form("ai,oi->ao") and tr.linear_form("i,oi->o") and tr.linear_form("bti,oi->bto")
+    assert not tr.linear_form("ai,io->ao") and not tr.linear_form("ai,oi->oa") and not tr.linear_form("ii,oi->o")
+    assert not tr.linear_form("ai,aoi->ao") and not tr.linear_form("ai,bi,ci->abc")

@@ -144,7 +144,7 @@ def generate(plan: Plan) -> Code:
         sources.append(once.__self__.code)
     b = _Builder(plan, "Step")
     for k, i in enumerate(kept):
-        b.env[i] = b.graph.call_function(operator.getitem, (b.once, k), name=f"once_{i}")
+        b.env[i] = b._op(b.by_index[i], operator.getitem, (b.once, k), name=f"once_{i}")
     b.sites([s for s in plan.sites if not s.once], [s for s in plan.local if not s.once])
     step = b.finish([b.value(i) for i in plan.roots], lines)
     sources.append(step.__self__.code)

@@ -57,6 +57,8 @@ _SAME = {Op.NEG: torch.neg, Op.ABS: torch.abs, Op.RELU: torch.relu, Op.FLOOR: to
 _FLOAT_SAME = {Op.EXP: torch.exp, Op.LOG: torch.log, Op.SQRT: torch.sqrt, Op.TANH: torch.tanh,
                Op.SIGMOID: torch.sigmoid, Op.SILU: F.silu, Op.SOFTPLUS: F.softplus, Op.SIN: torch.sin,
                Op.COS: torch.cos, Op.ERF: torch.erf}
+# rules whose result is always in the node's dtype (they cast their operands to it): no cast after them
+_RULES_IN_DTYPE = {Op.CONCAT, Op.SCATTER_ADD, Op.PROPAGATE, Op.LAYERNORM}
 _REDUCE = {Op.SUM: torch.sum, Op.MEAN: torch.mean, Op.MAX: torch.amax, Op.MIN: torch.amin}
 
 
@@ -215,7 +217,7 @@ class _Builder:
         if value is None:  # the op's rule, bound to its site
             value = self._op(s, _bound(s), ([self.value(j) for j in n.inputs], self.frame),
                              name=f"{s.op}_{s.index}")
-            dtype = None
+            dtype = s.dtype if n.op in _RULES_IN_DTYPE else self._dtype(n.inputs[0]) if n.op is Op.GATHER else None
         if s.dtype is not None and dtype != s.dtype:
             value = self._op(s, "to", (value, s.dtype), method=True, name=f"cast_{s.index}")
         return value

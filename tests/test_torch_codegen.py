@@ -17,7 +17,6 @@ import torch
 import nspec
 from nspec.compiler.ir import DType, GraphBuilder, Op
 from nspec.dsl.diagnostics import Span
-from nspec.lowering import to_torch as tt
 from nspec.lowering import torch_codegen as cg
 from nspec.lowering import torch_rules as tr
 from nspec.runtime.executor import BackendError
@@ -193,3 +192,18 @@ def test_plans_survive_pickling_without_their_code(tmp_path):
     again = pickle.loads(pickle.dumps(module))
     assert again._nspec.step.generated.code is None
     torch.testing.assert_close(again(x=x)["y"], before, rtol=0, atol=0)
+
+
+def test_a_hostile_name_stays_a_dictionary_key():
+    """Spec-derived strings enter generated code as repr'd constants: an ARG named like code
+    reads its value by that exact name (were it pasted as text, the generated line would call
+    ``__import__`` and add a second key's value, or fail to compile)."""
+    name = "x'] + __import__('os').getpid() + args['y"
+    b = GraphBuilder()
+    x = b.arg(name, "input", F32, (2,))
+    b.result("z", "output", b.add(Op.NEG, [x], F32, (2,)))
+    plan = tr.compile_plan(b.build(), {})
+    value = torch.tensor([[1.0, 2.0]])
+    out = cg.execute(plan, tr.Frame({name: value, "x": torch.zeros(1, 2), "y": torch.zeros(1, 2)}, {}, 1))
+    torch.testing.assert_close(out[plan.graph.result("z").node], -value, rtol=0, atol=0)
+    assert repr(name) in cg.source(plan)

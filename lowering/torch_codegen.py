@@ -165,7 +165,8 @@ class _Builder:
         self.graph = g = fx.Graph()
         self.args, self.consts = g.placeholder("args"), g.placeholder("consts")
         self.once = g.placeholder("once") if kind == "Step" else None
-        self.frame, self.grad, self.local_grad = g.placeholder("frame"), g.placeholder("grad"), g.placeholder("local_grad")
+        self.frame, self.grad = g.placeholder("frame"), g.placeholder("grad")
+        self.local_grad = g.placeholder("local_grad")
         self.env: dict[int, fx.Node] = {}
         self.by_index = {s.index: s for s in plan.sites + plan.local}
         self.site_of: dict[str, Site] = {}   # fx node name -> the site it belongs to

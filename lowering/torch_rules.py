@@ -128,7 +128,8 @@ def compile_plan(graph: Graph, consts: dict[str, np.ndarray], unbatched=frozense
         if i not in live:
             continue
         if n.op not in RULES:
-            raise node_error(n, i, "the torch backend has no rule for this op (initialisation-only ops run on the host)")
+            raise node_error(n, i,
+                             "the torch backend has no rule for this op (initialisation-only ops run on the host)")
         extra = None
         if n.op is Op.CONST:
             extra = f"{prefix}{i}"

@@ -10,7 +10,10 @@ gets a batch letter, and axes count from the per-sample shape: the rules of
 
 The plans and the rules live together because each needs the other: ``compile_plan`` checks every
 op has a rule and ``execute`` dispatches to them, while the LOOP rule compiles and executes its
-body's plan.  The trainable module and the executor built on them are in ``to_torch.py``.
+body's plan.  Runs do not go through this interpreter unless asked to: ``torch_codegen.py`` turns each
+plan into generated code that calls the same rules for the ops it does not inline (``Frame.run``
+says which executes a LOOP's body).  The trainable module and the executor built on them are in
+``to_torch.py``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Lowering to PyTorch: a trainable module and an executor over the interpreter of ``torch_rules.py``.
+"""Lowering to PyTorch: a trainable module and an executor over the plans of ``torch_rules.py``,
+run as the Python that ``torch_codegen.py`` generates for them (or interpreted, for debugging).
 
 ``to_module(program)`` gives a ``ProgramModule``: parameters registered under their external names
 (``Var.key``, else the path with ``/`` -> ``.``) in nested submodules, frozen ones as buffers; the
@@ -26,8 +27,8 @@ from torch import nn
 from nspec.compiler.data_dims import DataShapes
 from nspec.compiler.ir import INIT_ONLY, Graph, Op, Program, Var, verify_program
 from nspec.lowering.surrogates import SURROGATES
-from nspec.lowering.torch_rules import (RULES, TORCH_DTYPES, TORCH_UNTIL, Frame, Loop, Plan, Site, compile_plan,
-                                        execute)
+from nspec.lowering.torch_codegen import execute, run
+from nspec.lowering.torch_rules import RULES, TORCH_DTYPES, TORCH_UNTIL, Frame, Loop, Plan, Site, compile_plan
 from nspec.runtime.data_binding import changed
 from nspec.runtime.executor import BackendError, RunRequest, RunResult, require_values
 
@@ -236,7 +237,8 @@ class ProgramModule(nn.Module):
 
     def _frame(self, args, batch) -> Frame:
         o = self._nspec.options
-        return Frame(args, dict(self._nspec_consts.named_buffers()), batch, o["plasticity_grad"], o["propagate"])
+        return Frame(args, dict(self._nspec_consts.named_buffers()), batch, o["plasticity_grad"], o["propagate"],
+                     run=run)
 
     def initial_state(self, batch: int) -> dict[str, torch.Tensor]:
         """Every state's initial value as [batch, *shape]."""
@@ -281,7 +283,7 @@ class ProgramModule(nn.Module):
         args.update(state)
         args.update(inputs)
         o = low.options
-        frame = Frame(args, cache["constants"], batch, o["plasticity_grad"], o["propagate"], cache)
+        frame = Frame(args, cache["constants"], batch, o["plasticity_grad"], o["propagate"], cache, run)
         vals = execute(low.step, frame)
         flags = low.step.flags
         results = {name: _batched(vals[node], flags[node], batch) for name, node in low.result_nodes.items()}

@@ -8,8 +8,8 @@
   holds the run's seed and step counter when the model draws random numbers);
 * ``NAME.json``: the manifest, the names, shapes and dtypes of both sides and the loop that runs it.
 
-One step rather than the whole run: ``torch.export`` unrolls a Python time loop, and tracing the
-interpreter of ``torch_rules.py`` costs about a second per step, so a run of thousands of steps
+One step rather than the whole run: ``torch.export`` unrolls a Python time loop, and tracing one
+step of the torch backend costs about a second, so a run of thousands of steps
 would take hours to export; the caller's loop is three lines.  The step is traced with dense
 propagation (the event-driven one has data-dependent shapes) and with the batch fixed: a random
 initial state is drawn per sample, so ``state0`` is the run's for that batch size.
@@ -95,7 +95,7 @@ def export(model, path: str | Path, batch: int = 1) -> list[Path]:
             exported = torch.export.export(step, example, strict=False)
     except Exception as exc:  # torch raises many kinds for a step it cannot trace
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        # the interpreter locates a failing rule at its node's span (torch_rules.execute)
+        # the torch backend locates a failing op at its node's span (torch_codegen.run)
         where = first if isinstance(exc, BackendError) else f"{program.name}: {type(exc).__name__}: {first}"
         raise BackendError(f"{where}\n  torch.export cannot trace one step of {program.name}: it needs a graph "
                            "without data-dependent control flow or shapes (an `until` loop, a data-dependent "

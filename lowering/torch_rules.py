@@ -10,7 +10,10 @@ gets a batch letter, and axes count from the per-sample shape: the rules of
 
 The plans and the rules live together because each needs the other: ``compile_plan`` checks every
 op has a rule and ``execute`` dispatches to them, while the LOOP rule compiles and executes its
-body's plan.  The trainable module and the executor built on them are in ``to_torch.py``.
+body's plan.  Runs do not go through this interpreter unless asked to: ``torch_codegen.py`` turns each
+plan into generated code that calls the same rules for the ops it does not inline (``Frame.run``
+says which executes a LOOP's body).  The trainable module and the executor built on them are in
+``to_torch.py``.
 """
 
 from __future__ import annotations
@@ -48,6 +51,8 @@ class Frame:
     propagate: str = "auto"       # "dense" | "event" | "auto" (event-driven when no gradient is needed)
     cache: dict = field(default_factory=dict)  # per-run values of parameters only (by id of their Site),
                                                # and the "parameters" and "constants" tensors by name
+    run: Callable | None = None   # how a LOOP runs its body's plan: ``execute`` (this interpreter) when
+                                  # None, else the generated code of ``torch_codegen.py``
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +79,8 @@ class Plan:
     flags: tuple[bool, ...]
     sites: tuple[Site, ...]
     local: tuple[Site, ...] = ()
+    roots: tuple[int, ...] = ()   # the nodes whose values a run hands back (generated code returns only those)
+    generated: Any = field(default=None, compare=False, repr=False)  # torch_codegen's per-plan slot
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +107,7 @@ def _parameter_only(graph: Graph) -> set[int]:
 _PER_STEP = {Op.ARG, Op.RANDOM, Op.LOOP, Op.ITEM, Op.PROPAGATE}  # never computed once for a whole run
 
 
-def _fail(node: Node, index: int, message: str) -> BackendError:
+def node_error(node: Node, index: int, message: str) -> BackendError:
     return BackendError(f"{node.span}: error: %{index} ({node.op.value}): {message}")
 
 
@@ -124,7 +131,8 @@ def compile_plan(graph: Graph, consts: dict[str, np.ndarray], unbatched=frozense
         if i not in live:
             continue
         if n.op not in RULES:
-            raise _fail(n, i, "the torch backend has no rule for this op (initialisation-only ops run on the host)")
+            raise node_error(n, i,
+                             "the torch backend has no rule for this op (initialisation-only ops run on the host)")
         extra = None
         if n.op is Op.CONST:
             extra = f"{prefix}{i}"
@@ -137,17 +145,17 @@ def compile_plan(graph: Graph, consts: dict[str, np.ndarray], unbatched=frozense
             extra = indptr.op is Op.CONST or (indptr.op is Op.ARG and indptr.attr("role") == "param")
         elif n.op is Op.EINSUM:
             equation = batched_equation(n.attr("equation"), tuple(flags[j] for j in n.inputs))
-            extra = (equation, _linear_form(equation))
+            extra = (equation, linear_form(equation))
         elif n.op is Op.SPIKE:
             try:
                 extra = surrogates.resolve(n.attr("surrogate"), n.attr("surrogate_args"))
             except (KeyError, ValueError) as exc:
-                raise _fail(n, i, str(exc).strip("'\"")) from None
+                raise node_error(n, i, str(exc).strip("'\"")) from None
         dtype = None if n.op is Op.LOOP else TORCH_DTYPES[n.dtype]
         once = i in fixed and n.op not in (Op.ARG, Op.CONST)
         site = Site(i, n, tuple(flags[j] for j in n.inputs), flags[i], dtype, extra, once, n.op.value)
         (tail if i in local else sites).append(site)
-    return Plan(graph, flags, tuple(sites), tuple(tail))
+    return Plan(graph, flags, tuple(sites), tuple(tail), tuple(dict.fromkeys(roots)), CodeSlot())
 
 
 def _compile_loop(graph: Graph, i: int, flags, consts, prefix: str) -> Loop:
@@ -155,13 +163,27 @@ def _compile_loop(graph: Graph, i: int, flags, consts, prefix: str) -> Loop:
     try:
         spec = LoopSpec.of(n)
     except IRError as exc:
-        raise _fail(n, i, str(exc)) from None
+        raise node_error(n, i, str(exc)) from None
     unbatched = spec.unbatched([flags[j] for j in n.inputs], flags[i])
     return Loop(spec, compile_plan(spec.attrs.body, consts, unbatched, prefix, roots=spec.roots))
 
 
+class CodeSlot:
+    """Where ``torch_codegen`` keeps a plan's generated code, built on its first run; copies and
+    pickles of a plan get an empty slot (the code is generated again where it is needed)."""
+
+    __slots__ = ("code",)
+
+    def __init__(self):
+        self.code = None
+
+    def __reduce__(self):
+        return (CodeSlot, ())
+
+
 def execute(plan: Plan, frame: Frame) -> list:
-    """Every live node's value (None elsewhere); plastic-only nodes run without gradients."""
+    """Interpret ``plan``: every live node's value (None elsewhere); plastic-only nodes run without
+    gradients.  The debugging path of ``torch_codegen.execute``, which runs generated code instead."""
     vals: list = [None] * len(plan.flags)
     _run_sites(plan.sites, vals, frame)
     if plan.local:
@@ -180,7 +202,7 @@ def _run_sites(sites, vals, frame):
         except BackendError:
             raise
         except Exception as exc:  # a runtime failure names the node and the spec line it came from
-            raise _fail(s.node, s.index, f"{type(exc).__name__}: {exc}") from exc
+            raise node_error(s.node, s.index, f"{type(exc).__name__}: {exc}") from exc
         if s.dtype is not None and v.dtype != s.dtype:
             v = v.to(s.dtype)
         vals[s.index] = v
@@ -304,7 +326,7 @@ def _layernorm(s, xs, frame):
 
 
 # ---------------------------------------------------------------- rules: contractions, shapes, indexing
-def _linear_form(equation: str) -> bool:
+def linear_form(equation: str) -> bool:
     """Whether ``equation`` is ``...i,oi->...o`` (x W^T over x's last axis): F.linear, which skips
     einsum's parsing and path search, a large share of a small per-step product's time."""
     lhs, out = equation.split("->")
@@ -478,7 +500,7 @@ def _loop(s, xs, frame):
     def body(carry):
         args = dict(invariant)
         args.update(zip(spec.carried, carry))
-        vals = execute(loop.body, replace(frame, args=args, batch=batch))
+        vals = (frame.run or execute)(loop.body, replace(frame, args=args, batch=batch))
         cond = None if nodes.until_node is None else lift(vals[nodes.until_node], flags[nodes.until_node]).bool()
         return ([lift(vals[k], flags[k]) for k in nodes.next_nodes], [lift(vals[k], flags[k]) for k in nodes.out_nodes],
                 cond)
@@ -583,4 +605,5 @@ RULES: dict[Op, Callable] = {
 _RULE_OF = {op.value: rule for op, rule in RULES.items()}  # by the op's string: an Enum hashes in Python
 
 
-__all__ = ["TORCH_DTYPES", "TORCH_UNTIL", "RULES", "Frame", "Site", "Plan", "Loop", "compile_plan", "execute"]
+__all__ = ["TORCH_DTYPES", "TORCH_UNTIL", "RULES", "Frame", "Site", "Plan", "Loop", "CodeSlot", "compile_plan",
+           "execute", "node_error", "linear_form"]

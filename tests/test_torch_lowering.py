@@ -868,17 +868,25 @@ system Leaky {
 """
 
 
-def test_parameter_only_values_are_computed_once_per_run(tmp_path, monkeypatch):
+@pytest.mark.parametrize("interpret", [False, True])
+def test_parameter_only_values_are_computed_once_per_run(tmp_path, monkeypatch, interpret):
     """kappa = exp(-1 / tau) depends on a parameter only: one EXP per run, not one per step; a new run
-    (here with other weights) computes it again, and the outputs equal the reference's."""
+    (here with other weights) computes it again, and the outputs equal the reference's.  Counted in
+    the interpreter's rule, or in the ``torch.exp`` that generated code calls."""
     import nspec
+    from nspec.lowering import torch_codegen as cg
 
     path = tmp_path / "leaky.nspec"
     path.write_text(ONCE_SPEC)
     model = nspec.load(path)
     calls = []
-    exp_rule = tr._RULE_OF["exp"]
-    monkeypatch.setitem(tr._RULE_OF, "exp", lambda s, xs, frame: calls.append(1) or exp_rule(s, xs, frame))
+    monkeypatch.setattr(cg, "INTERPRET", interpret)
+    if interpret:
+        exp_rule = tr._RULE_OF["exp"]
+        monkeypatch.setitem(tr._RULE_OF, "exp", lambda s, xs, frame: calls.append(1) or exp_rule(s, xs, frame))
+    else:
+        exp = torch.exp
+        monkeypatch.setattr(torch, "exp", lambda x: calls.append(1) or exp(x))
     x = np.ones((2, 7, 3), np.float32)
     for raw in (0.0, 1.5):
         model.load_weights({"tau": np.full(3, raw, np.float32)})
@@ -889,6 +897,6 @@ def test_parameter_only_values_are_computed_once_per_run(tmp_path, monkeypatch):
 
 
 def test_linear_shaped_einsums_take_the_linear_kernel():
-    assert tr._linear_form("ai,oi->ao") and tr._linear_form("i,oi->o") and tr._linear_form("bti,oi->bto")
-    assert not tr._linear_form("ai,io->ao") and not tr._linear_form("ai,oi->oa") and not tr._linear_form("ii,oi->o")
-    assert not tr._linear_form("ai,aoi->ao") and not tr._linear_form("ai,bi,ci->abc")
+    assert tr.linear_form("ai,oi->ao") and tr.linear_form("i,oi->o") and tr.linear_form("bti,oi->bto")
+    assert not tr.linear_form("ai,io->ao") and not tr.linear_form("ai,oi->oa") and not tr.linear_form("ii,oi->o")
+    assert not tr.linear_form("ai,aoi->ao") and not tr.linear_form("ai,bi,ci->abc")

@@ -1,0 +1,232 @@
+"""Figures of the seed models on ``docs/seeds.md``, each run through nspec (``nspec.load``, ``Model.run``,
+``Model.to_torch()``) from the specs in ``specs/seeds/`` and ``specs/lib/workspace.nspec``.
+
+    python bench/seed_figures.py [--only NAME ...] [--quick] [--out docs/figures]
+
+NAME is one of recurrent_cells, mpsae, sequence_mixers, workspace_routing, hourglass, spikingbrain
+(the multitasking Hebbian network's figure is ``bench/multitask_hebbian.py``'s).  Each writes
+``<out>/<NAME>.png`` and prints the numbers it plots.  ``--quick`` shrinks every run (fewer backends,
+steps and samples) to check that the script works; the committed figures are drawn without it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import nspec
+
+ROOT = Path(__file__).resolve().parent.parent
+SEEDS = ROOT / "specs" / "seeds"
+CONFORMANCE = ROOT / "tests" / "conformance"
+
+
+def pyplot():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def save(fig, out: Path, name: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out / f"{name}.png", dpi=110)
+    print(f"wrote {out / f'{name}.png'}")
+
+
+# ---------------------------------------------------------------- recurrent cells
+def recurrent_cells(out: Path, quick: bool) -> None:
+    """The conformance bundles (torch.nn.LSTM / GRU / RNN outputs) against nspec's, per backend."""
+    plt = pyplot()
+    backends = ["reference"] if quick else ["reference", "onnxruntime", "torch"]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.4))
+    diffs = {}
+    for model, colour in zip(("lstm", "gru", "rnn"), ("C0", "C1", "C2")):
+        meta = json.loads((CONFORMANCE / f"{model}_tiny.json").read_text())
+        spec = nspec.load(SEEDS / f"{model}.nspec", **meta["config"])
+        spec.load_weights(str(CONFORMANCE / f"{model}_tiny.weights.safetensors"))
+        with np.load(CONFORMANCE / f"{model}_tiny.inputs.npz") as i, \
+                np.load(CONFORMANCE / f"{model}_tiny.outputs.npz") as o:
+            x, want = i["input"], {k: o[k] for k in o.files}
+        for backend in backends:
+            got = spec.run({"input": x}, batch=len(x), backend=backend)
+            diffs[model, backend] = max(float(np.max(np.abs(got[k] - v))) for k, v in want.items())
+            if backend == "reference":
+                a.scatter(want["output"].ravel(), got["output"].ravel(), s=12, color=colour,
+                          label=f"{model} ({want['output'].size} values)")
+        print(model, {bk: f"{d:.2g}" for (m, bk), d in diffs.items() if m == model})
+    a.plot([-1, 1], [-1, 1], color="grey", lw=0.8, ls="--", label="y = x")
+    a.set_xlabel("torch 2.13 output (bundle), dimensionless")
+    a.set_ylabel("nspec output (reference interpreter)")
+    a.set_title("output, every batch, step and unit")
+    a.legend(fontsize=8)
+    floor = 1e-9
+    width = 0.8 / len(backends)
+    for j, backend in enumerate(backends):
+        values = [max(diffs[m, backend], floor) for m in ("lstm", "gru", "rnn")]
+        bars = b.bar(np.arange(3) + (j - (len(backends) - 1) / 2) * width, values, width, label=backend)
+        for bar, m in zip(bars, ("lstm", "gru", "rnn")):
+            if diffs[m, backend] == 0:
+                b.annotate("0", (bar.get_x() + bar.get_width() / 2, floor), ha="center", va="bottom", fontsize=8)
+    b.axhline(1e-5, color="red", lw=0.8, ls="--", label="bundle tolerance 1e-5")
+    b.set_yscale("log")
+    b.set_ylim(floor / 2, 1e-4)
+    b.set_xticks(range(3), ["LSTM", "GRU", "RNN"])
+    b.set_ylabel("max |nspec - torch| over output, h_n (, c_n)")
+    b.set_title("largest difference per backend")
+    b.legend(fontsize=8)
+    fig.suptitle("Recurrent cells: specs/seeds/{lstm,gru,rnn}.nspec on tests/conformance/*_tiny "
+                 "(2 layers, 4 inputs, 5 hidden, batch 2, 6 steps)")
+    fig.tight_layout()
+    save(fig, out, "recurrent_cells")
+
+
+# ---------------------------------------------------------------- MP-SAE
+def mpsae(out: Path, quick: bool) -> None:
+    """Relative reconstruction error over training: MP-SAE (to_torch) against a ReLU SAE of the same size,
+    on tests/test_mpsae.py's k-sparse data; and the trained MP-SAE's error against its number of steps k."""
+    plt = pyplot()
+    d, c, k, n = 12, 24, 3, 256
+    steps = 30 if quick else 300
+    rng = np.random.default_rng(0)
+    A = rng.normal(size=(c, d))
+    A /= np.linalg.norm(A, axis=1, keepdims=True)
+    s = np.zeros((n, c))
+    for row in s:
+        row[rng.choice(c, k, replace=False)] = rng.uniform(0.5, 1.5, k) * rng.choice([-1, 1], k)
+    x = torch.as_tensor(s @ A, dtype=torch.float32)
+
+    def rel_error(x_hat):
+        return float(((x - x_hat) ** 2).sum() / (x ** 2).sum())
+
+    torch.manual_seed(0)
+    mp = nspec.load(SEEDS / "mpsae.nspec", input_shape=d, nb_concepts=c, k=k).to_torch()
+    opt = torch.optim.Adam(mp.parameters(), lr=1e-2)
+    mp_curve = []
+    for _ in range(steps + 1):
+        opt.zero_grad()
+        x_hat = mp(x=x)["x_hat"]
+        mp_curve.append(rel_error(x_hat.detach()))
+        ((x_hat - x) ** 2).mean().backward()
+        opt.step()
+
+    torch.manual_seed(0)
+    enc, dec = torch.nn.Linear(d, c), torch.nn.Linear(c, d)
+    opt = torch.optim.Adam(list(enc.parameters()) + list(dec.parameters()), lr=1e-2)
+    relu_curve = []
+    for _ in range(steps + 1):
+        opt.zero_grad()
+        codes = torch.relu(enc(x))
+        x_hat = dec(codes)
+        relu_curve.append(rel_error(x_hat.detach()))
+        (((x_hat - x) ** 2).mean() + 0.1 * codes.abs().sum(dim=1).mean()).backward()
+        opt.step()
+    active = float((torch.relu(enc(x)) > 0).float().sum(dim=1).mean())
+
+    # the trained dictionary, read with k = 1 .. 8 matching-pursuit steps (the same weights by key)
+    state = {key: v.detach().numpy() for key, v in mp.state_dict().items()}
+    ks = list(range(1, 5 if quick else 9))
+    by_k = []
+    for kk in ks:
+        model = nspec.load(SEEDS / "mpsae.nspec", input_shape=d, nb_concepts=c, k=kk)
+        model.load_weights(state)
+        x_hat = model.run({"x": x.numpy()[:, None]}, batch=n)["x_hat"][:, 0]
+        by_k.append(rel_error(torch.as_tensor(x_hat)))
+    print(f"after {steps} steps: MP-SAE {mp_curve[-1]:.3f}, ReLU SAE {relu_curve[-1]:.3f} "
+          f"({active:.1f} active codes); error by k: " + ", ".join(f"{kk}: {e:.3f}" for kk, e in zip(ks, by_k)))
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
+    a.plot(mp_curve, label=f"MP-SAE, k = {k} (nspec to_torch)")
+    a.plot(relu_curve, label=f"ReLU SAE + L1 0.1 ({active:.1f} active codes at the end)")
+    a.axhline(1.0, color="grey", lw=0.8, ls=":", label="all-zero reconstruction")
+    a.set_xlabel("Adam step (full batch, lr 1e-2)")
+    a.set_ylabel("relative error |x - x_hat|^2 / |x|^2")
+    a.set_yscale("log")
+    a.set_title("training, both with 24 atoms")
+    a.legend(fontsize=8)
+    b.plot(ks, by_k, marker="o")
+    b.axvline(k, color="grey", lw=0.8, ls="--", label=f"k trained with ({k})")
+    b.set_xlabel("matching-pursuit steps k at evaluation")
+    b.set_ylabel("relative error |x - x_hat|^2 / |x|^2")
+    b.set_yscale("log")
+    b.set_title("trained MP-SAE read with other k (Model.run)")
+    b.legend(fontsize=8)
+    fig.suptitle(f"MP-SAE (specs/seeds/mpsae.nspec): x = s A, 3-sparse s over 24 unit atoms in 12-d, {n} samples")
+    fig.tight_layout()
+    save(fig, out, "mpsae")
+
+
+# ---------------------------------------------------------------- sequence mixers
+def mixing_matrix(spec: str, T: int, d: int, seed: int) -> np.ndarray:
+    """||d y_t / d x_s||_F for one random sequence, through the spec's torch module (its own random init)."""
+    torch.manual_seed(seed)
+    module = nspec.load(SEEDS / f"{spec}.nspec").to_torch()
+    x = torch.randn(1, T, d)
+    J = torch.autograd.functional.jacobian(lambda z: module(x=z)["y"], x)   # [1, T, d, 1, T, d]
+    return J[0, :, :, 0].pow(2).sum(dim=(1, 3)).sqrt().numpy()
+
+
+def sequence_mixers(out: Path, quick: bool) -> None:
+    plt = pyplot()
+    T, d = (6 if quick else 12), 8
+    names = {"linear_attention": "linear attention (elu+1, normalised)", "gla": "GLA (tau 16)",
+             "selective_ssm": "selective SSM (Mamba S6)", "softmax_attention": "softmax attention (causal)"}
+    fig, axes = plt.subplots(1, 5, figsize=(20, 4.3), gridspec_kw={"width_ratios": [1, 1, 1, 1, 1.15]})
+    for a, (spec, title) in zip(axes, names.items()):
+        m = mixing_matrix(spec, T, d, seed=0)
+        upper = float(np.max(m[np.triu_indices(T, 1)]))
+        print(f"{spec}: largest |dy_t/dx_s| above the diagonal (s > t) {upper:.1g}")
+        shown = np.log10(np.maximum(m / m.max(), 1e-4))
+        image = a.imshow(shown, cmap="viridis", vmin=-4, vmax=0)
+        a.set_title(title, fontsize=10)
+        a.set_xlabel("input position s (token)")
+        a.set_ylabel("output position t (token)")
+    fig.colorbar(image, ax=axes[:4], fraction=0.02, label="log10 ||dy_t/dx_s||_F / max (floor -4)")
+
+    rng = np.random.default_rng(1)
+    stepped_model = nspec.load(SEEDS / "linear_attention.nspec")
+    weights = {k: (0.5 * rng.standard_normal(v.shape)).astype(np.float32)
+               for k, v in nspec.load(SEEDS / "linear_attention.nspec").to_torch().state_dict().items()}
+    stepped_model.load_weights(weights)
+    parallel_model = nspec.load(SEEDS / "linear_attention_parallel.nspec")
+    parallel_model.load_weights(weights)
+    x = rng.standard_normal((2, T, d)).astype(np.float32)
+    stepped = stepped_model.run({"x": x}, batch=2)["y"]
+    whole = parallel_model.run({"x": x[:, None]}, batch=2)["y"][:, 0]
+    diff = float(np.max(np.abs(stepped - whole)))
+    print(f"linear attention, recurrent (T steps) vs parallel (one step): max |diff| {diff:.2g}")
+    a = axes[4]
+    a.scatter(whole.ravel(), stepped.ravel(), s=6)
+    lim = float(np.max(np.abs(whole))) * 1.05
+    a.plot([-lim, lim], [-lim, lim], color="grey", lw=0.8, ls="--")
+    a.set_xlabel("parallel spec y (one data step)")
+    a.set_ylabel("recurrent spec y (one token per step)")
+    a.set_title(f"linear attention, two forms: max |diff| {diff:.1g}", fontsize=10)
+    fig.suptitle(f"Sequence mixers (specs/seeds/*.nspec, d_model {d}, {T} tokens, random init): "
+                 "token mixing |dy_t/dx_s| through Model.to_torch(), and recurrent = parallel")
+    save(fig, out, "sequence_mixers")
+
+
+FIGURES = {"recurrent_cells": recurrent_cells, "mpsae": mpsae, "sequence_mixers": sequence_mixers}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", nargs="+", choices=sorted(FIGURES), help="draw these figures only")
+    ap.add_argument("--quick", action="store_true", help="tiny runs, to check the script")
+    ap.add_argument("--out", default=str(ROOT / "docs" / "figures"))
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    for name in args.only or sorted(FIGURES):
+        start = time.time()
+        FIGURES[name](Path(args.out), args.quick)
+        print(f"{name}: {time.time() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -176,17 +176,22 @@ def sequence_mixers(out: Path, quick: bool) -> None:
     T, d = (6 if quick else 12), 8
     names = {"linear_attention": "linear attention (elu+1, normalised)", "gla": "GLA (tau 16)",
              "selective_ssm": "selective SSM (Mamba S6)", "softmax_attention": "softmax attention (causal)"}
-    fig, axes = plt.subplots(1, 5, figsize=(20, 4.3), gridspec_kw={"width_ratios": [1, 1, 1, 1, 1.15]})
+    fig = plt.figure(figsize=(14, 8.6), layout="constrained")
+    grid = fig.add_gridspec(2, 3, width_ratios=[1, 1, 1.1])
+    axes = [fig.add_subplot(grid[r, c]) for r, c in ((0, 0), (0, 1), (1, 0), (1, 1))]
+    cmap = pyplot().get_cmap("viridis").with_extremes(bad="white")
     for a, (spec, title) in zip(axes, names.items()):
         m = mixing_matrix(spec, T, d, seed=0)
         upper = float(np.max(m[np.triu_indices(T, 1)]))
         print(f"{spec}: largest |dy_t/dx_s| above the diagonal (s > t) {upper:.1g}")
-        shown = np.log10(np.maximum(m / m.max(), 1e-4))
-        image = a.imshow(shown, cmap="viridis", vmin=-4, vmax=0)
-        a.set_title(title, fontsize=10)
-        a.set_xlabel("input position s (token)")
-        a.set_ylabel("output position t (token)")
-    fig.colorbar(image, ax=axes[:4], fraction=0.02, label="log10 ||dy_t/dx_s||_F / max (floor -4)")
+        shown = np.where(m > 0, np.log10(np.maximum(m / m.max(), 1e-4)), np.nan)
+        image = a.imshow(shown, cmap=cmap, vmin=-4, vmax=0)
+        a.set_title(f"{title}\nwhite: exactly 0 (s > t, causal)" if upper == 0 else title, fontsize=10)
+        a.set_xlabel("input position s (token index)")
+        a.set_ylabel("output position t (token index)")
+        a.set_xticks(range(0, T, 2))
+        a.set_yticks(range(0, T, 2))
+    fig.colorbar(image, ax=axes, shrink=0.6, label="log10 ||dy_t/dx_s||_F / its max (floor -4)")
 
     rng = np.random.default_rng(1)
     stepped_model = nspec.load(SEEDS / "linear_attention.nspec")
@@ -200,15 +205,16 @@ def sequence_mixers(out: Path, quick: bool) -> None:
     whole = parallel_model.run({"x": x[:, None]}, batch=2)["y"][:, 0]
     diff = float(np.max(np.abs(stepped - whole)))
     print(f"linear attention, recurrent (T steps) vs parallel (one step): max |diff| {diff:.2g}")
-    a = axes[4]
+    a = fig.add_subplot(grid[:, 2])
     a.scatter(whole.ravel(), stepped.ravel(), s=6)
     lim = float(np.max(np.abs(whole))) * 1.05
     a.plot([-lim, lim], [-lim, lim], color="grey", lw=0.8, ls="--")
     a.set_xlabel("parallel spec y (one data step)")
     a.set_ylabel("recurrent spec y (one token per step)")
     a.set_title(f"linear attention, two forms: max |diff| {diff:.1g}", fontsize=10)
-    fig.suptitle(f"Sequence mixers (specs/seeds/*.nspec, d_model {d}, {T} tokens, random init): "
-                 "token mixing |dy_t/dx_s| through Model.to_torch(), and recurrent = parallel")
+    a.set_aspect("equal")
+    fig.suptitle(f"Sequence mixers (specs/seeds/*.nspec, d_model {d}, {T} tokens, random init): token mixing\n"
+                 "|dy_t/dx_s| by autograd through Model.to_torch(); right: linear attention's two specs by Model.run")
     save(fig, out, "sequence_mixers")
 
 

@@ -218,7 +218,95 @@ def sequence_mixers(out: Path, quick: bool) -> None:
     save(fig, out, "sequence_mixers")
 
 
-FIGURES = {"recurrent_cells": recurrent_cells, "mpsae": mpsae, "sequence_mixers": sequence_mixers}
+# ---------------------------------------------------------------- workspace routing
+MODULES, WS_SLOTS = 4, 2
+WORKSPACES = f"""
+from "std/workspace.nspec" import GatedWorkspace, SoftmaxWorkspace, TopKWorkspace, AttentionWorkspace
+
+# Module m writes e_m (scaled by its salience for the attention workspace), so a read is the
+# competition's weights themselves.
+composite Probe {{
+  in write: f32[{MODULES}, {MODULES}]
+  in salient: f32[{MODULES}, {MODULES}]
+  in gates: f32[{MODULES}]
+  in query: f32[{MODULES}, {MODULES}]
+  out gated: f32[{MODULES}]
+  out soft: f32[{MODULES}]
+  out top2: f32[{MODULES}]
+  out attention: f32[{MODULES}, {MODULES}]
+  box g: GatedWorkspace(dim = {MODULES}, modules = {MODULES})
+  box s: SoftmaxWorkspace(dim = {MODULES}, modules = {MODULES})
+  box t2: TopKWorkspace(dim = {MODULES}, modules = {MODULES}, k = 2)
+  box att: AttentionWorkspace(dim = {MODULES}, modules = {MODULES}, slots = {WS_SLOTS}, key_dim = 2)
+  wire write -> g.write, s.write, t2.write
+  wire salient -> att.write
+  wire gates -> g.gates, s.gates, t2.gates
+  wire query -> att.query
+  wire g.read -> gated
+  wire s.read -> soft
+  wire t2.read -> top2
+  wire att.read -> attention
+}}
+
+simulate Probe for 1 s, dt = 1 s
+"""
+
+
+def workspace_routing(out: Path, quick: bool) -> None:
+    """The competition weights per step and module of specs/lib/workspace.nspec's gated, softmax, top-2
+    and attention workspaces (the constructs specs/examples/workspace_routing.nspec composes)."""
+    import tempfile
+
+    plt = pyplot()
+    T = 8 if quick else 24
+    t = np.arange(T + 1)[:, None]
+    phase = 2 * np.pi * np.arange(MODULES)[None] / MODULES
+    gates = (1.5 * (1 + np.sin(2 * np.pi * t / 12 + phase))).astype(np.float32)      # scores rotate
+    salience = (0.5 + 6 * (1 + np.cos(2 * np.pi * t / 16 + phase)) / 2).astype(np.float32)
+    eye = np.eye(MODULES, dtype=np.float32)
+    inputs = {"write": np.tile(eye, (T + 1, 1, 1)), "salient": salience[:, :, None] * eye,
+              "gates": gates, "query": np.tile(eye, (T + 1, 1, 1))}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "workspace_probe.nspec"
+        path.write_text(WORKSPACES)
+        model = nspec.load(path)
+        got = model.run(inputs=inputs, steps=T + 1, seed=0, record=["att/content"])
+    # step t's competition is read at step t + 1 (the content is state); the attention content is
+    # recorded as it enters a step: step t + 1 holds step t's write, w_jm * salience_m in column m
+    weights = {"gated": got["gated"][1:], "softmax": got["soft"][1:], "top-2": got["top2"][1:]}
+    content = got["att/content"][1:]
+    for j in range(WS_SLOTS):
+        weights[f"attention, slot {j}"] = content[:, j] / salience[:T]
+    soft = np.exp(gates[:T]) / np.exp(gates[:T]).sum(1, keepdims=True)
+    print(f"softmax weights against NumPy: max |diff| {np.max(np.abs(weights['softmax'] - soft)):.1g}; "
+          f"top-2 writers per step: {sorted(set((weights['top-2'] > 0).sum(1).tolist()))}; "
+          f"attention slot weights sum to 1 within {np.max(np.abs(weights['attention, slot 0'].sum(1) - 1)):.1g}")
+
+    fig, axes = plt.subplots(1, 6, figsize=(17, 4.6), layout="constrained",
+                             gridspec_kw={"width_ratios": [1.1, 1, 1, 1, 1, 1]})
+    a = axes[0]
+    for m in range(MODULES):
+        a.plot(gates[:T, m], range(T), label=f"module {m}")
+    a.invert_yaxis()
+    a.set_xlabel("score (gate), dimensionless")
+    a.set_ylabel("step (1 s each)")
+    a.set_title("scores given", fontsize=10)
+    a.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
+    for a, (name, w) in zip(axes[1:], weights.items()):
+        image = a.imshow(w, cmap="viridis", vmin=0, vmax=1 if name != "gated" else 3, aspect="auto")
+        a.set_title(name + (" (the scores themselves)" if name == "gated" else ""), fontsize=10)
+        a.set_xlabel("module")
+        a.set_xticks(range(MODULES))
+        a.set_ylabel("step (1 s each)")
+        fig.colorbar(image, ax=a, shrink=0.8, label="write weight" if name != "gated" else "write weight (0 to 3)")
+    fig.suptitle("Workspace competition (specs/lib/workspace.nspec through Model.run): the weight of each "
+                 "module's write per step.\nModule m writes e_m, so a read is the weights; the attention "
+                 "slots compete on salience (0.5-6.5) with learned slot queries (seed 0)")
+    save(fig, out, "workspace_routing")
+
+
+FIGURES = {"recurrent_cells": recurrent_cells, "mpsae": mpsae, "sequence_mixers": sequence_mixers,
+           "workspace_routing": workspace_routing}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -385,8 +385,67 @@ def hourglass(out: Path, quick: bool) -> None:
     save(fig, out, "hourglass")
 
 
+# ---------------------------------------------------------------- SpikingBrain
+def spikingbrain(out: Path, quick: bool) -> None:
+    """Int2Spike's binary, ternary and bitwise codes of eight integer counts as rasters, their decoded values,
+    and the IF expansion's spike count against the integer count."""
+    from matplotlib.colors import ListedColormap
+
+    plt = pyplot()
+    spec = SEEDS / "spikingbrain.nspec"
+    n = np.array([0, 3, 7, 12, 24, 30, -5, -13], np.float32)            # D = 8 features, max_count 24
+    codes = nspec.load(spec, target="Int2Spike").run(inputs={"n": n[None, None]}, steps=1, batch=1)
+    codes = {k: v[0, 0] for k, v in codes.items()}
+    counts = np.arange(-40, 41, 4 if quick else 1).astype(np.float32)
+    expansion = nspec.load(spec, target="IFExpansion").run(
+        inputs={"n": np.repeat(counts[:, None], 8, axis=1)}, steps=24, batch=len(counts))
+    fired = expansion["fired"][:, :, 0]                                    # [count, step], feature 0
+    for name in ("binary", "ternary", "bitwise", "signmag"):
+        print(f"{name:8s} decodes {codes[name + '_decoded'].astype(int).tolist()}")
+    print(f"IF expansion over 24 steps: spike count == clip(n, -24, 24) for every n in -40..40: "
+          f"{bool(np.all(fired.sum(1) == np.clip(counts, -24, 24)))}")
+
+    colours = ListedColormap(["tab:red", "white", "black"])
+    fig = plt.figure(figsize=(16, 5.8), layout="constrained")
+    grid = fig.add_gridspec(1, 5, width_ratios=[1, 1, 0.9, 0.9, 1.3])
+    bits = [16, 8, 4, 2, 1]
+    for j, (name, title) in enumerate([("binary", "binary {0, 1}: n spikes of +1"),
+                                       ("ternary", "ternary {-1, 0, 1}: |n| spikes of sign(n)"),
+                                       ("bitwise", "bitwise {0, 1}: step t has place 2^(4-t)"),
+                                       ("signmag", "sign-magnitude {-1, 0, 1}")]):
+        a = fig.add_subplot(grid[0, j])
+        train = codes[name]
+        a.imshow(train, cmap=colours, vmin=-1.5, vmax=1.5, aspect="auto", interpolation="nearest")
+        a.set_xticks(range(8), [str(int(v)) for v in n])
+        a.set_xticks(np.arange(-0.5, 8), minor=True)
+        a.set_yticks(np.arange(-0.5, len(train)), minor=True)
+        a.grid(which="minor", color="lightgrey", lw=0.5)
+        a.tick_params(which="minor", length=0)
+        a.set_xlabel("integer count n of each feature")
+        if len(train) == len(bits):
+            a.set_yticks(range(len(bits)), [f"{t} ({p})" for t, p in enumerate(bits)])
+            a.set_ylabel("spike step t  (place value)")
+        else:
+            a.set_ylabel("spike step t")
+        decoded = codes[name + "_decoded"].astype(int)
+        a.set_title(f"{title}\ndecoded: {' '.join(map(str, decoded))}", fontsize=9)
+    a = fig.add_subplot(grid[0, 4])
+    a.plot(counts, fired.sum(1), "o", ms=3, label="IF expansion: spikes fired in 24 steps (signed)")
+    a.plot(counts, np.clip(counts, -24, 24), color="grey", lw=0.8, label="clip(n, -24, 24)")
+    a.plot(counts, counts, color="grey", lw=0.8, ls=":", label="n")
+    a.set_xlabel("integer count n given at the first step")
+    a.set_ylabel("net spike count (spikes)")
+    a.set_title("IF neuron, soft reset, no leak (IFExpansion)", fontsize=9)
+    a.legend(fontsize=8, loc="lower right")
+    fig.suptitle("SpikingBrain spike coding (specs/seeds/spikingbrain.nspec: Int2Spike and IFExpansion through "
+                 "Model.run; max_count 24, B = 5 bits)\nblack: +1 spike, red: -1 spike; out of range (30, and "
+                 "negatives in the unsigned codes) a code saturates to the nearest end of its range")
+    save(fig, out, "spikingbrain")
+
+
 FIGURES = {"recurrent_cells": recurrent_cells, "mpsae": mpsae, "sequence_mixers": sequence_mixers,
-           "workspace_routing": workspace_routing, "hourglass": hourglass}
+           "workspace_routing": workspace_routing, "hourglass": hourglass,
+           "spikingbrain": spikingbrain}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,7 +1,7 @@
 """The multitasking Hebbian network's magnetisations against the dilution d (``specs/seeds/multitask_hebbian.nspec``).
 
     python bench/multitask_hebbian.py [--N 1000] [--K 3] [--seeds 8] [--steps 10] [--schedule synchronous]
-                                      [--dynamics zero_noise] [--out bench/out]
+                                      [--dynamics zero_noise] [--out docs/figures]
 
 For each d in 0, 0.05, ..., 0.9 and each seed: patterns and examples drawn by the spec, a start from
 pattern 1 with 20 % of its bits flipped, ``--steps`` steps of the chosen dynamics (the reference
@@ -32,7 +32,7 @@ def main() -> None:
     ap.add_argument("--schedule", default="synchronous", choices=["synchronous", "sequential"])
     ap.add_argument("--dynamics", default="zero_noise", choices=["zero_noise", "glauber"])
     ap.add_argument("--beta", type=float, default=20.0)
-    ap.add_argument("--out", default="bench/out")
+    ap.add_argument("--out", default="docs/figures")
     args = ap.parse_args()
 
     bar = 3 / np.sqrt(args.N)

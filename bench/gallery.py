@@ -52,6 +52,16 @@ FIGURES: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("pointer_net.png", ("seeds/pointer_net.nspec",), "python bench/pointer_net.py"),
     ("neuroformer.png", ("seeds/neuroformer.nspec",), "python bench/neuroformer.py"),
     ("skan.png", ("seeds/skan.nspec",), "python bench/skan.py"),
+    ("recurrent_cells.png", ("seeds/lstm.nspec", "seeds/gru.nspec", "seeds/rnn.nspec"),
+     "python bench/seed_figures.py --only recurrent_cells"),
+    ("mpsae.png", ("seeds/mpsae.nspec",), "python bench/seed_figures.py --only mpsae"),
+    ("sequence_mixers.png", ("seeds/linear_attention.nspec", "seeds/linear_attention_parallel.nspec",
+                             "seeds/gla.nspec", "seeds/selective_ssm.nspec", "seeds/softmax_attention.nspec"),
+     "python bench/seed_figures.py --only sequence_mixers"),
+    ("workspace_routing.png", ("lib/workspace.nspec",), "python bench/seed_figures.py --only workspace_routing"),
+    ("hourglass.png", ("seeds/hourglass.nspec",), "python bench/seed_figures.py --only hourglass"),
+    ("spikingbrain.png", ("seeds/spikingbrain.nspec",), "python bench/seed_figures.py --only spikingbrain"),
+    ("multitask_hebbian.png", ("seeds/multitask_hebbian.nspec",), "python bench/multitask_hebbian.py --seeds 6"),
 )
 
 # gallery specs without a figure of their own, and why

@@ -7,12 +7,14 @@ example file the other suites run); this file covers every other block of every 
 * ```` ```nspec ````: parsed, compiled, and its ``test`` blocks run (``nspec test``);
 * ```` ```python ````: executed in a fresh folder, after the setup its page's prose states
   (``PRELUDES``: the file the block reads, the array ``x`` it assumes);
-* a shell block (every line starts with ``nspec``, ``python`` or ``pip``): each ``nspec`` command
+* a shell block (every line starts with ``nspec``, ``python``, ``pytest`` or ``pip``): each ``nspec`` command
   runs through the CLI in a fresh folder that links ``specs/``, ``tests/`` and ``bench/``, with the
   weights, inputs and data files it names made from the spec when no such file exists (the
   placeholders ``W.safetensors``, ``x.npz``, ``d.npz``, ``net.nir``); ``pip`` lines must name extras
-  that ``pyproject.toml`` declares; the test command must be ``.ci/run``'s; ``python bench/...``
-  runs the script at a reduced size (``SHRINK``);
+  that ``pyproject.toml`` declares; the test command must be ``.ci/run``'s, and a test file a page
+  names must exist; ``python bench/...`` runs the script at a reduced size (``SHRINK``), or, for the
+  training and figure scripts (minutes each, writing ``docs/figures``), parses its arguments
+  (``--help`` after them);
 * any other block is output or a diagram, and must have an entry in ``TEXT`` that checks it
   against the code (a new unchecked block fails ``test_every_block_has_a_check``).
 """
@@ -23,6 +25,8 @@ import contextlib
 import io
 import re
 import shlex
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -35,7 +39,7 @@ from nspec.cli import main as cli
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = sorted((ROOT / "docs").glob("*.md")) + [ROOT / "README.md"]
 FENCE = re.compile(r"^```(\w*)[ \t]*\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
-COMMANDS = ("nspec", "python", "pip")
+COMMANDS = ("nspec", "python", "pip", "pytest")
 SHRINK = {"bench/fuzz_specs.py": ["--mutants", "3", "--timeout", "20"]}
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -128,10 +132,14 @@ def _make_missing(argv: list[str]) -> None:
             model = model or _model_of(argv)
             data = _inputs_for(model, batch=32, steps=1)
             data = {k: v[:, 0] for k, v in data.items()}
+            rng = np.random.default_rng(1)
             for loss in _values("--loss", argv):
-                name, output, target = (loss.split(":") + ["", ""])[:3]
-                classes = int(model.program.var(output).shape[-1])
-                data[target] = np.random.default_rng(1).integers(0, classes, 32).astype(np.int64)
+                kind, output, target = (loss.split(":") + ["", ""])[:3]
+                shape = tuple(int(d) for d in model.program.var(output).shape)
+                if kind == "cross_entropy":  # class labels over the output's last axis
+                    data[target] = rng.integers(0, shape[-1], (32,) + shape[:-1]).astype(np.int64)
+                else:                        # a target of the output's shape
+                    data[target] = rng.standard_normal((32,) + shape).astype(np.float32)
             np.savez(d, **data)
 
 
@@ -216,13 +224,23 @@ def run_shell(block: str, tmp_path: Path) -> None:
                 assert argv[:3] == ["pip", "install", "-e"], command
                 for extra in re.findall(r"\[(.*?)\]", argv[3]):
                     assert set(extra.split(",")) <= set(extras), f"{command}: no such extra in pyproject.toml"
-            elif argv[:3] == ["python", "-m", "pytest"]:
-                assert line == ci, f"the documented test command {shlex.join(line)!r} is not .ci/run's {shlex.join(ci)!r}"
-            elif argv[0] == "python":
-                script = argv[1]
-                assert script in SHRINK, f"{command}: add the script to SHRINK with a small size"
-                rc = _run_script(script, argv[2:] + SHRINK[script])
+            elif argv[:3] == ["python", "-m", "pytest"] or argv[0] == "pytest":
+                files = [a for a in argv if a.startswith("tests/")]
+                if files:  # a page pointing at its tests: they exist (the suite runs them)
+                    assert all((ROOT / f.split("::")[0]).is_file() for f in files), command
+                else:
+                    assert line == ci, f"the documented test command {shlex.join(line)!r} is not .ci/run's {shlex.join(ci)!r}"
+            elif argv[0] == "python" and argv[1] in SHRINK:
+                rc = _run_script(argv[1], argv[2:] + SHRINK[argv[1]])
                 assert rc == 0, command
+            elif argv[0] == "python":
+                # a training or figure script (minutes, and it writes docs/figures): it exists and
+                # its parser takes the documented arguments
+                script = ROOT / argv[1]
+                assert script.is_file() and script.parent.name == "bench", command
+                done = subprocess.run([sys.executable, str(script), *argv[2:], "--help"], capture_output=True,
+                                      text=True, timeout=300)
+                assert done.returncode == 0 and "usage:" in done.stdout, f"{command}:\n{done.stderr[-2000:]}"
             else:
                 assert argv[0] == "nspec", command
                 if "nir" in argv[1] and not Path(argv[2]).exists():

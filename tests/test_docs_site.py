@@ -113,6 +113,8 @@ def test_every_gallery_spec_has_a_figure():
 
 def test_the_gallery_shows_each_figure_with_its_command(site):
     text = page(site, "gallery")
-    for figure, _, command in _gallery_script().FIGURES:
+    for figure, specs, command in _gallery_script().FIGURES:
+        if not any(spec.startswith(("brian2/", "seeds/")) for spec in specs):
+            continue  # a figure of a library file (workspace_routing.png): docs/seeds.md shows it
         assert f'src="../figures/{figure}"' in text, figure
         assert command.replace('"', "&quot;") in text or command in text, command

@@ -27,7 +27,7 @@ from torch import nn
 from nspec.compiler.data_dims import DataShapes
 from nspec.compiler.ir import INIT_ONLY, Graph, Op, Program, Var, verify_program
 from nspec.lowering.surrogates import SURROGATES
-from nspec.lowering.torch_codegen import execute, run
+from nspec.lowering.torch_codegen import execute, prepare, run
 from nspec.lowering.torch_rules import RULES, TORCH_DTYPES, TORCH_UNTIL, Frame, Loop, Plan, Site, compile_plan
 from nspec.runtime.data_binding import changed
 from nspec.runtime.executor import BackendError, RunRequest, RunResult, require_values
@@ -151,6 +151,7 @@ class ProgramModule(nn.Module):
         consts: dict[str, np.ndarray] = {}
         plastic = frozenset(s.name for s in program.states if s.plastic)
         step_plan = compile_plan(step, consts, local_results=plastic)
+        prepare(step_plan)
         next_nodes = {s.name: step.result(s.name, "next").node for s in program.states}
         output_nodes = {o.name: step.result(o.name, "output").node for o in program.outputs}
         # Results a run can return or record by name; an output wins over a value of the same name.

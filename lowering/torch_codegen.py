@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from nspec.compiler.batching import batched_perm, sliced, stored_axes, stored_axis
 from nspec.compiler.ir import Op
 from nspec.lowering import torch_rules as rules
-from nspec.lowering.torch_rules import RULES, TORCH_DTYPES, Frame, Plan, Site
+from nspec.lowering.torch_rules import RULES, TORCH_DTYPES, Frame, Loop, Plan, Site
 from nspec.runtime.executor import BackendError
 
 INTERPRET = os.environ.get("NSPEC_TORCH_INTERPRET", "") not in ("", "0")
@@ -113,6 +113,19 @@ def run(plan: Plan, frame: Frame) -> list:
     for i, v in zip(code.roots, out):
         vals[i] = v
     return vals
+
+
+def prepare(plan: Plan) -> None:
+    """Generate the code of ``plan`` and of its LOOP bodies now, when a module is built: under
+    ``torch.compile`` a plan whose code is still to be generated on its first run is a guard that
+    fails once per plan (each LOOP body is a plan), and dynamo stops recompiling after eight."""
+    if INTERPRET:
+        return
+    if plan.generated.code is None:
+        generate(plan)
+    for s in plan.sites + plan.local:
+        if isinstance(s.extra, Loop):
+            prepare(s.extra.body)
 
 
 def _failing_site(code: Code, exc: BaseException) -> Site | None:
@@ -321,4 +334,4 @@ def _bound(s: Site) -> Callable:
     return call
 
 
-__all__ = ["INTERPRET", "Code", "execute", "run", "generate", "source"]
+__all__ = ["INTERPRET", "Code", "execute", "run", "generate", "prepare", "source"]

@@ -207,3 +207,20 @@ def test_a_hostile_name_stays_a_dictionary_key():
     out = cg.execute(plan, tr.Frame({name: value, "x": torch.zeros(1, 2), "y": torch.zeros(1, 2)}, {}, 1))
     torch.testing.assert_close(out[plan.graph.result("z").node], -value, rtol=0, atol=0)
     assert repr(name) in cg.source(plan)
+
+
+def test_a_built_module_has_the_code_of_every_plan_before_its_first_run(monkeypatch):
+    # torch.compile traced `plan.generated.code or generate(plan)`: each LOOP body generated on its
+    # first run was a failed guard and a recompilation (dynamo gives up after 8; ELM has nested loops)
+    monkeypatch.setattr(cg, "INTERPRET", False)
+    module = nspec.load(ROOT / "specs" / "seeds" / "ctm.nspec").to_torch()
+
+    def plans(plan):
+        yield plan
+        for s in plan.sites + plan.local:
+            if isinstance(s.extra, tr.Loop):
+                yield from plans(s.extra.body)
+
+    every = list(plans(module._nspec.step))
+    assert len(every) > 1  # CTM's ticks are a LOOP
+    assert all(p.generated.code is not None for p in every)

@@ -75,7 +75,7 @@ class _Drawer:
             return [f"{quote(path)} [shape=record, label={quote(label)}];"]
         pad = _INDENT
         lines = [f"subgraph {quote('cluster_' + path)} {{", f"{pad}label={quote(title)};",
-                 f"{pad}style={'rounded' if decl.kind == 'composite' else 'rounded,filled'}; "
+                 f"{pad}style=\"{'rounded' if decl.kind == 'composite' else 'rounded,filled'}\"; "
                  f"fillcolor={quote('#f2f6fb')};"]
         for p in ports:
             shape = "rarrow" if p.direction == "in" else "larrow"

@@ -42,6 +42,11 @@ class ParallelFormExecutor:
         self.forms: dict[tuple[int, bool], object] = {}  # (chunk length, from zero) -> the backend's executor
         self.declined: dict[tuple[int, bool], str] = {}  # forms not built, and why
 
+    @property
+    def info(self) -> dict:
+        """What the backend's recurrent executor reports of its build (the TVM cache's status)."""
+        return getattr(self.recurrent, "info", {})
+
     def form(self, length: int, from_zero: bool):
         """The backend's executor of the parallel form for ``length`` tokens, or None when that form
         is over the memory limits or the backend cannot build it (``declined`` says why): those

@@ -537,8 +537,13 @@ SPECS = Path(__file__).resolve().parent.parent / "specs"
 
 
 def dot_structure(text: str) -> tuple[set[str], list[tuple[str, str, str]]]:
-    """A minimal reading of the DOT text ``--emit diagram`` writes: balanced braces, one statement a
-    line, every edge between declared nodes.  Returns (node ids, edges as (source, target, label))."""
+    """The DOT text ``--emit diagram`` writes, parsed by pydot's DOT grammar (Graphviz's own, as
+    `dot` reads it: an unquoted ``style=rounded,filled`` made `dot` refuse every network cluster),
+    then read line by line: balanced braces, every edge between declared nodes.  Returns (node ids,
+    edges as (source, target, label))."""
+    import pydot
+
+    assert pydot.graph_from_dot_data(text), "not valid DOT (pydot printed where)"
     depth, nodes, edges = 0, set(), []
     ident = r'"(?:[^"\\]|\\.)*"'
     for line in text.splitlines():

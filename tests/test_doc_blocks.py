@@ -135,7 +135,7 @@ def _make_missing(argv: list[str]) -> None:
             rng = np.random.default_rng(1)
             for loss in _values("--loss", argv):
                 kind, output, target = (loss.split(":") + ["", ""])[:3]
-                shape = tuple(int(d) for d in model.program.var(output).shape)
+                shape = tuple(int(size) for size in model.program.var(output).shape)
                 if kind == "cross_entropy":  # class labels over the output's last axis
                     data[target] = rng.integers(0, shape[-1], (32,) + shape[:-1]).astype(np.int64)
                 else:                        # a target of the output's shape

@@ -79,7 +79,7 @@ def workloads(names, batch: int, steps: int, seed: int = 0) -> list[Workload]:
         target = t(rng.integers(0, 256, size=(batch, 64)))
         hyper = {"n_layer": 2, "n_embd": 32, "n_head": 2, "mlp_internal_dim_multiplier": 8, "vocab_size": 256}
         out.append(Workload("bdh L2 D32 T64", "specs/seeds/bdh.nspec", hyper, None, {"idx": idx}, 64, (),
-                            lambda o, r: F.cross_entropy(o["logits"].reshape(-1, 256), target.reshape(-1))))
+                            lambda o, r: F.cross_entropy(o["logits"].reshape(-1, 256), target.to(o["logits"].device).reshape(-1))))
     if "ctm" in names:
         bits = rng.integers(0, 2, size=(batch, 8))
         x = t((2 * bits - 1).astype(np.float32)[:, None, :, None])
@@ -87,13 +87,13 @@ def workloads(names, batch: int, steps: int, seed: int = 0) -> list[Workload]:
         hyper = {"iterations": 5, "d_model": 16, "d_input": 8, "heads": 2, "n_synch_out": 8, "n_synch_action": 8,
                  "out_dims": 2, "in_channels": 8, "n_tokens": 1}
         out.append(Workload("ctm parity 5 ticks", "specs/seeds/ctm.nspec", hyper, None, {"x": x}, 1, (),
-                            lambda o, r: F.cross_entropy(o["predictions"][:, -1, :, -1], parity)))
+                            lambda o, r: F.cross_entropy(o["predictions"][:, -1, :, -1], parity.to(o["predictions"].device))))
     if "elm" in names:
         X = t(rng.random((batch, steps, 6)).astype(np.float32))
         Y = t(rng.normal(size=(batch, steps, 2)).astype(np.float32))
         hyper = {"num_input": 6, "num_memory": 4, "mlp_hidden_size": 8, "memory_tau_max": 20.0}
         out.append(Workload(f"elm tiny T{steps}", "specs/seeds/elm.nspec", hyper, None, {"X": X}, steps, (),
-                            lambda o, r: F.mse_loss(o["Y"], Y)))
+                            lambda o, r: F.mse_loss(o["Y"], Y.to(o["Y"].device))))
     return out
 
 
@@ -166,7 +166,8 @@ def main(argv=None) -> None:
                    + [float((g_e[k] - g_c[k]).abs().max() / g_e[k].abs().max().clamp_min(1e-30)) for k in g_e])
         eager, comp = statistics.median(times["eager"]), statistics.median(times["compile"])
         rows.append((w.label, eager * 1e3, comp * 1e3, eager / comp, first["compile"] - comp, diff))
-        print(f"done {w.label}", flush=True)
+        print(f"done {w.label}: eager {eager * 1e3:.1f} ms, compile {comp * 1e3:.1f} ms, "
+              f"compile time {first['compile'] - comp:.1f} s, rel diff {diff:.2e}", flush=True)
 
     device = args.device if args.device != "cpu" else f"cpu ({args.threads} thread{'s' * (args.threads != 1)})"
     print(f"\ntraining step (forward + backward), batch {args.batch}, median of {args.reps}, {device}, "

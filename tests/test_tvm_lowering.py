@@ -135,19 +135,23 @@ def test_every_op_outside_init_has_a_rule():
     assert not missing
 
 
-def test_every_op_matches_the_reference():
-    p = _op_program()
-    ops_used = {n.op for n in p.step.nodes}
-    assert ops_used >= set(Op) - ir.INIT_ONLY - CONTINUOUS - {Op.LOOP, Op.ITEM}  # LOOP: see the dense test
+def op_request(batch: int = 2, steps: int = 3) -> RunRequest:
+    """Inputs, parameters and state for ``_op_program`` (bench/cuba.py --gpu runs it on CUDA too)."""
     rng = np.random.default_rng(1)
-    batch, steps = 2, 3
     x = rng.uniform(0.5, 2.0, (batch, steps, 3, 4)).astype(np.float32)
     y = rng.uniform(-1.0, 1.0, (batch, steps, 3, 4)).astype(np.float32)
     y[:, :, 0, 1] = 0.25  # exercises EQ and the comparison boundaries
     params = {"z": rng.uniform(-1, 1, 4).astype(np.float32), "idx": np.array([3, 0, 1, 1, 2], np.int32),
               "k": np.array(2 ** 32 + 5, np.int64), "seed": np.array(2 ** 33 + 77, np.int64)}
     state = {"s": rng.uniform(-1, 1, (batch, 4)).astype(np.float32), "st": np.zeros((batch, 3), np.int64)}
-    req = RunRequest(params, state, {"x": x, "y": y}, steps, (("s", 1), ("propagate", 2)))
+    return RunRequest(params, state, {"x": x, "y": y}, steps, (("s", 1), ("propagate", 2)))
+
+
+def test_every_op_matches_the_reference():
+    p = _op_program()
+    ops_used = {n.op for n in p.step.nodes}
+    assert ops_used >= set(Op) - ir.INIT_ONLY - CONTINUOUS - {Op.LOOP, Op.ITEM}  # LOOP: see the dense test
+    req = op_request()
     ref, got = _run_both(p, req)
     for name in ref.outputs:
         _assert_close(name, ref.outputs[name], got.outputs[name])

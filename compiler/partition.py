@@ -209,12 +209,20 @@ def partition(program: Program, workers: int, ranges: dict[str, list[tuple[int, 
                                      "gives no outputs (record spikes or states instead)")
     pos, blocked = _link(step)
     args = step.args()
-    names: dict[tuple[int, int], set[str]] = {}
+    # a population's neurons: axis 0 of its spikes and of its per-neuron states (boxes are named ``P/...``)
+    members: dict[str, list[int]] = {}
     for r in spikes:
-        names.setdefault(pos.find((r.node, 0))[0], set()).add(r.name.rsplit("/", 1)[0])
+        members.setdefault(r.name.rsplit("/", 1)[0], []).append(r.node)
     for v in program.states:
         if len(v.shape) == 1 and v.name in args:
-            names.setdefault(pos.find((args[v.name], 0))[0], set()).add(v.name.rsplit("/", 1)[0])
+            members.setdefault(v.name.rsplit("/", 1)[0], []).append(args[v.name])
+    names: dict[tuple[int, int], set[str]] = {}
+    for name, nodes in members.items():
+        for i in nodes[1:]:  # states that never meet in an expression are still one population's
+            if not pos.union((i, 0), (nodes[0], 0), 0):
+                raise PartitionError(step.nodes[i].span, f"population '{name}' has values of different sizes")
+    for name, nodes in members.items():  # after the unions: populations sharing a node are split as one
+        names.setdefault(pos.find((nodes[0], 0))[0], set()).add(name)
     roots = tuple(sorted(names, key=lambda r: sorted(names[r])))
     extent = {r: [0, 0] for r in roots}
     for i, n in enumerate(step.nodes):
@@ -235,6 +243,8 @@ def partition(program: Program, workers: int, ranges: dict[str, list[tuple[int, 
         if lo != 0:
             raise PartitionError(_first_span(program), f"population '{name}' is indexed from {lo}, not 0")
         given = (ranges or {}).get(name)
+        if hi < workers:
+            raise ValueError(f"population '{name}' has {hi} neurons, fewer than the {workers} workers")
         if given is None:
             edges = np.linspace(0, hi, workers + 1).round().astype(int)
             given = list(zip(edges[:-1], edges[1:]))

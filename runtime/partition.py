@@ -38,6 +38,8 @@ from nspec.compiler.partition import Part, Partition, PartitionError, build_part
 
 __all__ = ["run_partitioned", "PartitionError", "PartitionedRun"]
 
+_NEVER = 1 << 30  # the interval of parts that exchange nothing
+
 
 def _fifos(step: Graph, late: set[int]) -> dict[str, tuple[int, int]] | None:
     """When every value computed from exchanged spikes only enters delay FIFOs: state -> (row node, d),
@@ -117,7 +119,8 @@ class Worker:
         recorded = {step.result(n, "value").node for n in spike_names if step.result(n, "value")}
         if self.fifos is None and recorded & late:
             raise PartitionError(step.nodes[min(recorded & late)].span, "a recorded value depends on spikes in flight")
-        self.interval = min((d for _, d in self.fifos.values()), default=1) if self.fifos is not None else 1
+        # no exchange at all: the parts never need each other's spikes
+        self.interval = 1 if self.fifos is None else min((d for _, d in self.fifos.values()), default=_NEVER)
         early = set(range(len(step.nodes))) - late
         self.plan_early = Plan(step, only=early) if self.fifos is None else None
         self.plan_late = Plan(step, only=late) if self.fifos is None else None
@@ -183,7 +186,7 @@ class Worker:
             vals = self.plan_late.run(self._context(self._gathered(incoming, 0)), early)
             self._update(vals)
             return
-        for j in range(steps):
+        for j in range(steps if self.fifos else 0):
             vals = self.plan_rows.run(self._context(self._gathered(incoming, j)))
             for name, (row, d) in self.fifos.items():
                 self.state[name] = np.array(self.state[name])
@@ -314,7 +317,7 @@ def _collect(model, results: list[dict], steps: int, wanted: dict[str, int]) -> 
             t = np.concatenate([r["spikes"][var][0] for r in results])
             i = np.concatenate([r["spikes"][var][1] for r in results])
             every = wanted[var]
-            keep = t % every == 0
+            keep = (t % every == 0) & (t // every < steps // every)  # Model.run keeps steps // every samples
             t, i = t[keep] // every, i[keep]
             if m.indices is not None:
                 where = {n: k for k, n in enumerate(m.indices)}
@@ -329,6 +332,8 @@ def _collect(model, results: list[dict], steps: int, wanted: dict[str, int]) -> 
             full = model.program.var(v).shape
             split = [k for k, (a, b) in enumerate(results[0]["cuts"][v]) if (a, b) != (0, full[k])]
             rec = np.concatenate(parts, axis=split[0] + 1) if split else parts[0]
+            g = wanted[v]  # Model.run samples every g steps, steps // g of them, then every m.every // g-th
+            rec = rec[:len(range(0, steps // g, m.every // g))]
             if m.indices is not None:
                 rec = rec[..., list(m.indices)]
             out[f"{m.name}.{v.rsplit('/', 1)[-1]}"] = rec

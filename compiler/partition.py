@@ -140,7 +140,8 @@ def _link(graph: Graph) -> tuple[_Positions, list[tuple[int, str, list[tuple[int
         elif n.op is Op.PROPAGATE:
             if n.attr("accumulate"):
                 ok = pos.union((n.inputs[4], 0), (i, 0), 0)
-            blocked.append((i, "a synapse whose weights change (plasticity) or are computed per neuron",
+            blocked.append((i, "the weights of this projection are state ('{pop}': plastic synapses), which the "
+                               "workers would have to share; only spikes are exchanged",
                             [(n.inputs[3], k) for k in range(len(ins[3].shape))]))
         elif n.op not in (Op.ARG, Op.CONST) and n.op not in STEP_DRAWS:
             blocked.append((i, f"'{n.op.value}'", _axes(graph, i)))
@@ -233,9 +234,10 @@ def partition(program: Program, workers: int, ranges: dict[str, list[tuple[int, 
     for i, why, axes in blocked:
         hit = [pos.find(a)[0] for a in axes if pos.find(a)[0] in extent]
         if hit:
-            raise PartitionError(step.nodes[i].span, f"{why} reads neurons of population '{'+'.join(sorted(names[hit[0]]))}' "
-                                                     "across the ranges of the workers; a partitioned network couples "
-                                                     "its neurons through spikes (projections) only")
+            pop = "+".join(sorted(names[hit[0]]))
+            raise PartitionError(step.nodes[i].span, why.format(pop=pop) if "{pop}" in why else (
+                f"{why} reads neurons of population '{pop}' across the ranges of the workers; a partitioned "
+                "network couples its neurons through spikes (projections) only"))
     pops = []
     for r in roots:
         lo, hi = extent[r]

@@ -36,7 +36,7 @@ from nspec.compiler.ir import Graph, Op
 from nspec.compiler.ops import STEP_DRAWS
 from nspec.compiler.partition import Part, Partition, PartitionError, build_part, partition
 
-__all__ = ["run_partitioned", "PartitionError", "PartitionedRun"]
+__all__ = ["run_partitioned", "start_ray", "PartitionError", "PartitionedRun"]
 
 _NEVER = 1 << 30  # the interval of parts that exchange nothing
 
@@ -235,11 +235,27 @@ class PartitionedRun:
     populations: dict = field(default_factory=dict)
 
 
+def start_ray(**options) -> None:
+    """``ray.init(**options)`` from a neutral folder: Ray puts the driver's working directory first on its
+    workers' ``sys.path``, and in a source checkout that folder's ``nspec/`` holds only part of the package
+    (the subpackages are mapped in by ``package-dir``), which would shadow the installed one."""
+    import tempfile
+
+    import ray
+
+    here = os.getcwd()
+    os.chdir(tempfile.gettempdir())
+    try:
+        ray.init(**options)
+    finally:
+        os.chdir(here)
+
+
 def _ray(workers: int):
     import ray
 
     if not ray.is_initialized():
-        ray.init(include_dashboard=False, log_to_driver=False)
+        start_ray(include_dashboard=False, log_to_driver=False)
     cpus = ray.cluster_resources().get("CPU", 1.0)
     return ray, min(1.0, cpus / workers)  # fewer cores than workers: the actors share them (oversubscribed)
 

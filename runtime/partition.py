@@ -252,12 +252,17 @@ def start_ray(**options) -> None:
 
 
 def _ray(workers: int):
+    """Ray, started here if no one has (a local instance, or the cluster ``RAY_ADDRESS`` names); whether it
+    was started here; the CPUs each worker asks for (fewer cores than workers: they share them)."""
     import ray
 
-    if not ray.is_initialized():
+    started = not ray.is_initialized()
+    if started and os.environ.get("RAY_ADDRESS"):
+        ray.init(log_to_driver=False)
+    elif started:
         start_ray(include_dashboard=False, log_to_driver=False)
     cpus = ray.cluster_resources().get("CPU", 1.0)
-    return ray, min(1.0, cpus / workers)  # fewer cores than workers: the actors share them (oversubscribed)
+    return ray, started, min(1.0, cpus / workers)
 
 
 def run_partitioned(model, workers: int, steps: int | None = None, seed: int | None = None,
@@ -267,8 +272,10 @@ def run_partitioned(model, workers: int, steps: int | None = None, seed: int | N
     Returns the monitor arrays ``Model.run`` returns for the same ``steps`` and ``seed`` (spike
     monitors ``name.i``, ``name.t``; state monitors ``name.<var>``, ``name.t``), the same values.
     ``ranges`` gives a population's neuron ranges (``{"P": [(0, 1500), (1500, 4000)]}``); by default
-    each population is cut into equal contiguous parts.  Ray is started locally unless it already
-    runs (``ray.init(address=...)`` first to use a cluster).  ``stats``, if given, receives the run's
+    each population is cut into equal contiguous parts.  Ray is started (and stopped after the run)
+    unless it already runs: a local instance, or the cluster that ``RAY_ADDRESS`` names (or call
+    ``ray.init(address=...)`` first).  Each worker asks Ray for one CPU, or its share when the cluster
+    has fewer CPUs than workers.  ``stats``, if given, receives the run's
     ``PartitionedRun`` under ``"run"``.  A network the partitioner cannot split raises
     ``PartitionError`` naming the spec line (see ``compiler/partition.py`` for what it accepts)."""
     if workers < 1:
@@ -283,35 +290,50 @@ def run_partitioned(model, workers: int, steps: int | None = None, seed: int | N
     wanted = _wanted(model)
     spike_names = tuple(v for m in program.monitors if m.kind == "spikes" for v in m.variables)
     state_records = tuple(sorted({(v, m.every) for m in program.monitors if m.kind == "state" for v in m.variables}))
-    ray, cpus = _ray(workers)
+    ray, started, cpus = _ray(workers)
+    try:
+        results, run = _run(ray, cpus, plan, params, state, steps, spike_names, state_records)
+    finally:
+        if started:
+            ray.shutdown()
+    if stats is not None:
+        stats["run"] = run
+    model.last_timing = {"run_s": run.run_s, "steps": steps, "compile_s": 0.0}
+    return _collect(model, results, steps, wanted)
+
+
+def _run(ray, cpus: float, plan: Partition, params: dict, state: dict, steps: int, spike_names: tuple,
+         state_records: tuple) -> tuple[list[dict], PartitionedRun]:
+    """Start the workers, queue their calls interval by interval (each given the previous results of
+    all, the all-gather) and collect their records."""
+    workers = plan.workers
     actor = ray.remote(Worker).options(num_cpus=cpus)
     refs = [ray.put(x) for x in (plan, params, state)]
     pool = [actor.remote(*refs[:1], w, *refs[1:], spike_names, state_records) for w in range(workers)]
     try:
-        interval = min(ray.get([a.ready.remote() for a in pool]))  # the parts have one structure: one value
-    except ray.exceptions.RayTaskError as exc:
-        if isinstance(exc.cause, PartitionError):
-            raise exc.cause from None
-        raise
-    start = time.perf_counter()
-    sent, done, calls = None, 0, 0
-    while done < steps:
-        n = min(interval, steps - done)
-        sent = [a.advance.remote(n, *(sent or ())) for a in pool]
-        done, calls = done + n, calls + 1
-        if calls % 64 == 0:  # bound the queue of pending calls
-            ray.wait(sent, num_returns=len(sent))
-    results = ray.get([a.finish.remote(*sent) for a in pool])
-    run_s = time.perf_counter() - start
-    for a in pool:
-        ray.kill(a)
+        try:
+            interval = min(ray.get([a.ready.remote() for a in pool]))  # the parts have one structure: one value
+        except ray.exceptions.RayTaskError as exc:
+            if isinstance(exc.cause, PartitionError):
+                raise exc.cause from None
+            raise
+        start = time.perf_counter()
+        sent, done, calls = None, 0, 0
+        while done < steps:
+            n = min(interval, steps - done)
+            sent = [a.advance.remote(n, *(sent or ())) for a in pool]
+            done, calls = done + n, calls + 1
+            if calls % 64 == 0:  # bound the queue of pending calls
+                ray.wait(sent, num_returns=len(sent))
+        results = ray.get([a.finish.remote(*sent) for a in pool])
+        run_s = time.perf_counter() - start
+    finally:
+        for a in pool:
+            ray.kill(a)
     run = PartitionedRun(steps, workers, interval, calls, sum(r["sent_spikes"] for r in results),
                          sum(r["sent_bytes"] for r in results), run_s,
                          {p.name: p.ranges for p in plan.populations})
-    if stats is not None:
-        stats["run"] = run
-    model.last_timing = {"run_s": run_s, "steps": steps, "compile_s": 0.0}
-    return _collect(model, results, steps, wanted)
+    return results, run
 
 
 def _wanted(model) -> dict[str, int]:

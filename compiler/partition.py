@@ -66,12 +66,16 @@ class _Positions:
         self.offset: dict[tuple[int, int], int] = {}
 
     def find(self, a: tuple[int, int]) -> tuple[tuple[int, int], int]:
-        """(root, position of ``a``'s index 0 in the root's space)."""
-        if a not in self.parent:
-            return a, 0
-        root, off = self.find(self.parent[a])
-        self.parent[a], self.offset[a] = root, self.offset[a] + off
-        return root, self.offset[a]
+        """(root, position of ``a``'s index 0 in the root's space); the path walked is compressed."""
+        path = []
+        while a in self.parent:
+            path.append(a)
+            a = self.parent[a]
+        off = 0
+        for b in reversed(path):  # nearest the root first: each offset becomes relative to the root
+            off += self.offset[b]
+            self.parent[b], self.offset[b] = a, off
+        return a, (self.offset[path[0]] if path else 0)
 
     def union(self, a, b, d: int) -> bool:
         """Record ``pos(a) = pos(b) + d``; False if it contradicts what is known."""

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from nspec.compiler.interpret import Context, EvaluationError, Plan
+from nspec.compiler.interpret import Context, Plan
 from nspec.compiler.ir import Graph, Op
 from nspec.compiler.ops import STEP_DRAWS
 from nspec.compiler.partition import Part, Partition, PartitionError, build_part, partition

@@ -13,12 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import ray
 
 import nspec
 from nspec.cli import main
 from nspec.runtime.partition import PartitionError, run_partitioned, start_ray
-
-ray = pytest.importorskip("ray")
 
 ROOT = Path(__file__).resolve().parents[1]
 CUBA = ROOT / "specs" / "cuba.nspec"

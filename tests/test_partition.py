@@ -117,3 +117,16 @@ def test_cli_workers_reports_a_network_it_cannot_split(capsys):
     assert main(["run", str(ROOT / "specs" / "brian2" / "stdp_song.nspec"), "--workers", "2", "--steps", "5"]) == 1
     err = capsys.readouterr().err
     assert "stdp_song.nspec:35:13: cannot partition" in err and "Traceback" not in err
+
+
+def test_ranges_must_cover_each_population_in_order():
+    from nspec.compiler.partition import partition
+
+    program = nspec.load(CUBA).program
+    assert partition(program, 3).populations[0].ranges == ((0, 1333), (1333, 2667), (2667, 4000))
+    with pytest.raises(ValueError, match=r"population 'P' \(4000 neurons\) needs 2 non-empty contiguous ranges"):
+        partition(program, 2, {"P": [(0, 1000), (1200, 4000)]})
+    with pytest.raises(ValueError, match=r"ranges for Q: not a population of 'CUBA' \(its populations: P\)"):
+        partition(program, 2, {"Q": [(0, 1), (1, 2)]})
+    with pytest.raises(ValueError, match=r"population 'A' has 2 neurons, fewer than the 3 workers"):
+        partition(nspec.load(ROOT / "specs" / "examples" / "events.nspec").program, 3)

@@ -383,6 +383,8 @@ def cmd_run(args) -> int:
     options = dict(inputs=inputs, steps=steps, backend=args.backend, seed=args.seed, batch=batch,
                    progress=not (args.quiet or args.timing_json), nan_check=args.nan_check,
                    parallel_form=args.parallel_form)
+    if args.workers is not None:
+        return _run_partitioned(args, model, steps, load_s, kind)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RuntimeWarning)
         if args.output is not None:
@@ -411,6 +413,54 @@ def cmd_run(args) -> int:
     if not args.quiet:
         print("\n".join(_summary(model, shapes, steps, args.backend, run_s, batch or 1)))
         for path, flag in outputs:
+            if path is not None:
+                print(f"wrote {path}")
+    return EXIT_OK
+
+
+def _run_partitioned(args, model, steps: int | None, load_s: float, kind: str | None) -> int:
+    """``nspec run --workers N``: the network split over N Ray workers (``runtime/partition.py``)."""
+    import numpy as np
+
+    from nspec.runtime.partition import PartitionError, run_partitioned
+    from nspec.runtime.streaming import NpzStreamWriter
+
+    for given, flag in ((args.inputs, "--inputs"), (args.batch, "--batch"), (args.backend != "reference", "--backend")):
+        if given:
+            raise CliError(f"--workers runs one trial of a network without inputs on the reference interpreter; "
+                           f"it cannot take {flag}")
+    if steps is None and not model.default_steps:
+        raise CliError("--workers: give --steps or --duration (the spec has no simulate duration)")
+    stats: dict = {}
+    try:
+        results = run_partitioned(model, args.workers, steps=steps, seed=args.seed, stats=stats)
+    except PartitionError as exc:
+        raise CliError(str(exc).replace(": error: ", ": ", 1)) from None
+    except ValueError as exc:  # a population smaller than the number of workers
+        raise CliError(f"--workers {args.workers}: {exc}") from None
+    except ModuleNotFoundError as exc:
+        raise CliError(f"--workers needs Ray ({exc}): pip install 'nspec[distributed]'") from None
+    run = stats["run"]
+    if args.output is not None:
+        writer = NpzStreamWriter(args.output)
+        writer.append({k: (v, 0) for k, v in results.items()})
+        try:
+            writer.close(replace_existing=args.force)
+        except FileExistsError as exc:
+            raise CliError(str(exc)) from None
+    if args.plot is not None:
+        _plot(Path(args.plot), model, results, kind, run.steps)
+    if args.timing_json is not None:
+        record = {"backend": "reference", "workers": run.workers, "compile_s": load_s, "run_s": run.run_s,
+                  "steps": run.steps, "interval": run.interval, "exchanges": run.exchanges,
+                  "spikes_sent": run.spikes, "bytes_exchanged": run.bytes}
+        Path(args.timing_json).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    if not args.quiet:
+        shapes = {k: np.shape(v) for k, v in results.items()}
+        print("\n".join(_summary(model, shapes, run.steps, f"reference x {run.workers} workers", run.run_s, 1)))
+        print(f"  exchanged {run.spikes} spike indices ({run.bytes} bytes to the other workers) in {run.exchanges} "
+              f"exchanges, one every {min(run.interval, run.steps)} steps")
+        for path, flag in ((args.output, "--output"), (args.plot, "--plot"), (args.timing_json, "--timing-json")):
             if path is not None:
                 print(f"wrote {path}")
     return EXIT_OK

@@ -144,6 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="step a sequence token by token even where the parallel-form pass applies (a state that "
                         "is a sum of outer products read linearly, as BDH's: by default a whole sequence runs as "
                         "masked matmuls over chunks of 256 tokens)")
+    p.add_argument("--workers", type=positive_int, metavar="N",
+                   help="split the network by neuron ranges over N Ray workers that exchange spike indices every "
+                        "minimum-delay interval (reference interpreter; same spikes as one process; a local Ray is "
+                        "started unless RAY_ADDRESS names a cluster; spiking networks without ports only)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary")
     p.add_argument("--force", action="store_true", help="overwrite existing output files")
     p.add_argument("--nan-check", choices=["error", "warn", "off"], default="error",

@@ -237,7 +237,7 @@ class _Zip:
         v0 = vs[0]
         if all(v.dtype == v0.dtype and v.shape == v0.shape and np.array_equal(v, v0) for v in vs):
             return v0
-        if all(v.shape == v0.shape for v in vs) and v0.size == 1:
+        if all(v.shape == v0.shape for v in vs) and v0.size == 1 and v0.dtype.kind in "iuf":  # a number
             poly = fit(self.points, [v.item() for v in vs], self.names, self.lows)
             if isinstance(poly, Dim):
                 return poly

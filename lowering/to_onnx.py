@@ -18,6 +18,13 @@ Two models:
   lowered outside the Loop, so it runs once per run.  With ``steps=None`` the trip count is a
   scalar int64 input ``steps``.
 
+Data-bound dimensions (``hyper n: int = auto``).  Given ``symbolic`` (``symbolic_for``: the
+program with its data-bound sizes as ``Dim``s, ``compiler/symbolic_dims.py``), both models lower
+that program: graph inputs name those axes, and every shape, bound or value that is a ``Dim`` is
+computed from the source input's ``Shape`` (``Builder.size``, read by ``Emit.i64``/``scalar``/
+``zeros``), so the file runs at other sizes.  Without it (the executor, which recompiles for new
+data anyway) the graph is for the compiled sizes and its inputs declare them as numbers.
+
 ONNX node names carry the IR node and its span (``add_12@cuba.nspec:10:3``), doc strings the
 span; model metadata (``nspec.*`` keys) records the I/O signature, the nspec version, the
 sha256 of ``ir.print_program(program)``, the hyperparameters and the lowering options.

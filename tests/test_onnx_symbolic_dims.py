@@ -32,7 +32,7 @@ TOL = 1e-5
 
 # n tokens of c features; d = 3 is a fixed size equal to c's default (the collision: W is [d, c] = [3, 3],
 # and only its second axis follows c).  The outputs read c and n as shapes, a flattened product, a
-# broadcast and a value (sum / n).
+# broadcast, a value (sum / n), an index (the last token, x[n - 1]) and a state of c values.
 FLAT = """\
 hyper d: int = 3
 hyper n: int = auto(4)
@@ -44,7 +44,11 @@ system S {
   out flat: f32[n * c]
   out avg: f32[c]
   out grid: f32[n, 2, c]
+  out seen: f32[c]
   param W: f32[d, c] = 0.5 key "proj.weight"
+  state acc: f32[c] = 0
+  next acc = acc + x[n - 1]
+  seen = acc
   flat = reshape(x, [n * c])
   avg = sum(x, axis = 0) / n
   grid = broadcast(reshape(x, [n, 1, c]), [n, 2, c])
@@ -155,6 +159,7 @@ def ctm_export(tmp_path_factory):
 def test_the_ctm_export_names_what_follows_the_data(ctm_export):
     _, _, model, caught = ctm_export
     assert caught == []
+    onnx.checker.check_model(model, full_check=True)
     graph = model.graph
     assert dims_of(graph.input, "x") == ["B", "T", "in_channels", "n_tokens"]
     assert dims_of(graph.input, "kv_weight") == [8, "in_channels"]
@@ -224,7 +229,9 @@ def test_a_small_spec_runs_at_other_sizes(mode, tmp_path):
         warnings.simplefilter("error", SymbolicDimWarning)
         model.export_onnx(tmp_path / "flat.onnx", mode=mode)
     onnx_model = onnx.load(str(tmp_path / "flat.onnx"))
+    onnx.checker.check_model(onnx_model, full_check=True)
     lead = ["B", "T"] if mode == "whole-run" else ["B"]
+    assert dims_of(onnx_model.graph.input, "acc") == ["B", "c"]
     assert dims_of(onnx_model.graph.input, "x") == lead + ["n", "c"]
     assert dims_of(onnx_model.graph.input, "W") == [3, "c"]            # d = 3 = c: only c's axis is named
     out_lead = ["B", "S"] if mode == "whole-run" else ["B"]
@@ -238,12 +245,17 @@ def test_a_small_spec_runs_at_other_sizes(mode, tmp_path):
         x = rng.normal(size=(2, 1, n, c)).astype(np.float32)
         reference = nspec.load(spec, weights={"proj.weight": W}, inputs={"x": x})
         assert reference.program.var("x").shape == (n, c)
-        want = reference.run({"x": x}, batch=2)
-        feeds = {"W": W, "x": x if mode == "whole-run" else x[:, 0]}
+        acc = rng.normal(size=(2, c)).astype(np.float32)   # a state of c values: both runs start from it
+        reference.run({"x": x}, batch=2)                     # a state of batch 2 to replace
+        reference.set_state({"acc": acc})
+        want = reference.run({"x": x}, batch=2, resume=True)
+        feeds = {"W": W, "x": x if mode == "whole-run" else x[:, 0], "acc": acc}
         if mode == "whole-run":
             feeds["@steps"] = np.asarray(1, np.int64)
         got = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds)))
         got = {k: got[f"output/{k}"] if mode == "whole-run" else got[f"output/{k}"][:, None] for k in want}
+        next_acc = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds)))["next/acc"]
+        np.testing.assert_allclose(next_acc, acc + x[:, 0, -1], atol=TOL)
         diffs = max_diff(got, want)
         print(f"flat.nspec {mode} at (n={n}, c={c}): {diffs}")
         assert max(diffs.values()) <= TOL

@@ -37,15 +37,16 @@ import numpy as np
 
 from nspec.dsl.diagnostics import UNKNOWN_SPAN, NspecError, Span
 
-from .ir import Graph, Node, Program, Var
+from .ir import Graph, Node, Program
 from .ops import LoopAttrs
 
 
 # ---------------------------------------------------------------- sizes as polynomials
 @dataclass(frozen=True, slots=True)
 class Dim:
-    """A size computed from data-bound dimensions: ``sum(coefficient * product of names)``, each name
-    at most once per term (multilinear).  A ``Dim`` is never a constant (``make`` returns an int)."""
+    """A size computed from data-bound dimensions: ``sum(coefficient * product of names)`` (a fit
+    gives at most one of each name per term; the lowering's products of sizes may square one).
+    A ``Dim`` is never a constant (``make`` returns an int)."""
 
     terms: tuple[tuple[tuple[str, ...], int], ...]   # by degree, then names; no zero coefficients
 
@@ -68,11 +69,8 @@ class Dim:
         """The size at the given values of the dimensions."""
         return sum(c * int(np.prod([values[n] for n in k], dtype=np.int64)) for k, c in self.terms)
 
-    def _as_terms(self) -> dict:
-        return dict(self.terms)
-
     def __add__(self, other):
-        out = self._as_terms()
+        out = dict(self.terms)
         for k, c in _terms(other).items():
             out[k] = out.get(k, 0) + c
         return Dim.make(out)
@@ -91,9 +89,7 @@ class Dim:
     def __mul__(self, other):
         out: dict = {}
         for (k1, c1), (k2, c2) in itertools.product(self.terms, _terms(other).items()):
-            if set(k1) & set(k2):
-                raise ValueError(f"{self} * {other} is not multilinear")
-            k = tuple(sorted(k1 + k2))
+            k = tuple(sorted(k1 + k2))  # a name twice is a square: a product of sizes may hold one
             out[k] = out.get(k, 0) + c1 * c2
         return Dim.make(out)
 
@@ -293,10 +289,6 @@ class Symbolic:
     sources: dict[str, tuple[str, int]]
     dependent_params: frozenset[str]
 
-    @property
-    def symbolic(self) -> list[str]:
-        return [n for n in self.values if n not in self.fixed]
-
     def at(self, value):
         """A size (or shape) at the compiled values."""
         if isinstance(value, tuple):
@@ -338,9 +330,9 @@ def _attempt(base, compile_at, supports, values, free, fixed):
             programs = [compile_at({**{n: values[n] for n in fixed}, **p}) for p in points]
             break
         except NspecError as exc:
-            failure = "; ".join(d.message for d in exc.diagnostics[:1])
+            failure = "; ".join(f"{d.span}: {d.message}" for d in exc.diagnostics[:1])
     if programs is None:
-        return {n: f"the spec does not compile at other values of '{n}' ({failure})" for n in free}
+        return _not_compiling(compile_at, values, free, fixed, failure)
     zip_ = _Zip(points, free, lows)
     try:
         step = zip_([p.step for p in programs])
@@ -357,6 +349,23 @@ def _attempt(base, compile_at, supports, values, free, fixed):
         return {n: f"no input, parameter or state has an axis of exactly '{n}', so nothing gives its value at run time"
                 for n in missing}
     return Symbolic(program, values, dict(fixed), sources, _dependent_params(programs))
+
+
+def _not_compiling(compile_at, values, free, fixed, failure: str) -> dict[str, str]:
+    """The dimensions that the spec does not compile at other values of, each tried alone (all of
+    ``free`` when each compiles alone and only their combinations fail)."""
+    out = {}
+    for name in free:
+        for offset in OFFSETS:
+            try:
+                compile_at({**{n: values[n] for n in fixed}, **{n: values[n] for n in free}, name: values[name] + offset})
+                break
+            except NspecError as exc:
+                why = "; ".join(f"{d.span}: {d.message}" for d in exc.diagnostics[:1])
+        else:
+            out[name] = f"the spec does not compile at other values of '{name}' ({why})"
+    return out or {n: f"the spec does not compile at other values of {', '.join(map(repr, free))} ({failure})"
+                   for n in free}
 
 
 def _blame(zip_, programs, free, lows, exc: Mismatch) -> dict[str, str]:

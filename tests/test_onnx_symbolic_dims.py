@@ -319,3 +319,53 @@ def test_the_analysis_lines_up_only_what_changes(tmp_path):
     assert symbolic.program.var("flat").shape == (Dim.of("c") * Dim.of("n"),)
     assert symbolic.sources == {"n": ("x", 0), "c": ("x", 1)}
     assert symbolic.at(symbolic.program.var("flat").shape) == (12,)
+
+
+# n must be even (the reshape splits it in two): the spec does not compile at the odd values the analysis
+# tries; c does not mind
+HALVED = """\
+hyper n: int = auto(4)
+hyper c: int = auto(2)
+
+system S {
+  in x: f32[n]
+  in z: f32[c]
+  out y: f32[2]
+  out w: f32[c]
+  y = reshape(x, [2, int(n / 2)])[:, 0]
+  w = 2 * z
+}
+
+simulate S for 1 s, dt = 1 s
+"""
+
+
+def test_a_dimension_the_spec_does_not_compile_at_stays_fixed_and_says_why(tmp_path):
+    spec = write(tmp_path, "halved.nspec", HALVED)
+    onnx_model, caught = exported(nspec.load(spec), tmp_path / "halved.onnx")
+    (warning,) = caught
+    assert str(warning.message).startswith(f"the ONNX export keeps 'n' at 4: the spec does not compile at other "
+                                           f"values of 'n' ({spec}:9:")
+    assert "cannot reshape" in str(warning.message)
+    assert dims_of(onnx_model.graph.input, "x") == ["B", "T", 4]
+    assert dims_of(onnx_model.graph.input, "z") == ["B", "T", "c"]
+    z = np.arange(10, dtype=np.float32).reshape(2, 1, 5)
+    got = run_onnx(onnx_model, {"x": np.ones((2, 1, 4), np.float32), "z": z})
+    np.testing.assert_array_equal(got["w"], 2 * z)
+
+
+def test_the_onnx_lowering_names_the_nodes_it_cannot_size_at_run_time():
+    from nspec.compiler import ir
+    from nspec.compiler.ops import DrawAttrs, LoopAttrs, Op
+    from nspec.lowering.onnx_rules import symbolic_problem
+
+    n = Dim.of("n")
+    draw = ir.Node(Op.UNIFORM, (0, 1), ir.DType.f32, (n,), DrawAttrs(0, 1, (n,)))
+    loop = ir.Node(Op.LOOP, (), ir.DType.f32, (), LoopAttrs(ir.Graph((), ()), n))
+    table = ir.Node(Op.CONST, (), ir.DType.f32, (n,), (("value", np.zeros(3, np.float32)),))
+    value = ir.Node(Op.CONST, (), ir.DType.f32, (), (("value", np.float32(0)),))
+    assert "random draw" in symbolic_problem(draw)
+    assert "iteration count" in symbolic_problem(loop)
+    assert "constant array" in symbolic_problem(table)
+    assert symbolic_problem(ir.Node(Op.ADD, (0, 1), ir.DType.f32, (n,))) is None
+    assert symbolic_problem(value) is None

@@ -369,3 +369,30 @@ def test_the_onnx_lowering_names_the_nodes_it_cannot_size_at_run_time():
     assert "constant array" in symbolic_problem(table)
     assert symbolic_problem(ir.Node(Op.ADD, (0, 1), ir.DType.f32, (n,))) is None
     assert symbolic_problem(value) is None
+
+
+def test_the_data_dims_example_runs_at_other_sizes(tmp_path):
+    """docs/language.md's example, exported at its defaults (n = 4 tokens, c = 3 features)."""
+    example = ROOT / "specs" / "examples" / "data_dims.nspec"
+    onnx_model, caught = exported(nspec.load(example), tmp_path / "pool.onnx")
+    assert caught == []
+    for n, c in [(10, 5), (2, 7)]:
+        rng = np.random.default_rng(n + c)
+        W, x = rng.normal(size=(2, c)).astype(np.float32), rng.normal(size=(2, 1, n, c)).astype(np.float32)
+        want = nspec.load(example, weights={"proj.weight": W}, inputs={"x": x}).run({"x": x}, batch=2)
+        diffs = max_diff(run_onnx(onnx_model, {"x": x, "W": W}), want)
+        print(f"data_dims.nspec at (n={n}, c={c}): {diffs}")
+        assert max(diffs.values()) <= TOL
+
+
+@pytest.mark.parametrize("seed, line, reason", [
+    ("softmax_attention", 32, "an array computed when the spec compiles"),   # the causal mask from arange
+    ("rnn", 73, "another number of operations"),                              # the sequence loop, unrolled
+])
+def test_seeds_whose_sequence_length_stays_fixed_say_where(seed, line, reason, tmp_path):
+    spec = ROOT / "specs" / "seeds" / f"{seed}.nspec"
+    onnx_model, caught = exported(nspec.load(spec), tmp_path / f"{seed}.onnx")
+    (warning,) = caught
+    assert str(warning.message).startswith(f"the ONNX export keeps 'seq_len' at 6: {spec}:{line}:")
+    assert reason in str(warning.message)
+    assert json.loads(props(onnx_model)["nspec.data_dims"])["seq_len"]["symbolic"] is False

@@ -381,7 +381,8 @@ def _check(e: Emit, n, args, b):
     """The status, or (site, its step, the first failing value) when it is clear and x fails."""
     status, x = args
     a = n.attrs
-    if not isinstance(_count(x.shape), Dim) and not _count(x.shape):
+    count = _count(x.shape)
+    if not isinstance(count, Dim) and count == 0:
         return _val(n, e.op("Identity", status.name), b)
     st = e.to_batch(status).name if b else e.op("Reshape", status.name, e.i64([1, 3]))
     x = e.cast(x, DType.i64)
@@ -402,6 +403,7 @@ UNARY_ONNX = {Op.NEG: "Neg", Op.ABS: "Abs", Op.EXP: "Exp", Op.LOG: "Log", Op.SQR
 BINARY_ONNX = {Op.ADD: "Add", Op.SUB: "Sub", Op.MUL: "Mul", Op.POW: "Pow", Op.MAXIMUM: "Max", Op.MINIMUM: "Min",
                Op.AND: "And", Op.OR: "Or"}
 COMPARE_ONNX = {Op.LT: "Less", Op.LE: "LessOrEqual", Op.GT: "Greater", Op.GE: "GreaterOrEqual", Op.EQ: "Equal"}
+
 
 def symbolic_problem(n: ir.Node) -> str | None:
     """Why this lowering cannot give ``n`` a size known only at run time (``symbolic_dims.analyse``'s

@@ -219,7 +219,6 @@ def _declare_inputs(b: Builder, program: ir.Program, time_axis: bool, bind: dict
     """
     infos, sig, env = [], [], {}
     refeed = set(_refeed(program, symbolic))
-    overridable = []
     for v in program.params:
         if v.name in (bind or {}):
             value = np.asarray(bind[v.name], dtype=v.dtype.numpy)
@@ -228,7 +227,6 @@ def _declare_inputs(b: Builder, program: ir.Program, time_axis: bool, bind: dict
                 raise BackendError(f"parameter {v.name!r} has shape {value.shape}, expected {shape}")
             if v.name in refeed:  # a default, not a constant: nothing folds it
                 b.initializers.append(numpy_helper.from_array(value, v.name))
-                overridable.append(v.name)
             else:
                 env[v.name] = Val(b.const(value, v.name), v.dtype, v.shape, False)
     unbound = tuple(v for v in program.params if v.name not in env)

@@ -13,10 +13,12 @@ a flattened ``[n * c]`` are exact) and checked at two more points.
 What cannot be symbolic is reported per dimension, with the spec location that fixes it:
 
 * the program's structure changes with the value (an unrolled ``for`` over ``range(n)``, a
-  connectivity drawn for ``n`` neurons, a constant array of ``n`` values): the programs do not
-  line up;
+  connectivity drawn for ``n`` neurons): the programs do not line up;
 * a size that is not a polynomial of degree at most one in each dimension (``n // 2``,
   ``n * n``): the checks at the extra points fail;
+* a constant array computed as the spec compiles whose shape follows a dimension, unless it is one
+  of the families a backend builds at run time (``Pattern``: filled, ``arange``, a triangular
+  mask), its family checked at every compile;
 * a node whose backend rule cannot take a run-time size (``supports``; the ONNX lowering's
   answer is ``lowering/onnx_symbolic.py``);
 * a dimension that sizes no axis of an input, parameter or state exactly, so nothing at run time
@@ -115,6 +117,36 @@ class Dim:
 
 def _terms(x) -> dict:
     return dict(x.terms) if isinstance(x, Dim) else {(): int(x)}
+
+
+@dataclass(frozen=True, slots=True)
+class Pattern:
+    """A constant array that the spec computes as it compiles, whose size follows the data, recognised
+    as one of the families a backend can build at run time: ``full`` (every entry ``value``),
+    ``arange`` (0, 1, ..., size - 1) and ``tril``/``triu`` (ones on and below/above diagonal ``k``,
+    zeros elsewhere: a causal mask).  The array must be that family's member at every compile."""
+
+    kind: str
+    value: Any = None
+    k: int = 0
+
+
+def pattern_of(arrays: list[np.ndarray]) -> Pattern | None:
+    """The family that every one of ``arrays`` (one constant, compiled at several sizes) belongs to."""
+    a0 = arrays[0]
+    if any(a.dtype != a0.dtype or a.ndim != a0.ndim or a.size == 0 for a in arrays):
+        return None
+    first = a0.flat[0]
+    if all(np.all(a == first) for a in arrays):
+        return Pattern("full", first.item())
+    if a0.ndim == 1 and all(np.array_equal(a, np.arange(a.shape[0])) for a in arrays):
+        return Pattern("arange")
+    if a0.ndim == 2:
+        for k in (0, -1, 1):
+            for kind, triangle in (("tril", np.tril), ("triu", np.triu)):
+                if all(np.array_equal(a, triangle(np.ones(a.shape, a.dtype), k)) for a in arrays):
+                    return Pattern(kind, k=k)
+    return None
 
 
 def has_dim(value: Any) -> bool:
@@ -237,6 +269,10 @@ class _Zip:
             poly = fit(self.points, [v.item() for v in vs], self.names, self.lows)
             if isinstance(poly, Dim):
                 return poly
+        if any(v.shape != v0.shape for v in vs):  # sized by the data: a family built at run time?
+            pattern = pattern_of(vs)
+            if pattern is not None:
+                return pattern
         raise Mismatch(f"{what} is an array computed when the spec compiles (shape {list(v0.shape)} at "
                        f"{_point(self.points[0])}), and its shape or values change with the sizes")
 

@@ -11,13 +11,14 @@ that numpy broadcasting of per-sample shapes still holds, an einsum gets a batch
 from __future__ import annotations
 
 import numpy as np
+from onnx import helper
 
 from nspec.compiler import ir
 from nspec.compiler.batching import batched_equation, batched_perm, stored_axis
 from nspec.compiler.ir import DType, Op
 from nspec.compiler.normal_draws import Reals, quantile
 from nspec.compiler.ops import LoopAttrs
-from nspec.compiler.symbolic_dims import Dim, has_dim
+from nspec.compiler.symbolic_dims import Dim, Pattern, has_dim
 from nspec.compiler.threefry import MASK, UNIFORM_SCALE, UNIFORM_SHIFT, Words, draw_word
 from nspec.lowering.onnx_builder import INT64_MAX, ONNX_DTYPE, Emit, Val, where
 from nspec.lowering.onnx_loop import loop
@@ -40,7 +41,22 @@ def _const(e: Emit, n, args, b):
     if isinstance(value, Dim):  # a number computed from a size bound by data (``sum(x) / n``)
         scalar = e.scalar(value, n.dtype)
         return _val(n, e.op("Reshape", scalar, e.i64(n.shape)) if n.shape else scalar, False)
+    if isinstance(value, Pattern):  # an array sized by the data, of a family built here
+        return _val(n, _pattern(e, value, n.dtype, n.shape), False)
     return _val(n, e.const(np.asarray(value, dtype=n.dtype.numpy)), False)
+
+
+def _pattern(e: Emit, p: Pattern, dtype: DType, shape) -> str:
+    """``p``'s member of ``shape`` (``symbolic_dims.Pattern``), computed from the run-time sizes."""
+    if p.kind == "full":
+        fill = helper.make_tensor("value", ONNX_DTYPE[dtype], [1], [p.value])
+        return e.op("ConstantOfShape", e.i64(shape), value=fill)
+    if p.kind == "arange":
+        size = e.scalar(shape[0], DType.i64)
+        return e.op("Cast", e.op("Range", e.scalar(0, DType.i64), size, e.scalar(1, DType.i64)), to=ONNX_DTYPE[dtype])
+    ones = e.op("ConstantOfShape", e.i64(shape), value=helper.make_tensor("value", ONNX_DTYPE[DType.i64], [1], [1]))
+    triangle = e.op("Trilu", ones, e.const(np.int64(p.k)), upper=int(p.kind == "triu"))
+    return e.op("Cast", triangle, to=ONNX_DTYPE[dtype])
 
 
 def _arg(e: Emit, n, args, b):
@@ -415,7 +431,7 @@ def symbolic_problem(n: ir.Node) -> str | None:
         return "event-driven propagation (its connectivity is fixed when the spec compiles)"
     if isinstance(n.attrs, LoopAttrs) and isinstance(n.attrs.count, Dim):
         return "the iteration count of an internal loop"
-    if n.op is Op.CONST and not isinstance(n.attr("value"), Dim) and has_dim(n.shape):
+    if n.op is Op.CONST and not isinstance(n.attr("value"), (Dim, Pattern)) and has_dim(n.shape):
         return "a constant array of that size"
     return None
 

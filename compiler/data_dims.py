@@ -65,16 +65,13 @@ class DataShapes:
 @dataclass(frozen=True, slots=True)
 class DataDim:
     """A data-bound hyperparameter as compiled: its value, what gave it and the uses data binds it by
-    (carried on the ``Program``, so backends can name the axes and rebuild when data changes)."""
+    (carried on the ``Program``, so runtimes rebuild when data changes and exports can keep it symbolic,
+    ``symbolic_dims.py``)."""
 
     name: str
     value: int
     source: str                 # "data: weights entry 'k' ...", "the hyperparameter value", "the default"
     uses: tuple[Use, ...]
-
-    def axis_of(self, kind: str, name: str, rank: int) -> tuple[int, ...]:
-        """The axes (from the end) of the ``kind`` entry ``name`` of rank ``rank`` that this dimension sizes."""
-        return tuple(u.axis for u in self.uses if u.kind == kind and u.matches(name) and u.rank <= rank)
 
 
 @dataclass(frozen=True, slots=True)

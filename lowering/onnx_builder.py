@@ -19,6 +19,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from nspec.compiler import ir
 from nspec.compiler.batching import lifted_axes, stored_axis
+from nspec.compiler.symbolic_dims import Dim
+from nspec.dsl.diagnostics import UNKNOWN_SPAN
 
 ONNX_DTYPE = {ir.DType.f32: TensorProto.FLOAT, ir.DType.f64: TensorProto.DOUBLE, ir.DType.i32: TensorProto.INT32,
               ir.DType.i64: TensorProto.INT64, ir.DType.bool: TensorProto.BOOL}
@@ -51,9 +53,14 @@ class LoopValue:
     items: tuple[Val, ...]
 
 
+def dim_names(shape) -> list:
+    """A shape for an ONNX declaration: each size bound by data (a ``Dim``) as its name (a ``dim_param``)."""
+    return [str(d) if isinstance(d, Dim) else d for d in shape]
+
+
 def value_info(name: str, dtype: ir.DType, shape, batched: bool, extra=()):
-    """A typed ONNX value declaration; symbolic dims are strings ("B", "T")."""
-    dims = (["B"] if batched else []) + list(extra) + list(shape)
+    """A typed ONNX value declaration; symbolic dims are strings ("B", "T", "in_channels")."""
+    dims = (["B"] if batched else []) + list(extra) + dim_names(shape)
     return helper.make_tensor_value_info(name, ONNX_DTYPE[dtype], dims)
 
 
@@ -66,6 +73,28 @@ class Builder:
         self.values: dict[str, np.ndarray] = {}  # initializer name -> value, for rules that fold constants
         self._consts: dict[tuple, str] = {}
         self.batch_dim: str | None = None  # a 1-D int64 tensor [B], computed in the main graph
+        self.main: Scope | None = None     # the main graph, where sizes bound by data are computed
+        # data-bound dimension -> (graph input, ONNX axis) whose size gives it at run time
+        self.dim_sources: dict[str, tuple[str, int]] = {}
+        self._sizes: dict[Dim, str] = {}
+
+    def size(self, d: Dim) -> str:
+        """The 1-D int64 tensor ``[d]``, computed once in the main graph from the graph inputs' shapes."""
+        if d not in self._sizes:
+            missing = sorted(n for n in d.names if n not in self.dim_sources)
+            if missing or self.main is None:
+                raise ir.IRError(f"the size {d} is bound by data, but no graph input gives {', '.join(missing)}")
+            e = Emit(self.main, f"size[{d}]", UNKNOWN_SPAN)
+            total = None
+            for names, c in d.terms:
+                term = e.i64([c]) if c != 1 or not names else None
+                for n in names:
+                    value, axis = self.dim_sources[n]
+                    axis_size = e.op("Shape", value, start=axis, end=axis + 1)
+                    term = axis_size if term is None else e.op("Mul", term, axis_size)
+                total = term if total is None else e.op("Add", total, term)
+            self._sizes[d] = total
+        return self._sizes[d]
 
     def fresh(self, base: str) -> str:
         """A name no other value or node of the model uses."""
@@ -178,10 +207,28 @@ class Emit:
         return self.builder.const(np.asarray(value, dtype=dtype), f"{self.label}.const")
 
     def i64(self, values) -> str:
-        """A 1-D int64 constant (shapes, axes, starts)."""
-        return self.const(np.asarray(list(values), dtype=np.int64).reshape(-1))
+        """A 1-D int64 tensor (shapes, axes, starts): a constant, or computed at run time where an
+        entry is a size bound by data (a ``Dim``)."""
+        values = list(values)
+        if not any(isinstance(v, Dim) for v in values):
+            return self.const(np.asarray(values, dtype=np.int64).reshape(-1))
+        pieces, run = [], []
+        for v in values:
+            if isinstance(v, Dim):
+                if run:
+                    pieces.append(self.const(np.asarray(run, dtype=np.int64)))
+                    run = []
+                pieces.append(self.builder.size(v))
+            else:
+                run.append(int(v))
+        if run:
+            pieces.append(self.const(np.asarray(run, dtype=np.int64)))
+        return pieces[0] if len(pieces) == 1 else self.op("Concat", *pieces, axis=0)
 
     def scalar(self, value, dtype: ir.DType) -> str:
+        """A scalar of ``dtype``; a size bound by data is read off the inputs at run time."""
+        if isinstance(value, Dim):
+            return self.op("Cast", self.op("Squeeze", self.builder.size(value), self.i64([0])), to=ONNX_DTYPE[dtype])
         return self.const(np.asarray(value, dtype=dtype.numpy))
 
     # -- helpers on Vals
@@ -216,8 +263,10 @@ class Emit:
     def zeros(self, dtype: ir.DType, shape, batched: bool) -> str:
         """A zero tensor ``[B, *shape]`` (or ``shape``)."""
         fill = helper.make_tensor("value", ONNX_DTYPE[dtype], [1], [0])
-        if not batched:
+        if not batched and not any(isinstance(d, Dim) for d in shape):
             return self.const(np.zeros(shape, dtype=dtype.numpy))
+        if not batched:
+            return self.op("ConstantOfShape", self.i64(shape), value=fill)
         dims = self.op("Concat", self.batch(), self.i64(shape), axis=0) if shape else self.batch()
         return self.op("ConstantOfShape", dims, value=fill)
 

@@ -11,11 +11,14 @@ that numpy broadcasting of per-sample shapes still holds, an einsum gets a batch
 from __future__ import annotations
 
 import numpy as np
+from onnx import helper
 
 from nspec.compiler import ir
 from nspec.compiler.batching import batched_equation, batched_perm, stored_axis
 from nspec.compiler.ir import DType, Op
 from nspec.compiler.normal_draws import Reals, quantile
+from nspec.compiler.ops import LoopAttrs
+from nspec.compiler.symbolic_dims import Dim, Pattern, has_dim
 from nspec.compiler.threefry import MASK, UNIFORM_SCALE, UNIFORM_SHIFT, Words, draw_word
 from nspec.lowering.onnx_builder import INT64_MAX, ONNX_DTYPE, Emit, Val, where
 from nspec.lowering.onnx_loop import loop
@@ -34,7 +37,26 @@ def _common(args: list[Val]) -> DType:
 
 # ---------------------------------------------------------------- leaves
 def _const(e: Emit, n, args, b):
-    return _val(n, e.const(np.asarray(n.attr("value"), dtype=n.dtype.numpy)), False)
+    value = n.attr("value")
+    if isinstance(value, Dim):  # a number computed from a size bound by data (``sum(x) / n``)
+        scalar = e.scalar(value, n.dtype)
+        return _val(n, e.op("Reshape", scalar, e.i64(n.shape)) if n.shape else scalar, False)
+    if isinstance(value, Pattern):  # an array sized by the data, of a family built here
+        return _val(n, _pattern(e, value, n.dtype, n.shape), False)
+    return _val(n, e.const(np.asarray(value, dtype=n.dtype.numpy)), False)
+
+
+def _pattern(e: Emit, p: Pattern, dtype: DType, shape) -> str:
+    """``p``'s member of ``shape`` (``symbolic_dims.Pattern``), computed from the run-time sizes."""
+    if p.kind == "full":
+        fill = helper.make_tensor("value", ONNX_DTYPE[dtype], [1], [p.value])
+        return e.op("ConstantOfShape", e.i64(shape), value=fill)
+    if p.kind == "arange":
+        size = e.scalar(shape[0], DType.i64)
+        return e.op("Cast", e.op("Range", e.scalar(0, DType.i64), size, e.scalar(1, DType.i64)), to=ONNX_DTYPE[dtype])
+    ones = e.op("ConstantOfShape", e.i64(shape), value=helper.make_tensor("value", ONNX_DTYPE[DType.i64], [1], [1]))
+    triangle = e.op("Trilu", ones, e.const(np.int64(p.k)), upper=int(p.kind == "triu"))
+    return e.op("Cast", triangle, to=ONNX_DTYPE[dtype])
 
 
 def _arg(e: Emit, n, args, b):
@@ -218,10 +240,23 @@ def _concat(e: Emit, n, args, b):
 def _slice(e: Emit, n, args, b):
     (x,) = args
     steps = [1 if s is None else int(s) for s in n.attr("steps") or [1] * len(n.attr("starts"))]
-    starts = [(0 if st > 0 else INT64_MAX) if s is None else int(s) for s, st in zip(n.attr("starts"), steps)]
-    stops = [(INT64_MAX if st > 0 else -INT64_MAX - 1) if s is None else int(s) for s, st in zip(n.attr("stops"), steps)]
+    starts = [(0 if st > 0 else INT64_MAX) if s is None else _size(s) for s, st in zip(n.attr("starts"), steps)]
+    stops = [(INT64_MAX if st > 0 else -INT64_MAX - 1) if s is None else _size(s) for s, st in zip(n.attr("stops"), steps)]
     axes = [x.axis(a) for a in range(len(starts))]
     return _val(n, e.op("Slice", x.name, e.i64(starts), e.i64(stops), e.i64(axes), e.i64(steps)), b)
+
+
+def _size(s):
+    """An int, or a size bound by data as it is (``Emit.i64`` computes it at run time)."""
+    return s if isinstance(s, Dim) else int(s)
+
+
+def _count(shape):
+    """The number of elements of ``shape`` (a ``Dim`` when a size is bound by data)."""
+    out = 1
+    for d in shape:
+        out = d * out if isinstance(d, Dim) else out * int(d)
+    return out
 
 
 def _moveaxis(e: Emit, name: str, rank: int, src: int, dst: int) -> str:
@@ -271,7 +306,7 @@ def _scatter_add(e: Emit, n, args, b):
     """
     base, idx, values = args
     axis = stored_axis(n.attr("axis"), len(base.shape), False)
-    k = int(np.prod(idx.shape, dtype=np.int64))
+    k = _count(idx.shape)
     flat = (*base.shape[:axis], k, *base.shape[axis + 1:])
     base, values = e.cast(base, n.dtype), e.cast(values, n.dtype)
     if b:
@@ -362,7 +397,8 @@ def _check(e: Emit, n, args, b):
     """The status, or (site, its step, the first failing value) when it is clear and x fails."""
     status, x = args
     a = n.attrs
-    if not int(np.prod(x.shape)):
+    count = _count(x.shape)
+    if not isinstance(count, Dim) and count == 0:
         return _val(n, e.op("Identity", status.name), b)
     st = e.to_batch(status).name if b else e.op("Reshape", status.name, e.i64([1, 3]))
     x = e.cast(x, DType.i64)
@@ -383,6 +419,22 @@ UNARY_ONNX = {Op.NEG: "Neg", Op.ABS: "Abs", Op.EXP: "Exp", Op.LOG: "Log", Op.SQR
 BINARY_ONNX = {Op.ADD: "Add", Op.SUB: "Sub", Op.MUL: "Mul", Op.POW: "Pow", Op.MAXIMUM: "Max", Op.MINIMUM: "Min",
                Op.AND: "And", Op.OR: "Or"}
 COMPARE_ONNX = {Op.LT: "Less", Op.LE: "LessOrEqual", Op.GT: "Greater", Op.GE: "GreaterOrEqual", Op.EQ: "Equal"}
+
+
+def symbolic_problem(n: ir.Node) -> str | None:
+    """Why this lowering cannot give ``n`` a size known only at run time (``symbolic_dims.analyse``'s
+    ``supports``); None when it can: every rule above reads sizes through ``Emit.i64``/``scalar``/
+    ``zeros`` except these, whose tables are built on the host."""
+    if n.op in (Op.UNIFORM, Op.NORMAL):
+        return "a random draw's size (its counter table is built for a fixed number of values)"
+    if n.op is Op.PROPAGATE:
+        return "event-driven propagation (its connectivity is fixed when the spec compiles)"
+    if isinstance(n.attrs, LoopAttrs) and isinstance(n.attrs.count, Dim):
+        return "the iteration count of an internal loop"
+    if n.op is Op.CONST and not isinstance(n.attr("value"), (Dim, Pattern)) and has_dim(n.shape):
+        return "a constant array of that size"
+    return None
+
 
 RULES = {
     Op.CONST: _const,

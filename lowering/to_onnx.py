@@ -18,6 +18,13 @@ Two models:
   lowered outside the Loop, so it runs once per run.  With ``steps=None`` the trip count is a
   scalar int64 input ``steps``.
 
+Data-bound dimensions (``hyper n: int = auto``).  Given ``symbolic`` (``symbolic_for``: the
+program with its data-bound sizes as ``Dim``s, ``compiler/symbolic_dims.py``), both models lower
+that program: graph inputs name those axes, and every shape, bound or value that is a ``Dim`` is
+computed from the source input's ``Shape`` (``Builder.size``, read by ``Emit.i64``/``scalar``/
+``zeros``), so the file runs at other sizes.  Without it (the executor, which recompiles for new
+data anyway) the graph is for the compiled sizes and its inputs declare them as numbers.
+
 ONNX node names carry the IR node and its span (``add_12@cuba.nspec:10:3``), doc strings the
 span; model metadata (``nspec.*`` keys) records the I/O signature, the nspec version, the
 sha256 of ``ir.print_program(program)``, the hyperparameters and the lowering options.
@@ -48,18 +55,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import helper
+from onnx import helper, numpy_helper
 
 from nspec.compiler import ir
 from nspec.compiler.ir import DType
+from nspec.compiler.symbolic_dims import Symbolic, analyse, has_dim
 from nspec.dsl.diagnostics import UNKNOWN_SPAN, NspecError, error
-from nspec.lowering.onnx_builder import ONNX_DTYPE, Builder, Emit, Scope, Val, value_info
-from nspec.lowering.onnx_rules import RULES
+from nspec.lowering.onnx_builder import ONNX_DTYPE, Builder, Emit, Scope, Val, dim_names, value_info
+from nspec.lowering.onnx_rules import RULES, symbolic_problem
 from nspec.runtime.executor import BackendError, RunRequest, RunResult, require_values
 from nspec.version import __version__
 
@@ -146,7 +155,8 @@ def _batch_dim(main: Scope, program: ir.Program) -> str:
     return e.op("Shape", first[0].name, start=0, end=1) if first else e.i64([1])
 
 
-def _model(graph, program: ir.Program, mode: str, signature: dict, options: Options) -> onnx.ModelProto:
+def _model(graph, program: ir.Program, mode: str, signature: dict, options: Options,
+           symbolic: Symbolic | None) -> onnx.ModelProto:
     graph.doc_string = f"nspec program {program.name} ({mode})"
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION,
                               producer_name="nspec", producer_version=__version__,
@@ -158,9 +168,12 @@ def _model(graph, program: ir.Program, mode: str, signature: dict, options: Opti
         "nspec.mode": mode,
         "nspec.signature": json.dumps(signature),
         "nspec.hyper": json.dumps(dict(program.hyper), default=str, sort_keys=True),
-        # the dimensions bound by data: their values here, and what gave them (compiler/data_dims.py)
-        "nspec.data_dims": json.dumps({d.name: {"value": d.value, "source": d.source} for d in program.data_dims},
-                                      sort_keys=True),
+        # the dimensions bound by data: their values here, what gave them (compiler/data_dims.py), and
+        # whether the graph follows other values (symbolic) or why it is built for this one
+        "nspec.data_dims": json.dumps({d.name: {"value": d.value, "source": d.source, **_symbolic_entry(d.name, symbolic)}
+                                       for d in program.data_dims}, sort_keys=True),
+        # parameters to feed at other sizes: their shape or initial value follows a symbolic dimension
+        "nspec.data_dim_params": json.dumps(_refeed(program, symbolic)),
         "nspec.dt": repr(program.dt),
         "nspec.lowering": json.dumps(asdict(options)),
     }
@@ -169,59 +182,97 @@ def _model(graph, program: ir.Program, mode: str, signature: dict, options: Opti
 
 
 def _sig(name: str, role: str, dtype: DType, dims, every: int | None = None) -> dict:
-    entry = {"name": name, "role": role, "dtype": dtype.value, "shape": list(dims)}
+    entry = {"name": name, "role": role, "dtype": dtype.value, "shape": dim_names(dims)}
     if every is not None:
         entry["every"] = every
     return entry
 
 
-def _declare_inputs(b: Builder, program: ir.Program, time_axis: bool, bind: dict | None):
+NOT_ANALYSED = "the graph was lowered for the compiled sizes (no way to recompile the spec was given)"
+
+
+def _symbolic_entry(name: str, symbolic: Symbolic | None) -> dict:
+    if symbolic is None:
+        return {"symbolic": False, "fixed_by": NOT_ANALYSED}
+    if name in symbolic.fixed:
+        return {"symbolic": False, "fixed_by": symbolic.fixed[name]}
+    return {"symbolic": True}
+
+
+def _refeed(program: ir.Program, symbolic: Symbolic | None) -> list[str]:
+    """The parameters whose shape or initial value follows a symbolic dimension (graph inputs, with
+    the compiled values as defaults when the export stores parameters)."""
+    if symbolic is None:
+        return []
+    return [v.name for v in symbolic.program.params if has_dim(v.shape) or v.name in symbolic.dependent_params]
+
+
+def _declare_inputs(b: Builder, program: ir.Program, time_axis: bool, bind: dict | None,
+                    symbolic: Symbolic | None):
     """Graph inputs, their signature entries, and the ARG environment.
 
     Parameters named in ``bind`` become initializers instead of inputs: rules then fold them on
     the host (a CSR becomes padded gather tables once), and ``export`` can store them as
-    external data.
+    external data.  With ``symbolic``, the parameters that a symbolic dimension sizes or sets
+    (``_refeed``) stay graph inputs whose initializer is only the default (ONNX Runtime lets a feed
+    replace it), and each symbolic dimension is read off the shape of its source input.
     """
     infos, sig, env = [], [], {}
+    refeed = set(_refeed(program, symbolic))
     for v in program.params:
         if v.name in (bind or {}):
             value = np.asarray(bind[v.name], dtype=v.dtype.numpy)
-            if value.shape != v.shape:
-                raise BackendError(f"parameter {v.name!r} has shape {value.shape}, expected {v.shape}")
-            env[v.name] = Val(b.const(value, v.name), v.dtype, v.shape, False)
+            shape = symbolic.at(v.shape) if symbolic else v.shape
+            if value.shape != shape:
+                raise BackendError(f"parameter {v.name!r} has shape {value.shape}, expected {shape}")
+            if v.name in refeed:  # a default, not a constant: nothing folds it
+                b.initializers.append(numpy_helper.from_array(value, v.name))
+            else:
+                env[v.name] = Val(b.const(value, v.name), v.dtype, v.shape, False)
     unbound = tuple(v for v in program.params if v.name not in env)
+    roles = {}
     for role, group, batched in (("param", unbound, False), ("state", program.states, True),
                                  ("input", program.inputs, True)):
         for v in group:
             extra = ("T",) if time_axis and role == "input" else ()
-            dims = _named_dims(program, role, v)
             b.used.add(v.name)
-            infos.append(value_info(v.name, v.dtype, dims, batched, extra))
-            sig.append(_sig(v.name, role, v.dtype, (["B"] if batched else []) + list(extra) + dims))
+            infos.append(value_info(v.name, v.dtype, v.shape, batched, extra))
+            sig.append(_sig(v.name, role, v.dtype, (["B"] if batched else []) + list(extra) + list(v.shape)))
             env[v.name] = Val(v.name, v.dtype, v.shape, batched)
+            roles[v.name] = int(batched) + len(extra)
+    for dim, (var, axis) in (symbolic.sources.items() if symbolic else ()):
+        b.dim_sources[dim] = (var, roles[var] + axis)
     return infos, sig, env
 
 
-def _named_dims(program: ir.Program, role: str, v: ir.Var) -> list:
-    """The shape of an input or a parameter input, with each axis that a data-bound dimension sizes
-    named after it (a symbolic ``dim_param``): ``x: f32[in_channels, n_tokens]`` is declared
-    ``["B", "T", "in_channels", "n_tokens"]``.  The graph itself is built for the compiled sizes."""
-    kind, name = ("input", v.name) if role == "input" else ("weight", v.key or v.name)
-    dims: list = list(v.shape)
-    for d in program.data_dims if role != "state" else ():
-        for axis in d.axis_of(kind, name, len(dims)):
-            dims[axis] = d.name
-    return dims
+def symbolic_for(program: ir.Program, compile_at) -> Symbolic | None:
+    """The analysis that keeps ``program``'s data-bound dimensions symbolic in ONNX
+    (``compiler/symbolic_dims.py``; ``compile_at(dims)`` compiles the spec at those values), with a
+    warning naming each dimension that stays fixed and the spec location that fixes it."""
+    if compile_at is None or not program.data_dims:
+        return None
+    symbolic = analyse(program, compile_at, symbolic_problem)
+    for name, why in symbolic.fixed.items():
+        warnings.warn(f"the ONNX export keeps '{name}' at {symbolic.values[name]}: {why}", SymbolicDimWarning,
+                      stacklevel=3)
+    return symbolic
+
+
+class SymbolicDimWarning(UserWarning):
+    """A data-bound dimension that an ONNX export cannot keep symbolic."""
 
 
 # ---------------------------------------------------------------- the two models
-def step_model(program: ir.Program, record=(), options: Options = Options(), bind: dict | None = None) -> onnx.ModelProto:
-    """One step ``(P, S_t, X_t) -> (S_{t+1}, Y_t, records)`` as an ONNX model (``bind``: see ``_declare_inputs``)."""
+def step_model(program: ir.Program, record=(), options: Options = Options(), bind: dict | None = None,
+               symbolic: Symbolic | None = None) -> onnx.ModelProto:
+    """One step ``(P, S_t, X_t) -> (S_{t+1}, Y_t, records)`` as an ONNX model (``bind``, ``symbolic``: see
+    ``_declare_inputs``)."""
     _require_discrete(program)
+    base, program = program, symbolic.program if symbolic else program
     names = [n for n, _ in _record_pairs(record)]
     b = Builder()
-    main = Scope(b)
-    infos, sig_in, env = _declare_inputs(b, program, False, bind)
+    main = b.main = Scope(b)
+    infos, sig_in, env = _declare_inputs(b, program, False, bind, symbolic)
     b.batch_dim = _batch_dim(main, program)
     vals = lower_graph(main, program.step, env, ir.batched(program.step), options)
     outs, sig_out = [], []
@@ -234,17 +285,19 @@ def step_model(program: ir.Program, record=(), options: Options = Options(), bin
         sig_out.append(_sig(out_name, role, dtype, ["B", *val.shape]))
     nodes, inits = b.finish(main.nodes, [o.name for o in outs])
     graph = helper.make_graph(nodes, program.name, infos, outs, initializer=inits)
-    return _model(graph, program, "step", {"inputs": sig_in, "outputs": sig_out}, options)
+    return _model(graph, base, "step", {"inputs": sig_in, "outputs": sig_out}, options, symbolic)
 
 
 def run_model(program: ir.Program, steps: int | None = None, record=(), options: Options = Options(),
-              bind: dict | None = None) -> onnx.ModelProto:
-    """The whole run as one graph: an ONNX ``Loop`` over ``steps`` (an input when None; ``bind``: see ``_declare_inputs``)."""
+              bind: dict | None = None, symbolic: Symbolic | None = None) -> onnx.ModelProto:
+    """The whole run as one graph: an ONNX ``Loop`` over ``steps`` (an input when None; ``bind``,
+    ``symbolic``: see ``_declare_inputs``)."""
     _require_discrete(program)
+    base, program = program, symbolic.program if symbolic else program
     pairs = _record_pairs(record)
     b = Builder()
-    main = Scope(b)
-    infos, sig_in, outer = _declare_inputs(b, program, True, bind)
+    main = b.main = Scope(b)
+    infos, sig_in, outer = _declare_inputs(b, program, True, bind, symbolic)
     if steps is None:
         b.used.add(STEPS_INPUT)
         infos.append(value_info(STEPS_INPUT, DType.i64, (), False))
@@ -298,22 +351,26 @@ def run_model(program: ir.Program, steps: int | None = None, record=(), options:
                 m.i64([1]))
             m.op("Slice", seq, m.i64([0]), stop, m.i64([0]), m.i64([every]), out_name=out_name)
             dims = [count, "B", *val.shape]
-        outs.append(helper.make_tensor_value_info(out_name, ONNX_DTYPE[dtype], dims))
+        outs.append(helper.make_tensor_value_info(out_name, ONNX_DTYPE[dtype], dim_names(dims)))
         sig_out.append(_sig(out_name, role, dtype, dims, every_of.get(name) if role == "record" else None))
     nodes, inits = b.finish(main.nodes, [o.name for o in outs])
     graph = helper.make_graph(nodes, program.name, infos, outs, initializer=inits)
-    return _model(graph, program, "whole-run", {"inputs": sig_in, "outputs": sig_out}, options)
+    return _model(graph, base, "whole-run", {"inputs": sig_in, "outputs": sig_out}, options, symbolic)
 
 
 # ---------------------------------------------------------------- files
 def export(program: ir.Program, path, mode: str = "whole-run", steps: int | None = None, external_data: bool = False,
-           force: bool = False, record=(), params: dict | None = None, options: Options = Options()) -> Path:
+           force: bool = False, record=(), params: dict | None = None, options: Options = Options(),
+           compile_at=None) -> Path:
     """Write the program's ONNX model to ``path`` (never over an existing file unless ``force``).
 
     ``mode`` is "whole-run" (``run_model``; ``steps=None`` makes the step count an input) or
     "step" (``step_model``).  ``params`` (name -> array) are stored in the model as constants
     instead of being inputs.  With ``external_data`` the initializers go to ``<path>.data``
-    beside the model (for large weight sets; ONNX protobufs stop at 2 GB).
+    beside the model (for large weight sets; ONNX protobufs stop at 2 GB).  ``compile_at``
+    ({dimension: value} -> Program, the spec compiled at those values) keeps the program's
+    data-bound dimensions symbolic (``symbolic_for``); without it the graph runs at the compiled
+    sizes only.
     """
     path = Path(path)
     if mode not in ("whole-run", "step"):
@@ -322,10 +379,11 @@ def export(program: ir.Program, path, mode: str = "whole-run", steps: int | None
     for target in (path, data) if external_data else (path,):
         if target.exists() and not force:
             raise FileExistsError(f"{target} exists; pass force=True to overwrite it")
+    symbolic = symbolic_for(program, compile_at)
     if mode == "step":
-        model = step_model(program, record, options, params)
+        model = step_model(program, record, options, params, symbolic)
     else:
-        model = run_model(program, steps, record, options, params)
+        model = run_model(program, steps, record, options, params, symbolic)
     if external_data:
         if data.exists():
             data.unlink()  # save_model appends to an existing data file
@@ -536,5 +594,5 @@ class OnnxExecutor:
         return [x.name for x in self.program.inputs]
 
 
-__all__ = ["RULES", "Options", "lower_graph", "step_model", "run_model", "export", "session", "default_providers",
-           "OnnxExecutor"]
+__all__ = ["RULES", "Options", "lower_graph", "step_model", "run_model", "export", "symbolic_for", "SymbolicDimWarning",
+           "session", "default_providers", "OnnxExecutor"]

@@ -129,11 +129,19 @@ def _out_path(out: str | None, spec: Path, suffix: str) -> Path:
 
 def _export_onnx(program, path: Path, args) -> None:
     export = _lowering("to_onnx", "export")
+    from nspec.compiler.driver import compile_file
     from nspec.runtime.reference import initialize
 
     params, _ = initialize(program, 1, program.seed)  # stored in the file, so it runs on its own
-    export(program, str(path), mode="step" if args.step else "whole-run", steps=args.steps, force=args.force,
-           params=params)
+    hyper = _hyper(args.param)
+    # compiles at other values of the data-bound dimensions, which the export keeps symbolic
+    compile_at = lambda dims: compile_file(args.spec, {**hyper, **dims}, args.entry)  # noqa: E731
+    with warnings.catch_warnings(record=True) as caught:  # a dimension the file keeps fixed, and why
+        warnings.simplefilter("always", _lowering("to_onnx", "SymbolicDimWarning"))
+        export(program, str(path), mode="step" if args.step else "whole-run", steps=args.steps, force=args.force,
+               params=params, compile_at=compile_at)
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
 
 
 def _export_tvm(program, path: Path, args) -> None:

@@ -567,11 +567,19 @@ class Model:
         return to_nir(self)
 
     def export_onnx(self, path: str | Path, **options) -> None:
-        """A self-contained ONNX file: the whole run, with this model's parameters stored inside."""
+        """A self-contained ONNX file: the whole run, with this model's parameters stored inside.
+
+        Its data-bound dimensions stay symbolic where the graph can compute them from its inputs'
+        shapes (``to_onnx.symbolic_for``): the spec is compiled again at other values to find them."""
         from nspec.lowering.to_onnx import export
 
         options.setdefault("params", self.initial(1, None)[0])
+        options.setdefault("compile_at", self._compiled_at if Path(self.path).is_file() else None)
         export(self.program, str(path), **options)
+
+    def _compiled_at(self, dims: dict[str, int]) -> Program:
+        """The spec compiled with the data-bound dimensions ``dims`` given as values (no data)."""
+        return compile_file(self.path, {**self.hyper, **dims}, self.target, limits=self.limits)
 
 
 def _axes(*lead: str, shape: tuple[int, ...]) -> str:

@@ -275,7 +275,7 @@ def test_a_model_recompiles_for_the_sizes_of_its_weights_and_inputs(ctm_bundle):
 def test_onnx_names_the_axes_data_bound_dimensions_size(ctm_bundle, tmp_path):
     import onnx
 
-    from nspec.lowering.to_onnx import run_model
+    from nspec.lowering.to_onnx import run_model, symbolic_for
 
     config, weights, inputs, _ = ctm_bundle
     model = nspec.load(CTM, weights=weights, inputs=inputs, **config)
@@ -291,6 +291,11 @@ def test_onnx_names_the_axes_data_bound_dimensions_size(ctm_bundle, tmp_path):
     recorded = json.loads(props["nspec.data_dims"])
     assert {k: v["value"] for k, v in recorded.items()} == {"in_channels": 5, "n_tokens": 11}
     assert recorded["n_tokens"]["source"].startswith(f"data: the input 'x' of shape [2, 5, 11] in {inputs}")
-    unbound = run_model(model.program, 1)  # parameters as graph inputs: theirs are named too
+    assert {k: v["symbolic"] for k, v in recorded.items()} == {"in_channels": True, "n_tokens": True}
+    # parameters as graph inputs: theirs are named too (tests/test_onnx_symbolic_dims.py runs such files
+    # at other sizes)
+    unbound = run_model(model.program, 1, symbolic=symbolic_for(model.program, model._compiled_at))
     assert shape(unbound.graph, "kv_weight") == [8, "in_channels"]
     assert shape(unbound.graph, "q_weight") == [8, 8]
+    # lowered without the analysis, the graph is for the compiled sizes, and its inputs say so
+    assert shape(run_model(model.program, 1).graph, "kv_weight") == [8, 5]

@@ -39,7 +39,7 @@ class DistributedError(ValueError):
     """A launch that cannot work: a bad worker count, an inconsistent torchrun environment, no GPU per rank."""
 
 
-class WorkerError(DistributedError):
+class WorkerError(Exception):
     """A worker process raised: ``rank`` and its message (``user``: a user error, not a bug in nspec)."""
 
     def __init__(self, rank: int, kind: str, message: str, user: bool):

@@ -630,7 +630,7 @@ def train(model_or_spec, data, loss: str | Loss | Callable, *,
     if world == 1 and launched is None:
         run = _set_up(model_or_spec, read_data(data), loss, device=device, **setup)
         return _history(run, _fit(run, None, device=device, **fit))
-    from .distributed import DistributedError, device_of, joined, spawn, start_method
+    from .distributed import DistributedError, WorkerError, device_of, joined, spawn, start_method
 
     try:
         if launched is not None:
@@ -646,6 +646,8 @@ def train(model_or_spec, data, loss: str | Loss | Callable, *,
         result = spawn(world, _train_worker, job, device)
     except DistributedError as exc:
         raise TrainError(str(exc)) from None
+    except WorkerError as exc:  # a user error stays one; a bug in a worker is an internal error here too
+        raise (TrainError if exc.user else RuntimeError)(str(exc)) from None
     run.module.load_state_dict(result["state"])
     run.losses[:] = result["losses"]
     run.module.eval()

@@ -22,6 +22,7 @@ import pytest
 import torch
 
 from nspec.cli import main
+from nspec.runtime.distributed import Group
 from nspec.runtime.train import CHECKPOINT_FILES, TrainError, train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -98,6 +99,12 @@ def test_an_uneven_last_batch_and_an_empty_share_keep_the_full_batch_gradient(sa
     many = train(CLASSIFIER, data, steps=5, batch_size=batch, workers=workers, **settings)
     assert_same_weights(one.module.state_dict(), many.module.state_dict())
     np.testing.assert_allclose(many.losses, one.losses, rtol=1e-6)
+
+
+def test_each_rank_takes_a_contiguous_chunk_of_the_global_batch():
+    rows = np.array([7, 3, 9, 0, 5, 1, 8, 2, 6, 4])
+    assert [Group(r, 3, r).share(rows).tolist() for r in range(3)] == [[7, 3, 9, 0], [5, 1, 8], [2, 6, 4]]
+    assert [Group(r, 3, r).share(rows[:2]).tolist() for r in range(3)] == [[7], [3], []]
 
 
 # ---------------------------------------------------------------- the command line: checkpoints and resumption

@@ -114,15 +114,27 @@ def cli_args(tmp_path: Path, checkpoint: Path, *extra: str, quiet: bool = True) 
             *(["-q"] if quiet else []), *extra]
 
 
-def test_cli_workers_checkpoint_from_rank_zero_and_resume_exactly(tmp_path):
+def test_cli_workers_checkpoint_from_rank_zero_and_resume_exactly(tmp_path, monkeypatch):
+    import nspec.runtime.train as training
+
+    writes, save = tmp_path / "writes.txt", training.save_checkpoint
+
+    def logged_save(directory, module, optimizer, info):  # the forked workers inherit this
+        with open(writes, "a", encoding="utf-8") as log:
+            log.write(f"rank {torch.distributed.get_rank()} step {info['step']}\n")
+        save(directory, module, optimizer, info)
+
     np.savez(tmp_path / "train.npz", **small_task(48))
     assert main(cli_args(tmp_path, tmp_path / "one", "--epochs", "3")) == 0
+    monkeypatch.setattr(training, "save_checkpoint", logged_save)
     assert main(cli_args(tmp_path, tmp_path / "two", "--epochs", "2", "--workers", "2")) == 0
-    # one complete set of files: no second writer's temporaries, nothing half written
+    # one complete set of files, written by rank 0 alone after each epoch
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(CHECKPOINT_FILES)
+    assert writes.read_text().splitlines() == ["rank 0 step 3", "rank 0 step 6"]
     assert json.loads((tmp_path / "two" / "trainer.json").read_text())["step"] == 6
     assert main(cli_args(tmp_path, tmp_path / "two", "--epochs", "3", "--workers", "2", "--resume")) == 0
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(CHECKPOINT_FILES)
+    assert writes.read_text().splitlines()[2:] == ["rank 0 step 9"]
     from safetensors.torch import load_file
 
     straight, resumed = (load_file(str(tmp_path / d / "model.safetensors")) for d in ("one", "two"))

@@ -406,7 +406,7 @@ def _fit(run: _Run, group: Group | None, *, ckpt: Path | None, resume: bool, for
 
     ``group`` None is one process.  With a group, rank 0 checks and loads the checkpoint and hands
     it to the others, every rank computes its share of each global batch (``_share_loss``), DDP
-    sums the gradients, and only rank 0 writes checkpoints and shows progress."""
+    averages the gradients over the ranks, and only rank 0 writes checkpoints and shows progress."""
     module, opt, dataset, per_epoch, total = run.module, run.opt, run.dataset, run.per_epoch, run.total
     net = module
     if group is None:
@@ -521,8 +521,9 @@ def _share_loss(run: _Run, net, group: Group, rows: np.ndarray, used: list, devi
     The rank takes its contiguous chunk (``Group.share``).  DDP averages the ranks' gradients, so a
     mean loss over ``n_r`` of the batch's ``n`` samples is scaled by ``n_r * world / n``: the average
     is then ``sum_r (n_r / n) grad L_r``, the full batch's gradient (a sum loss by ``world``).  A rank
-    with no sample still runs DDP's forward and backward, which every rank must, with a loss of
-    zero times its reached parameters (exactly zero gradients, even where the model's are not finite)."""
+    with no sample still runs DDP's forward and backward, which every rank must: the forward on one
+    sample of the batch, its output unused, and a loss of zero times the reached parameters, whose
+    gradients are exactly zero whatever the model computes."""
     mine = group.share(rows)
     mean = getattr(run.loss, "reduction", None) == "mean"
     if len(mine):

@@ -3,7 +3,8 @@
 Two ways in.  ``spawn(n, fn, payload, device)`` starts ``n`` local processes with
 ``torch.multiprocessing.spawn``, each joining a group at a free port on localhost, and returns what
 rank 0's ``fn(group, payload)`` returned; a worker that raises ends the others (``spawn`` kills
-them) and its message comes back as a ``WorkerError``.  Under ``torchrun`` (``RANK``,
+them) and its message comes back as a ``WorkerError`` (the first error in time, not a peer's lost
+connection to it).  Under ``torchrun`` (``RANK``,
 ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT`` in the environment, on one
 machine or several) ``torchrun_group`` reads this process's place and ``joined`` joins that group
 (``env://``) instead.  Either way gloo runs the CPU collectives and NCCL the CUDA ones, one GPU per
@@ -22,6 +23,7 @@ import os
 import socket
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -161,7 +163,8 @@ def _worker(rank: int, world: int, port: int, fn: Callable, payload: Any, device
         if rank == 0:
             torch.save(result, Path(folder) / "result.pt")
     except BaseException as exc:
-        record = {"kind": type(exc).__name__, "message": str(exc), "user": isinstance(exc, ValueError)}
+        record = {"kind": type(exc).__name__, "message": str(exc), "user": isinstance(exc, ValueError),
+                  "time": time.time()}
         (Path(folder) / f"error{rank}.json").write_text(json.dumps(record), encoding="utf-8")
         raise
 
@@ -189,11 +192,13 @@ def spawn(n: int, fn: Callable, payload: Any, device: str) -> Any:
             mp.start_processes(_worker, args=(n, _free_port(), fn, payload, device, folder), nprocs=n, join=True,
                                start_method=start_method(device))
         except (mp.ProcessRaisedException, mp.ProcessExitedException) as exc:
-            record = Path(folder) / f"error{exc.error_index}.json"
-            if not record.is_file():  # killed from outside (a signal, out of memory): nothing was recorded
+            # the first error is the cause: the others are peers losing their connection to it
+            records = [(json.loads(path.read_text(encoding="utf-8")), int(path.stem[len("error"):]))
+                       for path in Path(folder).glob("error*.json")]
+            if not records:  # killed from outside (a signal, out of memory): nothing was recorded
                 raise WorkerError(exc.error_index, "exit", str(exc), user=False) from None
-            info = json.loads(record.read_text(encoding="utf-8"))
-            raise WorkerError(exc.error_index, info["kind"], info["message"], info["user"]) from None
+            info, rank = min(records, key=lambda record: record[0]["time"])
+            raise WorkerError(rank, info["kind"], info["message"], info["user"]) from None
         return torch.load(Path(folder) / "result.pt", weights_only=False)
 
 

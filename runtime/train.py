@@ -639,11 +639,11 @@ def train(model_or_spec, data, loss: str | Loss | Callable, *,
             with joined(launched, device):
                 run = _set_up(model_or_spec, read_data(data), loss, device=device, **setup)
                 return _history(run, _fit(run, launched, device=device, **fit))
-        run = _set_up(model_or_spec, read_data(data), loss, device="cpu", **setup)  # checks, and gets the result
         job = {"model": model_or_spec, "data": data if isinstance(data, (str, Path)) else read_data(data),
                "loss": loss, "setup": setup, "fit": fit}
         if start_method(device) == "spawn":
             _check_picklable(job)
+        run = _set_up(model_or_spec, read_data(data), loss, device="cpu", **setup)  # checks, and gets the result
         result = spawn(world, _train_worker, job, device)
     except DistributedError as exc:
         raise TrainError(str(exc)) from None

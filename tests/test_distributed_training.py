@@ -217,6 +217,17 @@ def test_an_inconsistent_launcher_environment_is_a_user_error(monkeypatch, env, 
         train(CLASSIFIER, small_task(8), steps=1, batch_size=4, workers=workers, **SETTINGS)
 
 
+def test_spawned_workers_need_a_picklable_loss(monkeypatch):
+    """Under the "spawn" start method (CUDA's) the job is pickled: a lambda is refused before any start."""
+    import nspec.runtime.distributed as distributed
+
+    monkeypatch.setattr(distributed, "start_method", lambda device: "spawn")
+    loss = lambda outputs, batch: outputs["logits"].mean()  # noqa: E731
+    loss.reduction = "mean"
+    with pytest.raises(TrainError, match="sends the loss to each worker process, but it cannot be pickled"):
+        train(CLASSIFIER, small_task(8), steps=1, batch_size=4, workers=2, **{**SETTINGS, "loss": loss})
+
+
 def test_a_failing_worker_fails_the_run_with_its_message():
     with pytest.raises(TrainError, match="worker 1 failed: rank one cannot go on"):
         train(CLASSIFIER, small_task(16), steps=3, batch_size=4, workers=2, **{**SETTINGS, "loss": FailsOnRankOne()})

@@ -24,6 +24,7 @@ import json
 import math
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping
@@ -538,6 +539,29 @@ def _share_loss(run: _Run, net, group: Group, rows: np.ndarray, used: list, devi
     return sum(p.sum() for p in used) * 0.0, shown
 
 
+def _draws_per_sample(program) -> bool:
+    """Whether a run of ``program`` draws random numbers per sample (noise in its step, random
+    initial states): both follow a sample's position in its batch, which a worker's chunk changes."""
+    from nspec.compiler.ops import STEP_DRAWS, Op
+
+    if any(n.op in STEP_DRAWS for n in program.step.nodes):
+        return True
+    init = program.init
+    roots = {v.name: r.node for group in (program.params, program.states)
+             for v in group if (r := init.result(v.name, "value")) is not None}
+    params = init.reachable([roots[v.name] for v in program.params if v.name in roots])
+    states = init.reachable([roots[v.name] for v in program.states if v.name in roots]) - params
+    return any(init.nodes[i].op is Op.RANDOM for i in states)  # a parameter's draw is every sample's
+
+
+def _warn_if_draws(run: _Run, world: int) -> None:
+    if _draws_per_sample(run.module._nspec.program):
+        warnings.warn(f"{run.module._nspec.program.name} draws random numbers per sample (noise or random initial "
+                      f"states), by the sample's position in a worker's share of the batch: with {world} workers "
+                      "they differ from one process's, so the training does too (in distribution it is the same)",
+                      UserWarning, stacklevel=3)
+
+
 def _train_worker(group: Group, device: str, job: dict[str, Any]) -> dict[str, Any]:
     """One spawned worker (``distributed.spawn``): set up as the caller did, train its share; rank 0
     returns the trained weights and the losses."""
@@ -598,7 +622,7 @@ def train(model_or_spec, data, loss: str | Loss | Callable, *,
     (``Group.share``), and the gradient is the full batch's, so the weights and the losses equal
     one process's up to float rounding.  A callable loss then needs ``reduction = "mean"`` or
     ``"sum"``.  Random draws inside the model (noise, random initial states) are made per sample
-    position in a worker's chunk, so they differ from one process's.  Under ``torchrun`` (its
+    position in a worker's chunk, so they differ from one process's (a warning says so).  Under ``torchrun`` (its
     variables in the environment) every process calls ``train`` and they join the launcher's group;
     ``workers`` may then be left out.  The model and loss are pickled to spawned workers.
     """
@@ -638,12 +662,15 @@ def train(model_or_spec, data, loss: str | Loss | Callable, *,
             device = device_of(device, launched)
             with joined(launched, device):
                 run = _set_up(model_or_spec, read_data(data), loss, device=device, **setup)
+                if launched.rank == 0:
+                    _warn_if_draws(run, world)
                 return _history(run, _fit(run, launched, device=device, **fit))
         job = {"model": model_or_spec, "data": data if isinstance(data, (str, Path)) else read_data(data),
                "loss": loss, "setup": setup, "fit": fit}
         if start_method(device) == "spawn":
             _check_picklable(job)
         run = _set_up(model_or_spec, read_data(data), loss, device="cpu", **setup)  # checks, and gets the result
+        _warn_if_draws(run, world)
         result = spawn(world, _train_worker, job, device)
     except DistributedError as exc:
         raise TrainError(str(exc)) from None

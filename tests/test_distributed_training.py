@@ -15,6 +15,7 @@ import os
 import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -81,7 +82,9 @@ class FailsOnRankOne:
 def test_two_workers_with_half_the_batch_each_equal_one_worker():
     data = small_task(48)
     one = train(CLASSIFIER, data, steps=5, batch_size=16, **SETTINGS)
-    two = train(CLASSIFIER, data, steps=5, batch_size=16, workers=2, **SETTINGS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no random draws in this model: nothing to warn about
+        two = train(CLASSIFIER, data, steps=5, batch_size=16, workers=2, **SETTINGS)
     assert two.step == 5 and two.start == 0
     assert_same_weights(one.module.state_dict(), two.module.state_dict())
     np.testing.assert_allclose(two.losses, one.losses, rtol=1e-6)  # the global batch's loss, all-reduced
@@ -119,6 +122,14 @@ def test_each_rank_takes_a_contiguous_chunk_of_the_global_batch():
     rows = np.array([7, 3, 9, 0, 5, 1, 8, 2, 6, 4])
     assert [Group(r, 3, r).share(rows).tolist() for r in range(3)] == [[7, 3, 9, 0], [5, 1, 8], [2, 6, 4]]
     assert [Group(r, 3, r).share(rows[:2]).tolist() for r in range(3)] == [[7], [3], []]
+
+
+def test_a_model_with_noise_warns_that_workers_change_its_draws(tmp_path):
+    noisy = tmp_path / "noisy.nspec"
+    text = CLASSIFIER.read_text().replace("next v = beta * v + x @ W", "next v = beta * v + x @ W + 0.01 * rand()")
+    noisy.write_text(text.replace("module train.spiking_classifier", "module train.noisy"))
+    with pytest.warns(UserWarning, match="draws random numbers per sample .* with 2 workers they differ"):
+        train(noisy, small_task(8), steps=1, batch_size=4, workers=2, **SETTINGS)
 
 
 # ---------------------------------------------------------------- the command line: checkpoints and resumption

@@ -77,6 +77,7 @@ class Group:
 
 
 def check_workers(workers: Any) -> None:
+    """A worker count is a positive integer (not a bool, not a float that happens to be whole)."""
     if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
         raise DistributedError(f"workers must be a positive integer, got {workers!r}")
 

@@ -134,6 +134,8 @@ def joined(group: Group, device: str) -> Iterator[None]:
         if (dist.get_rank(), dist.get_world_size()) != (group.rank, group.world):
             raise DistributedError(f"the open process group has rank {dist.get_rank()} of {dist.get_world_size()}, "
                                    f"but the environment says RANK={group.rank}, WORLD_SIZE={group.world}")
+        if device.startswith("cuda"):  # NCCL's collectives run on the current device
+            torch.cuda.set_device(torch.device(device))
         yield
         return
     _start(group, device, "env://")

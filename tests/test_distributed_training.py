@@ -200,6 +200,28 @@ def test_torchrun_launch_joins_its_group_and_equals_one_worker(tmp_path):
     assert_same_weights(one, run)
 
 
+def test_a_group_the_caller_opened_is_joined_and_left_open(monkeypatch):
+    """A script that opened its process group itself (one process here) trains in it."""
+    import socket
+
+    data = small_task(32)
+    one = train(CLASSIFIER, data, steps=3, batch_size=16, **SETTINGS)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for key, value in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+                       "MASTER_PORT": str(port)}.items():
+        monkeypatch.setenv(key, value)
+    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    try:
+        joined = train(CLASSIFIER, data, steps=3, batch_size=16, **SETTINGS)
+        assert torch.distributed.is_initialized()
+    finally:
+        torch.distributed.destroy_process_group()
+    assert_same_weights(one.module.state_dict(), joined.module.state_dict())
+    assert joined.losses == pytest.approx(one.losses, rel=1e-6)
+
+
 # ---------------------------------------------------------------- errors
 @pytest.mark.parametrize("kwargs, message", [
     ({"workers": 0}, "workers must be a positive integer, got 0"),

@@ -517,6 +517,7 @@ def cmd_test(args) -> int:
 
 # ---------------------------------------------------------------- train
 def cmd_train(args) -> int:
+    from nspec.runtime.distributed import torchrun_group
     from nspec.runtime.train import CHECKPOINT_FILES, TrainError, parse_loss, read_data, train
 
     hyper = _hyper(args.param)
@@ -542,9 +543,13 @@ def cmd_train(args) -> int:
         history = train(model, data, loss, optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
                         epochs=args.epochs, steps=args.max_steps, batch_size=args.batch_size, seed=args.seed,
                         time_steps=args.time_steps, grad_clip=args.grad_clip, checkpoint_dir=args.checkpoint,
-                        resume=args.resume, force=args.force, device=args.device, progress=not args.quiet)
+                        resume=args.resume, force=args.force, device=args.device, progress=not args.quiet,
+                        workers=args.workers)
     except TrainError as exc:
         raise CliError(str(exc)) from None
+    launched = torchrun_group()  # valid: train checked it
+    if launched is not None and launched.rank != 0:
+        return EXIT_OK  # under torchrun, rank 0 speaks for the run
     if not args.quiet and history.start == history.step:
         print(f"nothing to train: the checkpoint in {args.checkpoint} is already at step {history.step}")
     elif not args.quiet:

@@ -190,6 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the checkpoint in --checkpoint DIR")
     p.add_argument("--force", action="store_true", help="overwrite an existing checkpoint")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    p.add_argument("--workers", type=positive_int, metavar="N",
+                   help="data-parallel training in N local processes (DistributedDataParallel; gloo on cpu, one GPU "
+                        "each with cuda), each computing a contiguous share of every batch, with the same result as "
+                        "one process; under torchrun the processes join its group and N, if given, must equal its "
+                        "WORLD_SIZE (default 1, or torchrun's WORLD_SIZE)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary")
     p.set_defaults(handler=cmd_train)
 

@@ -291,10 +291,25 @@ def _refusal_spec() -> str:
             "  population P: LIF[1000000000]\n}\nsimulate Net for 1 ms, dt = 0.1 ms\n")
 
 
+def _torchrun_lines(block: str, tmp_path: Path) -> None:
+    """Each line parses as torchrun's launcher options and then as an ``nspec`` command (the launch
+    itself needs several machines; ``tests/test_distributed_training.py`` runs torchrun on one)."""
+    from torch.distributed.run import get_args_parser
+
+    from nspec.cli import build_parser
+
+    for argv in _logical_lines(block):
+        assert argv[0] == "torchrun", argv
+        launch = get_args_parser().parse_args(argv[1:])
+        assert launch.module and launch.training_script == "nspec", argv
+        build_parser().parse_args(launch.training_script_args)
+
+
 TEXT = {
     # page, the block's first words: its check
     ("docs/architecture.md", ".nspec text --parse-->"): _architecture_paths,
     ("docs/reliability.md", "net.nspec:9:21: error: population 'P'"): _memory_refusal,
+    ("docs/cli.md", "torchrun --nnodes"): _torchrun_lines,
 }
 
 

@@ -174,8 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", "-m", action="append", metavar="[NAME=]EXPR",
                    help="a column computed from each trial's run, an expression of spec tests' expect "
                         "(mean_rate(P), count(P)), in SI units; named by its text or NAME; repeatable")
-    p.add_argument("--address", metavar="HOST:PORT|auto", help="join this Ray cluster (auto: the one "
-                   "`ray start` began on this machine); default: start a local Ray for this sweep")
+    p.add_argument("--address", metavar="HOST:PORT|auto", help="join this Ray cluster (auto: the one that "
+                   "ray start began on this machine); default: start a local Ray for this sweep")
     p.add_argument("--retries", type=int, default=3, metavar="N",
                    help="how often Ray reruns a trial whose worker process died (default 3)")
     p.add_argument("--force", action="store_true", help="replace a table that another sweep wrote (a rerun "

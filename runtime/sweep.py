@@ -24,10 +24,12 @@ per trial, and collects one row per trial in a Parquet table (``pyarrow``).
   ``NAME_si`` (float, SI units) for a name whose values have units; ``seed``; one float column per
   ``--metric`` (SI units, named by its expression or ``name=``); ``outputs`` (the trial's ``.npz``
   relative to the table's folder); ``status`` (``ok``/``error``), ``error``; ``attempts`` (how many
-  times a task started the trial: more than 1 when Ray retried it); ``wall_s``; ``trial`` and
-  ``variant`` (keys).  Each finished trial is written at once to ``<table>.d/rows/`` (and its
-  outputs to ``<table>.d/trial-<key>.npz``); the table is rewritten from those, atomically, every
-  few seconds and at the end, so a crash loses nothing finished.
+  times a worker began the trial: more than 1 when Ray retried it; a worker killed before it began,
+  while it received its arguments, is not counted); ``wall_s``; ``worker`` (the node's address and
+  process id of the worker that ran it); ``trial`` and ``variant`` (keys).  Each finished trial is
+  written at once to ``<table>.d/rows/`` (and its outputs to ``<table>.d/trial-<key>.npz``); the
+  table is rewritten from those, atomically, every few seconds and at the end, so a crash loses
+  nothing finished.
 * **Resume.**  ``<table>.d/sweep.json`` records what the sweep is (spec and its text's digest,
   grid, seeds, fixed hyperparameters, steps, backend, metrics).  Running the same sweep again skips
   every trial recorded ``ok`` and runs the others (errors included); a table of another sweep is
@@ -308,7 +310,7 @@ def run_trial(variant: Variant, trial: Trial, steps: int | None, metrics: tuple[
 
     attempt = ray.get(counter.start.remote(trial.key)) if counter is not None else 1
     t0 = time.perf_counter()
-    row: dict = {"attempts": attempt, "built": False}
+    row: dict = {"attempts": attempt, "built": False, "worker": f"{ray.util.get_node_ip_address()}:{os.getpid()}"}
     try:
         model, row["built"] = _worker_model(variant)
         extra = metric_records(model) if metrics else []
@@ -329,7 +331,7 @@ def describe_error(exc: BaseException) -> str:
     """A trial's error as its row holds it: a spec error rendered with its location, else the message."""
     if isinstance(exc, NspecError):
         return exc.render()
-    return str(exc) if isinstance(exc, (SweepError,)) else f"{type(exc).__name__}: {exc}"
+    return str(exc) if isinstance(exc, SweepError) else f"{type(exc).__name__}: {exc}"
 
 
 def _attempts_actor():
@@ -521,9 +523,11 @@ def _variants(spec: Path, target, fixed: dict, points, backend: str, metrics, gi
         if key not in by_key:
             artifact = None
             if backend == "tvm":
+                from nspec.lowering.tvm.build import monitored
+
+                # the library TvmExecutor builds first (the monitors'), and the one a trial's run asks for
                 extra = metric_records(model) if metrics else []
-                records = [tuple(dict.fromkeys(v for m in model.monitors for v in m.variables)),
-                           run_records(model.program, extra)]
+                records = [monitored(model.program), run_records(model.program, extra)]
                 artifact, compiled = tvm_artifact(model.program, records)
                 counts.compiled += compiled
                 counts.cached += len(artifact["entries"]) - compiled
@@ -546,7 +550,7 @@ def _columns(grid: Mapping[str, Sequence[object]], metrics: Sequence[Metric]) ->
     cols["seed"] = "int64"
     cols.update({m.name: "float64" for m in metrics})
     cols.update(outputs="string", status="string", error="string", attempts="int64", wall_s="float64",
-                trial="string", variant="string")
+                worker="string", trial="string", variant="string")
     return cols, with_si
 
 
@@ -561,8 +565,8 @@ def _row(trial: Trial, variant_id: str, table: Table, with_si: set[str], metrics
     for m in metrics:
         row[m.name] = result.get("metrics", {}).get(m.name) if result["status"] == "ok" else None
     row["outputs"] = str(table.outputs(trial).relative_to(table.path.parent)) if result["status"] == "ok" else None
-    for k in ("status", "error", "attempts", "wall_s"):
-        row[k] = result[k]
+    for k in ("status", "error", "attempts", "wall_s", "worker"):
+        row[k] = result.get(k)
     row["trial"], row["variant"] = trial.key, variant_id
     return row
 
@@ -658,7 +662,7 @@ def sweep(spec: str | Path, grid: Mapping[str, Sequence[object]], output: str | 
     return summary
 
 
-_FIXED_COLUMNS = ("seed", "outputs", "status", "error", "attempts", "wall_s", "trial", "variant")
+_FIXED_COLUMNS = ("seed", "outputs", "status", "error", "attempts", "wall_s", "worker", "trial", "variant")
 
 
 def _run(todo, by_point, by_key, steps, metrics, table, with_si, order, retries, progress, summary) -> None:

@@ -110,7 +110,7 @@ def test_table_rows_equal_serial_runs(local_ray, tmp_path):
     assert (summary.points, summary.variants) == (2, 2)
     got = rows(table)
     assert pq.read_schema(table).names == ["we", "we_si", "seed", "mean_rate(P)", "exc", "outputs", "status", "error",
-                                           "attempts", "wall_s", "trial", "variant"]
+                                           "attempts", "wall_s", "worker", "trial", "variant"]
     assert [(r["we"], r["seed"]) for r in got] == [("1.62mV", 0), ("1.62mV", 1), ("2.0mV", 0), ("2.0mV", 1)]
     assert [r["we_si"] for r in got] == pytest.approx([1.62e-3, 1.62e-3, 2e-3, 2e-3])
     assert all(r["attempts"] == 1 and r["wall_s"] > 0 and r["error"] is None for r in got)
@@ -167,33 +167,42 @@ def _trial_workers() -> list[int]:
 
 
 def test_a_killed_worker_is_retried_and_every_trial_is_recorded_once(local_ray, tmp_path):
+    """SIGKILL a worker in the middle of a trial.  The victim is a worker that has finished a trial
+    already (its pid is in a row), so it has begun the new one as soon as Ray titles it by the task:
+    a fresh worker would spend its first second receiving the program, before the trial begins."""
     table, steps = tmp_path / "results.parquet", 2500
+    grid, seeds = {"we": ["1.62mV", "2.0mV"]}, range(3)
     outcome: dict = {}
 
     def run():
-        outcome["summary"] = sweep(CUBA, {"we": ["1.62mV", "2.0mV"]}, table, seeds=range(2), steps=steps,
-                                   progress=False)
+        outcome["summary"] = sweep(CUBA, grid, table, seeds=seeds, steps=steps, progress=False)
 
     thread = threading.Thread(target=run)
     thread.start()
+    rows_folder = table.with_name(table.name + ".d") / "rows"
     killed, seen = None, {}
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300
     while killed is None and thread.is_alive() and time.monotonic() < deadline:
+        done = [pq.read_table(p).to_pylist()[0] for p in rows_folder.glob("trial-*.parquet")] \
+            if rows_folder.is_dir() else []
+        warm = {int(r["worker"].rsplit(":", 1)[1]): r["trial"] for r in done}
+        finished = {r["trial"] for r in done}
         now = time.monotonic()
         for pid in _trial_workers():
-            # past its first half second, the trial has begun its run (it lasts seconds): kill it mid-run
-            if now - seen.setdefault(pid, now) > 0.5:
+            if pid in warm and now - seen.setdefault((pid, len(finished)), now) > 0.3:
                 killed = pid
                 os.kill(pid, signal.SIGKILL)
                 break
         time.sleep(0.02)
     thread.join()
-    assert killed is not None, "no worker was seen running a trial"
+    assert killed is not None, "no warm worker was seen running a trial"
     summary = outcome["summary"]
-    assert summary.retried == 1 and summary.errors == 0 and summary.rows == 4
+    assert summary.retried == 1 and summary.errors == 0 and summary.rows == 6
     got = rows(table)
-    assert sorted(r["trial"] for r in got) == sorted(t.key for t in expand({"we": ("1.62mV", "2.0mV")}, (0, 1)))
-    assert sorted(r["attempts"] for r in got) == [1, 1, 1, 2]
+    assert sorted(r["trial"] for r in got) == sorted(t.key for t in expand(grid, seeds))
+    assert sorted(r["attempts"] for r in got) == [1, 1, 1, 1, 1, 2]
+    retried = next(r for r in got if r["attempts"] == 2)
+    assert retried["worker"] != f"{retried['worker'].rsplit(':', 1)[0]}:{killed}"  # another worker finished it
     assert_equals_serial(table, steps)
 
 

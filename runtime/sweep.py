@@ -54,6 +54,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from nspec.compiler.ir import Program
+from nspec.compiler.limits import current as current_limits
 from nspec.compiler.overrides import Given, keywords
 from nspec.dsl import ast as A
 from nspec.dsl.diagnostics import NspecError, SourceMap
@@ -232,6 +233,7 @@ class Variant:
     path: str
     target: str | None
     backend: str
+    limits: Any = None            # the driver's memory limits (``compiler/limits.py``), in force for every run
     artifact: dict | None = None  # TVM: {"entries": [(key, parts, meta, library bytes)], "host_cpu": text}
 
 
@@ -297,6 +299,7 @@ def _worker_model(variant: Variant):
     if variant.artifact is not None:
         install_tvm_artifact(variant.artifact)
     model = Model(variant.program, variant.path, dict(variant.program.hyper), None, variant.target)
+    model.limits = variant.limits
     options = {"progress": False} if variant.backend == "tvm" else {}
     executor = model.executor(variant.backend, **options)
     built = executor.info.get("cache") == "miss" if variant.backend == "tvm" else variant.backend != "reference"
@@ -391,9 +394,9 @@ class Table:
         if self._holds(identity):
             return self.recorded()
         if not force:
-            what = "another sweep's table" if (self.folder / "sweep.json").exists() else "a file that is no sweep's table"
-            raise SweepError(f"{self.path} holds {what} (another spec, grid, seeds, hyperparameters, steps, backend or "
-                             "metrics); pass --force to replace it, or choose another --output")
+            what = ("holds the table of another sweep (its spec, grid, seeds, hyperparameters, steps, backend or "
+                    "metrics differ)" if (self.folder / "sweep.json").exists() else "exists and is no sweep's table")
+            raise SweepError(f"{self.path} {what}; pass --force to replace it, or choose another --output")
         return {}
 
     def prepare(self, identity: dict) -> None:
@@ -500,21 +503,22 @@ class Summary:
         return out
 
 
-def _load_point(spec: Path, target, fixed: dict, point, given: Given | None):
+def _load_point(spec: Path, target, fixed: dict, point, given: Given | None, max_memory):
     from .model import load
 
     hyper = {**fixed, **dict(point)}
-    return load(spec, target=target, given=given or keywords("nspec.sweep", spec, hyper), **hyper)
+    return load(spec, target=target, max_memory=max_memory, given=given or keywords("nspec.sweep", spec, hyper),
+                **hyper)
 
 
-def _variants(spec: Path, target, fixed: dict, points, backend: str, metrics, given, counts: Summary):
+def _variants(spec: Path, target, fixed: dict, points, backend: str, metrics, given, max_memory, counts: Summary):
     """Compile each grid point, group them by ``variant_key`` and build each variant's artifact once
     (counted in ``counts``): (point -> Variant or the point's error, variant key -> Variant)."""
     counts.points = len(points)
     by_point, by_key, first_error = {}, {}, None
     for point in points:
         try:
-            model = _load_point(spec, target, fixed, point, given)
+            model = _load_point(spec, target, fixed, point, given, max_memory)
         except NspecError as exc:
             by_point[point] = exc
             first_error = first_error or exc
@@ -531,7 +535,8 @@ def _variants(spec: Path, target, fixed: dict, points, backend: str, metrics, gi
                 artifact, compiled = tvm_artifact(model.program, records)
                 counts.compiled += compiled
                 counts.cached += len(artifact["entries"]) - compiled
-            by_key[key] = Variant(key, model.program, str(spec), target, backend, artifact)
+            by_key[key] = Variant(key, model.program, str(spec), target, backend, model.limits or current_limits(),
+                                  artifact)
         by_point[point] = by_key[key]
     if not by_key and first_error is not None:
         raise first_error  # no grid point compiles: the sweep itself is wrong (a misspelt name, say)
@@ -593,7 +598,7 @@ def sweep(spec: str | Path, grid: Mapping[str, Sequence[object]], output: str | 
           seeds: Sequence[int] | None = None, steps: int | None = None, duration: str | float | None = None,
           backend: str = "reference", metrics: Sequence[str] = (), params: Mapping[str, object] | None = None,
           target: str | None = None, address: str | None = None, force: bool = False, retries: int = 3,
-          progress: bool = True, given: Given | None = None) -> Summary:
+          max_memory: str | int | None = None, progress: bool = True, given: Given | None = None) -> Summary:
     """Run ``spec`` for every point of ``grid`` (name -> values, as ``--param`` values: ``"1.62mV"``) and
     every seed, one Ray task per trial, writing one row per trial to the Parquet table ``output``.
 
@@ -603,7 +608,8 @@ def sweep(spec: str | Path, grid: Mapping[str, Sequence[object]], output: str | 
     ``"HOST:PORT"``); without it a running Ray (``ray.init`` already called) is used, else a local one
     is started and shut down at the end.  A rerun of the same sweep skips the finished trials; another
     sweep's table is replaced only with ``force``.  ``retries``: how often Ray restarts a trial whose
-    worker died.  Returns a ``Summary``; the module's text describes the table."""
+    worker died.  ``max_memory`` bounds compiling and every run as in ``nspec.load``.  Returns a
+    ``Summary``; the module's text describes the table."""
     from nspec.compiler.units import parse_duration
     from .executor import executor_class
 
@@ -640,22 +646,22 @@ def sweep(spec: str | Path, grid: Mapping[str, Sequence[object]], output: str | 
     summary = Summary(table.path, len(trials), backend, skipped=len(trials) - len(todo))
     if todo:  # every mistake a grid point shows is found before the output is touched
         by_point, by_key = _variants(spec, target, fixed, list(dict.fromkeys(t.point for t in todo)), backend,
-                                     metric_list, given, summary)
+                                     metric_list, given, max_memory, summary)
         if steps is None and duration is not None:
             dts = {v.program.dt for v in by_key.values()}
             if len(dts) != 1:
                 raise SweepError("--duration: the grid points have different dt; give --steps")
             steps = max(round(parse_duration(duration) / dts.pop()), 1)
-    table.prepare(identity)
-    if todo:
-        started_here = _start_ray(address)
-        try:
+    started_here = _start_ray(address) if todo else False  # before the output is touched, too
+    try:
+        table.prepare(identity)
+        if todo:
             _run(todo, by_point, by_key, steps, metric_list, table, with_si, order, retries, progress, summary)
-        finally:
-            if started_here:
-                import ray
+    finally:
+        if started_here:
+            import ray
 
-                ray.shutdown()
+            ray.shutdown()
     summary.rows = table.consolidate(order)
     summary.errors = sum(r["status"] == "error" for r in table.recorded().values())
     summary.wall_s = time.perf_counter() - start

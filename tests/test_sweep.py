@@ -13,6 +13,8 @@ import functools
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -255,7 +257,7 @@ def test_cli_sweep_and_its_mistakes(local_ray, tmp_path, capsys):
     assert "B must exceed A" in capsys.readouterr().err
     # another sweep's table is kept unless --force
     assert main(base + ["--grid", "we=1.62mV", "--seeds", "0:2"]) == 1
-    assert "pass --force" in capsys.readouterr().err
+    assert "holds the table of another sweep" in capsys.readouterr().err
     assert len(rows(out)) == 4
     assert main(base + ["--grid", "we=1.62mV", "--seeds", "0:2", "--force", "-q"]) == 0
     assert len(rows(out)) == 2
@@ -263,7 +265,7 @@ def test_cli_sweep_and_its_mistakes(local_ray, tmp_path, capsys):
     junk = tmp_path / "mine.parquet"
     junk.write_text("keep me")
     assert main(["sweep", str(CUBA), "--grid", "we=1mV", "-o", str(junk)]) == 1
-    assert "no sweep's table" in capsys.readouterr().err and junk.read_text() == "keep me"
+    assert "exists and is no sweep's table; pass --force" in capsys.readouterr().err and junk.read_text() == "keep me"
     # an unknown hyperparameter, located on the command line; nothing is written
     fresh = tmp_path / "fresh.parquet"
     argv = ["sweep", str(CUBA), "--grid", "wx=1mV,2mV", "-o", str(fresh)]
@@ -281,3 +283,14 @@ def test_cli_sweep_and_its_mistakes(local_ray, tmp_path, capsys):
     assert main(["sweep", str(CUBA), "--grid", "we=1mV", "--backend", "nope", "-o", str(fresh)]) == 1
     assert "unknown backend 'nope'" in capsys.readouterr().err
     assert json.loads((out.with_name("cli.parquet.d") / "sweep.json").read_text())["grid"] == {"we": ["1.62mV"]}
+
+
+def test_cli_joins_a_running_cluster_by_its_address(local_ray, tmp_path):
+    """``--address`` joins the cluster this module started, from another process (a second driver)."""
+    out = tmp_path / "joined.parquet"
+    argv = [sys.executable, "-m", "nspec", "sweep", str(CUBA), "--grid", "we=1.62mV", "--seeds", "5:7", "--steps", "50",
+            "--address", ray.get_runtime_context().gcs_address, "-o", str(out), "-q"]
+    done = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert [(r["we"], r["seed"]) for r in rows(out)] == [("1.62mV", 5), ("1.62mV", 6)]
+    assert_equals_serial(out, 50)

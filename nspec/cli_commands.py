@@ -429,8 +429,6 @@ def cmd_sweep(args) -> int:
                 raise SweepError(f"--grid {name} is given twice")
             grid[name] = values
         seeds = parse_seeds(args.seeds) if args.seeds is not None else None
-        if args.retries < 0:
-            raise SweepError(f"--retries is a number of reruns, 0 or more; got {args.retries}")
         summary = sweep(args.spec, grid, args.output, seeds=seeds, steps=args.steps, duration=args.duration,
                         backend=args.backend, metrics=args.metric or (), params=_hyper(args.param),
                         target=args.entry, address=args.address, force=args.force, retries=args.retries,

@@ -632,6 +632,12 @@ def sweep(spec: str | Path, grid: Mapping[str, Sequence[object]], output: str | 
     if clash:
         raise SweepError(f"--metric: the column name {clash[0]!r} is taken; name the metric, as in rate={clash[0]}")
     seed_list: tuple = tuple(seeds) if seeds is not None else (None,)
+    wrong = [s for s in seed_list if s is not None and (not isinstance(s, int) or isinstance(s, bool)
+                                                         or not 0 <= s < 2**63)]
+    if wrong or len(set(seed_list)) != len(seed_list) or not seed_list:
+        raise SweepError(f"seeds are distinct integers from 0 to 2**63 - 1; got {list(seed_list)}")
+    if not isinstance(retries, int) or retries < 0:
+        raise SweepError(f"--retries is a number of reruns, 0 or more; got {retries}")
     trials = expand(grid, seed_list)
     identity = {"version": TABLE_SCHEMA_VERSION, "spec": str(spec.resolve()), "spec_sha256": spec_digest(spec),
                 "target": target, "params": {k: str(v) for k, v in fixed.items()},

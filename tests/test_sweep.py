@@ -282,6 +282,10 @@ def test_cli_sweep_and_its_mistakes(local_ray, tmp_path, capsys):
     assert "given by --param and by --grid" in capsys.readouterr().err
     assert main(["sweep", str(CUBA), "--grid", "we=1mV", "--backend", "nope", "-o", str(fresh)]) == 1
     assert "unknown backend 'nope'" in capsys.readouterr().err
+    assert main(["sweep", str(CUBA), "--grid", "we=1mV", "--retries", "-1", "-o", str(fresh)]) == 1
+    assert "--retries is a number of reruns" in capsys.readouterr().err
+    with pytest.raises(SweepError, match="seeds are distinct integers"):
+        sweep(CUBA, {"we": ["1mV"]}, fresh, seeds=[1, -2])
     assert json.loads((out.with_name("cli.parquet.d") / "sweep.json").read_text())["grid"] == {"we": ["1.62mV"]}
 
 

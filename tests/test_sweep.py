@@ -241,6 +241,17 @@ def test_compiled_once_per_variant_and_shipped_to_workers(local_ray, tmp_path, m
     assert (same.points, same.variants) == (2, 1)
 
 
+def test_onnxruntime_lowers_in_the_workers_and_says_so(local_ray, tmp_path):
+    """ONNX Runtime builds its session where it runs: once per worker process and variant, counted."""
+    table = tmp_path / "ort.parquet"
+    summary = sweep(CUBA, {"we": ["2.0mV"]}, table, seeds=range(3), steps=100, backend="onnxruntime", progress=False)
+    assert (summary.variants, summary.compiled, summary.errors) == (1, 0, 0)
+    workers = {r["worker"] for r in rows(table)}
+    assert summary.worker_builds == len(workers) >= 1
+    assert "onnxruntime: lowered in the workers" in summary.lines()[1]
+    assert_equals_serial(table, 100, "onnxruntime")
+
+
 # ---------------------------------------------------------------- the command line
 def test_cli_sweep_and_its_mistakes(local_ray, tmp_path, capsys):
     out = tmp_path / "cli.parquet"

@@ -221,6 +221,11 @@ def test_a_failing_trial_is_a_row_with_its_error(local_ray, tmp_path):
     again = sweep(CUBA, {"we": ["1.62mV", "2.0s", "1e40mV"]}, table, seeds=[0], steps=50, metrics=["mean_rate(P)"],
                   progress=False)
     assert (again.skipped, again.ran) == (1, 2)  # errors are run again, finished trials are not
+    # the same sweep from the command line resumes it too, and exits 1 while a trial fails
+    argv = ["sweep", str(CUBA), "--grid", "we=1.62mV,2.0s,1e40mV", "--seeds", "0", "--steps", "50", "--metric",
+            "mean_rate(P)", "-o", str(table), "-q"]
+    assert main(argv) == 1
+    assert [r["status"] for r in rows(table)] == ["ok", "error", "error"]
 
 
 def test_compiled_once_per_variant_and_shipped_to_workers(local_ray, tmp_path, monkeypatch):

@@ -82,10 +82,11 @@ def keywords(function: str, spec: str | Path, hyper: Mapping[str, Any]) -> Given
 
 def command_line(words: Sequence[str]) -> Given:
     """The command line ``nspec WORDS...``, with the name of each ``--param NAME=VALUE`` located
-    (also ``--param=NAME=VALUE``, ``-p NAME=VALUE``, ``-pNAME=VALUE`` and abbreviations like ``--par``)."""
+    (also ``--param=NAME=VALUE``, ``-p NAME=VALUE``, ``-pNAME=VALUE`` and abbreviations like ``--par``),
+    and of each ``--grid NAME=V1,V2`` of ``nspec sweep`` (``-g``) alike."""
 
     def is_option(word: str) -> bool:
-        return word == "-p" or (len(word) >= 4 and "--param".startswith(word))
+        return word in ("-p", "-g") or (len(word) >= 4 and ("--param".startswith(word) or "--grid".startswith(word)))
 
     pieces: list[tuple[str, str | None, int]] = [("nspec", None, 0)]
     after_option = False
@@ -95,7 +96,7 @@ def command_line(words: Sequence[str]) -> Given:
             at = 0
         elif word.startswith("--") and "=" in word and is_option(word.partition("=")[0]):
             at = word.index("=") + 1
-        elif word.startswith("-p") and not word.startswith("--") and len(word) > 2:
+        elif word.startswith(("-p", "-g")) and not word.startswith("--") and len(word) > 2:
             at = 2
         after_option = is_option(word)
         item = word[at:] if at is not None else ""

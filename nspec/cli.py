@@ -1,8 +1,9 @@
-"""The ``nspec`` command line: check, compile, run and test specs.
+"""The ``nspec`` command line: check, compile, run, sweep and test specs.
 
     nspec check FILE|DIR...             every diagnostic; exit 1 on errors
     nspec compile SPEC [--emit STAGE | --target T -o OUT]
     nspec run SPEC [--param k=v]... [--output out.npz] [--backend B] [--duration 1s | --steps N]
+    nspec sweep SPEC --grid NAME=v1,v2 [--seeds 0:16] [--metric EXPR] --output results.parquet   on Ray
     nspec test [FILE|DIR...]            the spec-level ``test`` blocks
     nspec train SPEC --data D.npz --loss KIND:OUTPUT:TARGET [--epochs N] [--checkpoint DIR [--resume]]
     nspec import-nir GRAPH.nir -o MODEL.nspec   a NIR graph as a spec and its weights (alias: import)
@@ -25,7 +26,7 @@ import sys
 import traceback
 
 from nspec.cli_commands import (EMIT_STAGES, IR_STAGES, REPORT_HINT, TARGETS, CliError, cmd_check, cmd_compile, cmd_run,
-                                cmd_test, cmd_train, spec_paths)
+                                cmd_sweep, cmd_test, cmd_train, spec_paths)
 from nspec.cli_parser import build_parser, duration, param, positive_int
 from nspec.compiler.driver import EXIT_INTERNAL, EXIT_USAGE, EXIT_USER_ERROR
 from nspec.compiler.limits import limits_for, using
@@ -84,4 +85,4 @@ def main(argv: list[str] | None = None) -> int:
 
 # The parser's and the commands' public names are re-exported: callers import them from here.
 __all__ = ["main", "build_parser", "param", "duration", "positive_int", "spec_paths", "CliError", "TARGETS",
-           "IR_STAGES", "EMIT_STAGES", "cmd_check", "cmd_compile", "cmd_run", "cmd_test", "cmd_train"]
+           "IR_STAGES", "EMIT_STAGES", "cmd_check", "cmd_compile", "cmd_run", "cmd_sweep", "cmd_test", "cmd_train"]

@@ -1,4 +1,4 @@
-"""The commands of the ``nspec`` command line (check, compile, run, test, train) and their helpers.
+"""The commands of the ``nspec`` command line (check, compile, run, sweep, test, train) and their helpers.
 
 Each ``cmd_*`` takes the parsed arguments (``cli_parser.build_parser``) and returns an exit code
 (``nspec.compiler.driver``); a mistake it finds itself is a ``CliError``.  Heavy modules (numpy,
@@ -474,6 +474,30 @@ def _run_partitioned(args, model, steps: int | None, load_s: float, kind: str | 
     return EXIT_OK
 
 
+# ---------------------------------------------------------------- sweep
+def cmd_sweep(args) -> int:
+    """``nspec sweep``: the grid and seeds read here, the sweep run by ``runtime/sweep.py`` on Ray."""
+    from nspec.runtime.sweep import SweepError, parse_grid, parse_seeds, sweep
+
+    try:
+        grid: dict = {}
+        for text in args.grid:
+            name, values = parse_grid(text)
+            if name in grid:
+                raise SweepError(f"--grid {name} is given twice")
+            grid[name] = values
+        seeds = parse_seeds(args.seeds) if args.seeds is not None else None
+        summary = sweep(args.spec, grid, args.output, seeds=seeds, steps=args.steps, duration=args.duration,
+                        backend=args.backend, metrics=args.metric or (), params=_hyper(args.param),
+                        target=args.entry, address=args.address, force=args.force, retries=args.retries,
+                        progress=not args.quiet, given=_given(args))
+    except SweepError as exc:
+        raise CliError(str(exc)) from None
+    if not args.quiet:
+        print("\n".join(summary.lines()))
+    return EXIT_USER_ERROR if summary.errors else EXIT_OK
+
+
 # ---------------------------------------------------------------- test
 def cmd_test(args) -> int:
     from nspec.runtime.spectest import collect, run_test
@@ -565,7 +589,7 @@ def cmd_train(args) -> int:
 
 
 __all__ = ["CliError", "REPORT_HINT", "TARGETS", "IR_STAGES", "EMIT_STAGES", "spec_paths", "cmd_check", "cmd_compile",
-           "cmd_run", "cmd_test", "cmd_train", "cmd_import"]
+           "cmd_run", "cmd_sweep", "cmd_test", "cmd_train", "cmd_import"]
 
 
 def cmd_import(args) -> int:

@@ -10,7 +10,7 @@ import json
 
 from nspec import __version__
 from nspec.compiler.limits import parse_memory
-from nspec.cli_commands import TARGETS, cmd_check, cmd_compile, cmd_run, cmd_import, cmd_test, cmd_train
+from nspec.cli_commands import TARGETS, cmd_check, cmd_compile, cmd_run, cmd_import, cmd_sweep, cmd_test, cmd_train
 
 
 # ---------------------------------------------------------------- argument types
@@ -155,6 +155,37 @@ def build_parser() -> argparse.ArgumentParser:
                         "with an error naming the state, the first step and the spec line (default), warn once, or "
                         "say nothing")
     p.set_defaults(handler=cmd_run)
+
+    p = sub.add_parser("sweep", parents=[common, hyper, limit], help="run a spec over a grid of hyperparameters "
+                       "and seeds on Ray", description="Run a spec for every point of a hyperparameter grid and "
+                       "every seed, one Ray task per trial, into one Parquet table (a row per trial: parameters, "
+                       "seed, metrics, the trial's outputs). Rerunning the same command resumes it. Needs pip "
+                       "install nspec[distributed].")
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("--grid", "-g", action="append", required=True, metavar="NAME=V1,V2,...",
+                   help="a hyperparameter and its values, each read as a --param value (we=1.62mV,2.0mV); "
+                        "repeatable: the grid is every combination")
+    p.add_argument("--seeds", metavar="A:B|S1,S2,...", help="the seeds of every grid point: A:B runs A to B - 1 "
+                   "(0:16), or a list (default: the spec's simulate seed)")
+    p.add_argument("--output", "-o", required=True, metavar="TABLE.parquet",
+                   help="the table; each trial's outputs go to TABLE.parquet.d/trial-KEY.npz")
+    p.add_argument("--entry", metavar="NAME", help="the declaration to run (default: the simulate target)")
+    p.add_argument("--backend", default="reference", metavar="NAME",
+                   help="reference (default), onnxruntime, tvm or torch")
+    when = p.add_mutually_exclusive_group()
+    when.add_argument("--duration", type=duration, metavar="TIME", help="model time per trial: 1s, 200ms")
+    when.add_argument("--steps", type=positive_int, metavar="N", help="steps per trial")
+    p.add_argument("--metric", "-m", action="append", metavar="[NAME=]EXPR",
+                   help="a column computed from each trial's run, an expression of spec tests' expect "
+                        "(mean_rate(P), count(P)), in SI units; named by its text or NAME; repeatable")
+    p.add_argument("--address", metavar="HOST:PORT|auto", help="join this Ray cluster (auto: the one that "
+                   "ray start began on this machine); default: start a local Ray for this sweep")
+    p.add_argument("--retries", type=int, default=3, metavar="N",
+                   help="how often Ray reruns a trial whose worker process died (default 3)")
+    p.add_argument("--force", action="store_true", help="replace a table that another sweep wrote (a rerun "
+                   "of the same sweep resumes it without --force)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary")
+    p.set_defaults(handler=cmd_sweep)
 
     p = sub.add_parser("test", parents=[common], help="run the spec-level test blocks",
                        description="Run the `test` blocks of specs; prints PASS/FAIL and 'N passed, M failed'.")

@@ -83,7 +83,7 @@ def target_spec(target: str, strict: bool) -> dict:
     raise BackendError(f"unknown TVM target {target!r}; choose llvm or cuda")
 
 
-def _program_digest(program: Program) -> str:
+def program_digest(program: Program) -> str:
     """sha256 of the printed program and of every constant's bytes (the printer elides arrays)."""
     h = hashlib.sha256(ir.print_program(program).encode())
     for g in all_graphs(program.step):
@@ -109,7 +109,7 @@ def signature_from_json(meta: dict, program: Program) -> Signature:
 def cache_parts(program: Program, target: str, strict: bool, records: tuple[str, ...], threads: int) -> dict:
     """Everything the compiled library depends on (the cache key is their hash)."""
     spec = target_spec(target, strict)
-    return {"program": _program_digest(program), "hyper": repr(program.hyper), "target": spec,
+    return {"program": program_digest(program), "hyper": repr(program.hyper), "target": spec,
             "strict": strict, "records": list(records), "threads": threads, "versions": compile_cache.versions(),
             "lowering": _lowering_digest()}
 
@@ -206,5 +206,5 @@ def export(program: Program, path, target: str = "tvm-llvm", force: bool = False
     return path
 
 
-__all__ = ["CUDA_ARCH", "host_cpu", "target_spec", "signature_json", "signature_from_json", "cache_parts", "build",
-           "compile_program", "monitored", "export"]
+__all__ = ["CUDA_ARCH", "host_cpu", "target_spec", "signature_json", "signature_from_json", "program_digest",
+           "cache_parts", "build", "compile_program", "monitored", "export"]

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import nspec
+from nspec.version import __version__
 
 log = logging.getLogger("nspec.tvm")
 
@@ -49,7 +49,7 @@ def cache_root() -> Path:
 
 def versions() -> dict[str, str]:
     """The versions of nspec, TVM and tvm-ffi, part of every cache key."""
-    out = {"nspec": nspec.__version__}
+    out = {"nspec": __version__}
     for dist in ("apache-tvm", "apache-tvm-ffi"):
         try:
             out[dist] = md.version(dist)

@@ -4,9 +4,9 @@ Two kinds of truth, as in ``tests/test_seeds.py``: the bundle ``tests/conformanc
 (produced by overcomplete's code: outputs and float64 gradients) and an independent NumPy oracle
 written below from the bundle's ``notes`` (eval-mode fused dictionary, signed argmax with the first
 index on ties, one-hot code updates, residual updates), first checked against the bundle, then used
-on configurations, weights and the data-dependent stopping rule the bundle does not cover.  Last, a
-small training run: on k-sparse synthetic data the MP-SAE reconstructs better than a vanilla ReLU
-SAE with the same number of atoms trained for the same number of steps.
+on configurations, weights and the data-dependent stopping rule the bundle does not cover, on every
+backend.  Last, a small training run: on k-sparse synthetic data the MP-SAE reconstructs better than
+a vanilla ReLU SAE with the same number of atoms trained for the same number of steps.
 """
 
 from __future__ import annotations
@@ -181,7 +181,7 @@ def test_gradient_with_a_multiplier_equals_the_detached_normalisation():
     (dict(input_shape=16, nb_concepts=40, k=6), 5, -0.5),
     (dict(input_shape=8, nb_concepts=8, k=12), 4, 0.0),    # k > d: atoms are picked again
 ])
-@pytest.mark.parametrize("backend", ["reference", "onnxruntime"])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_matches_oracle_on_other_configurations(config, batch, multiplier, backend, tmp_path):
     rng = np.random.default_rng(config["k"] * 100 + batch)
     sd = random_state_dict(config["nb_concepts"], config["input_shape"], multiplier, rng)
@@ -193,7 +193,7 @@ def test_matches_oracle_on_other_configurations(config, batch, multiplier, backe
 
 @pytest.mark.parametrize("stopping", [dict(residual_threshold=0.9), dict(stop_on_duplicate_support=True),
                                       dict(residual_threshold=1.0, stop_on_duplicate_support=True)])
-@pytest.mark.parametrize("backend", ["reference", "onnxruntime"])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_data_dependent_stopping_is_per_sample(stopping, backend, tmp_path):
     """Each sample stops on its own (here at different steps, and some before the bound k); a stopped
     sample keeps its codes and residual while the others go on."""

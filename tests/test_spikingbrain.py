@@ -4,7 +4,8 @@ The oracle below is written from SEED_MODELS.md section 6 (not from the authors'
 adaptive threshold V_th = clamp(mean|x| / k, 1e-5, 1e4) per token, s_INT = round(x / V_th) with
 torch.round's ties to even, and the Int2Spike codings with their place values.  Each property runs
 through the compiled spec on every backend (reference, onnxruntime, torch, tvm), one compiled model
-per target and backend reused across the examples.  Out-of-range integers saturate: a code carries clip(n, lo, hi).
+per target and backend reused across the examples.  Out-of-range integers saturate: a code carries
+clip(n, lo, hi).
 """
 
 from __future__ import annotations

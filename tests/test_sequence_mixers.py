@@ -11,9 +11,11 @@ NumPy oracle written in another form, in float64, for the same weights loaded by
   L the cumulative sum of Delta A (Mamba-2's segment sums), not the step loop;
 * softmax attention (whole sequence in one data step) against NumPy's softmax.
 
-Then the framework's point: linear attention's recurrent spec run step by step equals its parallel
-spec run on the whole sequence, and GLA with its gates held open is linear attention.  Gradients of
-the torch modules (to_torch()) equal torch autograd of hand-written float64 recurrences.
+One configuration of each recurrent spec is checked the same way on the compiled backends, and
+softmax attention on every backend.  Then the framework's point: linear attention's recurrent spec
+run step by step equals its parallel spec run on the whole sequence, and GLA with its gates held
+open is linear attention.  Gradients of the torch modules (to_torch()) equal torch autograd of
+hand-written float64 recurrences.
 """
 
 from __future__ import annotations
@@ -231,6 +233,29 @@ def test_selective_ssm_initialisation_is_mambas():
     assert dt.max() / dt.min() > 10           # spread over the range, not one value
 
 
+# ---------------------------------------------------------------- the compiled backends
+# One configuration per recurrent mixer (the normalised elu1 linear attention, GLA as in the paper,
+# the SSM) on the compiled backends, against the same other-form oracles: the tests above vary the
+# configurations on the reference interpreter, and each TVM compile costs 1-3 s of CPU.
+MIXERS = {
+    "linear_attention": ("linear_attention.nspec", lambda: la_weights(1), dict(LA, feature_map="elu1", normalize=True),
+                         lambda s, w, h: linear_attention_parallel(s, w, **h)),
+    "gla": ("gla.nspec", lambda: gla_weights(3, 16), dict(GLA, gate_rank=16, tau=16.0),
+            lambda s, w, h: gla_chunked(s, w, 5, **h)),
+    "selective_ssm": ("selective_ssm.nspec", lambda: ssm_weights(5), SSM, lambda s, w, h: ssm_log_space(s, w, **h)),
+}
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "torch", "tvm"])
+@pytest.mark.parametrize("mixer", sorted(MIXERS))
+def test_recurrent_mixer_equals_its_other_form_on_the_compiled_backends(mixer, backend):
+    spec, make_weights, hyper, other_form = MIXERS[mixer]
+    w = make_weights()
+    x = tokens(hyper.get("d_model", hyper.get("d_inner")), 11)
+    got = run_recurrent(spec, w, x, backend, **hyper)
+    close(got, np.stack([other_form(s, w, hyper) for s in x]))
+
+
 # ---------------------------------------------------------------- softmax attention
 def softmax_attention(x, w, n_heads, d_key, d_value, **_):
     n = len(x)
@@ -245,7 +270,7 @@ def softmax_attention(x, w, n_heads, d_key, d_value, **_):
     return np.einsum("hts,shv->thv", p, v).reshape(n, -1) @ w["o_proj.weight"].T.astype(np.float64)
 
 
-@pytest.mark.parametrize("backend", ["reference", "onnxruntime", "torch"])
+@pytest.mark.parametrize("backend", ["reference", "onnxruntime", "torch", "tvm"])
 def test_softmax_attention_equals_numpy(backend):
     w, x = la_weights(6), 2 * tokens(LA["d_model"], 6)      # scores of a few units: peaked softmaxes
     model = nspec.load(SEEDS / "softmax_attention.nspec", **LA)
@@ -293,7 +318,25 @@ def ssm_torch(x, p, d_state, dt_rank, **_):
     return torch.stack(ys, 1)
 
 
+def linear_attention_torch(x, p, n_heads, d_key, d_value, eps=1e-6, **_):
+    """Normalised elu1 linear attention written in torch, step by step: x [B, T, d] -> y [B, T, d]."""
+    B, n, _ = x.shape
+    S, z = x.new_zeros(B, n_heads, d_key, d_value), x.new_zeros(B, n_heads, d_key)
+    ys = []
+    for t in range(n):
+        xt = x[:, t]
+        q = (torch.nn.functional.elu(xt @ p["q_proj.weight"].T) + 1).view(B, n_heads, d_key)
+        k = (torch.nn.functional.elu(xt @ p["k_proj.weight"].T) + 1).view(B, n_heads, d_key)
+        v = (xt @ p["v_proj.weight"].T).view(B, n_heads, d_value)
+        S, z = S + k[..., None] * v[:, :, None, :], z + k
+        o = (q[..., None] * S).sum(2) / ((q * z).sum(-1, keepdim=True) + eps)
+        ys.append(o.reshape(B, -1) @ p["o_proj.weight"].T)
+    return torch.stack(ys, 1)
+
+
 GRADIENT_CASES = {
+    "linear_attention": ("linear_attention.nspec", lambda: la_weights(12), dict(LA, feature_map="elu1", normalize=True),
+                         linear_attention_torch),
     "gla": ("gla.nspec", lambda: gla_weights(7, 3), GLA | dict(gate_rank=3, tau=2.0), gla_torch),
     "selective_ssm": ("selective_ssm.nspec", lambda: ssm_weights(8), SSM, ssm_torch),
 }

@@ -15,7 +15,7 @@ One configuration of each recurrent spec is checked the same way on the compiled
 softmax attention on every backend.  Then the framework's point: linear attention's recurrent spec
 run step by step equals its parallel spec run on the whole sequence, and GLA with its gates held
 open is linear attention.  Gradients of the torch modules (to_torch()) equal torch autograd of
-hand-written float64 recurrences.
+hand-written float64 recurrences (and, for softmax attention, of a hand-written causal attention).
 """
 
 from __future__ import annotations
@@ -363,6 +363,33 @@ def test_torch_module_gradients_equal_a_hand_written_torch_recurrence(case):
     for key, value in p.items():
         want = value.grad.numpy()
         assert np.max(np.abs(want)) > 1e-3, key    # every parameter reaches the loss
+        close(grads[key].grad.double().numpy(), want, 1e-4)
+
+
+def test_softmax_attention_torch_gradients_equal_a_hand_written_model():
+    """The whole-sequence spec's torch module: gradients of sum(y R) against torch autograd of the
+    causal softmax attention written by hand in float64, within 1e-4 of the largest."""
+    w, x = la_weights(13), 2 * tokens(LA["d_model"], 13)
+    R = np.random.default_rng(14).standard_normal((BATCH, T, LA["d_model"]))
+    module = nspec.load(SEEDS / "softmax_attention.nspec", **LA).to_torch()
+    assert set(module.state_dict()) == set(w)
+    module.load_state_dict({k: torch.as_tensor(v) for k, v in w.items()}, strict=True)
+    y = module(x=torch.as_tensor(x))["y"]                       # one data step: x [B, T, d] -> y [B, T, d]
+    (y * torch.as_tensor(R, dtype=y.dtype)).sum().backward()
+
+    p = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True) for k, v in w.items()}
+    H, dk, dv = LA["n_heads"], LA["d_key"], LA["d_value"]
+    x64 = torch.as_tensor(x, dtype=torch.float64)
+    q, k, v = ((x64 @ p[f"{n}_proj.weight"].T).view(BATCH, T, H, d).transpose(1, 2)
+               for n, d in (("q", dk), ("k", dk), ("v", dv)))
+    scores = (q @ k.transpose(-1, -2) / dk ** 0.5).masked_fill(~torch.ones(T, T, dtype=torch.bool).tril(), float("-inf"))
+    y64 = (torch.softmax(scores, -1) @ v).transpose(1, 2).reshape(BATCH, T, H * dv) @ p["o_proj.weight"].T
+    (y64 * torch.as_tensor(R)).sum().backward()
+    close(y.detach().numpy(), y64.detach().numpy())
+    grads = dict(module.named_parameters())
+    for key, value in p.items():
+        want = value.grad.numpy()
+        assert np.max(np.abs(want)) > 1e-3, key
         close(grads[key].grad.double().numpy(), want, 1e-4)
 
 

@@ -15,6 +15,7 @@ themselves.
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -160,15 +161,24 @@ def torch_reference(model: str, config: dict, seed: int):
     return reference, x, want
 
 
+@lru_cache(maxsize=None)
+def held_out_run(index: int):
+    """(the spec of HELD_OUT[index] with torch's weights loaded, input, torch's results): loaded once
+    and run on every backend (a Model keeps one executor per backend)."""
+    model, config = HELD_OUT[index]
+    reference, x, want = torch_reference(model, config, index)
+    spec = nspec.load(SEEDS / f"{model}.nspec", **config)
+    spec.load_weights({k: v.numpy() for k, v in reference.state_dict().items()})
+    return spec, x.numpy(), want
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("model, config", HELD_OUT, ids=[config_id(m, c) for m, c in HELD_OUT])
 def test_held_out_configuration_matches_torch(model, config, backend):
     """Random weights, batch 3, length 4: nspec on each backend against torch.nn.<Model>(**config,
     batch_first=True) itself, whose state_dict loads by its own keys."""
-    reference, x, want = torch_reference(model, config, HELD_OUT.index((model, config)))
-    spec = nspec.load(SEEDS / f"{model}.nspec", **config)
-    spec.load_weights({k: v.numpy() for k, v in reference.state_dict().items()})
-    errors = max_diffs(spec.run({"input": x.numpy()}, batch=3, backend=backend), want)
+    spec, x, want = held_out_run(HELD_OUT.index((model, config)))
+    errors = max_diffs(spec.run({"input": x}, batch=3, backend=backend), want)
     assert max(errors.values()) <= 1e-5, errors
 
 

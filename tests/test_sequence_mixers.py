@@ -11,8 +11,8 @@ NumPy oracle written in another form, in float64, for the same weights loaded by
   L the cumulative sum of Delta A (Mamba-2's segment sums), not the step loop;
 * softmax attention (whole sequence in one data step) against NumPy's softmax.
 
-One configuration of each recurrent spec is checked the same way on the compiled backends, and
-softmax attention on every backend.  Then the framework's point: linear attention's recurrent spec
+One configuration of each recurrent spec, and the parallel linear attention, are checked the same
+way on the compiled backends, and softmax attention on every backend.  Then the framework's point: linear attention's recurrent spec
 run step by step equals its parallel spec run on the whole sequence, and GLA with its gates held
 open is linear attention.  Gradients of the torch modules (to_torch()) equal torch autograd of
 hand-written float64 recurrences (and, for softmax attention, of a hand-written causal attention).
@@ -254,6 +254,17 @@ def test_recurrent_mixer_equals_its_other_form_on_the_compiled_backends(mixer, b
     x = tokens(hyper.get("d_model", hyper.get("d_inner")), 11)
     got = run_recurrent(spec, w, x, backend, **hyper)
     close(got, np.stack([other_form(s, w, hyper) for s in x]))
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "torch", "tvm"])
+def test_parallel_linear_attention_equals_numpy_on_the_compiled_backends(backend):
+    """The whole-sequence spec (one data step), normalised elu1, against the same NumPy parallel form."""
+    w, x = la_weights(2), tokens(LA["d_model"], 12)
+    hyper = dict(LA, feature_map="elu1", normalize=True)
+    model = nspec.load(SEEDS / "linear_attention_parallel.nspec", **hyper)
+    model.load_weights(w)
+    got = model.run({"x": x[:, None]}, batch=BATCH, backend=backend)["y"][:, 0]
+    close(got, np.stack([linear_attention_parallel(s, w, **hyper) for s in x]))
 
 
 # ---------------------------------------------------------------- softmax attention

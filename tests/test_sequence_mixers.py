@@ -12,10 +12,11 @@ NumPy oracle written in another form, in float64, for the same weights loaded by
 * softmax attention (whole sequence in one data step) against NumPy's softmax.
 
 One configuration of each recurrent spec, and the parallel linear attention, are checked the same
-way on the compiled backends, and softmax attention on every backend.  Then the framework's point: linear attention's recurrent spec
-run step by step equals its parallel spec run on the whole sequence, and GLA with its gates held
-open is linear attention.  Gradients of the torch modules (to_torch()) equal torch autograd of
-hand-written float64 recurrences (and, for softmax attention, of a hand-written causal attention).
+way on the compiled backends, and softmax attention on every backend.  Then the framework's point:
+linear attention's recurrent spec run step by step equals its parallel spec run on the whole
+sequence, and GLA with its gates held open is linear attention.  Gradients of the torch modules
+(to_torch()) equal torch autograd of hand-written float64 recurrences (and, for softmax attention,
+of a hand-written causal attention).
 """
 
 from __future__ import annotations
@@ -393,7 +394,8 @@ def test_softmax_attention_torch_gradients_equal_a_hand_written_model():
     x64 = torch.as_tensor(x, dtype=torch.float64)
     q, k, v = ((x64 @ p[f"{n}_proj.weight"].T).view(BATCH, T, H, d).transpose(1, 2)
                for n, d in (("q", dk), ("k", dk), ("v", dv)))
-    scores = (q @ k.transpose(-1, -2) / dk ** 0.5).masked_fill(~torch.ones(T, T, dtype=torch.bool).tril(), float("-inf"))
+    causal = torch.ones(T, T, dtype=torch.bool).tril()
+    scores = (q @ k.transpose(-1, -2) / dk ** 0.5).masked_fill(~causal, float("-inf"))
     y64 = (torch.softmax(scores, -1) @ v).transpose(1, 2).reshape(BATCH, T, H * dv) @ p["o_proj.weight"].T
     (y64 * torch.as_tensor(R)).sum().backward()
     close(y.detach().numpy(), y64.detach().numpy())

@@ -1,17 +1,22 @@
 """Generated code for torch plans: each ``Plan`` of ``torch_rules.py`` becomes straight-line Python.
 
 The interpreter of ``torch_rules.execute`` pays, per node and step, a rule lookup, an input list,
-a try/except and a dtype check.  Here a plan is turned once, on its first run, into a
-``torch.fx`` graph, so torch writes (and compiles) its Python: one statement per live node, a
-direct torch call for the common ops (elementwise arithmetic, comparisons, ``where``, einsum with
-its batched equation, reductions, reshape, transpose, slices), and a call to the op's rule of
-``torch_rules.RULES``, bound to its ``Site``, for the rest (LOOP, PROPAGATE, the draws, SPIKE with
-its surrogate, layer norm, gathers, CHECK).  The batched forms are the rules' own, decided here
-from the static shapes and batched flags (``compiler/batching.py``): an operand of lower rank gets
-its size-1 axes by indexing, an axis attribute becomes its stored axis, the batch axis of a
-reshape is ``-1``.  Every value is cast to its node's dtype where torch's result could differ, as
-the interpreter does after each rule.  No source text is formed or evaluated by nspec itself: the
-nodes are built with torch.fx's graph API and ``GraphModule`` generates the code.
+a try/except and a dtype check.  Here a plan is turned once into a ``torch.fx`` graph, so torch
+writes (and compiles) its Python: a module's step plan and its LOOP bodies when the module is built
+(``prepare``, called by ``to_torch.ProgramModule``: under ``torch.compile``, code still to be
+generated at a first run is a guard that fails once per plan), any other plan
+(``to_torch.evaluate``'s, the initial values' plans, a copied or unpickled plan, whose slot is
+empty) at its first run.  One
+statement per live node: a direct torch call for the common ops (elementwise arithmetic,
+comparisons, ``where``, einsum with its batched equation, reductions, reshape, transpose, slices),
+and a call to the op's rule of ``torch_rules.RULES``, bound to its ``Site``, for the rest (LOOP,
+PROPAGATE, the draws, SPIKE with its surrogate, layer norm, gathers, CHECK).  The batched forms are
+the rules' own, decided here from the static shapes and batched flags (``compiler/batching.py``):
+an operand of lower rank gets its size-1 axes by indexing, an axis attribute becomes its stored
+axis, the batch axis of a reshape is ``-1``.  Every value is cast to its node's dtype where torch's
+result could differ, as the interpreter does after each rule.  No source text is formed or
+evaluated by nspec itself: the nodes are built with torch.fx's graph API and ``GraphModule``
+generates the code.
 
 A plan yields two functions: ``once(args, consts, frame, grad, local_grad)`` computes the nodes that
 depend on parameters and constants only, at a run's first step (their tuple is kept in the run's

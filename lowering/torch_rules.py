@@ -169,8 +169,9 @@ def _compile_loop(graph: Graph, i: int, flags, consts, prefix: str) -> Loop:
 
 
 class CodeSlot:
-    """Where ``torch_codegen`` keeps a plan's generated code, built on its first run; copies and
-    pickles of a plan get an empty slot (the code is generated again where it is needed)."""
+    """Where ``torch_codegen`` keeps a plan's generated code, built when its module is built
+    (``torch_codegen.prepare``) or else on its first run; copies and pickles of a plan get an empty
+    slot (the code is generated again where it is needed)."""
 
     __slots__ = ("code",)
 

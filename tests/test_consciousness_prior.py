@@ -3,11 +3,11 @@ consciousness prior" (arXiv 1709.08568), with the Tensor Brain's index and repre
 (Tresp et al., arXiv 2109.13392).
 
 No reference code, so the truth is the spec's header equations, written here as a float64 NumPy
-oracle (the forward on every backend but TVM, which ``tests/test_backends_on_every_spec.py`` covers)
-and as a hand-written torch model (the straight-through gradient of ``Model.to_torch()``).  Then the
-claim, on a toy task where a cue names the two variables of eight that decide the label: the top-k
-bottleneck learns to pick the cued variables, also for cue pairs never seen in training, and the
-model with it generalises to those pairs where the same model reading every proposal does not.
+oracle (the forward on every backend) and as a hand-written torch model (the straight-through
+gradient of ``Model.to_torch()``).  Then the claim, on a toy task where a cue names the two
+variables of eight that decide the label: the top-k bottleneck learns to pick the cued variables,
+also for cue pairs never seen in training, and the model with it generalises to those pairs where
+the same model reading every proposal does not.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def random_cues(rng, n: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("arch", ["bottleneck", "all"])
-@pytest.mark.parametrize("backend", ["reference", "onnxruntime", "torch"])
+@pytest.mark.parametrize("backend", ["reference", "onnxruntime", "torch", "tvm"])
 def test_forward_equals_the_oracle(arch, backend):
     """Random N(0, 1) weights, cues on one to three variables: every output within 1e-5 of the oracle."""
     model = nspec.load(SPEC, arch=arch)

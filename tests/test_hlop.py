@@ -6,7 +6,8 @@ What is checked:
   oracle, with nonzero subspaces), and backward its weight gradient is the plain one times
   ``I - H^T H`` (HLOP's ``grad W <- grad W (I - H^T H)``), for both layers, on the torch module;
 * the lateral module's step equals a NumPy oracle of Oja's subspace rule with the batch mean,
-  clipping, momentum, several iterations per mini-batch and frozen rows (bit-for-bit unchanged);
+  clipping, momentum, several iterations per mini-batch and frozen rows (bit-for-bit unchanged), on
+  every backend;
 * the continual-learning claim at a small size (``tests/hlop_protocol.py``): five permuted tasks of
   synthetic 8 x 8 digits, the subspaces grown by ten rows per layer and task; H stays orthonormal and
   HLOP forgets less than plain sequential training.
@@ -22,6 +23,7 @@ from hlop_protocol import SPEC, orthonormality_error, permuted_digits, run
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
+BACKENDS = ("reference", "onnxruntime", "torch", "tvm")
 TINY = dict(n_in=6, n_h=5, classes=3, T=3, k_in=2, k_h=2)
 
 
@@ -51,7 +53,7 @@ def oracle_logits(w, x, T, beta=0.8, threshold=1.0):
     return np.stack(out, axis=1), margin
 
 
-@pytest.mark.parametrize("backend", ["reference", "onnxruntime", "torch", "tvm"])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_the_forward_is_the_unprojected_product_on_every_backend(backend):
     rng = np.random.default_rng(1)
     w = tiny_weights(rng)
@@ -109,8 +111,9 @@ def oja_oracle(H, plastic, batches, eta, iterations, momentum=0.9):
     return np.stack(out)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("scale", [1.0, 10.0], ids=["unclipped", "clipped"])
-def test_the_lateral_rule_equals_the_numpy_oracle(scale):
+def test_the_lateral_rule_equals_the_numpy_oracle(scale, backend):
     rng = np.random.default_rng(3)
     hyper = dict(n_in=6, n_h=5, k_in=4, k_h=3, m=8, iterations=3, eta_in=0.05, eta_h=0.02)
     lateral = nspec.load(SPEC, target="Lateral", **hyper)
@@ -121,7 +124,7 @@ def test_the_lateral_rule_equals_the_numpy_oracle(scale):
     lateral.params = params
     X_in = (scale * rng.uniform(0, 1, (5, 8, 6))).astype(np.float32)
     X_h = (scale * rng.uniform(0, 1, (5, 8, 5))).astype(np.float32)
-    out = lateral.run(inputs={"x_in": X_in, "x_hidden": X_h}, steps=5)
+    out = lateral.run(inputs={"x_in": X_in, "x_hidden": X_h}, steps=5, backend=backend)
     for got, H, p, X, eta in ((out["H_in"], H_in, p_in, X_in, 0.05), (out["H_hidden"], H_h, p_h, X_h, 0.02)):
         np.testing.assert_allclose(got, oja_oracle(H, p, X, eta, 3), atol=2e-5 * scale)
         frozen = p == 0

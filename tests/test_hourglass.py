@@ -111,16 +111,17 @@ def test_forward_equals_the_oracle(h, backend, tmp_path):
     assert np.max(np.abs(want)) > 0.5  # the outputs are not all near zero: the comparison can tell
 
 
+@pytest.mark.parametrize("backend", ["reference", "onnxruntime", "torch", "tvm"])
 @pytest.mark.parametrize("h", [dict(HOURGLASS, n_blocks=0), dict(HOURGLASS, n_blocks=3),
                                dict(CONVENTIONAL, n_blocks=1)],
                          ids=["hourglass-0-blocks", "hourglass-3-blocks", "conventional-1-block"])
-def test_other_depths_and_silu_on_onnxruntime(h, tmp_path):
-    """The block count (0: the readout of the lift alone) and the silu activation."""
+def test_other_depths_and_silu(h, backend, tmp_path):
+    """The block count (0: the readout of the lift alone) and the silu activation, on every backend."""
     h = dict(h, activation="silu")
     rng = np.random.default_rng(h["n_blocks"])
     sd = random_state_dict(h, rng)
     x = rng.normal(size=(4, h["d_x"])).astype(np.float32)
-    got = nspec_run(tmp_path, h, sd, x, "onnxruntime")
+    got = nspec_run(tmp_path, h, sd, x, backend)
     assert np.max(np.abs(got - forward(sd, x, h, "silu"))) <= TOLERANCE * 10
     if h["n_blocks"]:
         assert np.max(np.abs(got - forward(sd, x, h, "relu"))) > 1e-3  # silu is not relu here

@@ -4,9 +4,9 @@ Two kinds of truth, as in ``tests/test_seeds.py``: the bundle ``tests/conformanc
 (produced by overcomplete's code: outputs and float64 gradients) and an independent NumPy oracle
 written below from the bundle's ``notes`` (eval-mode fused dictionary, signed argmax with the first
 index on ties, one-hot code updates, residual updates), first checked against the bundle, then used
-on configurations, weights and the data-dependent stopping rule the bundle does not cover.  Last, a
-small training run: on k-sparse synthetic data the MP-SAE reconstructs better than a vanilla ReLU
-SAE with the same number of atoms trained for the same number of steps.
+on configurations, weights and the data-dependent stopping rule the bundle does not cover, on every
+backend.  Last, a small training run: on k-sparse synthetic data the MP-SAE reconstructs better than
+a vanilla ReLU SAE with the same number of atoms trained for the same number of steps.
 """
 
 from __future__ import annotations
@@ -175,13 +175,51 @@ def test_gradient_with_a_multiplier_equals_the_detached_normalisation():
     torch.testing.assert_close(got["dictionary.multiplier"], (D.grad * D).sum().detach(), rtol=1e-3, atol=1e-5)
 
 
+@pytest.mark.parametrize("stopping", [dict(residual_threshold=0.9), dict(stop_on_duplicate_support=True)])
+def test_gradient_with_per_sample_stopping_equals_a_masked_torch_loop(stopping):
+    """The data-dependent variant: the gradients of W and of the multiplier through the masked loop
+    (a stopped sample's codes and residual no longer change) equal the hand-written float64 loop of the
+    test above with the same per-sample masks, on a batch whose samples stop at different steps."""
+    import torch
+
+    import nspec
+
+    rng = np.random.default_rng(5)
+    sd = random_state_dict(9, 6, 0.0, rng)      # the data of the stopping test below
+    x = rng.normal(size=(8, 6)).astype(np.float32)
+    R = rng.normal(size=(8, 6))
+    steps = mpsae_forward(sd["dictionary._weights"], sd["dictionary.multiplier"], x, 8, **stopping)[3]
+    assert len(set(steps.tolist())) >= 3 and steps.min() < 8, steps  # the masks differ across the batch
+    module = nspec.load(SPEC, input_shape=6, nb_concepts=9, k=8, **stopping).to_torch()
+    module.load_state_dict({k: torch.as_tensor(v) for k, v in sd.items()}, strict=True)
+    (module(x=torch.as_tensor(x))["x_hat"] * torch.as_tensor(R, dtype=torch.float32)).sum().backward()
+    got = {k: p.grad.double() for k, p in module.named_parameters()}
+
+    W = torch.as_tensor(sd["dictionary._weights"], dtype=torch.float64)
+    scale = float(np.exp(np.float64(sd["dictionary.multiplier"])))
+    D = (W / (W.norm(dim=1, keepdim=True) + 1e-8) * scale).requires_grad_(True)
+    r, z = torch.as_tensor(x, dtype=torch.float64), torch.zeros(8, 9, dtype=torch.float64)
+    done = torch.zeros(8, 1, dtype=torch.bool)
+    for _ in range(8):
+        val, j = (r @ D.T).max(dim=1)
+        pick = val[:, None] * torch.nn.functional.one_hot(j, 9).double()
+        z_new, r_new = torch.where(done, z, z + pick), torch.where(done, r, r - pick @ D)
+        same = ((z_new != 0) == (z != 0)).all(dim=1, keepdim=True)
+        z, r = z_new, r_new
+        small = r.norm(dim=1, keepdim=True) < stopping.get("residual_threshold", 0.0)
+        done = done | small | (same & stopping.get("stop_on_duplicate_support", False))
+    (z @ D * torch.as_tensor(R)).sum().backward()
+    torch.testing.assert_close(got["dictionary._weights"], scale * D.grad, rtol=1e-3, atol=1e-5)
+    torch.testing.assert_close(got["dictionary.multiplier"], (D.grad * D).sum().detach(), rtol=1e-3, atol=1e-5)
+
+
 # ---------------------------------------------------------------- held-out configurations
 @pytest.mark.parametrize("config, batch, multiplier", [
     (dict(input_shape=5, nb_concepts=7, k=1), 2, 0.3),
     (dict(input_shape=16, nb_concepts=40, k=6), 5, -0.5),
     (dict(input_shape=8, nb_concepts=8, k=12), 4, 0.0),    # k > d: atoms are picked again
 ])
-@pytest.mark.parametrize("backend", ["reference", "onnxruntime"])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_matches_oracle_on_other_configurations(config, batch, multiplier, backend, tmp_path):
     rng = np.random.default_rng(config["k"] * 100 + batch)
     sd = random_state_dict(config["nb_concepts"], config["input_shape"], multiplier, rng)
@@ -193,7 +231,7 @@ def test_matches_oracle_on_other_configurations(config, batch, multiplier, backe
 
 @pytest.mark.parametrize("stopping", [dict(residual_threshold=0.9), dict(stop_on_duplicate_support=True),
                                       dict(residual_threshold=1.0, stop_on_duplicate_support=True)])
-@pytest.mark.parametrize("backend", ["reference", "onnxruntime"])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_data_dependent_stopping_is_per_sample(stopping, backend, tmp_path):
     """Each sample stops on its own (here at different steps, and some before the bound k); a stopped
     sample keeps its codes and residual while the others go on."""

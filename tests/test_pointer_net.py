@@ -116,10 +116,10 @@ TINY = dict(input_size=1, hidden_size=4)
 
 @pytest.mark.parametrize("hyper, n, decode, backend", [
     (SMALL, 6, "teacher", "reference"), (SMALL, 6, "teacher", "onnxruntime"), (SMALL, 6, "teacher", "torch"),
-    (SMALL, 6, "greedy", "reference"), (SMALL, 6, "greedy", "onnxruntime"),
+    (SMALL, 6, "greedy", "reference"), (SMALL, 6, "greedy", "onnxruntime"), (SMALL, 6, "greedy", "torch"),
     (dict(SMALL, input_size=3), 5, "teacher", "onnxruntime"),
     (dict(SMALL, mask_chosen=False), 6, "greedy", "onnxruntime"),
-    (TINY, 3, "teacher", "tvm"),
+    (TINY, 3, "teacher", "tvm"), (TINY, 3, "greedy", "tvm"),
 ], ids=lambda v: ",".join(f"{k}={x}" for k, x in v.items() if k != "hidden_size") if isinstance(v, dict) else str(v))
 def test_forward_equals_a_hand_written_torch_pointer_net(hyper, n, decode, backend, tmp_path):
     """Random weights through ``nspec run --weights``: the logits over positions (teacher-forced by a

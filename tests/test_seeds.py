@@ -160,10 +160,12 @@ def check_against_oracle(tmp_path, model, config, state_dict, inputs, want, back
             raise AssertionError(f"{backend}: {exc}") from None
 
 
+# TVM runs one held-out BDH configuration (and the bundle, above): the others compile in 9 to 23 s of
+# CPU each with the cache cold (measured: L3-h4 23 s, V256 9 s, T512 18 s; all equal the oracle).
 BDH_CASES = [  # (config, T, backends)
-    (dict(n_layer=1, n_embd=16, n_head=1, mlp_internal_dim_multiplier=4, vocab_size=7), 9, BACKENDS[:3]),
+    (dict(n_layer=1, n_embd=16, n_head=1, mlp_internal_dim_multiplier=4, vocab_size=7), 9, BACKENDS),
     (dict(n_layer=3, n_embd=24, n_head=4, mlp_internal_dim_multiplier=6, vocab_size=30), 20, BACKENDS[:3]),
-    (dict(n_layer=2, n_embd=32, n_head=2, mlp_internal_dim_multiplier=3, vocab_size=256, dropout=0.1), 33, ("reference",)),
+    (dict(n_layer=2, n_embd=32, n_head=2, mlp_internal_dim_multiplier=3, vocab_size=256, dropout=0.1), 33, BACKENDS[:3]),
     # one long sequence: 512 tokens of Hebbian state
     (dict(n_layer=2, n_embd=32, n_head=2, mlp_internal_dim_multiplier=8, vocab_size=16), 512, BACKENDS[:3]),
 ]
@@ -182,23 +184,27 @@ CTM_BASE = dict(iterations=4, d_model=24, d_input=8, heads=2, n_synch_out=6, n_s
                 memory_length=5, deep_nlms=True, memory_hidden_dims=3, do_layernorm_nlm=False, backbone_type="none",
                 positional_embedding_type="none", out_dims=4, prediction_reshaper=[-1], dropout=0.0,
                 neuron_select_type="random-pairing", n_random_pairing_self=2)
+# TVM compiles each CTM configuration in 5 to 11 s of CPU with the cache cold (all of them equal the
+# oracle there): it runs the four synapse and NLM variants with random pairing, depth 2 with random
+# selection and the shallow LayerNorm NLMs with first-last selection, so every synapse depth, NLM form
+# and neuron selection type meets TVM once; the other backends run every configuration.
 CTM_CASES = [  # (changes to CTM_BASE, input (C, S), backends)
     ({}, (3, 7), BACKENDS[:3]),
     ({"neuron_select_type": "random"}, (3, 7), BACKENDS[:3]),
     ({"neuron_select_type": "first-last"}, (3, 7), BACKENDS[:3]),
     ({"d_model": 40, "d_input": 12, "heads": 4, "iterations": 7, "memory_length": 3, "memory_hidden_dims": 6,
-      "n_synch_out": 9, "n_synch_action": 11, "out_dims": 10, "n_random_pairing_self": 0}, (5, 12), ("reference",)),
+      "n_synch_out": 9, "n_synch_action": 11, "out_dims": 10, "n_random_pairing_self": 0}, (5, 12), BACKENDS[:3]),
     ({"d_model": 16, "neuron_select_type": "first-last", "n_synch_out": 8, "n_synch_action": 8, "iterations": 2},
-     (2, 4), ("reference",)),
+     (2, 4), BACKENDS[:3]),
     # every synapse depth: 1 is GLU + LayerNorm (keys synapses.1/.3), 2 a one-block U-Net, 5 the CIFAR-10 depth
     ({"synapse_depth": 1}, (3, 7), BACKENDS),
-    ({"synapse_depth": 2, "neuron_select_type": "random"}, (3, 7), ("reference", "torch")),
+    ({"synapse_depth": 2, "neuron_select_type": "random"}, (3, 7), BACKENDS),
     ({"synapse_depth": 5, "d_model": 40}, (3, 7), BACKENDS),
     # shallow NLMs (one SuperLinear M -> 2), and the LayerNorm over each SuperLinear's input
     ({"deep_nlms": False}, (3, 7), BACKENDS),
     ({"do_layernorm_nlm": True}, (3, 7), BACKENDS),
     ({"deep_nlms": False, "do_layernorm_nlm": True, "synapse_depth": 1, "neuron_select_type": "first-last"}, (3, 7),
-     ("reference", "onnxruntime")),
+     BACKENDS),
 ]
 
 
@@ -214,21 +220,22 @@ def test_ctm_matches_oracle(changes, shape, backends, tmp_path):
     check_against_oracle(tmp_path, "ctm", config, sd, {"x": x}, want, backends)
 
 
+# every configuration on every backend: an ELM compiles on TVM in about 1 s of CPU
 ELM_CASES = [  # (config, T, backends)
     (dict(num_input=6, num_output=2, num_memory=4, mlp_hidden_size=8, memory_tau_max=20.0, learn_memory_tau=True),
-     25, BACKENDS[:3]),
+     25, BACKENDS),
     (dict(num_input=6, num_output=3, num_memory=5, num_branch=3, num_synapse_per_branch=4,
-          input_to_synapse_routing="random_routing", mlp_activation="silu", lambda_value=2.5, delta_t=0.5), 25, BACKENDS[:3]),
+          input_to_synapse_routing="random_routing", mlp_activation="silu", lambda_value=2.5, delta_t=0.5), 25, BACKENDS),
     (dict(num_input=10, num_output=2, num_memory=4, num_branch=3, num_synapse_per_branch=4,
-          input_to_synapse_routing="neuronio_routing", memory_tau_max=150.0), 40, ("reference",)),
+          input_to_synapse_routing="neuronio_routing", memory_tau_max=150.0), 40, BACKENDS),
     (dict(num_input=6, num_output=2, num_memory=4, memory_tau_min=2.0, memory_tau_max=7.0, w_s_value=0.2,
-          tau_s_value=2.0, tau_b_value=2.0), 25, ("reference",)),
+          tau_s_value=2.0, tau_b_value=2.0), 25, BACKENDS),
     # deeper MLPs: mlp.network.{0, 2, ..., 2L}
     (dict(num_input=6, num_output=2, num_memory=4, mlp_hidden_size=7, mlp_num_layers=2, mlp_activation="silu"),
      20, BACKENDS),
     (dict(num_input=5, num_output=3, num_memory=6, mlp_num_layers=4, num_branch=5, num_synapse_per_branch=2,
-          input_to_synapse_routing="random_routing"), 20, ("reference", "torch")),
-    (dict(num_input=6, num_output=2, num_memory=4, mlp_num_layers=0), 15, ("reference",)),  # one Linear
+          input_to_synapse_routing="random_routing"), 20, BACKENDS),
+    (dict(num_input=6, num_output=2, num_memory=4, mlp_num_layers=0), 15, BACKENDS),  # one Linear
 ]
 
 

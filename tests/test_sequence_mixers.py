@@ -11,9 +11,12 @@ NumPy oracle written in another form, in float64, for the same weights loaded by
   L the cumulative sum of Delta A (Mamba-2's segment sums), not the step loop;
 * softmax attention (whole sequence in one data step) against NumPy's softmax.
 
-Then the framework's point: linear attention's recurrent spec run step by step equals its parallel
-spec run on the whole sequence, and GLA with its gates held open is linear attention.  Gradients of
-the torch modules (to_torch()) equal torch autograd of hand-written float64 recurrences.
+One configuration of each recurrent spec, and the parallel linear attention, are checked the same
+way on the compiled backends, and softmax attention on every backend.  Then the framework's point:
+linear attention's recurrent spec run step by step equals its parallel spec run on the whole
+sequence, and GLA with its gates held open is linear attention.  Gradients of the torch modules
+(to_torch()) equal torch autograd of hand-written float64 recurrences (and, for softmax attention,
+of a hand-written causal attention).
 """
 
 from __future__ import annotations
@@ -231,6 +234,40 @@ def test_selective_ssm_initialisation_is_mambas():
     assert dt.max() / dt.min() > 10           # spread over the range, not one value
 
 
+# ---------------------------------------------------------------- the compiled backends
+# One configuration per recurrent mixer (the normalised elu1 linear attention, GLA as in the paper,
+# the SSM) on the compiled backends, against the same other-form oracles: the tests above vary the
+# configurations on the reference interpreter, and each TVM compile costs 1-3 s of CPU.
+MIXERS = {
+    "linear_attention": ("linear_attention.nspec", lambda: la_weights(1), dict(LA, feature_map="elu1", normalize=True),
+                         lambda s, w, h: linear_attention_parallel(s, w, **h)),
+    "gla": ("gla.nspec", lambda: gla_weights(3, 16), dict(GLA, gate_rank=16, tau=16.0),
+            lambda s, w, h: gla_chunked(s, w, 5, **h)),
+    "selective_ssm": ("selective_ssm.nspec", lambda: ssm_weights(5), SSM, lambda s, w, h: ssm_log_space(s, w, **h)),
+}
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "torch", "tvm"])
+@pytest.mark.parametrize("mixer", sorted(MIXERS))
+def test_recurrent_mixer_equals_its_other_form_on_the_compiled_backends(mixer, backend):
+    spec, make_weights, hyper, other_form = MIXERS[mixer]
+    w = make_weights()
+    x = tokens(hyper.get("d_model", hyper.get("d_inner")), 11)
+    got = run_recurrent(spec, w, x, backend, **hyper)
+    close(got, np.stack([other_form(s, w, hyper) for s in x]))
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "torch", "tvm"])
+def test_parallel_linear_attention_equals_numpy_on_the_compiled_backends(backend):
+    """The whole-sequence spec (one data step), normalised elu1, against the same NumPy parallel form."""
+    w, x = la_weights(2), tokens(LA["d_model"], 12)
+    hyper = dict(LA, feature_map="elu1", normalize=True)
+    model = nspec.load(SEEDS / "linear_attention_parallel.nspec", **hyper)
+    model.load_weights(w)
+    got = model.run({"x": x[:, None]}, batch=BATCH, backend=backend)["y"][:, 0]
+    close(got, np.stack([linear_attention_parallel(s, w, **hyper) for s in x]))
+
+
 # ---------------------------------------------------------------- softmax attention
 def softmax_attention(x, w, n_heads, d_key, d_value, **_):
     n = len(x)
@@ -245,7 +282,7 @@ def softmax_attention(x, w, n_heads, d_key, d_value, **_):
     return np.einsum("hts,shv->thv", p, v).reshape(n, -1) @ w["o_proj.weight"].T.astype(np.float64)
 
 
-@pytest.mark.parametrize("backend", ["reference", "onnxruntime", "torch"])
+@pytest.mark.parametrize("backend", ["reference", "onnxruntime", "torch", "tvm"])
 def test_softmax_attention_equals_numpy(backend):
     w, x = la_weights(6), 2 * tokens(LA["d_model"], 6)      # scores of a few units: peaked softmaxes
     model = nspec.load(SEEDS / "softmax_attention.nspec", **LA)
@@ -293,7 +330,25 @@ def ssm_torch(x, p, d_state, dt_rank, **_):
     return torch.stack(ys, 1)
 
 
+def linear_attention_torch(x, p, n_heads, d_key, d_value, eps=1e-6, **_):
+    """Normalised elu1 linear attention written in torch, step by step: x [B, T, d] -> y [B, T, d]."""
+    B, n, _ = x.shape
+    S, z = x.new_zeros(B, n_heads, d_key, d_value), x.new_zeros(B, n_heads, d_key)
+    ys = []
+    for t in range(n):
+        xt = x[:, t]
+        q = (torch.nn.functional.elu(xt @ p["q_proj.weight"].T) + 1).view(B, n_heads, d_key)
+        k = (torch.nn.functional.elu(xt @ p["k_proj.weight"].T) + 1).view(B, n_heads, d_key)
+        v = (xt @ p["v_proj.weight"].T).view(B, n_heads, d_value)
+        S, z = S + k[..., None] * v[:, :, None, :], z + k
+        o = (q[..., None] * S).sum(2) / ((q * z).sum(-1, keepdim=True) + eps)
+        ys.append(o.reshape(B, -1) @ p["o_proj.weight"].T)
+    return torch.stack(ys, 1)
+
+
 GRADIENT_CASES = {
+    "linear_attention": ("linear_attention.nspec", lambda: la_weights(12), dict(LA, feature_map="elu1", normalize=True),
+                         linear_attention_torch),
     "gla": ("gla.nspec", lambda: gla_weights(7, 3), GLA | dict(gate_rank=3, tau=2.0), gla_torch),
     "selective_ssm": ("selective_ssm.nspec", lambda: ssm_weights(8), SSM, ssm_torch),
 }
@@ -320,6 +375,34 @@ def test_torch_module_gradients_equal_a_hand_written_torch_recurrence(case):
     for key, value in p.items():
         want = value.grad.numpy()
         assert np.max(np.abs(want)) > 1e-3, key    # every parameter reaches the loss
+        close(grads[key].grad.double().numpy(), want, 1e-4)
+
+
+def test_softmax_attention_torch_gradients_equal_a_hand_written_model():
+    """The whole-sequence spec's torch module: gradients of sum(y R) against torch autograd of the
+    causal softmax attention written by hand in float64, within 1e-4 of the largest."""
+    w, x = la_weights(13), 2 * tokens(LA["d_model"], 13)
+    R = np.random.default_rng(14).standard_normal((BATCH, T, LA["d_model"]))
+    module = nspec.load(SEEDS / "softmax_attention.nspec", **LA).to_torch()
+    assert set(module.state_dict()) == set(w)
+    module.load_state_dict({k: torch.as_tensor(v) for k, v in w.items()}, strict=True)
+    y = module(x=torch.as_tensor(x))["y"]                       # one data step: x [B, T, d] -> y [B, T, d]
+    (y * torch.as_tensor(R, dtype=y.dtype)).sum().backward()
+
+    p = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True) for k, v in w.items()}
+    H, dk, dv = LA["n_heads"], LA["d_key"], LA["d_value"]
+    x64 = torch.as_tensor(x, dtype=torch.float64)
+    q, k, v = ((x64 @ p[f"{n}_proj.weight"].T).view(BATCH, T, H, d).transpose(1, 2)
+               for n, d in (("q", dk), ("k", dk), ("v", dv)))
+    causal = torch.ones(T, T, dtype=torch.bool).tril()
+    scores = (q @ k.transpose(-1, -2) / dk ** 0.5).masked_fill(~causal, float("-inf"))
+    y64 = (torch.softmax(scores, -1) @ v).transpose(1, 2).reshape(BATCH, T, H * dv) @ p["o_proj.weight"].T
+    (y64 * torch.as_tensor(R)).sum().backward()
+    close(y.detach().numpy(), y64.detach().numpy())
+    grads = dict(module.named_parameters())
+    for key, value in p.items():
+        want = value.grad.numpy()
+        assert np.max(np.abs(want)) > 1e-3, key
         close(grads[key].grad.double().numpy(), want, 1e-4)
 
 

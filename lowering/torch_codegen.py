@@ -246,7 +246,7 @@ class _Builder:
         return None if n.op is Op.LOOP else TORCH_DTYPES[n.dtype]
 
     def _aligned(self, s: Site, dtype: torch.dtype | None = None) -> list[fx.Node]:
-        """The inputs as ``torch_rules._align`` gives them: cast to ``dtype``, batched ones of
+        """The inputs as ``torch_batching.align`` gives them: cast to ``dtype``, batched ones of
         lower per-sample rank with size-1 axes after the batch axis."""
         rank = len(s.node.shape)
         out = []

@@ -12,8 +12,9 @@ The plans and the rules live together because each needs the other: ``compile_pl
 op has a rule and ``execute`` dispatches to them, while the LOOP rule compiles and executes its
 body's plan.  Runs do not go through this interpreter unless asked to: ``torch_codegen.py`` turns each
 plan into generated code that calls the same rules for the ops it does not inline (``Frame.run``
-says which executes a LOOP's body).  The trainable module and the executor built on them are in
-``to_torch.py``.
+says which executes a LOOP's body).  PROPAGATE's rule is in ``torch_propagate.py``, the random
+draws' in ``torch_draws.py``, the batch-alignment helpers in ``torch_batching.py``.  The trainable
+module and the executor built on them are in ``to_torch.py``.
 """
 
 from __future__ import annotations
@@ -26,12 +27,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from nspec.compiler.batching import (LoopSpec, Until, aligned_shape, batch_size, batched_equation, batched_perm,
+from nspec.compiler.batching import (LoopSpec, Until, batch_size, batched_equation, batched_perm,
                                      iterate, sliced, stored_axes, stored_axis, stored_shape)
 from nspec.compiler.interpret import CHECK_FAILS
 from nspec.compiler.ir import DType, Graph, IRError, Node, Op, batched
 from nspec.lowering import surrogates
+from nspec.lowering.torch_batching import align, with_batch
 from nspec.lowering.torch_draws import normal, uniform
+from nspec.lowering.torch_propagate import propagate
 from nspec.runtime.executor import BackendError
 
 
@@ -211,25 +214,6 @@ def _run_sites(sites, vals, frame):
             frame.cache[id(s)] = v
 
 
-# ---------------------------------------------------------------- batching helpers
-def _align(xs, bs, rank: int, dtype: torch.dtype | None = None) -> list:
-    """Give batched values size-1 axes after the batch axis up to ``rank`` per-sample axes
-    (``batching.aligned_shape``); cast to ``dtype`` when given."""
-    out = []
-    for x, b in zip(xs, bs):
-        if dtype is not None and x.dtype != dtype:
-            x = x.to(dtype)
-        if b and x.dim() - 1 < rank:
-            x = x.reshape(aligned_shape(x.shape, b, rank))
-        out.append(x)
-    return out
-
-
-def _with_batch(x, b: bool, batch: int):
-    """A value as [B, ...]: batched as is, unbatched broadcast (a view) over the batch."""
-    return x if b else x.expand((batch,) + tuple(x.shape))
-
-
 # ---------------------------------------------------------------- rules: leaves and elementwise
 def _const(s, xs, frame):
     return frame.consts[s.extra]
@@ -243,7 +227,7 @@ def _arith(fn) -> Callable:
     """A binary op computed in the node's dtype (inputs are cast to it, as the reference does)."""
 
     def rule(s, xs, frame):
-        a, b = _align(xs, s.batched, len(s.node.shape), s.dtype)
+        a, b = align(xs, s.batched, len(s.node.shape), s.dtype)
         return fn(a, b)
 
     return rule
@@ -253,7 +237,7 @@ def _divide(fn) -> Callable:
     """DIV or MOD in the node's dtype; an integer divisor of 0 counts as 1 (``interpret.nonzero_divisor``)."""
 
     def rule(s, xs, frame):
-        a, b = _align(xs, s.batched, len(s.node.shape), s.dtype)
+        a, b = align(xs, s.batched, len(s.node.shape), s.dtype)
         if not b.is_floating_point():
             b = torch.where(b == 0, torch.ones_like(b), b)
         return fn(a, b)
@@ -265,7 +249,7 @@ def _compare(fn) -> Callable:
     """A binary op on the operands' own dtypes (comparisons and logic give bool)."""
 
     def rule(s, xs, frame):
-        a, b = _align(xs, s.batched, len(s.node.shape))
+        a, b = align(xs, s.batched, len(s.node.shape))
         return fn(a, b)
 
     return rule
@@ -276,7 +260,7 @@ def _unary(fn) -> Callable:
 
 
 def _where(s, xs, frame):
-    c, a, b = _align(xs, s.batched, len(s.node.shape))
+    c, a, b = align(xs, s.batched, len(s.node.shape))
     return torch.where(c.bool(), a.to(s.dtype), b.to(s.dtype))
 
 
@@ -314,7 +298,7 @@ def _along(fn) -> Callable:
 
 
 def _layernorm(s, xs, frame):
-    x, *affine = _align(xs, s.batched, len(s.node.shape), s.dtype)
+    x, *affine = align(xs, s.batched, len(s.node.shape), s.dtype)
     eps = float(s.node.attr("eps"))
     if all(a.shape == x.shape[-1:] for a in affine):  # per-feature, unbatched: torch's fused kernel
         return F.layer_norm(x, x.shape[-1:], *affine, eps=eps)
@@ -353,7 +337,7 @@ def _reshape(s, xs, frame):
 
 
 def _broadcast(s, xs, frame):
-    (x,) = _align(xs, s.batched, len(s.node.shape))
+    (x,) = align(xs, s.batched, len(s.node.shape))
     return x.expand(stored_shape(s.node.shape, x.shape, s.batched[0]))
 
 
@@ -365,7 +349,7 @@ def _concat(s, xs, frame):
     rank = len(s.node.shape)
     if s.out:
         batch = batch_size(xs, s.batched)
-        xs = [_with_batch(x, b, batch) for x, b in zip(xs, s.batched)]
+        xs = [with_batch(x, b, batch) for x, b in zip(xs, s.batched)]
     return torch.cat([x.to(s.dtype) for x in xs], dim=stored_axis(s.node.attr("axis"), rank, s.out))
 
 
@@ -417,63 +401,11 @@ def _scatter_add(s, xs, frame):
     batch = batch_size(xs, s.batched)
     pre, post = s.node.shape[:axis], s.node.shape[axis + 1:]
     p, q = int(np.prod(pre)), int(np.prod(post))
-    out = _with_batch(base, bb, batch).reshape(batch, p, size, q)
-    idx = _with_batch(idx, bi, batch).reshape(batch, 1, -1, 1)
+    out = with_batch(base, bb, batch).reshape(batch, p, size, q)
+    idx = with_batch(idx, bi, batch).reshape(batch, 1, -1, 1)
     k = idx.shape[2]
-    vals = _with_batch(values, bv, batch).reshape(batch, p, k, q)
+    vals = with_batch(values, bv, batch).reshape(batch, p, k, q)
     return out.scatter_add(2, idx.expand(batch, p, k, q), vals).reshape((batch,) + s.node.shape)
-
-
-def _propagate(s, xs, frame):
-    spikes, indptr, indices, weights = xs
-    bs, bp, bi, bw = s.batched
-    if bp or bi:
-        raise BackendError(f"{s.node.span}: error: PROPAGATE needs unbatched connectivity (indptr and indices)")
-    n_post = int(s.node.attr("n_post"))
-    spikes, weights, indptr, indices = spikes.to(s.dtype), weights.to(s.dtype), indptr.long(), indices.long()
-    needs_grad = torch.is_grad_enabled() and (spikes.requires_grad or weights.requires_grad)
-    mode = frame.propagate
-    if mode == "auto":
-        mode = "dense" if needs_grad or torch.compiler.is_compiling() else "event"
-    if mode == "event":
-        return _propagate_events(spikes, indptr, indices, weights, n_post, s.out, bs, bw)
-    # Dense: every synapse contributes spikes[pre] * w; index_add sums in CSR order, which keeps
-    # the reference's summation order (a non-spiking row adds zeros) and is differentiable.
-    rows = frame.cache.get(id(s))  # each synapse's presynaptic row
-    if rows is None:
-        rows = torch.searchsorted(indptr[1:], torch.arange(indices.shape[0], device=indptr.device), right=True)
-        if s.extra:
-            frame.cache[id(s)] = rows
-    if bw and weights.dim() == 1:
-        weights = weights[:, None]  # one weight per trial, shared by its synapses
-    contrib = spikes[..., rows] * weights
-    lead = contrib.shape[:-1]
-    return torch.zeros(lead + (n_post,), dtype=s.dtype, device=contrib.device).index_add(len(lead), indices, contrib)
-
-
-def _propagate_events(spikes, indptr, indices, weights, n_post, out_batched, bs, bw):
-    """Event-driven PROPAGATE: only the rows of neurons that spiked are read (no gradient)."""
-    batch = (spikes if bs else weights).shape[0] if out_batched else 1
-    s = _with_batch(spikes, bs, batch) if out_batched else spikes[None]
-    b, i = s.nonzero(as_tuple=True)
-    starts = indptr[i]
-    counts = indptr[i + 1] - starts
-    ends = torch.cumsum(counts, 0)
-    position = torch.arange(int(ends[-1]) if ends.shape[0] else 0, device=spikes.device)
-    # searchsorted rather than repeat_interleave: the latter always starts a parallel region,
-    # which costs milliseconds per step on a busy CPU.
-    event = torch.searchsorted(ends, position, right=True)     # the event each synapse belongs to
-    k = position - (ends - counts)[event] + starts[event]
-    trial = b[event]
-    per_synapse = weights.dim() > int(bw)  # else one weight (per trial) shared by every synapse
-    if bw:
-        wk = weights[trial, k] if per_synapse else weights[trial]
-    else:
-        wk = weights[k] if per_synapse else weights
-    values = wk * s[b, i][event]
-    out = torch.zeros(batch * n_post, dtype=values.dtype, device=values.device)
-    out = out.index_add(0, trial * n_post + indices[k], values).reshape(batch, n_post)
-    return out if out_batched else out[0]
 
 
 # ---------------------------------------------------------------- rules: time structure
@@ -494,7 +426,7 @@ def _loop(s, xs, frame):
 
     def lift(v, b):
         # In a batched loop every carried and stacked value is batched (ITEMs are batched).
-        return _with_batch(v, b, batch) if s.out else v
+        return with_batch(v, b, batch) if s.out else v
 
     invariant = dict(zip(spec.invariant, xs[n:]))
 
@@ -529,8 +461,8 @@ def _check(s, xs, frame):
     status, x = xs
     a = s.node.attrs
     batch = batch_size(xs, s.batched) if s.out else 1
-    st = _with_batch(status, s.batched[0], batch) if s.out else status[None]
-    flat = (_with_batch(x, s.batched[1], batch) if s.out else x[None]).reshape(batch, -1).long()
+    st = with_batch(status, s.batched[0], batch) if s.out else status[None]
+    flat = (with_batch(x, s.batched[1], batch) if s.out else x[None]).reshape(batch, -1).long()
     fails = CHECK_FAILS[a.kind](flat, a.size)
     if flat.shape[1]:
         value = flat.gather(1, fails.to(torch.uint8).argmax(dim=1, keepdim=True))[:, 0]
@@ -596,7 +528,7 @@ RULES: dict[Op, Callable] = {
     Op.SLICE: _slice,
     Op.GATHER: _gather,
     Op.SCATTER_ADD: _scatter_add,
-    Op.PROPAGATE: _propagate,
+    Op.PROPAGATE: propagate,
     Op.LOOP: _loop,
     Op.ITEM: _item,
     Op.UNIFORM: uniform,

@@ -1,4 +1,5 @@
-"""The commands of the ``nspec`` command line (check, compile, run, sweep, test, train) and their helpers.
+"""The commands of the ``nspec`` command line (check, run, sweep, test, train, import-nir); ``compile``
+is ``cli_compile.py``, the helpers they share ``cli_common.py``.
 
 Each ``cmd_*`` takes the parsed arguments (``cli_parser.build_parser``) and returns an exit code
 (``nspec.compiler.driver``); a mistake it finds itself is a ``CliError``.  Heavy modules (numpy,
@@ -8,9 +9,7 @@ pint, the backends, torch, tvm, matplotlib) are imported inside the command that
 
 from __future__ import annotations
 
-import importlib
 import json
-import os
 import sys
 import time
 import traceback
@@ -20,84 +19,11 @@ from pathlib import Path
 from nspec.compiler.driver import EXIT_INTERNAL, EXIT_OK, EXIT_USER_ERROR
 from nspec.dsl.diagnostics import SourceMap
 
+from nspec.cli_common import (REPORT_HINT, CliError, given_args, hyper_args, refuse_overwrite,
+                              spec_paths)
+from nspec.cli_compile import EMIT_STAGES, IR_STAGES, TARGETS, cmd_compile
 
-# Folders never searched for specs when a directory is given.
-_SKIP_DIRS = {"__pycache__", "node_modules", "build", "dist"}
 _PLOT_SUFFIXES = (".png", ".pdf", ".svg")
-
-# What an internal error tells the user (by the command line, and by `nspec test` per test).
-REPORT_HINT = ("this is a bug in nspec, not in your spec: please report it with the command and the spec "
-               "(run with --debug or NSPEC_DEBUG=1 to see the traceback)")
-
-
-class CliError(Exception):
-    """A user error the command line finds itself (an existing output file, a missing backend)."""
-
-    code = EXIT_USER_ERROR
-
-
-def _hyper(pairs) -> dict:
-    hyper: dict = {}
-    for key, value in pairs or ():
-        if key in hyper:
-            raise CliError(f"--param {key} is given twice")
-        hyper[key] = value
-    return hyper
-
-
-def _given(args):
-    """The command line as typed, so a mistake in a --param is located in it."""
-    from nspec.compiler.overrides import command_line
-
-    return command_line(getattr(args, "argv", None) or sys.argv[1:])
-
-
-# ---------------------------------------------------------------- files
-def spec_paths(args: list[str]) -> list[Path]:
-    """Spec files named on the command line; a directory stands for every ``*.nspec`` below
-    it, except hidden folders and the deliberately broken ``specs/errors/``."""
-    out: list[Path] = []
-    for arg in args:
-        root = Path(arg)
-        if not root.is_dir():
-            out.append(root)  # a missing file is reported by the checker, with its name
-            continue
-        found = []
-        for folder, dirs, files in os.walk(root):
-            dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in _SKIP_DIRS
-                             and not (d == "errors" and Path(folder).name == "specs"))
-            found.extend(Path(folder) / f for f in files if f.endswith(".nspec"))
-        if not found:
-            raise CliError(f"no .nspec files in {arg}")
-        out.extend(sorted(found))
-    return out
-
-
-def _refuse_overwrite(path: Path, force: bool, flag: str) -> None:
-    """Check an output path before any work, so a long run is never wasted."""
-    if path.exists() and not force:
-        raise CliError(f"{path} already exists; pass --force to overwrite it ({flag})")
-    if path.exists() and path.is_dir():
-        raise CliError(f"{path} is a directory ({flag})")
-    if not path.parent.is_dir():
-        raise CliError(f"the folder {path.parent} does not exist ({flag})")
-
-
-def _lowering(module: str, function: str):
-    """``nspec.lowering.<module>.<function>``, or a user-facing 'backend not available' error."""
-    name = f"nspec.lowering.{module}"
-    try:
-        mod = importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name == name:
-            raise CliError(f"backend not available: {name} is not part of this installation") from None
-        if exc.name and exc.name.split(".")[0] == "nspec":
-            raise
-        raise CliError(f"backend not available: the package {exc.name!r} is not installed") from None
-    fn = getattr(mod, function, None)
-    if fn is None:
-        raise CliError(f"backend not available: {name} has no {function}()")
-    return fn
 
 
 # ---------------------------------------------------------------- check
@@ -105,7 +31,7 @@ def cmd_check(args) -> int:
     from nspec.compiler.driver import check_files
 
     paths = spec_paths(args.paths)
-    diags, sources = check_files(paths, _hyper(args.param), given=_given(args))
+    diags, sources = check_files(paths, hyper_args(args.param), given=given_args(args))
     for d in diags:
         print(d.render(sources), file=sys.stderr)
     errors = [d for d in diags if d.severity == "error"]
@@ -114,200 +40,6 @@ def cmd_check(args) -> int:
         print(f"{len(errors)} error{'s' * (len(errors) != 1)} in {files} file{'s' * (files != 1)}", file=sys.stderr)
         return EXIT_USER_ERROR
     print(f"ok: {len(paths)} file{'s' * (len(paths) != 1)}")
-    return EXIT_OK
-
-
-# ---------------------------------------------------------------- compile
-def _out_path(out: str | None, spec: Path, suffix: str) -> Path:
-    if out is None:
-        return Path(spec.stem + suffix)
-    if out.endswith(("/", os.sep)) or Path(out).is_dir():
-        Path(out).mkdir(parents=True, exist_ok=True)
-        return Path(out) / (spec.stem + suffix)
-    return Path(out)
-
-
-def _export_onnx(program, path: Path, args) -> None:
-    export = _lowering("to_onnx", "export")
-    from nspec.compiler.driver import compile_file
-    from nspec.runtime.reference import initialize
-
-    params, _ = initialize(program, 1, program.seed)  # stored in the file, so it runs on its own
-    hyper = _hyper(args.param)
-    # compiles at other values of the data-bound dimensions, which the export keeps symbolic
-    compile_at = lambda dims: compile_file(args.spec, {**hyper, **dims}, args.entry)  # noqa: E731
-    with warnings.catch_warnings(record=True) as caught:  # a dimension the file keeps fixed, and why
-        warnings.simplefilter("always", _lowering("to_onnx", "SymbolicDimWarning"))
-        export(program, str(path), mode="step" if args.step else "whole-run", steps=args.steps, force=args.force,
-               params=params, compile_at=compile_at)
-    for w in caught:
-        print(f"warning: {w.message}", file=sys.stderr)
-
-
-def _export_tvm(program, path: Path, args) -> None:
-    export = _lowering("tvm.build", "export")
-    export(program, str(path), target=args.target, force=args.force)
-
-
-def _export_torch(model, path: Path, args) -> list[Path]:
-    """One step as a ``torch.export`` program, its initial state and manifest beside it (lowering/torch_export.py)."""
-    return _lowering("torch_export", "export")(model, path, batch=args.batch or 1)
-
-
-def _export_nir(model, path: Path, args) -> list[Path]:
-    """The model's NIR graph (``Model.to_nir``: a composite of std/nir.nspec boxes, docs/nir.md)."""
-    from nspec.runtime.nir_import import require_nir
-
-    require_nir().write(str(path), model.to_nir())
-    return [path]
-
-
-# --target -> (file suffix, exporter); torch and nir export a loaded Model (weights and all)
-TARGETS = {
-    "onnx": (".onnx", _export_onnx),
-    "tvm-llvm": (".so", _export_tvm),
-    "tvm-cuda": (".so", _export_tvm),
-    "torch": (".pt2", _export_torch),
-    "nir": (".nir", _export_nir),
-}
-
-
-MODEL_TARGETS = ("torch", "nir")
-
-
-def _emit_onnx(program, args) -> str:
-    from onnx import printer
-
-    if args.step:
-        model = _lowering("to_onnx", "step_model")(program)
-    else:
-        model = _lowering("to_onnx", "run_model")(program, args.steps)
-    return printer.to_text(model)
-
-
-def _emit_tir(program, args) -> str:
-    # the TVM backend lowers the whole time loop to one TIR function of an IRModule
-    text, options = _lowering("tvm.emit", "tir_text"), _lowering("tvm.tir", "Options")
-    return text(program, options(device="cuda" if args.target == "tvm-cuda" else "cpu"))
-
-
-IR_STAGES = ("ast", "ir", "ir-opt", "passes")
-EMIT_STAGES = IR_STAGES + ("onnx", "tir", "relax", "diagram")
-DIAGRAM_SUFFIXES = (".dot", ".gv", ".svg", ".png", ".pdf")  # DOT text, or what Graphviz's `dot` draws from it
-
-
-def _check_emit(stage: str | None) -> None:
-    from nspec.compiler.pipeline import pass_names
-
-    if stage is None or stage in EMIT_STAGES:
-        return
-    names = pass_names()
-    if stage.startswith("after="):
-        if stage.removeprefix("after=") in names:
-            return
-        raise CliError(f"--emit {stage}: no pass named '{stage.removeprefix('after=')}'; "
-                       f"the passes are {', '.join(names)} (see --emit passes)")
-    raise CliError(f"--emit {stage}: unknown stage; use one of {', '.join(EMIT_STAGES)}, or after=PASS "
-                   f"with PASS one of {', '.join(names)}")
-
-
-def cmd_compile(args) -> int:
-    from nspec.compiler import driver
-
-    _check_emit(args.emit)
-    if args.emit == "passes":
-        print(driver.describe_passes())
-        return EXIT_OK
-    if args.spec is None:
-        raise CliError("compile needs a SPEC file (only --emit passes works without one)")
-    hyper = _hyper(args.param)
-    spec = Path(args.spec)
-    if args.emit is not None and (args.emit in IR_STAGES or args.emit.startswith("after=")):
-        print(driver.emit(spec, args.emit, hyper, args.entry, given=_given(args)))
-        return EXIT_OK
-    if args.emit == "diagram":
-        return _emit_diagram(spec, hyper, args)
-    if args.emit == "onnx" and args.target not in (None, "onnx"):
-        raise CliError("--emit onnx shows the ONNX lowering; drop --target or use --target onnx")
-    if args.emit == "relax":  # the old name: the module holds TIR, not Relax functions
-        print("warning: --emit relax is deprecated; use --emit tir", file=sys.stderr)
-        args.emit = "tir"
-    if args.emit == "tir" and args.target not in (None, "tvm-llvm", "tvm-cuda"):
-        raise CliError("--emit tir needs --target tvm-llvm or tvm-cuda")
-    if args.target not in MODEL_TARGETS and args.weights:
-        raise CliError("--weights is read by --target torch and --target nir only")
-    if args.target != "torch" and args.batch:
-        raise CliError("--batch is read by --target torch only")
-    if args.target == "torch" and (args.step or args.steps):
-        raise CliError("--target torch exports one step (state in, state out) with no time loop: "
-                       "drop --step and --steps")
-    if args.weights is not None and not Path(args.weights).is_file():
-        raise CliError(f"--weights: no such file: {args.weights}")
-    path = None
-    if args.target and not args.emit:
-        path = _out_path(args.output, spec, TARGETS[args.target][0])
-        _refuse_overwrite(path, args.force, "-o")
-        if args.target == "torch":
-            base = path.name.removesuffix(".pt2")
-            for beside in (path.with_name(base + ".state0.pt"), path.with_name(base + ".json")):
-                _refuse_overwrite(beside, args.force, "-o")
-    if args.target in MODEL_TARGETS and not args.emit:
-        from nspec.runtime.model import load
-
-        model = load(spec, target=args.entry, given=_given(args), weights=args.weights, **hyper)
-        print("wrote " + ", ".join(map(str, TARGETS[args.target][1](model, path, args))))
-        return EXIT_OK
-    program = driver.compile_file(spec, hyper, args.entry, given=_given(args))
-    if args.emit:
-        print((_emit_onnx if args.emit == "onnx" else _emit_tir)(program, args))
-        return EXIT_OK
-    if path is None:
-        print(f"ok: {program.name}: {len(program.params)} params, {len(program.states)} states, "
-              f"{len(program.inputs)} inputs, {len(program.outputs)} outputs, {len(program.step.nodes)} step nodes")
-        return EXIT_OK
-    TARGETS[args.target][1](program, path, args)
-    print(f"wrote {path}")
-    return EXIT_OK
-
-
-def _emit_diagram(spec: Path, hyper: dict, args) -> int:
-    """The wiring diagram as DOT: printed, written to a .dot file, or drawn by Graphviz's ``dot``
-    into .svg/.png/.pdf (the .dot beside it is written in any case, so it can be drawn later)."""
-    import shutil
-    import subprocess
-
-    from nspec.compiler import driver
-    from nspec.compiler.diagram import diagram
-
-    if args.target is not None:
-        raise CliError("--emit diagram draws the spec's wiring, whatever the backend; drop --target")
-    out = Path(args.output) if args.output is not None else None
-    if out is not None and out.suffix.lower() not in DIAGRAM_SUFFIXES:
-        raise CliError(f"--emit diagram writes {', '.join(DIAGRAM_SUFFIXES)} files, not {out}")
-    dot_path = out.with_suffix(".dot") if out is not None and out.suffix.lower() not in (".dot", ".gv") else out
-    for path in {p for p in (out, dot_path) if p is not None}:
-        _refuse_overwrite(path, args.force, "-o")
-    driver.compile_file(spec, hyper, args.entry, given=_given(args))  # every mistake, located, before drawing
-    text = diagram(spec, hyper, args.entry, given=_given(args))
-    if out is None:
-        print(text, end="")
-        return EXIT_OK
-    dot_path.write_text(text, encoding="utf-8")
-    print(f"wrote {dot_path}")
-    if out == dot_path:
-        return EXIT_OK
-    fmt = out.suffix.lower().lstrip(".")
-    render = f"dot -T{fmt} {dot_path} -o {out}"
-    if shutil.which("dot") is None:
-        print(f"note: Graphviz's 'dot' program is not on PATH, so {out} was not drawn; the diagram is in "
-              f"{dot_path}: install Graphviz (apt install graphviz, brew install graphviz) and run: {render}",
-              file=sys.stderr)
-        return EXIT_OK
-    done = subprocess.run(["dot", f"-T{fmt}", str(dot_path), "-o", str(out)], capture_output=True, text=True)
-    if done.returncode != 0:
-        raise CliError(f"Graphviz's dot could not draw {dot_path} ({done.stderr.strip() or done.returncode}); "
-                       f"the DOT text is in {dot_path}")
-    print(f"wrote {out}")
     return EXIT_OK
 
 
@@ -359,11 +91,11 @@ def _summary(model, shapes: dict, steps: int | None, backend: str, run_s: float,
 
 
 def cmd_run(args) -> int:
-    hyper = _hyper(args.param)
+    hyper = hyper_args(args.param)
     outputs = [(args.output, "--output"), (args.plot, "--plot"), (args.timing_json, "--timing-json")]
     for path, flag in outputs:
         if path is not None:
-            _refuse_overwrite(Path(path), args.force, flag)
+            refuse_overwrite(Path(path), args.force, flag)
     if args.plot is not None and Path(args.plot).suffix.lower() not in _PLOT_SUFFIXES:
         raise CliError(f"--plot writes {', '.join(_PLOT_SUFFIXES)} files, not {args.plot}")
     if args.weights is not None and not Path(args.weights).is_file():
@@ -376,7 +108,7 @@ def cmd_run(args) -> int:
 
     start = time.perf_counter()
     # the weights and inputs also bind the spec's data-bound (`auto`) dimensions
-    model = load(args.spec, target=args.entry, given=_given(args), weights=args.weights, inputs=args.inputs,
+    model = load(args.spec, target=args.entry, given=given_args(args), weights=args.weights, inputs=args.inputs,
                  **hyper)
     load_s = time.perf_counter() - start
     kind = _plot_kind(model, args.plot_kind) if args.plot else None
@@ -488,9 +220,9 @@ def cmd_sweep(args) -> int:
             grid[name] = values
         seeds = parse_seeds(args.seeds) if args.seeds is not None else None
         summary = sweep(args.spec, grid, args.output, seeds=seeds, steps=args.steps, duration=args.duration,
-                        backend=args.backend, metrics=args.metric or (), params=_hyper(args.param),
+                        backend=args.backend, metrics=args.metric or (), params=hyper_args(args.param),
                         target=args.entry, address=args.address, force=args.force, retries=args.retries,
-                        progress=not args.quiet, given=_given(args))
+                        progress=not args.quiet, given=given_args(args))
     except SweepError as exc:
         raise CliError(str(exc)) from None
     if not args.quiet:
@@ -544,7 +276,7 @@ def cmd_train(args) -> int:
     from nspec.runtime.distributed import torchrun_group
     from nspec.runtime.train import CHECKPOINT_FILES, TrainError, parse_loss, read_data, train
 
-    hyper = _hyper(args.param)
+    hyper = hyper_args(args.param)
     if args.resume and args.force:
         raise CliError("--resume continues the checkpoint and --force replaces it: give one of them")
     if args.resume and not args.checkpoint:
@@ -561,7 +293,7 @@ def cmd_train(args) -> int:
         data = read_data(args.data)
         from nspec.runtime.model import load
 
-        model = load(args.spec, target=args.entry, given=_given(args), **hyper)
+        model = load(args.spec, target=args.entry, given=given_args(args), **hyper)
         if args.weights is not None:
             model.load_weights(args.weights)
         history = train(model, data, loss, optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
@@ -603,7 +335,7 @@ def cmd_import(args) -> int:
     spec = Path(args.output) if args.output else Path(args.graph).with_suffix(".nspec")
     weights = spec.with_suffix(".weights.safetensors")
     for path in (spec, weights):
-        _refuse_overwrite(path, args.force, "-o")
+        refuse_overwrite(path, args.force, "-o")
     imported = translate(args.graph, args.dt, args.method)
     spec.write_text(imported.source)
     save_file(imported.weights, str(weights))

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from nspec.cli import CliError, duration, main, param, spec_paths
-from nspec.cli_commands import _lowering
+from nspec.cli_common import lowering as _lowering
 from nspec.dsl import ast as A
 from nspec.dsl import parse
 

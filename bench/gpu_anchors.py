@@ -21,7 +21,6 @@ Two tables, each row measured in this one process, runners interleaved (A B A B 
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 import sys
 import time
@@ -33,8 +32,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
-DT, TAUM, TAUE, TAUI = 1e-4, 20e-3, 5e-3, 10e-3
-VT, VR, EL, WE, WI, REF_STEPS = -50e-3, -60e-3, -49e-3, 1.62e-3, -9e-3, 50
+from onnx_bench import DT, EL, VR, VT, WE, WI, coefficients  # noqa: E402  CUBA's constants and exact propagator
 
 
 def sync() -> None:
@@ -73,8 +71,7 @@ class TorchCudaCuba:
         self.W = torch.sparse_csr_tensor(torch.as_tensor(rows), torch.as_tensor(pre[order]), torch.as_tensor(w[order]),
                                          (n, n), device="cuda")
         self.n, self.synapses = n, int(counts.sum())
-        em, ee, ei = math.exp(-DT / TAUM), math.exp(-DT / TAUE), math.exp(-DT / TAUI)
-        self.c = dict(em=em, ee=ee, ei=ei, ce=TAUE / (TAUE - TAUM) * (ee - em), ci=TAUI / (TAUI - TAUM) * (ei - em))
+        self.c = coefficients()
         self.exc = torch.arange(n, device="cuda") < int(0.8 * n)
         self.v0 = torch.as_tensor(VR + rng.random(n) * (VT - VR), dtype=torch.float32, device="cuda")
 
@@ -93,7 +90,7 @@ class TorchCudaCuba:
                 ge = ge * c["ee"] + torch.where(self.exc, inp, 0.0)
                 gi = gi * c["ei"] + torch.where(self.exc, 0.0, inp)
                 v = torch.where(fired, VR, v)
-                ref = torch.where(fired, float(REF_STEPS), (ref - 1).clamp(min=0))
+                ref = torch.where(fired, float(c["ref_steps"]), (ref - 1).clamp(min=0))
         return int(count.item())
 
 

@@ -35,8 +35,9 @@ from nspec.compiler.interpret import Context, Plan
 from nspec.compiler.ir import Graph, Op
 from nspec.compiler.ops import STEP_DRAWS
 from nspec.compiler.partition import Part, Partition, PartitionError, build_part, partition
+from nspec.runtime.ray_start import start_ray
 
-__all__ = ["run_partitioned", "start_ray", "PartitionError", "PartitionedRun"]
+__all__ = ["run_partitioned", "PartitionError", "PartitionedRun"]
 
 _NEVER = 1 << 30  # the interval of parts that exchange nothing
 
@@ -233,22 +234,6 @@ class PartitionedRun:
     bytes: int
     run_s: float
     populations: dict = field(default_factory=dict)
-
-
-def start_ray(**options) -> None:
-    """``ray.init(**options)`` from a neutral folder: Ray puts the driver's working directory first on its
-    workers' ``sys.path``, and in a source checkout that folder's ``nspec/`` holds only part of the package
-    (the subpackages are mapped in by ``package-dir``), which would shadow the installed one."""
-    import tempfile
-
-    import ray
-
-    here = os.getcwd()
-    os.chdir(tempfile.gettempdir())
-    try:
-        ray.init(**options)
-    finally:
-        os.chdir(here)
 
 
 def _ray(workers: int):

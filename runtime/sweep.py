@@ -56,6 +56,7 @@ from nspec.dsl.diagnostics import NspecError
 
 from .sweep_grid import (Metric, SweepError, Trial, evaluate_metrics, expand, grid_value, parse_grid, parse_metric,
                          parse_seeds, si_value, split_values)
+from .ray_start import start_ray
 from .sweep_table import Table, spec_digest
 
 TABLE_SCHEMA_VERSION = 1
@@ -327,7 +328,7 @@ def _start_ray(address: str | None):
     if ray.is_initialized():
         return False
     try:  # "local": a new Ray of this machine's cores, never one that `ray start` left running
-        ray.init(address=address or "local", include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+        start_ray(address=address or "local", include_dashboard=False, logging_level="WARNING", log_to_driver=False)
     except (ConnectionError, ValueError, RuntimeError) as exc:
         raise SweepError(f"--address {address}: cannot join a Ray cluster there ({exc})") from None
     return True

@@ -17,7 +17,8 @@ import ray
 
 import nspec
 from nspec.cli import main
-from nspec.runtime.partition import PartitionError, run_partitioned, start_ray
+from nspec.runtime.partition import PartitionError, run_partitioned
+from nspec.runtime.ray_start import start_ray
 
 ROOT = Path(__file__).resolve().parents[1]
 CUBA = ROOT / "specs" / "cuba.nspec"

@@ -245,7 +245,7 @@ def _ray(workers: int):
     if started and os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=False)
     elif started:
-        start_ray(include_dashboard=False, log_to_driver=False)
+        start_ray(include_dashboard=False, log_to_driver=False, logging_level="WARNING")
     cpus = ray.cluster_resources().get("CPU", 1.0)
     return ray, started, min(1.0, cpus / workers)
 

@@ -126,6 +126,22 @@ def child_warm(cache: str) -> None:
                       "main_loop_s": r["kernel_s"], "spikes": r["spikes"], "wall_s": time.perf_counter() - t_start}))
 
 
+def warm_process(cache: str, reps: int) -> dict:
+    """``reps`` fresh processes that load the cached library and run 1 s: the median one's figures,
+    with ``process_s``, the whole process's wall time (interpreter start included) timed from here.
+    Python caches bytecode as it does by default (PYTHONDONTWRITEBYTECODE, set on some CI machines,
+    would make every process recompile nspec's ~90 modules: +0.2 s)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    runs = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        out = subprocess.run([sys.executable, __file__, "--child-warm", cache], capture_output=True, text=True,
+                             check=True, env=env).stdout
+        runs.append(dict(json.loads(out.strip().splitlines()[-1]), process_s=time.perf_counter() - t0))
+    runs.sort(key=lambda r: r["process_s"])
+    return dict(runs[len(runs) // 2], spread=(runs[0]["process_s"], runs[-1]["process_s"]))
+
+
 def gpu_check(a) -> None:
     """On a CUDA machine: correctness against the reference, then GPU timings; one table.
 
@@ -240,8 +256,7 @@ def main() -> None:
     ex = TvmExecutor(program)
     cold = time.perf_counter() - t0
     cold_lowering = ex.info["seconds"]
-    warm = json.loads(subprocess.run([sys.executable, __file__, "--child-warm", cache], capture_output=True,
-                                     text=True, check=True).stdout.strip().splitlines()[-1])
+    warm = warm_process(cache, 5)
 
     b2dir = Path(tempfile.mkdtemp(prefix="nspec-brian2-")) / "cuba_4000"
     print("building Brian2 cpp_standalone (code generation + compile) ...", flush=True)
@@ -274,17 +289,19 @@ def main() -> None:
     print(f"{'cold compile (+import) / build [s]':34}{cold:>14.2f}{cpp_first['build_s']:>14.2f}{cy_first['build_s']:>15.2f}")
     print(f"{'  of which lowering + LLVM [s]':34}{cold_lowering:>14.2f}{'':>14}{'':>15}")
     print(f"{'warm start (cached library) [s]':34}{warm['warm_load_s']:>14.3f}{'':>14}{'':>15}")
-    print(f"{'warm whole process [s]':34}{warm['wall_s']:>14.2f}{med([r['wall_s'] for r in runs['cpp']]):>14.2f}"
+    print(f"{'warm whole process [s]':34}{warm['process_s']:>14.2f}{med([r['wall_s'] for r in runs['cpp']]):>14.2f}"
           f"{med([r['wall_s'] for r in runs['cython']]):>15.2f}")
     print(f"{'spikes':34}{ns_spikes:>14d}{runs['cpp'][0]['spikes']:>14d}{runs['cython'][0]['spikes']:>15d}")
     print(f"{'rate [Hz]':34}{runs['nspec'][0]['rate_hz']:>14.2f}{runs['cpp'][0]['spikes'] / 4000:>14.2f}"
           f"{runs['cython'][0]['rate_hz']:>15.2f}")
-    print(f"(cold compile includes `import tvm`, which imports torch; the warm process loads the cached "
-          f"library with tvm_ffi alone: cache {warm['cache']}, imports {warm['import_s']:.2f} s; "
-          f"Brian2 cpp wall is the binary alone)")
-    print(f"targets (issue #5): main loop <= Brian2 cpp_standalone: {'met' if ns_loop <= cpp_loop else 'NOT met'}; "
-          f"cold compile <= 10 s: {'met' if cold <= 10 else 'NOT met'}; "
-          f"warm start <= 1 s: {'met' if warm['warm_load_s'] <= 1 else 'NOT met'}")
+    print(f"(cold compile includes `import tvm` (without torch and ml_dtypes, which it does not need) and "
+          f"exporting the library to the cache; the warm process loads the cached library with tvm_ffi alone: "
+          f"cache {warm['cache']}, imports {warm['import_s']:.2f} s; Brian2 cpp wall is the binary alone)")
+    ratio = ns_loop / cpp_loop
+    print(f"targets (issue #18): main loop <= 0.5 x Brian2 cpp_standalone: {'met' if ratio <= 0.5 else 'NOT met'} "
+          f"({ratio:.2f}); cold compile <= 2 s: {'met' if cold <= 2 else 'NOT met'} ({cold:.2f} s); "
+          f"warm whole process <= 1 s: {'met' if warm['process_s'] <= 1 else 'NOT met'} ({warm['process_s']:.2f} s, "
+          f"median of 5 processes, {warm['spread'][0]:.2f}-{warm['spread'][1]:.2f})")
 
     if a.batch > 1:
         batch = []

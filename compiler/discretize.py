@@ -28,7 +28,6 @@ from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
-from scipy.linalg import expm
 
 from nspec.dsl.diagnostics import Collector, NspecError, SourceMap, Span
 
@@ -120,6 +119,8 @@ class Propagator:
 
 def propagator(a: np.ndarray, dt: float) -> Propagator:
     """Exact one-step propagator of dx/dt = A x + b (A constant), via the augmented exponential."""
+    from scipy.linalg import expm  # on first use: only exact integration needs scipy (~0.15 s to load)
+
     k = a.shape[0]
     aug = np.zeros((2 * k, 2 * k))
     aug[:k, :k] = a * dt

@@ -20,12 +20,13 @@ strict-mode backend must follow to reproduce spike trains exactly.
 
 from __future__ import annotations
 
+import functools
+
 import operator
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
-from scipy import special
 
 from .batching import (LoopSpec, Until, aligned_shape, batch_size, batched_equation, batched_perm, iterate, sliced,
                        stored_axes, stored_axis, stored_shape)
@@ -125,6 +126,13 @@ def _unary(fn) -> Rule:
         return fn(xs[0])
 
     return rule
+
+
+@functools.cache
+def _erf():
+    from scipy import special  # on first use: loading scipy.special costs a run that never needs it ~0.1 s
+
+    return special.erf
 
 
 def _sigmoid(x):
@@ -455,7 +463,7 @@ RULES: dict[Op, Rule] = {
     Op.SOFTPLUS: _unary(_softplus),
     Op.SIN: _unary(np.sin),
     Op.COS: _unary(np.cos),
-    Op.ERF: _unary(special.erf),
+    Op.ERF: _unary(lambda x: _erf()(x)),
     Op.FLOOR: _unary(np.floor),
     Op.STOP_GRADIENT: _unary(np.positive),  # the identity (a copy): the oracle computes no gradients
     Op.LT: _compare(np.less),

@@ -5,6 +5,7 @@ GPU.  Programs are built by hand with ``ir.GraphBuilder`` so each test names wha
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -320,6 +321,12 @@ def _run_tiny(func_sig):
     return s.numpy()
 
 
+def _replace(path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".new")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
 def test_cache_hits_and_detects_corruption(tmp_path):
     p = _tiny()
     first = build.compile_program(p, progress=False)
@@ -327,9 +334,10 @@ def test_cache_hits_and_detects_corruption(tmp_path):
     np.testing.assert_allclose(_run_tiny(first), np.full((1, 8), 1.75, np.float32))
     entry = tvm_cache.cache_root() / first[2]["key"]
     lib = entry / tvm_cache.LIBRARY
-    # (the library is never loaded before it is corrupted: rewriting a mapped library would
-    # crash this process, which the cache itself avoids by renaming new entries into place)
-    lib.write_bytes(lib.read_bytes()[:-100] + b"x" * 100)  # same size, different bytes
+    # The first compile loaded the stored library, so this process maps it: the corrupted bytes
+    # go into a new file renamed over it (rewriting a mapped library in place would crash the
+    # process; the cache itself only ever renames entries into place).
+    _replace(lib, lib.read_bytes()[:-100] + b"x" * 100)  # same size, different bytes
     assert build.compile_program(p, progress=False)[2]["cache"] == "miss"
     manifest = json.loads((entry / tvm_cache.MANIFEST).read_text())
     manifest["key"] = "0" * 64  # a stale manifest
@@ -337,7 +345,7 @@ def test_cache_hits_and_detects_corruption(tmp_path):
     assert build.compile_program(p, progress=False)[2]["cache"] == "miss"
     (entry / tvm_cache.MANIFEST).write_text("{not json")
     assert build.compile_program(p, progress=False)[2]["cache"] == "miss"
-    lib.write_bytes(lib.read_bytes()[:1000])  # truncated
+    _replace(lib, lib.read_bytes()[:1000])  # truncated
     assert build.compile_program(p, progress=False)[2]["cache"] == "miss"
     hit = build.compile_program(p, progress=False)
     assert hit[2]["cache"] == "hit" and hit[2]["key"] == first[2]["key"]

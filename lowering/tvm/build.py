@@ -148,7 +148,7 @@ def compile_program(program: Program, target: str = "llvm", strict: bool = False
         entry = compile_cache.lookup(root, key)
         if entry is not None:
             try:
-                func = compile_cache.load_library(entry.path) if target != "cuda" else _load_with_tvm(entry.path)
+                func = _load(entry.path, target)
                 sig = signature_from_json(entry.meta, program)
                 return func, sig, {"cache": "hit", "seconds": time.perf_counter() - t0, "key": key}
             except Exception as exc:  # a library that verifies but does not load is rebuilt
@@ -161,17 +161,23 @@ def compile_program(program: Program, target: str = "llvm", strict: bool = False
         ex, sig = build(program, target, strict, records, threads)
     except LoweringError as exc:
         raise BackendError(f"the TVM backend cannot lower {program.name}: {exc}") from exc
-    func = ex["main"]
-    if cache:
-        compile_cache.store(root, key, parts, signature_json(sig), ex.export_library)
+    if cache:  # load what was stored: ex["main"] would generate the machine code a second time (JIT)
+        with compile_cache.without_optional_imports():  # export_library imports ml_dtypes (0.6 s) otherwise
+            entry = compile_cache.store(root, key, parts, signature_json(sig), ex.export_library)
+        func = _load(entry.path, target)
+    else:
+        func = ex["main"]
     seconds = time.perf_counter() - t0
     if progress:
         print(f"nspec: compiled {program.name} in {seconds:.2f} s", file=sys.stderr, flush=True)
     return func, sig, {"cache": "miss", "seconds": seconds, "key": key}
 
 
-def _load_with_tvm(path: Path):
-    """A CUDA library needs TVM's CUDA runtime to load its kernels (the warm CPU path does not)."""
+def _load(path: Path, target: str):
+    """The ``main`` of a stored library: with tvm_ffi alone on the CPU; a CUDA library needs TVM's
+    CUDA runtime to load its kernels."""
+    if target != "cuda":
+        return compile_cache.load_library(path)
     return tvm_modules().tvm.runtime.load_module(str(path))["main"]
 
 
@@ -198,7 +204,8 @@ def export(program: Program, path, target: str = "tvm-llvm", force: bool = False
     except LoweringError as exc:
         raise BackendError(f"the TVM backend cannot lower {program.name}: {exc}") from exc
     path.parent.mkdir(parents=True, exist_ok=True)
-    ex.export_library(str(path))
+    with compile_cache.without_optional_imports():
+        ex.export_library(str(path))
     parts = cache_parts(program, kinds[target], strict, records, 256)
     manifest.write_text(json.dumps({"inputs": parts, "signature": signature_json(sig), "entry": "main",
                                     "call": "main(*buffers, steps, *every)"}, indent=1, sort_keys=True,

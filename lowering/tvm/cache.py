@@ -19,6 +19,7 @@ and discards its own copy, or moves a broken one aside and retries.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import importlib.metadata as md
@@ -158,18 +159,36 @@ def _remove(root: Path, d: Path) -> None:
     shutil.rmtree(aside, ignore_errors=True)
 
 
-def import_tvm_ffi():
-    """``tvm_ffi``, imported with torch hidden unless torch is already loaded.
+# Optional packages that tvm_ffi and tvm import when installed, for features this backend does not
+# use (torch tensors, bfloat16 and float8 arrays), at a cost of 1-3 s a process: ~1 s for torch,
+# ~0.6 s for ml_dtypes' extension.  Both packages catch the ImportError and go on without them.
+OPTIONAL_IMPORTS = ("torch", "ml_dtypes")
 
-    tvm_ffi imports torch whenever it is installed (a workaround for a Windows symbol clash),
-    which costs 3-10 s here; this backend passes NumPy arrays only, so a warm start need not pay
-    for it.  ``import tvm`` afterwards reuses this tvm_ffi."""
-    if "tvm_ffi" not in sys.modules and "torch" not in sys.modules:
-        sys.modules["torch"] = None  # makes `import torch` raise ImportError inside tvm_ffi
-        try:  # imported here, not at the top: the point is to control when and how (see above)
+
+@contextlib.contextmanager
+def without_optional_imports():
+    """Within the block, ``import torch`` and ``import ml_dtypes`` raise ImportError, unless the
+    package is loaded already; afterwards both import normally."""
+    hidden = [name for name in OPTIONAL_IMPORTS if name not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None  # the import system's "not available" mark
+    try:
+        yield
+    finally:
+        for name in hidden:
+            if sys.modules.get(name, 0) is None:
+                del sys.modules[name]
+
+
+def import_tvm_ffi():
+    """``tvm_ffi``, imported without its optional packages unless they are loaded already.
+
+    tvm_ffi imports torch whenever it is installed (a workaround for a Windows symbol clash) and
+    ml_dtypes for bfloat16; this backend passes float32/float64/integer NumPy arrays only, so a
+    warm start need not pay for either.  ``import tvm`` afterwards reuses this tvm_ffi."""
+    if "tvm_ffi" not in sys.modules:
+        with without_optional_imports():  # imported here, not at the top: the point is to control how
             import tvm_ffi  # noqa: F401
-        finally:
-            del sys.modules["torch"]
     import tvm_ffi
 
     return tvm_ffi
@@ -192,4 +211,4 @@ def drop(root: Path, key: str) -> None:
 
 __all__ = ["cache_root", "cache_key", "versions", "manifest_digest", "verify", "lookup", "store", "drop", "Entry",
            "MANIFEST", "LIBRARY",
-           "import_tvm_ffi", "load_library"]
+           "import_tvm_ffi", "load_library", "without_optional_imports"]

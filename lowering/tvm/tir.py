@@ -10,13 +10,14 @@ pay for TVM's compiler.
 from __future__ import annotations
 
 import contextvars
+import functools
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from nspec.compiler.ir import DType
-from nspec.lowering.tvm.cache import import_tvm_ffi
+from nspec.lowering.tvm.cache import import_tvm_ffi, without_optional_imports
 
 
 class LoweringError(Exception):
@@ -55,14 +56,17 @@ class TvmModules(NamedTuple):
     T: Any
 
 
+@functools.cache
 def tvm_modules() -> TvmModules:
-    """TVM, imported on first use (after tvm_ffi, without torch: see ``cache.import_tvm_ffi``)."""
+    """TVM, imported on first use, after tvm_ffi and like it without torch and ml_dtypes unless
+    they are loaded already (see ``cache.without_optional_imports``; ~2 s of a cold compile)."""
     import_tvm_ffi()
     # imported here, not at the top: a warm start and `nspec check` must not import TVM's compiler
-    import tvm
-    from tvm import tirx
-    from tvm.script.ir_builder import IRBuilder
-    from tvm.script.ir_builder import tirx as T
+    with without_optional_imports():
+        import tvm
+        from tvm import tirx
+        from tvm.script.ir_builder import IRBuilder
+        from tvm.script.ir_builder import tirx as T
 
     return TvmModules(tvm, tirx, IRBuilder, T)
 

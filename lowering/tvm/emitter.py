@@ -172,9 +172,9 @@ class Emitter:
         T = tvm_modules().T
         # Scalar loops let-bind every value.  Vector loops cannot (TVM 0.27 crashes on let-bound
         # vectors), so there a value is inlined into its consumers, read back from the buffer it
-        # is stored to, or captured in a per-trial lane buffer when it is used twice; states
-        # updated in place are captured and written last, so no expression of the loop body
-        # reads a state after its update.
+        # is stored to, or captured in a per-trial lane buffer when it is used twice.  In both,
+        # states updated in place are written last, so no expression of the loop body reads a
+        # state after its update.
         def reads(i):  # (input, read at the node's own index?) for each input of group member i
             n = graph.nodes[i]
             if i in plan.seeded:
@@ -208,7 +208,9 @@ class Emitter:
                     value = self.expr(graph, n, xs, idx)
                 if lane is None:
                     var = cast(T.bind(cast(value, "int8")), "bool") if n.dtype is DType.bool else T.bind(value)
-                    if i in plan.stored:
+                    if i in inplace:  # as in vector loops: a state is written after every read of it
+                        deferred.append((vals[i], var))
+                    elif i in plan.stored:
                         vals[i].store(idx, var)
                 elif i in lane_bufs:
                     ref = Ref(lane_bufs[i], (), LOGICAL[n.dtype])

@@ -141,6 +141,20 @@ def plan_graph(graph: Graph, roots: list[int], flags) -> Plan:
     return Plan(frozenset(live), level, frozenset(stored), frozenset(masks), tuple(order), tuple(flags), seeded)
 
 
+def _inline_reach(graph: Graph, plan: Plan, root: int) -> set[int]:
+    """The nodes read when ``root``'s value is read after the step: ``root``, and while a node is
+    not stored (an inline expression, evaluated where it is read), the nodes it reads.  A stored
+    value was computed into its own buffer during the step: what it came from is not read again."""
+    seen, todo = set(), [root]
+    while todo:
+        i = todo.pop()
+        if i not in seen:
+            seen.add(i)
+            if i not in plan.stored:
+                todo.extend(graph.nodes[i].inputs)
+    return seen
+
+
 def in_place_ok(graph: Graph, plan: Plan, arg: int, nxt: int, end_readers: set[int]) -> bool:
     """May ``nxt`` (the next value of the state read by ARG ``arg``) be stored over that state
     while the step runs?  Only if every read of the old value happens earlier, or in the same
@@ -148,8 +162,8 @@ def in_place_ok(graph: Graph, plan: Plan, arg: int, nxt: int, end_readers: set[i
     n = graph.nodes[nxt]
     if nxt not in plan.stored or not (n.op in FUSIBLE or nxt in plan.seeded) or arg in end_readers:
         return False
-    if any(arg in graph.reachable([r]) for r in end_readers):
-        return False  # an output or record reading the old value is copied out after the step
+    if any(arg in _inline_reach(graph, plan, r) for r in end_readers):
+        return False  # an output or record computing from the old value is copied out after the step
     pos, written = {}, None  # where each node is read from (a seeded kernel: its kernel), where nxt is written
     for k, item in enumerate(plan.order):
         for i in ((item[1],) if item[0] == "kernel" else item[2]):

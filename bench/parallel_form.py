@@ -11,8 +11,10 @@ realistic BDH: n_embd 256, 4 heads, multiplier 32, vocabulary 256, T 256, ``--la
     bdh (no pass)     specs/seeds/bdh.nspec with parallel_form=False: one data step per token
 
 Each runner first runs once (compiles; reported apart), then all run interleaved for ``--reps``
-rounds, each round starting one runner later (A B C, B C A, C A B, ...: whichever runs right after
-the stepped run is slowed by ~2x on a loaded machine, so each takes that place as often); the table gives medians and minima, the largest difference of the logits
+rounds, each round the stepped run first, then the others, starting one later each round (S A B C,
+S B C A, S C A B, ...: whichever runs right after the stepped run is slowed by ~2x on a loaded
+machine, so each takes that place as often; rotating all of them, S included, kept the same one
+after it every round); the table gives medians and minima, the largest difference of the logits
 from the stepped recurrent run's and, for the pass with its states read, of the final states
 (beside the largest entry of the Hebbian states S: their sums grow with T).  A runner's time is
 its ``Model.run`` alone (bdh_parallel gives no state), but for ``+S``.
@@ -80,10 +82,11 @@ def main(args) -> None:
         timed = [k for k in built if not (args.stepped_once and k == stepped)]
         times = {k: [] for k in timed}
         results = {stepped: built[stepped][0]()} if args.stepped_once else {}
+        others = [k for k in timed if k != stepped]
         for r in range(args.reps):
-            # each round starts one runner later: a run right after the stepped one is slowed (~2x
-            # here, in the compiled kernel itself), so every runner takes that place as often
-            for label in timed[r % len(timed):] + timed[:r % len(timed)]:
+            # the others start one runner later each round: a run right after the stepped one is
+            # slowed (~2x here, in the compiled kernel itself), so every runner takes that place as often
+            for label in [k for k in timed if k == stepped] + others[r % len(others):] + others[:r % len(others)]:
                 t0 = time.perf_counter()
                 results[label] = built[label][0]()
                 times[label].append(time.perf_counter() - t0)

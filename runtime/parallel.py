@@ -171,7 +171,7 @@ class FinalState(Mapping):
     """A run's final state, by state name, whose accumulators' pending ``Sum``s are added up when first read."""
 
     def __init__(self, names: list[str], ready: Mapping[str, np.ndarray], pending: dict[str, Sum]):
-        self.names = [k for k in names if k in ready or k in pending]
+        self.names = list(dict.fromkeys([k for k in names if k in ready or k in pending] + list(ready)))
         self.ready = {k: v for k, v in ready.items() if k not in pending}
         self.pending = dict(pending)
 

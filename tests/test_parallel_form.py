@@ -123,7 +123,8 @@ def test_chunks_carry_the_state_and_a_resumed_run_starts_from_it():
     first = model.run(inputs={"idx": idx[:, :11]}, batch=1, parallel_chunk=4)
     second = model.run(inputs={"idx": idx[:, 11:]}, batch=1, parallel_chunk=4, resume=True)
     chunked = ({"logits": np.concatenate([first["logits"], second["logits"]], axis=1)}, model.get_state())
-    assert list(model.executor("reference", parallel_chunk=4).forms) == [(4, True, True), (4, False, True)]  # then 4 + 1 stepped
+    # (length, from zero, with final states): then 4 + 1 stepped, so both forms compute their final state
+    assert list(model.executor("reference", parallel_chunk=4).forms) == [(4, True, True), (4, False, True)]
     want = model.run(inputs={"idx": idx}, batch=1, parallel_form=False)
     assert_equal_runs(chunked, (want, model.get_state()))
     assert chunked[1]["embed/position"][0] == 16
@@ -168,7 +169,8 @@ def test_a_run_leaves_its_last_chunk_s_final_state_to_be_summed_when_read():
     lean = parallel_form(model.program, 5, plan, True, final=False)
     verify_program(lean)
     assert into_state(lean) == 0 and [v.name for v in lean.states] == ["embed/position"]
-    assert {v.name for v in lean.outputs} == {"logits", *(f"layers/{i}/S/{f}" for i in (0, 1) for f in ("key", "value"))}
+    factors = {f"layers/{i}/S/{f}" for i in (0, 1) for f in ("key", "value")}
+    assert {v.name for v in lean.outputs} == {"logits", *factors}
     idx = np.random.default_rng(14).integers(0, 16, size=(2, 5))
     out = model.run(inputs={"idx": idx}, batch=2)  # nan_check="error": the bound rules an overflow out
     assert isinstance(model.state, FinalState) and set(model.state.pending) == {"layers/0/S", "layers/1/S"}

@@ -331,7 +331,8 @@ class _Rewrite:
         nodes, results = self.p.step.nodes, self.p.step.results
         deps = {i: list(n.inputs) for i, n in enumerate(nodes)}
         for r, acc in self.read_of.items():
-            deps[r] = [acc.arg if j == acc.write else j for j in deps[r] if self.needs_start or j not in (acc.arg, acc.write)]
+            kept = [j for j in deps[r] if self.needs_start or j not in (acc.arg, acc.write)]
+            deps[r] = [acc.arg if j == acc.write else j for j in kept]
             deps[r] += list(nodes[acc.outer].inputs)
             deps[r] += [acc.decay] if acc.decay is not None else []
         roots = [r.node for r in results if r.kind == "output"]

@@ -5,14 +5,19 @@ Three runners per backend, all on the same reference-keyed weights and tokens (b
 realistic BDH: n_embd 256, 4 heads, multiplier 32, vocabulary 256, T 256, ``--layers`` 1):
 
     bdh (pass)        specs/seeds/bdh.nspec, unchanged; Model.run applies compiler/passes/parallel_form.py
+    bdh (pass)+S      the same model's run, then Model.get_state(): the final Hebbian states, which a
+                      run leaves to be summed when read (runtime/parallel.py), added up
     bdh_parallel      specs/seeds/bdh_parallel.nspec (one data step is the whole sequence)
     bdh (no pass)     specs/seeds/bdh.nspec with parallel_form=False: one data step per token
 
 Each runner first runs once (compiles; reported apart), then all run interleaved for ``--reps``
-rounds, each round starting one runner later (A B C, B C A, C A B, ...: whichever runs right after
-the stepped run is slowed by ~2x on a loaded machine, so each takes that place as often); the table gives medians and minima, the largest difference of the logits
-from the stepped recurrent run's and, for the pass, of the final states (beside the largest
-entry of the Hebbian states S: their sums grow with T).
+rounds, each round the stepped run first, then the others, starting one later each round (S A B C,
+S B C A, S C A B, ...: whichever runs right after the stepped run is slowed by ~2x on a loaded
+machine, so each takes that place as often; rotating all of them, S included, kept the same one
+after it every round); the table gives medians and minima, the largest difference of the logits
+from the stepped recurrent run's and, for the pass with its states read, of the final states
+(beside the largest entry of the Hebbian states S: their sums grow with T).  A runner's time is
+its ``Model.run`` alone (bdh_parallel gives no state), but for ``+S``.
 
 ``--stepped-once`` runs the stepped form once, as the reference, and times only the other two
 (the stepped run slows the run after it, here ~2x for the pass's TVM kernel).
@@ -41,16 +46,19 @@ def runners(backend: str, cfg: dict, weights: dict, idx):
         model = nspec.load(ROOT / "specs" / "seeds" / f"{spec}.nspec", **hyper)
         model.load_weights(weights)
 
-        def run():
+        def run(state: bool = False):
             out = model.run(inputs={"idx": idx}, batch=idx.shape[0], backend=backend, parallel_form=parallel)
-            return out, model.get_state()
+            return out, model.get_state() if state else None
 
-        run()
+        run(True)
         return run, time.perf_counter() - t0
 
     T = idx.shape[1]
-    return {"bdh (pass)": build("bdh", cfg, True), "bdh_parallel": build("bdh_parallel", {**cfg, "T": T}, False),
-            "bdh (no pass)": build("bdh", cfg, False)}
+    through, warm = build("bdh", cfg, True)
+    stepped, stepped_warm = build("bdh", cfg, False)
+    return {"bdh (pass)": (through, warm), "bdh (pass)+S": (lambda: through(True), 0.0),
+            "bdh_parallel": build("bdh_parallel", {**cfg, "T": T}, False),
+            "bdh (no pass)": (lambda: stepped(True), stepped_warm)}
 
 
 def main(args) -> None:
@@ -74,10 +82,11 @@ def main(args) -> None:
         timed = [k for k in built if not (args.stepped_once and k == stepped)]
         times = {k: [] for k in timed}
         results = {stepped: built[stepped][0]()} if args.stepped_once else {}
+        others = [k for k in timed if k != stepped]
         for r in range(args.reps):
-            # each round starts one runner later: a run right after the stepped one is slowed (~2x
-            # here, in the compiled kernel itself), so every runner takes that place as often
-            for label in timed[r % len(timed):] + timed[:r % len(timed)]:
+            # the others start one runner later each round: a run right after the stepped one is
+            # slowed (~2x here, in the compiled kernel itself), so every runner takes that place as often
+            for label in [k for k in timed if k == stepped] + others[r % len(others):] + others[:r % len(others)]:
                 t0 = time.perf_counter()
                 results[label] = built[label][0]()
                 times[label].append(time.perf_counter() - t0)
@@ -87,7 +96,7 @@ def main(args) -> None:
             logits, state = results[label]
             diff = float(np.max(np.abs(logits["logits"] - want_logits["logits"])))
             sdiff = max(float(np.max(np.abs(state[k] - want_state[k]))) for k in want_state) \
-                if label == "bdh (pass)" else float("nan")
+                if label == "bdh (pass)+S" else float("nan")
             took = (f"{statistics.median(times[label]) * 1e3:10.1f} {min(times[label]) * 1e3:9.1f}" if label in times
                     else f"{'(once)':>10s} {'':9s}")
             print(f"{backend:10s} {label:15s} {took} {warm:10.1f} {diff:14.2e} {sdiff:13.2e} {size:8.2f}", flush=True)

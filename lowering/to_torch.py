@@ -322,7 +322,9 @@ class ProgramModule(nn.Module):
             for name in outputs:
                 outputs[name].append(results[name])
             state = new
-        out = {name: _stack(vs, 1, (batch, 0) + program.var(name).shape) for name, vs in outputs.items()}
+        # one step (a whole sequence as one step, say): its outputs as views, not stacked copies
+        out = {name: vs[0].unsqueeze(1) if len(vs) == 1 else _stack(vs, 1, (batch, 0) + program.var(name).shape)
+               for name, vs in outputs.items()}
         recs = {}
         for name, _ in record:
             shape = state[name].shape if name in states else (batch,) + program.step.nodes[low.result_nodes[name]].shape

@@ -73,8 +73,9 @@ def initialize(program: Program, batch: int, seed: int,
               for b in range(batch)]
     states = {}
     for v in program.states:
-        values = [_as_var(t[state_roots[v.name]], v) for t in trials]
-        states[v.name] = np.stack(values) if values else np.zeros((0,) + v.shape, NUMPY[v.dtype])
+        states[v.name] = np.empty((batch, *v.shape), v.dtype.numpy)  # each trial written once, not copied twice
+        for b, t in enumerate(trials):
+            states[v.name][b] = np.broadcast_to(t[state_roots[v.name]], v.shape)
     for name in draw_sites(program.step).seeds:
         states[name] = np.full_like(states[name], int(seed) & MASK)
     return params, states

@@ -83,7 +83,7 @@ def test_bdh_through_the_pass_equals_the_recurrent_run(backend):
     idx = np.random.default_rng(1).integers(0, 16, size=(2, 9))
     got, want = both_runs(model, {"idx": idx}, backend)
     assert_equal_runs(got, want)
-    assert list(model.executor(backend).forms) == [(9, True)]  # the run went through the parallel form
+    assert list(model.executor(backend).forms) == [(9, True, False)]  # the run went through the parallel form
 
 
 def test_bdh_through_the_pass_on_tvm():
@@ -93,7 +93,7 @@ def test_bdh_through_the_pass_on_tvm():
     idx = np.random.default_rng(2).integers(0, 16, size=(1, 6))
     got, want = both_runs(model, {"idx": idx}, "tvm")
     assert_equal_runs(got, want)
-    assert list(model.executor("tvm").forms) == [(6, True)]
+    assert list(model.executor("tvm").forms) == [(6, True, False)]
 
 
 def test_gla_over_more_than_one_decay_chunk():
@@ -102,7 +102,7 @@ def test_gla_over_more_than_one_decay_chunk():
     x = np.random.default_rng(12).normal(size=(1, 70, 8)).astype(np.float32)
     got, want = both_runs(model, {"x": x}, "reference")
     assert_equal_runs(got, want)
-    assert list(model.executor("reference").forms) == [(64, True)]
+    assert list(model.executor("reference").forms) == [(64, True, True)]
 
 
 def test_gla_through_the_pass_on_tvm():
@@ -111,7 +111,7 @@ def test_gla_through_the_pass_on_tvm():
     x = np.random.default_rng(11).normal(size=(1, 5, 8)).astype(np.float32)
     got, want = both_runs(model, {"x": x}, "tvm")
     assert_equal_runs(got, want)
-    assert list(model.executor("tvm").forms) == [(5, True)]
+    assert list(model.executor("tvm").forms) == [(5, True, False)]
 
 
 def test_chunks_carry_the_state_and_a_resumed_run_starts_from_it():
@@ -123,7 +123,8 @@ def test_chunks_carry_the_state_and_a_resumed_run_starts_from_it():
     first = model.run(inputs={"idx": idx[:, :11]}, batch=1, parallel_chunk=4)
     second = model.run(inputs={"idx": idx[:, 11:]}, batch=1, parallel_chunk=4, resume=True)
     chunked = ({"logits": np.concatenate([first["logits"], second["logits"]], axis=1)}, model.get_state())
-    assert list(model.executor("reference", parallel_chunk=4).forms) == [(4, True), (4, False)]  # then 4 + 1 stepped
+    # (length, from zero, with final states): then 4 + 1 stepped, so both forms compute their final state
+    assert list(model.executor("reference", parallel_chunk=4).forms) == [(4, True, True), (4, False, True)]
     want = model.run(inputs={"idx": idx}, batch=1, parallel_form=False)
     assert_equal_runs(chunked, (want, model.get_state()))
     assert chunked[1]["embed/position"][0] == 16
@@ -135,7 +136,7 @@ def test_stepping_token_by_token_stays_recurrent():
     stepped = [model.step({"idx": np.int64(t)})["logits"] for t in (3, 1, 4)]
     assert model.executor("reference").forms == {}
     want = model.run(inputs={"idx": np.array([[3, 1, 4]])}, batch=1)
-    assert list(model.executor("reference").forms) == [(3, True)]
+    assert list(model.executor("reference").forms) == [(3, True, False)]
     assert np.max(np.abs(np.stack(stepped) - want["logits"][0])) < TOL
 
 
@@ -149,8 +150,57 @@ def test_a_form_over_the_memory_limit_steps_recurrently():
         got, want = both_runs(model, {"x": x}, "reference")
     assert_equal_runs(got, want)
     ex = model.executor("reference")
-    assert ex.forms == {(200, True): None} and "tensor of shape" in ex.declined[(200, True)]
+    assert ex.forms == {(200, True, False): None} and "tensor of shape" in ex.declined[(200, True, False)]
 
+
+
+# ---------------------------------------------------------------- the final state, summed when read
+def test_a_run_leaves_its_last_chunk_s_final_state_to_be_summed_when_read():
+    """The last chunk's form has no contraction over the time axis into a state (BDH's S_T, a
+    quarter of its multiply-adds): it outputs k and v instead; the run's state holds the sums
+    pending through the NaN check, and reading it adds them up to the stepped run's state."""
+    from nspec.runtime.parallel import FinalState
+    model = nspec.load(SEEDS / "bdh.nspec", **BDH_TINY)
+    model.load_weights(bdh_weights(BDH_TINY))
+    plan = plan_parallel_form(model.program)
+    shape = model.program.var("layers/0/S").shape
+    into_state = lambda form: sum(n.op is Op.EINSUM and n.shape == shape for n in form.step.nodes)  # noqa: E731
+    assert into_state(parallel_form(model.program, 5, plan, True)) == 2  # one per layer
+    lean = parallel_form(model.program, 5, plan, True, final=False)
+    verify_program(lean)
+    assert into_state(lean) == 0 and [v.name for v in lean.states] == ["embed/position"]
+    factors = {f"layers/{i}/S/{f}" for i in (0, 1) for f in ("key", "value")}
+    assert {v.name for v in lean.outputs} == {"logits", *factors}
+    idx = np.random.default_rng(14).integers(0, 16, size=(2, 5))
+    out = model.run(inputs={"idx": idx}, batch=2)  # nan_check="error": the bound rules an overflow out
+    assert isinstance(model.state, FinalState) and set(model.state.pending) == {"layers/0/S", "layers/1/S"}
+    assert set(out) == {"logits"}
+    got = (out, model.get_state())
+    assert not model.state.pending
+    want = model.run(inputs={"idx": idx}, batch=2, parallel_form=False), model.get_state()
+    assert_equal_runs(got, want)
+
+
+def test_stepping_on_after_a_run_starts_from_its_summed_state():
+    model = nspec.load(SEEDS / "bdh.nspec", **BDH_TINY)
+    model.load_weights(bdh_weights(BDH_TINY))
+    idx = np.random.default_rng(15).integers(0, 16, size=(1, 7))
+    model.run(inputs={"idx": idx[:, :6]}, batch=1)
+    last = model.step({"idx": idx[0, 6]})["logits"]
+    want = model.run(inputs={"idx": idx}, batch=1, parallel_form=False)["logits"][0, -1]
+    assert np.max(np.abs(last - want)) < TOL
+    assert model.get_state()["embed/position"][0] == 7
+
+
+def test_the_nan_check_adds_up_a_pending_sum_that_may_overflow(tmp_path):
+    """x ~ 1e38: S = sum_t k_t (x) x_t overflows f32 by step 2; the bound does not rule that out,
+    so the check sums the pending state, finds Inf and names it, as for the stepped run."""
+    from nspec.runtime.model import NonFiniteError
+    model = hebb(tmp_path)
+    x = np.full((1, 6, 3), 1e38, np.float32)
+    for parallel in (True, False):
+        with pytest.raises(NonFiniteError, match="'S'"):
+            model.run(inputs={"x": x}, batch=1, parallel_form=parallel)
 
 @pytest.mark.parametrize("backend", ["reference", "torch"])
 def test_linear_attention_without_its_normaliser(backend):
@@ -176,7 +226,7 @@ def test_gla_its_gate_decaying_each_key_channel(backend):
     undecayed.params = model.params
     open_gates = undecayed.run(inputs={"x": x}, batch=2, parallel_form=False)["y"]
     assert np.max(np.abs(open_gates - want[0]["y"])) > 1e-2
-    assert list(model.executor(backend).forms) == [(7, True)]
+    assert list(model.executor(backend).forms) == [(7, True, False)]
     # and from a non-zero state: the start state's term, decayed
     x2 = np.random.default_rng(9).normal(size=(2, 5, 8)).astype(np.float32)
     model.run(inputs={"x": x}, batch=2, backend=backend)
@@ -184,7 +234,7 @@ def test_gla_its_gate_decaying_each_key_channel(backend):
     model.run(inputs={"x": x}, batch=2, backend=backend, parallel_form=False)
     want = model.run(inputs={"x": x2}, batch=2, backend=backend, resume=True, parallel_form=False), model.get_state()
     assert_equal_runs(got, want)
-    assert (5, False) in model.executor(backend).forms
+    assert (5, False, False) in model.executor(backend).forms
 
 
 # ---------------------------------------------------------------- the pass does not apply
@@ -249,7 +299,7 @@ def test_the_base_hebbian_spec_goes_through_the_pass(tmp_path):
     x = np.random.default_rng(5).normal(size=(1, 6, 3)).astype(np.float32)
     got, want = both_runs(model, {"x": x}, "reference")
     assert_equal_runs(got, want)
-    assert list(model.executor("reference").forms) == [(6, True)]
+    assert list(model.executor("reference").forms) == [(6, True, False)]
 
 
 @pytest.mark.parametrize("write", ['0.9 * S + einsum("i,j->ij", k, x)',

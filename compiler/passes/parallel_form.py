@@ -47,6 +47,13 @@ matrix): ``q_t . k_s`` is weighed by ``exp(L_t - L_s)`` (per key channel, zero w
 not reach ``t``, so no exponent is positive), the start state by ``exp(L_t)`` and each write in the
 final state by ``exp(L_last - L_s)``.  Outputs and final states equal the recurrent ones up to
 float rounding (sums in another order).
+
+``final=False`` leaves the accumulators' final states out (their contraction over the time axis,
+for BDH a quarter of the form's multiply-adds) and outputs instead what they are summed from, for
+``runtime/parallel.py`` to add up only when the state is read: per accumulator ``S`` the outputs
+``FACTORS`` (``S/key`` ``k``, ``S/value`` ``v`` and, decaying, ``S/log_decay`` the sums ``L_t``,
+each ``[length, ...]``).  ``S`` then stays in the form's states with next value ``S`` (the start
+value, untouched), or, in a form ``from_zero``, is no state of the form at all.
 """
 
 from __future__ import annotations
@@ -57,11 +64,12 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from nspec.compiler.batching import batched_equation
-from nspec.compiler.ir import DType, GraphBuilder, IRError, Node, Op, Program
+from nspec.compiler.ir import DType, GraphBuilder, IRError, Node, Op, Program, Var
 from nspec.compiler.ops import ARITHMETIC, COMPARISONS, ELEMENTWISE_UNARY, REDUCTIONS, SliceAttrs
 
 ELEMENTWISE = ARITHMETIC | COMPARISONS | ELEMENTWISE_UNARY | {Op.WHERE}
 AXIS_OPS = {Op.ARGMAX, Op.SOFTMAX, Op.LOGSUMEXP}
+FACTORS = ("key", "value", "log_decay")  # a form without final states outputs "<state>/<factor>"
 
 
 @dataclass(frozen=True)
@@ -261,13 +269,17 @@ def _is_outer(n: Node) -> bool:
 
 
 # ---------------------------------------------------------------- the rewrite
-def parallel_form(program: Program, length: int, plan: Plan | None = None, from_zero: bool = False) -> Program:
+def parallel_form(program: Program, length: int, plan: Plan | None = None, from_zero: bool = False,
+                  final: bool = True) -> Program:
     """``program`` as one step over ``length`` tokens: inputs ``[length, *shape]``, outputs
     ``[length, *shape]``, the same parameters and states (the state after the chunk's last token).
 
     ``from_zero``: the form for a chunk that starts with every accumulator at zero (a run from the
     initial state): the reads leave out the start state's term ``read(q_t, S_0)``, which costs as
     much as the scores ``q_t . k_s`` and is zero there.  Given a non-zero start state it is wrong.
+
+    ``final=False``: the accumulators' final states are not computed; their factors are outputs
+    instead (module docstring, ``FACTORS``).
 
     ``plan`` (default: ``plan_parallel_form(program)``) must apply; else ``ValueError`` with its reason."""
     if plan is None:
@@ -276,12 +288,35 @@ def parallel_form(program: Program, length: int, plan: Plan | None = None, from_
             raise ValueError(f"the parallel form does not apply: {plan.reason}")
     if length < 1:
         raise ValueError(f"the parallel form needs a length of at least 1, got {length}")
-    return _Rewrite(program, length, plan, from_zero).program()
+    return _Rewrite(program, length, plan, from_zero, final).program()
+
+
+def factor_shapes(program: Program, plan: Plan, length: int) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """The outputs of a form with ``final=False``: name -> (factor, shape without batch and step axes)."""
+    nodes = program.step.nodes
+    out = {}
+    for acc in plan.accumulators:
+        k, v = (nodes[j].shape for j in nodes[acc.outer].inputs)
+        out[f"{acc.state}/key"], out[f"{acc.state}/value"] = ("key", (length, *k)), ("value", (length, *v))
+        if acc.decay is not None:
+            c, _, _, letters = outer_letters(program, acc)
+            sizes = tuple(nodes[acc.arg].shape[c.index(x)] for x in letters)
+            out[f"{acc.state}/log_decay"] = ("log_decay", (length, *sizes))
+    return out
+
+
+def outer_letters(program: Program, acc: Accumulator) -> tuple[str, str, str, str]:
+    """The state's axes, its key's and value's (as the state's letters) and the decay's, for ``runtime/parallel.py``."""
+    (ka, kb), c = program.step.nodes[acc.outer].attrs.terms
+    decay = _decay_letters(program, acc, acc.reads) if acc.decay is not None else ""
+    return c, ka, kb, decay
 
 
 class _Rewrite:
-    def __init__(self, program: Program, length: int, plan: Plan, from_zero: bool):
-        self.p, self.L, self.plan, self.from_zero = program, length, plan, from_zero
+    def __init__(self, program: Program, length: int, plan: Plan, from_zero: bool, final: bool = True):
+        self.p, self.L, self.plan, self.from_zero, self.final = program, length, plan, from_zero, final
+        # whether a read or the result needs an accumulator's start value
+        self.needs_start = final or not from_zero
         self.b = GraphBuilder()
         self.map: dict[int, tuple[int, bool]] = {}  # old node -> (new node, has the time axis)
         self.read_of = {r: acc for acc in plan.accumulators for r in acc.reads}
@@ -296,13 +331,16 @@ class _Rewrite:
         nodes, results = self.p.step.nodes, self.p.step.results
         deps = {i: list(n.inputs) for i, n in enumerate(nodes)}
         for r, acc in self.read_of.items():
-            deps[r] = [acc.arg if j == acc.write else j for j in deps[r]] + list(nodes[acc.outer].inputs)
+            kept = [j for j in deps[r] if self.needs_start or j not in (acc.arg, acc.write)]
+            deps[r] = [acc.arg if j == acc.write else j for j in kept]
+            deps[r] += list(nodes[acc.outer].inputs)
             deps[r] += [acc.decay] if acc.decay is not None else []
         roots = [r.node for r in results if r.kind == "output"]
         for c in self.plan.counters:
             roots.append(c.arg)
         for acc in self.plan.accumulators:
-            roots += [acc.arg, *nodes[acc.outer].inputs] + ([acc.decay] if acc.decay is not None else [])
+            roots += [acc.arg] if self.needs_start else []
+            roots += [*nodes[acc.outer].inputs] + ([acc.decay] if acc.decay is not None else [])
         order, seen = [], set()
         for root in sorted(set(roots)):
             stack = [(root, False)]
@@ -331,13 +369,26 @@ class _Rewrite:
                 self.map[i] = (b.add(n.op, [self.map[j][0] for j in n.inputs], n.dtype, n.shape, n.attrs, n.span), False)
             else:
                 self.map[i] = (self._lift(n), True)
+        deferred = {} if self.final else {a.state: a for a in self.plan.accumulators}
         for r in p.step.results:
             if r.kind == "output":
                 b.result(r.name, "output", self._timed(r.node))
+            elif r.kind == "next" and r.name in deferred:
+                if self.needs_start:  # unchanged: runtime/parallel.py adds the chunk's writes when read
+                    b.result(r.name, "next", self.map[deferred[r.name].arg][0])
             elif r.kind == "next":
                 b.result(r.name, "next", self._final(r.name, r.node))
         timed = lambda v: replace(v, shape=(L, *v.shape))  # noqa: E731
-        return replace(p, step=b.build(), inputs=tuple(map(timed, p.inputs)), outputs=tuple(map(timed, p.outputs)),
+        outputs = tuple(map(timed, p.outputs))
+        for name, (factor, shape) in factor_shapes(p, self.plan, L).items() if deferred else ():
+            acc = deferred[name.rsplit("/", 1)[0]]
+            k, v = nodes[acc.outer].inputs
+            node = {"key": lambda: self._timed(k), "value": lambda: self._timed(v),
+                    "log_decay": lambda: self._cumulative(acc)[2]}[factor]()
+            b.result(name, "output", node)
+            outputs += (Var(name, DType.f32, shape, nodes[acc.outer].span),)
+        states = tuple(v for v in p.states if self.needs_start or v.name not in deferred)
+        return replace(p, step=b.build(), inputs=tuple(map(timed, p.inputs)), outputs=outputs, states=states,
                        monitors=(), duration_steps=None, data_dims=())
 
     # ------------------------------------------------------------ values
@@ -542,4 +593,5 @@ class _Rewrite:
         return b.add(Op.ADD, [kept, written], w.dtype, w.shape, span=w.span)
 
 
-__all__ = ["Accumulator", "Counter", "Plan", "plan_parallel_form", "parallel_form"]
+__all__ = ["Accumulator", "Counter", "FACTORS", "Plan", "factor_shapes", "outer_letters", "plan_parallel_form",
+           "parallel_form"]

@@ -79,13 +79,27 @@ def einsum(em: Emitter, graph: Graph, i: int, vals, plan: Plan):
 
 
 TILE_ROWS = 6     # output rows of one register tile
-TILE_VECTORS = 1  # VECTOR_LANES-wide column vectors of one tile: 6 x 16 floats = 12 AVX2 registers
 TILE_DEPTH = 256  # reduction steps per pass over the output, so a tile's operand panels stay in cache
+# TVM's LowerTVMBuiltin keeps an allocation on the stack only in "global" scope and under this
+# many bytes (runtime::kMaxStackAlloca); anything else becomes a TVMBackendAllocWorkspace call,
+# whose pointer LLVM cannot prove distinct from the operands, so it stores the whole tile back to
+# memory at every reduction step (measured: 35-42 GFLOP/s instead of 90-100 on a Zen 4 core).
+STACK_BYTES = 1024
+
+
+def tile_vectors(opts_vectors: int, dt: str) -> int:
+    """Column vectors per register tile: the CPU's choice (``Options.tile_vectors``), fewer if the
+    accumulator would not fit on the stack (e.g. float64)."""
+    itemsize = np.dtype(dt).itemsize
+    vectors = max(1, opts_vectors)
+    while vectors > 1 and TILE_ROWS * vectors * VECTOR_LANES * itemsize >= STACK_BYTES:
+        vectors -= 1
+    return vectors
 
 
 def tiles(em: Emitter, rhs: str, red: list[str], sizes: dict, dt: str, out, product):
     """The CPU einsum as register tiles: TILE_ROWS output rows (letter ``rhs[-2]``) by
-    TILE_VECTORS x VECTOR_LANES columns (``rhs[-1]``, contiguous in every operand that has it)
+    ``tile_vectors`` x VECTOR_LANES columns (``rhs[-1]``, contiguous in every operand that has it)
     accumulate in a local buffer LLVM keeps in registers while the reduction runs, then are
     stored.  Column blocks run outside row blocks, so an operand's panel of columns stays in
     cache across the rows; a long reduction (its letters flattened, in their loop order) runs
@@ -101,7 +115,9 @@ def tiles(em: Emitter, rhs: str, red: list[str], sizes: dict, dt: str, out, prod
     n_cols = sizes[col]
     red_shape = tuple(sizes[c] for c in red)
     depth = int(np.prod(red_shape))
-    acc = T.decl_buffer((TILE_ROWS, TILE_VECTORS * lanes), dt, scope="local")
+    vectors_per_tile = tile_vectors(em.opts.tile_vectors, dt)
+    # "global" scope and under STACK_BYTES: a stack array, which LLVM keeps in registers
+    acc = T.decl_buffer((TILE_ROWS, vectors_per_tile * lanes), dt, scope="global")
 
     def tile(outer: dict, r0, rows: int, c0, vectors: int, width: int, k0, steps: int, first):
         """One block: ``rows`` rows from ``r0`` by ``vectors`` runs of ``width`` columns from
@@ -146,10 +162,10 @@ def tiles(em: Emitter, rhs: str, red: list[str], sizes: dict, dt: str, out, prod
                 if n_rows % TILE_ROWS:
                     tile(outer, n_rows - n_rows % TILE_ROWS, n_rows % TILE_ROWS, c0, vectors, width, k0, steps, first)
 
-            block = TILE_VECTORS * lanes
+            block = vectors_per_tile * lanes
             if n_cols >= block:
                 with T.serial(0, n_cols // block) as cb:
-                    row_blocks(cb * block, TILE_VECTORS, lanes)
+                    row_blocks(cb * block, vectors_per_tile, lanes)
             if n_cols % block >= lanes:
                 row_blocks(n_cols - n_cols % block, n_cols % block // lanes, lanes)
             if n_cols % lanes:
@@ -183,12 +199,36 @@ def pack_for_axpy(em: Emitter, term: str, inner: str, node: Node, x, work: int):
     packed_term = term.replace(inner, "") + inner
     shape = tuple(node.shape[term.index(c)] for c in packed_term)
     ref = Ref(em.scratch(shape, node.dtype), (), LOGICAL[node.dtype])
-    stack, idx = em.foreach(shape)
-    with stack:
-        at = dict(zip(packed_term, idx))
-        ref.store(idx, x.load(tuple(at[c] for c in term)))
+    transpose(x, term, ref, packed_term, dict(zip(term, node.shape)))
     return packed_term, ref
 
 
+def transpose(src, term: str, dst, packed_term: str, sizes: dict):
+    """Copy ``src`` (letters ``term``) into ``dst`` (``packed_term``: the same letters, another
+    last one) in blocks of VECTOR_LANES along ``term``'s last letter: each block reads whole
+    cache lines of ``src`` and fills VECTOR_LANES lines of ``dst`` side by side.  Copying in
+    either array's own order instead reads (or writes) one element per line at a large stride,
+    which the cache's associativity turns into misses: that copy took a third of BDH's Q K^T."""
+    _, _, _, T = tvm_modules()
+    last, inner = term[-1], packed_term[-1]
+    others = [c for c in packed_term[:-1] if c != last]
+    outer = tuple(sizes[c] for c in others)
+    lanes = VECTOR_LANES
 
-__all__ = ["einsum", "tiles", "pack_for_axpy", "TILE_ROWS", "TILE_VECTORS", "TILE_DEPTH", "PACK_REUSE"]
+    def copy(blocks: int, first: int, width: int):
+        with T.serial(0, int(np.prod(outer + (blocks,)))) as flat:
+            idx = unflatten(flat, outer + (blocks,))
+            with T.serial(0, sizes[inner]) as i:
+                with T.serial(0, width) as lane:
+                    at = dict(zip(others, idx[:-1]))
+                    at[inner], at[last] = i, first + idx[-1] * lanes + lane
+                    dst.store(tuple(at[c] for c in packed_term), src.load(tuple(at[c] for c in term)))
+
+    if sizes[last] >= lanes:
+        copy(sizes[last] // lanes, 0, lanes)
+    if sizes[last] % lanes:
+        copy(1, sizes[last] - sizes[last] % lanes, sizes[last] % lanes)
+
+
+
+__all__ = ["einsum", "tiles", "tile_vectors", "pack_for_axpy", "transpose", "TILE_ROWS", "TILE_DEPTH", "STACK_BYTES", "PACK_REUSE"]

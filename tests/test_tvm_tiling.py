@@ -55,6 +55,7 @@ OTHERS = [
     ("k,kj->j", ((600,), (600, 33)), ("input", "param")),            # a vector-matrix product: no row letter
     ("htn,hsn->hts", ((2, 17, 20), (2, 33, 20)), ("input", "input")),  # Q K^T: packed, then tiled
     ("ij,j->ij", ((16, 17), (17,)), ("input", "param")),             # no reduction at all
+    ("dm,mhd->dh", ((33, 15), (15, 17, 33)), ("input", "param")),    # CTM's NLM: computed as [h, d], transposed
 ]
 
 
@@ -89,6 +90,7 @@ def sequential_f32(equation: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("equation, shapes", [
     ("ik,kj->ij", ((17, 300), (300, 33))),       # two passes over the output, remainder tiles
     ("htn,hnd->td", ((2, 7, 140), (2, 140, 17))),  # two reduction letters flattened across passes
+    ("dm,mhd->dh", ((33, 15), (15, 17, 33))),     # computed as [h, d], then transposed
 ])
 def test_strict_mode_adds_in_the_reference_order(equation, shapes):
     got, ops = run(equation, shapes, ("input", "param"), 1, np.random.default_rng(7), strict=True)

@@ -2,6 +2,8 @@
 packing for the axpy template.
 
 On CUDA (or for a scalar result) every output element is one thread's serial reduction.  On CPU
+the output letter to vectorise is the last one, or another whose operand is far larger and
+contiguous along it (``vector_letter``: the result is then computed in that order and transposed);
 an operand that the inner loop would read with a stride is first packed (``pack_for_axpy``);
 then, for float einsums whose operands are all contiguous along the last output letter, the
 output is computed in register tiles (``tiles``); otherwise the axpy template runs, with that
@@ -56,9 +58,45 @@ def einsum(em: Emitter, graph: Graph, i: int, vals, plan: Plan):
                 env.update({c: s.enter_context(T.serial(0, sizes[c])) for c in red})
                 out.store(idx, out.load(idx) + product(env))
         return
+    nodes = [graph.nodes[j] for j in n.inputs]
+    vec = vector_letter(terms, rhs, nodes, n.shape)
+    if vec == rhs[-1]:
+        contract(em, terms, xs, nodes, rhs, red, sizes, dt, out, product)
+        return
+    # computed with ``vec`` as the last output letter, then copied into the output's own order
+    order = rhs.replace(vec, "") + vec
+    tmp = Ref(em.scratch(tuple(sizes[c] for c in order), n.dtype), (), dt)
+    contract(em, terms, xs, nodes, order, red, sizes, dt, tmp, product)
+    transpose(tmp, order, out, rhs, sizes)
+
+
+def vector_letter(terms: list[str], rhs: str, nodes: list[Node], out_shape) -> str:
+    """The output letter the CPU templates put innermost (and vectorise): the last one, unless
+    the largest operand would be read along it with a stride while that operand's own last
+    letter is another output letter, and the output is small enough to transpose afterwards.
+    E.g. CTM's per-neuron MLP "dm,mhd->dh" with weights W[m, h, d]: along h they are D floats
+    apart (scalar loads); along d they are contiguous, so the output is computed as [h, d]."""
+    k = max(range(len(terms)), key=lambda k: int(np.prod(nodes[k].shape)))
+    term, last = terms[k], terms[k][-1]
+    if (rhs[-1] in term and last != rhs[-1] and last in rhs and term.count(last) == 1
+            and len(set(rhs)) == len(rhs) and TRANSPOSE_RATIO * int(np.prod(out_shape)) <= int(np.prod(nodes[k].shape))):
+        return last
+    return rhs[-1]
+
+
+TRANSPOSE_RATIO = 4  # reorder the output only when the operand read better is this many times larger
+
+
+def contract(em: Emitter, terms: list[str], xs: list, nodes: list[Node], rhs: str, red: list[str], sizes: dict,
+             dt: str, out, product):
+    """The CPU einsum into ``out`` (letters ``rhs``): packs operands read with a stride along
+    ``rhs[-1]`` where that pays, then register tiles, or else the axpy template.  ``product``
+    reads ``terms`` and ``xs``, which packing updates in place."""
+    T = tvm_modules().T
+    shape = tuple(sizes[c] for c in rhs)
     work = int(np.prod([sizes[c] for c in sizes]))
     for k, term in enumerate(terms):
-        packed = pack_for_axpy(em, term, rhs[-1], graph.nodes[n.inputs[k]], xs[k], work)
+        packed = pack_for_axpy(em, term, rhs[-1], nodes[k], xs[k], work)
         if packed is not None:
             terms[k], xs[k] = packed
     if is_float(dt) and all(t.count(rhs[-1]) == 0 or (t[-1] == rhs[-1] and t.count(rhs[-1]) == 1)
@@ -67,7 +105,7 @@ def einsum(em: Emitter, graph: Graph, i: int, vals, plan: Plan):
         return
     # CPU template where an operand is read along the last output axis with a stride: that axis
     # innermost and reductions outside it, an axpy over the output that LLVM vectorises
-    stack, idx = em.foreach(n.shape)
+    stack, idx = em.foreach(shape)
     with stack:
         out.store(idx, imm(0, dt))
     with contextlib.ExitStack() as s:
@@ -231,4 +269,5 @@ def transpose(src, term: str, dst, packed_term: str, sizes: dict):
 
 
 
-__all__ = ["einsum", "tiles", "tile_vectors", "pack_for_axpy", "transpose", "TILE_ROWS", "TILE_DEPTH", "STACK_BYTES", "PACK_REUSE"]
+__all__ = ["einsum", "vector_letter", "contract", "tiles", "tile_vectors", "pack_for_axpy", "transpose",
+           "TILE_ROWS", "TILE_DEPTH", "STACK_BYTES", "PACK_REUSE", "TRANSPOSE_RATIO"]

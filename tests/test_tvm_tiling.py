@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from nspec.compiler.ir import DType
-from nspec.lowering.tvm import emit
+from nspec.lowering.tvm import build, emit
 from nspec.lowering.tvm.executor import TvmExecutor
 from nspec.lowering.tvm.tir import Options, tvm_modules
 from nspec.runtime.executor import RunRequest
@@ -67,6 +67,31 @@ def test_tiles_match_numpy_in_float64(equation, shapes, roles):
     for trial, operands in enumerate(ops):
         want = np.einsum(equation, *(o.astype(np.float64) for o in operands))
         np.testing.assert_allclose(got[trial, 0], want, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("vectors", [1, 2])
+@pytest.mark.parametrize("equation, shapes, roles", [MATMULS[19], OTHERS[-1]], ids=["17x40x33", "dm,mhd->dh"])
+def test_every_tile_width_matches_numpy(equation, shapes, roles, vectors, monkeypatch):
+    """The tile width is the CPU's choice (AVX-512: 2 vectors, else 1): both are checked on any CPU."""
+    monkeypatch.setattr(build, "cpu_tile_vectors", lambda: vectors)
+    got, ops = run(equation, shapes, roles, 1, np.random.default_rng(vectors))
+    want = np.einsum(equation, *(o.astype(np.float64) for o in ops[0]))
+    np.testing.assert_allclose(got[0, 0], want, rtol=1e-5, atol=1e-4)
+
+
+def test_runs_reuse_their_copies_but_never_their_results():
+    """The executor keeps its parameter, input and workspace copies between runs: a second run
+    with other inputs gives its own answer and leaves the first run's outputs alone."""
+    equation, shapes, roles = "htn,hsn->hts", ((2, 17, 20), (2, 33, 20)), ("input", "input")
+    ex = TvmExecutor(einsum_program(equation, shapes, roles), progress=False, cache=False)
+    rng = np.random.default_rng(3)
+    results, wants = [], []
+    for _ in range(2):
+        values = operands(shapes, roles, 1, rng)
+        results.append(ex.run(RunRequest({}, {}, values, 1, ())).outputs["y"])
+        wants.append(np.einsum(equation, values["a"][0, 0].astype(np.float64), values["b"][0, 0]))
+    for got, want in zip(results, wants):
+        np.testing.assert_allclose(got[0, 0], want, rtol=1e-5, atol=1e-4)
 
 
 def sequential_f32(equation: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:

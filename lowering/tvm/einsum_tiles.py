@@ -256,11 +256,10 @@ def transpose(src, term: str, dst, packed_term: str, sizes: dict):
     def copy(blocks: int, first: int, width: int):
         with T.serial(0, int(np.prod(outer + (blocks,)))) as flat:
             idx = unflatten(flat, outer + (blocks,))
-            with T.serial(0, sizes[inner]) as i:
-                with T.serial(0, width) as lane:
-                    at = dict(zip(others, idx[:-1]))
-                    at[inner], at[last] = i, first + idx[-1] * lanes + lane
-                    dst.store(tuple(at[c] for c in packed_term), src.load(tuple(at[c] for c in term)))
+            with T.serial(0, sizes[inner]) as i, T.serial(0, width) as lane:
+                at = dict(zip(others, idx[:-1]))
+                at[inner], at[last] = i, first + idx[-1] * lanes + lane
+                dst.store(tuple(at[c] for c in packed_term), src.load(tuple(at[c] for c in term)))
 
     if sizes[last] >= lanes:
         copy(sizes[last] // lanes, 0, lanes)

@@ -17,8 +17,9 @@ import itertools
 import numpy as np
 import pytest
 
-from nspec.compiler.ir import DType
-from nspec.lowering.tvm import build, emit
+from nspec.compiler import ir
+from nspec.compiler.ir import DType, GraphBuilder, Op, Program, Var
+from nspec.lowering.tvm import build, einsum_tiles, emit
 from nspec.lowering.tvm.executor import TvmExecutor
 from nspec.lowering.tvm.tir import Options, tvm_modules
 from nspec.runtime.executor import RunRequest
@@ -92,6 +93,38 @@ def test_runs_reuse_their_copies_but_never_their_results():
         wants.append(np.einsum(equation, values["a"][0, 0].astype(np.float64), values["b"][0, 0]))
     for got, want in zip(results, wants):
         np.testing.assert_allclose(got[0, 0], want, rtol=1e-5, atol=1e-4)
+
+
+def masked_program(T: int, N: int, offset: int) -> Program:
+    """``y = einsum("htn,hsn->hts", a, b) * float(t - s > offset)``, the mask built from aranges as
+    BDH's causal mask is (left unfolded)."""
+    b = GraphBuilder()
+    x = [b.arg(name, "input", F32, (2, T, N)) for name in "ab"]
+    e = b.add(Op.EINSUM, tuple(x), F32, (2, T, T), (("equation", "htn,hsn->hts"),))
+    rows = b.add(Op.CONST, (), DType.i64, (T, 1), (("value", np.arange(T).reshape(T, 1) - offset),))
+    cols = b.add(Op.CONST, (), DType.i64, (1, T), (("value", np.arange(T).reshape(1, T)),))
+    mask = b.add(Op.CAST, (b.add(Op.GT, (rows, cols), DType.bool, (T, T)),), F32, (T, T), (("dtype", F32),))
+    b.result("y", "output", b.add(Op.MUL, (e, mask), F32, (2, T, T)))
+    p = Program("masked", b.build(), ir.Graph((), ()), (), (), tuple(Var(n, F32, (2, T, N)) for n in "ab"),
+                (Var("y", F32, (2, T, T)),), (), dt=1.0)
+    ir.verify_program(p)
+    return p
+
+
+@pytest.mark.parametrize("offset", [0, 3, -5])
+def test_masked_blocks_are_left_out_but_the_result_is_unchanged(offset):
+    """BDH's Q K^T * causal mask: the tiles wholly under the mask are only zeroed (fast mode)."""
+    T, N = 45, 20
+    program = masked_program(T, N, offset)
+    graph = program.step
+    einsum_node = next(i for i, n in enumerate(graph.nodes) if n.op is Op.EINSUM)
+    assert einsum_tiles.masked_diagonal(graph, einsum_node, "hts") == -offset  # zero where s >= t - offset
+    values = operands(((2, T, N), (2, T, N)), ("input", "input"), 1, np.random.default_rng(5))
+    ex = TvmExecutor(program, progress=False, cache=False)
+    got = ex.run(RunRequest({}, {}, values, 1, ())).outputs["y"][0, 0]
+    t, s = np.arange(T)[:, None], np.arange(T)[None, :]
+    want = np.einsum("htn,hsn->hts", values["a"][0, 0].astype(np.float64), values["b"][0, 0]) * (t - s > offset)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
 
 
 def sequential_f32(equation: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:

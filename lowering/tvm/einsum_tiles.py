@@ -7,9 +7,11 @@ contiguous along it (``vector_letter``: the result is then computed in that orde
 an operand that the inner loop would read with a stride is first packed (``pack_for_axpy``);
 then, for float einsums whose operands are all contiguous along the last output letter, the
 output is computed in register tiles (``tiles``); otherwise the axpy template runs, with that
-letter innermost and the reductions outside it.  In every template each output element starts at
-0 and adds the products in the reduction letters' loop order, as the reference does, so strict
-mode (no FMA) gives the reference's bits.
+letter innermost and the reductions outside it.  In fast mode, tiles that every use of the result
+multiplies by a constant zero (BDH's causal ``Q K^T * (t > s)``: ``masked_diagonal``) are only
+zeroed.  In every template each output element starts at 0 and adds the products in the
+reduction letters' loop order, as the reference does, so strict mode (no FMA) gives the
+reference's bits.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from nspec.compiler.ir import Graph, Node
+from nspec.compiler.interpret import RULES as FOLD_RULES
+from nspec.compiler.interpret import Context
+from nspec.compiler.ir import Graph, Node, Op
 from nspec.lowering.tvm.tir import LOGICAL, VECTOR_LANES, Ref, cast, imm, is_float, tvm_modules, unflatten
 
 if TYPE_CHECKING:  # annotations only: the emitter and scheduler import the rule table, which imports this
@@ -61,7 +65,8 @@ def einsum(em: Emitter, graph: Graph, i: int, vals, plan: Plan):
     nodes = [graph.nodes[j] for j in n.inputs]
     vec = vector_letter(terms, rhs, nodes, n.shape)
     if vec == rhs[-1]:
-        contract(em, terms, xs, nodes, rhs, red, sizes, dt, out, product)
+        zero_from = None if em.opts.strict else masked_diagonal(graph, i, rhs)
+        contract(em, terms, xs, nodes, rhs, red, sizes, dt, out, product, zero_from)
         return
     # computed with ``vec`` as the last output letter, then copied into the output's own order
     order = rhs.replace(vec, "") + vec
@@ -84,14 +89,55 @@ def vector_letter(terms: list[str], rhs: str, nodes: list[Node], out_shape) -> s
     return rhs[-1]
 
 
+MASK_OPS = frozenset({Op.CONST, Op.CAST, Op.RESHAPE, Op.BROADCAST, Op.GT, Op.GE, Op.LT, Op.LE, Op.EQ, Op.NE,
+                      Op.ADD, Op.SUB, Op.MUL, Op.WHERE, Op.NOT, Op.AND, Op.OR})
+
+
+def constant_value(graph: Graph, j: int, memo: dict) -> np.ndarray | None:
+    """The value of node ``j`` when it is computed from constants alone by MASK_OPS (a mask the
+    fold-constants pass left unfolded for its size, e.g. ``float(t > s)``), else None."""
+    if j not in memo:
+        n = graph.nodes[j]
+        memo[j] = None
+        if n.op is Op.CONST:
+            memo[j] = np.asarray(n.attr("value"))
+        elif n.op in MASK_OPS:
+            args = [constant_value(graph, k, memo) for k in n.inputs]
+            if all(a is not None for a in args):
+                with np.errstate(all="ignore"):
+                    memo[j] = np.asarray(FOLD_RULES[n.op](n, args, [False] * len(args), Context({})))
+    return memo[j]
+
+
+def masked_diagonal(graph: Graph, i: int, rhs: str) -> int | None:
+    """When every use of einsum ``i`` multiplies it by a constant mask that is 0 wherever the
+    last output letter's index c and the one before's, r, have c >= r + k: the smallest such k
+    (e.g. 0 for BDH's causal ``Q K^T * (t > s)``), else None.  The tiles then skip those blocks."""
+    if len(rhs) < 2 or any(r.node == i for r in graph.results):
+        return None
+    k, memo = None, {}
+    for c, n in enumerate(graph.nodes):
+        if i not in n.inputs:
+            continue
+        if n.op is not Op.MUL or n.inputs.count(i) != 1 or n.shape != graph.nodes[i].shape:
+            return None
+        mask = constant_value(graph, n.inputs[1 - n.inputs.index(i)], memo)
+        if mask is None:
+            return None
+        rows, cols = np.nonzero(np.broadcast_to(mask, n.shape).reshape((-1,) + n.shape[-2:]).any(axis=0))
+        here = int((cols - rows).max()) + 1 if rows.size else -n.shape[-2]
+        k = here if k is None else max(k, here)
+    return k if k is not None and k < graph.nodes[i].shape[-1] else None
+
+
 TRANSPOSE_RATIO = 4  # reorder the output only when the operand read better is this many times larger
 
 
 def contract(em: Emitter, terms: list[str], xs: list, nodes: list[Node], rhs: str, red: list[str], sizes: dict,
-             dt: str, out, product):
+             dt: str, out, product, zero_from: int | None = None):
     """The CPU einsum into ``out`` (letters ``rhs``): packs operands read with a stride along
-    ``rhs[-1]`` where that pays, then register tiles, or else the axpy template.  ``product``
-    reads ``terms`` and ``xs``, which packing updates in place."""
+    ``rhs[-1]`` where that pays, then register tiles (``zero_from``: see ``tiles``), or else the
+    axpy template.  ``product`` reads ``terms`` and ``xs``, which packing updates in place."""
     T = tvm_modules().T
     shape = tuple(sizes[c] for c in rhs)
     work = int(np.prod([sizes[c] for c in sizes]))
@@ -101,7 +147,7 @@ def contract(em: Emitter, terms: list[str], xs: list, nodes: list[Node], rhs: st
             terms[k], xs[k] = packed
     if is_float(dt) and all(t.count(rhs[-1]) == 0 or (t[-1] == rhs[-1] and t.count(rhs[-1]) == 1)
                              for t in terms):
-        tiles(em, rhs, red, sizes, dt, out, product)
+        tiles(em, rhs, red, sizes, dt, out, product, zero_from)
         return
     # CPU template where an operand is read along the last output axis with a stride: that axis
     # innermost and reductions outside it, an axpy over the output that LLVM vectorises
@@ -135,7 +181,7 @@ def tile_vectors(opts_vectors: int, dt: str) -> int:
     return vectors
 
 
-def tiles(em: Emitter, rhs: str, red: list[str], sizes: dict, dt: str, out, product):
+def tiles(em: Emitter, rhs: str, red: list[str], sizes: dict, dt: str, out, product, zero_from: int | None = None):
     """The CPU einsum as register tiles: TILE_ROWS output rows (letter ``rhs[-2]``) by
     ``tile_vectors`` x VECTOR_LANES columns (``rhs[-1]``, contiguous in every operand that has it)
     accumulate in a local buffer LLVM keeps in registers while the reduction runs, then are
@@ -144,7 +190,9 @@ def tiles(em: Emitter, rhs: str, red: list[str], sizes: dict, dt: str, out, prod
     in passes of TILE_DEPTH steps over the whole output, each pass resuming from the stored
     partial sums.  Remainders: a narrower block of whole vectors, then one column at a time;
     fewer rows.  Each output element still starts at 0 and adds the products in the reduction
-    letters' loop order, as the reference does, so strict mode (no FMA) gives the same bits."""
+    letters' loop order, as the reference does, so strict mode (no FMA) gives the same bits.
+    ``zero_from`` (see ``masked_diagonal``): a block whose every column c and row r have
+    c >= r + zero_from is only zeroed, its products left out: every consumer multiplies it by 0."""
     _, tirx, _, T = tvm_modules()
     lanes = VECTOR_LANES
     col = rhs[-1]
@@ -179,14 +227,28 @@ def tiles(em: Emitter, rhs: str, red: list[str], sizes: dict, dt: str, out, prod
         def oidx(r, c):
             return tuple(at(r, c)[ch] for ch in rhs)
 
-        cells(lambda r, c, a: T.buffer_store(
-            acc, imm(0, dt) if first is True else out.load(oidx(r, c)) if first is False
-            else tirx.Select(first, imm(0, dt), out.load(oidx(r, c))), list(a)))
-        with T.serial(k0, k0 + steps) as k:
-            reduce = dict(zip(red, unflatten(k, red_shape)))
+        def compute():
             cells(lambda r, c, a: T.buffer_store(
-                acc, tirx.BufferLoad(acc, list(a)) + product({**at(r, c), **reduce}), list(a)))
-        cells(lambda r, c, a: out.store(oidx(r, c), tirx.BufferLoad(acc, list(a))))
+                acc, imm(0, dt) if first is True else out.load(oidx(r, c)) if first is False
+                else tirx.Select(first, imm(0, dt), out.load(oidx(r, c))), list(a)))
+            with T.serial(k0, k0 + steps) as k:
+                reduce = dict(zip(red, unflatten(k, red_shape)))
+                cells(lambda r, c, a: T.buffer_store(
+                    acc, tirx.BufferLoad(acc, list(a)) + product({**at(r, c), **reduce}), list(a)))
+            cells(lambda r, c, a: out.store(oidx(r, c), tirx.BufferLoad(acc, list(a))))
+
+        if zero_from is None or not row:
+            compute()
+            return
+        dead = c0 >= r0 + (rows - 1 + zero_from)  # the block's lowest-left cell is masked: all are
+        if isinstance(dead, bool):
+            cells(lambda r, c, a: out.store(oidx(r, c), imm(0, dt))) if dead else compute()
+            return
+        with T.If(dead):
+            with T.Then():
+                cells(lambda r, c, a: out.store(oidx(r, c), imm(0, dt)))
+            with T.Else():
+                compute()
 
     def blocks(k0, steps: int, first):
         stack, idx = em.foreach(tuple(sizes[c] for c in rhs[:-2]))
@@ -269,4 +331,5 @@ def transpose(src, term: str, dst, packed_term: str, sizes: dict):
 
 
 __all__ = ["einsum", "vector_letter", "contract", "tiles", "tile_vectors", "pack_for_axpy", "transpose",
-           "TILE_ROWS", "TILE_DEPTH", "STACK_BYTES", "PACK_REUSE", "TRANSPOSE_RATIO"]
+           "TILE_ROWS", "TILE_DEPTH", "STACK_BYTES", "PACK_REUSE", "TRANSPOSE_RATIO",
+           "MASK_OPS", "constant_value", "masked_diagonal"]

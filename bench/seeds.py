@@ -239,6 +239,59 @@ def small_workloads(models, bdh_layers: int, bdh_specs: tuple[str, ...] = ()) ->
     return out
 
 
+# ---------------------------------------------------------------- work and the sgemm yardstick
+def _numel(weights: dict, *keys: str) -> int:
+    return sum(int(math.prod(weights[k].shape)) for k in keys)
+
+
+def workload_flops(work: Workload) -> float:
+    """Nominal float operations of one forward pass of ``work``: 2 per multiply-add of its matrix
+    products (elementwise work, norms, softmax and RoPE are not counted), for batch B:
+
+    BDH (the parallel form's work, for either spec): per layer 2 B nh T (3 D N + T N + T D), i.e.
+    x @ encoder, ReLU(LN(a)) @ encoder_v and xy @ decoder (each T x D x nh N), Q K^T (nh x T x T x
+    N, all of it: the causal mask is applied afterwards) and scores @ x (nh x T x T x D); plus the
+    head 2 B T D V.  CTM: K and V of the S tokens once, 2 B S (C d_in + 2 d_in^2); per tick 2 B
+    times (the synapse U-Net's and both NLM layers' weight elements + q_proj's + 2 d_in^2 for the
+    query and output projections + the output projector's + 2 S d_in for the attention itself).
+    ELM: per step 2 B times the MLP's two and the readout's weight elements."""
+    w, cfg = work.weights, work.hyper
+    if work.model == "bdh":
+        B, T = work.inputs["idx"].shape
+        D, nh, V = cfg["n_embd"], cfg["n_head"], cfg["vocab_size"]
+        N = cfg["mlp_internal_dim_multiplier"] * D // nh
+        return 2.0 * B * (cfg["n_layer"] * nh * T * (3 * D * N + T * N + T * D) + T * D * V)
+    if work.model == "ctm":
+        B, C = work.inputs["x"].shape[:2]
+        S = int(math.prod(work.inputs["x"].shape[2:]))
+        d_in = cfg["d_input"]
+        tick = (_numel(w, *(k for k in w if k.startswith("synapses.") and k.endswith("weight") and w[k].ndim == 2))
+                + _numel(w, *(k for k in w if k.startswith("trace_processor.") and k.endswith(".w1")))
+                + _numel(w, "q_proj.weight", "output_projector.0.weight") + 2 * d_in * d_in + 2 * S * d_in)
+        return 2.0 * B * (S * (C * d_in + 2 * d_in * d_in) + cfg["iterations"] * tick)
+    B, T = work.inputs["X"].shape[:2]
+    return 2.0 * B * T * _numel(w, "mlp.network.0.weight", "mlp.network.2.weight", "w_y.weight")
+
+
+def sgemm_peak(threads: int) -> tuple[float, str]:
+    """This CPU's float32 matrix-product speed at ``threads`` threads, GFLOP/s: the best of ten
+    1024 x 1024 x 1024 products through torch.mm (MKL or OpenBLAS) and NumPy's BLAS, the faster."""
+    import torch
+
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    best = {}
+    for name, mm in (("torch.mm", lambda: torch.mm(a, b)), ("numpy", lambda: a.numpy() @ b.numpy())):
+        mm()
+        times = []
+        for _ in range(10):
+            t0 = time.perf_counter()
+            mm()
+            times.append(time.perf_counter() - t0)
+        best[name] = 2 * 1024 ** 3 / min(times) / 1e9
+    name = max(best, key=best.get)
+    return best[name], name
+
+
 # ---------------------------------------------------------------- measuring
 def input_hyper(spec: str, inputs: dict) -> dict:
     """Hyperparameters the reference reads from its input's shape: CTM's lazy layers size
@@ -337,21 +390,28 @@ def main(args) -> None:
     reps = 1 if args.quick else args.reps
     print(f"seed forward passes: {reps} interleaved round(s) (realistic sizes: {args.small_reps}), medians; "
           f"{args.threads} thread(s) per backend")
+    peak, peak_by = sgemm_peak(args.threads)
+    print(f"sgemm peak of this CPU: {peak:.1f} GFLOP/s ({peak_by}, 1024^3 float32, best of 10, "
+          f"{args.threads} thread(s))")
     print(f"{'workload':20s} {'spec':13s} {'runner':15s} {'median ms':>10s} {'min ms':>9s} {'vs eager':>9s} "
-          f"{'warm-up s':>9s} {'max |diff|':>10s}")
+          f"{'warm-up s':>9s} {'max |diff|':>10s} {'GFLOP/s':>8s} {'of peak':>7s}")
     for work in works:
         rows = measure(work, runners, args.small_reps if work.realistic else reps, args.threads, args.all)
         base = rows[0][2]
+        flops = workload_flops(work) if work.realistic else None
         for spec, label, med, low, warm, diff in rows:
             if med is None:
                 print(f"{work.label:20s} {spec:13s} {label:15s} "
                       f"{diff if diff.startswith('skipped') else 'failed: ' + diff}")
                 continue
+            rate = f"{flops / med / 1e9:8.2f} {flops / med / 1e9 / peak:7.1%}" if flops else ""
             print(f"{work.label:20s} {spec:13s} {label:15s} {med * 1e3:10.2f} {low * 1e3:9.2f} {base / med:8.2f}x "
-                  f"{warm:9.2f} {diff:10.2e}")
+                  f"{warm:9.2f} {diff:10.2e} {rate}")
         sys.stdout.flush()
     print("vs eager: the eager PyTorch anchor's median over this runner's (above 1: faster than eager PyTorch); "
-          "warm-up: the first run (compile included); max |diff|: against the anchor's outputs")
+          "warm-up: the first run (compile included); max |diff|: against the anchor's outputs; GFLOP/s: the "
+          "realistic workload's matrix-product work (workload_flops: 2 per multiply-add) over the median, and "
+          "its fraction of the sgemm peak")
 
 
 def _forms(text: str) -> str:

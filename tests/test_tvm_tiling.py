@@ -17,8 +17,9 @@ import itertools
 import numpy as np
 import pytest
 
-from nspec.compiler.ir import DType
-from nspec.lowering.tvm import emit
+from nspec.compiler import ir
+from nspec.compiler.ir import DType, GraphBuilder, Op, Program, Var
+from nspec.lowering.tvm import build, einsum_tiles, emit
 from nspec.lowering.tvm.executor import TvmExecutor
 from nspec.lowering.tvm.tir import Options, tvm_modules
 from nspec.runtime.executor import RunRequest
@@ -55,6 +56,7 @@ OTHERS = [
     ("k,kj->j", ((600,), (600, 33)), ("input", "param")),            # a vector-matrix product: no row letter
     ("htn,hsn->hts", ((2, 17, 20), (2, 33, 20)), ("input", "input")),  # Q K^T: packed, then tiled
     ("ij,j->ij", ((16, 17), (17,)), ("input", "param")),             # no reduction at all
+    ("dm,mhd->dh", ((33, 15), (15, 17, 33)), ("input", "param")),    # CTM's NLM: computed as [h, d], transposed
 ]
 
 
@@ -66,6 +68,63 @@ def test_tiles_match_numpy_in_float64(equation, shapes, roles):
     for trial, operands in enumerate(ops):
         want = np.einsum(equation, *(o.astype(np.float64) for o in operands))
         np.testing.assert_allclose(got[trial, 0], want, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("vectors", [1, 2])
+@pytest.mark.parametrize("equation, shapes, roles", [MATMULS[19], OTHERS[-1]], ids=["17x40x33", "dm,mhd->dh"])
+def test_every_tile_width_matches_numpy(equation, shapes, roles, vectors, monkeypatch):
+    """The tile width is the CPU's choice (AVX-512: 2 vectors, else 1): both are checked on any CPU."""
+    monkeypatch.setattr(build, "cpu_tile_vectors", lambda: vectors)
+    got, ops = run(equation, shapes, roles, 1, np.random.default_rng(vectors))
+    want = np.einsum(equation, *(o.astype(np.float64) for o in ops[0]))
+    np.testing.assert_allclose(got[0, 0], want, rtol=1e-5, atol=1e-4)
+
+
+def test_runs_reuse_their_copies_but_never_their_results():
+    """The executor keeps its parameter, input and workspace copies between runs: a second run
+    with other inputs gives its own answer and leaves the first run's outputs alone."""
+    equation, shapes, roles = "htn,hsn->hts", ((2, 17, 20), (2, 33, 20)), ("input", "input")
+    ex = TvmExecutor(einsum_program(equation, shapes, roles), progress=False, cache=False)
+    rng = np.random.default_rng(3)
+    results, wants = [], []
+    for _ in range(2):
+        values = operands(shapes, roles, 1, rng)
+        results.append(ex.run(RunRequest({}, {}, values, 1, ())).outputs["y"])
+        wants.append(np.einsum(equation, values["a"][0, 0].astype(np.float64), values["b"][0, 0]))
+    for got, want in zip(results, wants):
+        np.testing.assert_allclose(got[0, 0], want, rtol=1e-5, atol=1e-4)
+
+
+def masked_program(T: int, N: int, offset: int) -> Program:
+    """``y = einsum("htn,hsn->hts", a, b) * float(t - s > offset)``, the mask built from aranges as
+    BDH's causal mask is (left unfolded)."""
+    b = GraphBuilder()
+    x = [b.arg(name, "input", F32, (2, T, N)) for name in "ab"]
+    e = b.add(Op.EINSUM, tuple(x), F32, (2, T, T), (("equation", "htn,hsn->hts"),))
+    rows = b.add(Op.CONST, (), DType.i64, (T, 1), (("value", np.arange(T).reshape(T, 1) - offset),))
+    cols = b.add(Op.CONST, (), DType.i64, (1, T), (("value", np.arange(T).reshape(1, T)),))
+    mask = b.add(Op.CAST, (b.add(Op.GT, (rows, cols), DType.bool, (T, T)),), F32, (T, T), (("dtype", F32),))
+    b.result("y", "output", b.add(Op.MUL, (e, mask), F32, (2, T, T)))
+    p = Program("masked", b.build(), ir.Graph((), ()), (), (), tuple(Var(n, F32, (2, T, N)) for n in "ab"),
+                (Var("y", F32, (2, T, T)),), (), dt=1.0)
+    ir.verify_program(p)
+    return p
+
+
+@pytest.mark.parametrize("offset", [0, 3, -5])
+def test_masked_blocks_are_left_out_but_the_result_is_unchanged(offset):
+    """BDH's Q K^T * causal mask: the tiles wholly under the mask are only zeroed (fast mode)."""
+    T, N = 45, 20
+    program = masked_program(T, N, offset)
+    graph = program.step
+    einsum_node = next(i for i, n in enumerate(graph.nodes) if n.op is Op.EINSUM)
+    assert einsum_tiles.masked_diagonal(graph, einsum_node, "hts") == -offset  # zero where s >= t - offset
+    values = operands(((2, T, N), (2, T, N)), ("input", "input"), 1, np.random.default_rng(5))
+    ex = TvmExecutor(program, progress=False, cache=False)
+    got = ex.run(RunRequest({}, {}, values, 1, ())).outputs["y"][0, 0]
+    t, s = np.arange(T)[:, None], np.arange(T)[None, :]
+    want = np.einsum("htn,hsn->hts", values["a"][0, 0].astype(np.float64), values["b"][0, 0]) * (t - s > offset)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
 
 
 def sequential_f32(equation: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -89,6 +148,7 @@ def sequential_f32(equation: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("equation, shapes", [
     ("ik,kj->ij", ((17, 300), (300, 33))),       # two passes over the output, remainder tiles
     ("htn,hnd->td", ((2, 7, 140), (2, 140, 17))),  # two reduction letters flattened across passes
+    ("dm,mhd->dh", ((33, 15), (15, 17, 33))),     # computed as [h, d], then transposed
 ])
 def test_strict_mode_adds_in_the_reference_order(equation, shapes):
     got, ops = run(equation, shapes, ("input", "param"), 1, np.random.default_rng(7), strict=True)

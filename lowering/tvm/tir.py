@@ -38,13 +38,16 @@ STRICT_CUDA = contextvars.ContextVar("nspec_strict_cuda", default=False)
 @dataclass(frozen=True, slots=True)
 class Options:
     """How to lower: ``device`` "cpu" or "cuda"; ``records`` names recorded each run; ``threads``
-    per CUDA block; ``parallel`` runs trials on CPU threads."""
+    per CUDA block; ``parallel`` runs trials on CPU threads; ``tile_vectors``: VECTOR_LANES-wide
+    column vectors per CPU einsum register tile (``einsum_tiles.tiles``; the CPU's register file
+    decides, see ``build.cpu_tile_vectors``)."""
 
     device: str = "cpu"
     strict: bool = False
     records: tuple[str, ...] = ()
     threads: int = 256
     parallel: bool = True
+    tile_vectors: int = 1
 
 
 class TvmModules(NamedTuple):

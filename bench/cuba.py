@@ -308,6 +308,14 @@ def main() -> None:
           f"({ratio:.2f}); cold compile <= 2 s: {'met' if cold <= 2 else 'NOT met'} ({cold:.2f} s); "
           f"warm whole process <= 1 s: {'met' if warm['process_s'] <= 1 else 'NOT met'} ({warm['process_s']:.2f} s, "
           f"median of 5 processes, {warm['spread'][0]:.2f}-{warm['spread'][1]:.2f})")
+    import cuba_profile  # the step's work from the IR, this core's sgemm peak
+
+    work, peak = cuba_profile.step_work(program), cuba_profile.sgemm_peak()
+    norec = med([r["kernel_s"] for r in runs["nspec_norec"]])
+    gflops = work["neurons"] * work["arith_per_neuron"] * (program.duration_steps or 10000) / norec / 1e9
+    print(f"vector throughput: {work['arith_per_neuron']} float operations per neuron and step (from the IR) at "
+          f"{gflops:.1f} GFLOP/s (main loop without the spike record) = {gflops / peak:.1%} of this core's "
+          f"single-thread sgemm, {peak:.0f} GFLOP/s; where the rest goes, by loop: python bench/cuba_profile.py")
 
     if a.batch > 1:
         batch = []

@@ -154,17 +154,23 @@ def generate(plan: Plan) -> Code:
     per_step = [s for s in plan.sites + plan.local if not s.once]
     wanted = {j for s in per_step for j in s.node.inputs} | set(plan.roots)
     kept = [s.index for s in once_sites if s.index in wanted]  # once values the step reads
+    fixed = {s.index for s in once_sites} | {s.index for s in plan.sites + plan.local if s.op == "const"}
+    # per-step gathers from fixed indices: the indices are made int64 and in range once
+    ranged = list(dict.fromkeys(key for s in per_step if s.node.op is Op.GATHER
+                                for key in [_gather_key(plan, s)] if key[0] in fixed))
     lines: dict[tuple[str, int], Site] = {}
     once = None
     sources = []
-    if once_sites:
+    if once_sites or ranged:
         b = _Builder(plan, "Once")
         b.sites([s for s in plan.sites if s.once], [s for s in plan.local if s.once])
-        once = b.finish([b.value(i) for i in kept], lines)
+        once = b.finish([b.value(i) for i in kept] + [b.in_range(key, b.by_index[key[0]]) for key in ranged], lines)
         sources.append(once.__self__.code)
     b = _Builder(plan, "Step")
     for k, i in enumerate(kept):
         b.env[i] = b._op(b.by_index[i], operator.getitem, (b.once, k), name=f"once_{i}")
+    for k, key in enumerate(ranged, len(kept)):
+        b.ranged[key] = b._op(b.by_index[key[0]], operator.getitem, (b.once, k), name=f"once_index_{key[0]}")
     b.sites([s for s in plan.sites if not s.once], [s for s in plan.local if not s.once])
     step = b.finish([b.value(i) for i in plan.roots], lines)
     sources.append(step.__self__.code)
@@ -188,6 +194,14 @@ class _Builder:
         self.env: dict[int, fx.Node] = {}
         self.by_index = {s.index: s for s in plan.sites + plan.local}
         self.site_of: dict[str, Site] = {}   # fx node name -> the site it belongs to
+        self.ranged: dict[tuple[int, int], fx.Node] = {}  # (index node, axis size) -> indices in range
+
+    def in_range(self, key: tuple[int, int], s: Site) -> fx.Node:
+        """The indices of node ``key[0]`` as int64 in [0, ``key[1]``) (``torch_rules.in_range``),
+        computed once per function for each size they index."""
+        if key not in self.ranged:
+            self.ranged[key] = self._op(s, rules.in_range, (self.value(key[0]), key[1]), name=f"index_{key[0]}")
+        return self.ranged[key]
 
     def value(self, i: int) -> fx.Node:
         """Node ``i``'s value; an ARG or a CONST is read where it is first needed."""
@@ -236,7 +250,7 @@ class _Builder:
         if value is None:  # the op's rule, bound to its site
             value = self._op(s, _bound(s), ([self.value(j) for j in n.inputs], self.frame),
                              name=f"{s.op}_{s.index}")
-            dtype = s.dtype if n.op in _RULES_IN_DTYPE else self._dtype(n.inputs[0]) if n.op is Op.GATHER else None
+            dtype = s.dtype if n.op in _RULES_IN_DTYPE else None
         if s.dtype is not None and dtype != s.dtype:
             value = self._op(s, "to", (value, s.dtype), method=True, name=f"cast_{s.index}")
         return value
@@ -324,15 +338,35 @@ class _Builder:
             return self._op(s, operator.getitem, (ins[0], index), name=name), in_dtype
         if op is Op.ITEM:
             return self._op(s, operator.getitem, (ins[0], n.attr("index")), name=name), None
+        if op is Op.GATHER:
+            return self._op(s, _bound(s, rules.take), (ins[0], self.in_range(_gather_key(self.plan, s), s)),
+                            name=name), in_dtype
+        if op is Op.CONCAT and (not s.out or all(s.batched)):  # no input to give a batch axis
+            xs = [self._op(s, "to", (x, s.dtype), method=True, name=f"cast_{j}") if self._dtype(j) != s.dtype else x
+                  for x, j in zip(ins, n.inputs)]
+            axis = stored_axis(n.attr("axis"), len(n.shape), s.out)
+            return self._op(s, torch.cat, (xs,), {"dim": axis}, name=name), s.dtype
         return None, None
 
 
-def _bound(s: Site) -> Callable:
-    """``RULES[op]`` with its site bound: called from generated code as ``rule_<op>_<i>(xs, frame)``."""
-    rule = RULES[s.node.op]
+def _gather_key(plan: Plan, s: Site) -> tuple[int, int]:
+    """A GATHER's index node and the size of the axis it indexes."""
+    x, idx = s.node.inputs
+    shape = plan.graph.nodes[x].shape
+    return idx, shape[stored_axis(s.node.attr("axis"), len(shape), False)]
 
-    def call(xs, frame):
-        return rule(s, xs, frame)
+
+def _bound(s: Site, rule: Callable | None = None) -> Callable:
+    """``RULES[op]`` (or ``rule``) with its site bound: called from generated code as
+    ``rule_<op>_<i>(xs, frame)`` (or with ``rule``'s own arguments after the site)."""
+    if rule is None:
+        op_rule = RULES[s.node.op]
+
+        def call(xs, frame):
+            return op_rule(s, xs, frame)
+    else:
+        def call(*xs):
+            return rule(s, *xs)
 
     call.__name__ = call.__qualname__ = f"{s.op}_{s.index}"
     call.__module__ = "rule"

@@ -245,13 +245,15 @@ class _Builder:
             return self._op(s, operator.getitem, (self.consts, s.extra), name=f"const_{s.index}")
         if n.op is Op.ARG:
             x = self._op(s, operator.getitem, (self.args, n.attr("name")), name=f"read_{s.index}")
-            return self._op(s, "to", (x, s.dtype), method=True, name=f"arg_{s.index}")
+            return self._op(s, as_dtype, (x, s.dtype), name=f"arg_{s.index}")
         value, dtype = self._inline(s)
         if value is None:  # the op's rule, bound to its site
             value = self._op(s, _bound(s), ([self.value(j) for j in n.inputs], self.frame),
                              name=f"{s.op}_{s.index}")
             dtype = s.dtype if n.op in _RULES_IN_DTYPE else None
-        if s.dtype is not None and dtype != s.dtype:
+        if s.dtype is not None and dtype is None:  # a dtype known only when it runs
+            value = self._op(s, as_dtype, (value, s.dtype), name=f"cast_{s.index}")
+        elif s.dtype is not None and dtype != s.dtype:
             value = self._op(s, "to", (value, s.dtype), method=True, name=f"cast_{s.index}")
         return value
 
@@ -339,14 +341,24 @@ class _Builder:
         if op is Op.ITEM:
             return self._op(s, operator.getitem, (ins[0], n.attr("index")), name=name), None
         if op is Op.GATHER:
-            return self._op(s, _bound(s, rules.take), (ins[0], self.in_range(_gather_key(self.plan, s), s)),
-                            name=name), in_dtype
+            index = self.in_range(_gather_key(self.plan, s), s)
+            if s.batched[1] or len(self.plan.graph.nodes[n.inputs[1]].shape) != 1:
+                return self._op(s, _bound(s, rules.take), (ins[0], index), name=name), in_dtype
+            # one vector of indices for every sample: the rule's index_select, without its reshapes
+            axis = stored_axis(n.attr("axis"), len(self.plan.graph.nodes[n.inputs[0]].shape), False) + s.batched[0]
+            return self._op(s, torch.index_select, (ins[0], axis, index), name=name), in_dtype
         if op is Op.CONCAT and (not s.out or all(s.batched)):  # no input to give a batch axis
             xs = [self._op(s, "to", (x, s.dtype), method=True, name=f"cast_{j}") if self._dtype(j) != s.dtype else x
                   for x, j in zip(ins, n.inputs)]
             axis = stored_axis(n.attr("axis"), len(n.shape), s.out)
             return self._op(s, torch.cat, (xs,), {"dim": axis}, name=name), s.dtype
         return None, None
+
+
+def as_dtype(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``x`` in ``dtype``: ``x`` itself when it is in it already (``Tensor.to`` takes ~10x longer
+    to find that out, a share of a small step's time)."""
+    return x if x.dtype is dtype else x.to(dtype)
 
 
 def _gather_key(plan: Plan, s: Site) -> tuple[int, int]:

@@ -20,7 +20,7 @@ module and the executor built on them are in ``to_torch.py``.
 from __future__ import annotations
 
 import operator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
@@ -43,9 +43,10 @@ TORCH_DTYPES = {DType.f32: torch.float32, DType.f64: torch.float64, DType.i32: t
 
 
 # ---------------------------------------------------------------- plans
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass takes ~1.5 us to build, once per step and tick
 class Frame:
-    """What rules read besides their inputs: ARG values, constants, batch size and run options."""
+    """What rules read besides their inputs: ARG values, constants, batch size and run options
+    (never changed once built: a LOOP body gets a new one)."""
 
     args: dict[str, torch.Tensor]
     consts: dict[str, torch.Tensor]
@@ -447,7 +448,8 @@ def _loop(s, xs, frame):
     def body(carry):
         args = dict(invariant)
         args.update(zip(spec.carried, carry))
-        vals = (frame.run or execute)(loop.body, replace(frame, args=args, batch=batch, cache=cache))
+        vals = (frame.run or execute)(loop.body, Frame(args, frame.consts, batch, frame.plasticity_grad,
+                                                        frame.propagate, cache, frame.run))
         cond = None if nodes.until_node is None else lift(vals[nodes.until_node], flags[nodes.until_node]).bool()
         return ([lift(vals[k], flags[k]) for k in nodes.next_nodes], [lift(vals[k], flags[k]) for k in nodes.out_nodes],
                 cond)

@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from nspec.compiler.batching import batched_perm, sliced, stored_axes, stored_axis
 from nspec.compiler.ir import Op
 from nspec.lowering import torch_rules as rules
+from nspec.lowering.torch_einsum import arrange, contract
 from nspec.lowering.torch_rules import RULES, TORCH_DTYPES, Frame, Loop, Plan, Site
 from nspec.runtime.executor import BackendError
 
@@ -155,22 +156,25 @@ def generate(plan: Plan) -> Code:
     wanted = {j for s in per_step for j in s.node.inputs} | set(plan.roots)
     kept = [s.index for s in once_sites if s.index in wanted]  # once values the step reads
     fixed = {s.index for s in once_sites} | {s.index for s in plan.sites + plan.local if s.op == "const"}
-    # per-step gathers from fixed indices: the indices are made int64 and in range once
-    ranged = list(dict.fromkeys(key for s in per_step if s.node.op is Op.GATHER
-                                for key in [_gather_key(plan, s)] if key[0] in fixed))
+    # what per-step nodes do to fixed operands (make indices in range, arrange an einsum's operand): once
+    prepared: dict[tuple, Site] = {}
+    for s in per_step:
+        for key in _preparations(plan, s):
+            if key[1] in fixed:
+                prepared.setdefault(key, s)
     lines: dict[tuple[str, int], Site] = {}
     once = None
     sources = []
-    if once_sites or ranged:
+    if once_sites or prepared:
         b = _Builder(plan, "Once")
         b.sites([s for s in plan.sites if s.once], [s for s in plan.local if s.once])
-        once = b.finish([b.value(i) for i in kept] + [b.in_range(key, b.by_index[key[0]]) for key in ranged], lines)
+        once = b.finish([b.value(i) for i in kept] + [b.prepared(key, s) for key, s in prepared.items()], lines)
         sources.append(once.__self__.code)
     b = _Builder(plan, "Step")
     for k, i in enumerate(kept):
         b.env[i] = b._op(b.by_index[i], operator.getitem, (b.once, k), name=f"once_{i}")
-    for k, key in enumerate(ranged, len(kept)):
-        b.ranged[key] = b._op(b.by_index[key[0]], operator.getitem, (b.once, k), name=f"once_index_{key[0]}")
+    for k, (key, s) in enumerate(prepared.items(), len(kept)):
+        b.prepare[key] = b._op(s, operator.getitem, (b.once, k), name=f"once_{key[0]}_{key[1]}")
     b.sites([s for s in plan.sites if not s.once], [s for s in plan.local if not s.once])
     step = b.finish([b.value(i) for i in plan.roots], lines)
     sources.append(step.__self__.code)
@@ -194,14 +198,15 @@ class _Builder:
         self.env: dict[int, fx.Node] = {}
         self.by_index = {s.index: s for s in plan.sites + plan.local}
         self.site_of: dict[str, Site] = {}   # fx node name -> the site it belongs to
-        self.ranged: dict[tuple[int, int], fx.Node] = {}  # (index node, axis size) -> indices in range
+        self.prepare: dict[tuple, fx.Node] = {}  # (kind, node, argument) -> the node's value prepared
 
-    def in_range(self, key: tuple[int, int], s: Site) -> fx.Node:
-        """The indices of node ``key[0]`` as int64 in [0, ``key[1]``) (``torch_rules.in_range``),
-        computed once per function for each size they index."""
-        if key not in self.ranged:
-            self.ranged[key] = self._op(s, rules.in_range, (self.value(key[0]), key[1]), name=f"index_{key[0]}")
-        return self.ranged[key]
+    def prepared(self, key: tuple, s: Site) -> fx.Node:
+        """Node ``key[1]``'s value prepared by ``_PREPARE[key[0]]`` with ``key[2]`` (for site ``s``),
+        computed once per function."""
+        if key not in self.prepare:
+            kind, j, arg = key
+            self.prepare[key] = self._op(s, _PREPARE[kind], (self.value(j), arg), name=f"{kind}_{j}")
+        return self.prepare[key]
 
     def value(self, i: int) -> fx.Node:
         """Node ``i``'s value; an ARG or a CONST is read where it is first needed."""
@@ -321,9 +326,14 @@ class _Builder:
         if op is Op.EINSUM:
             xs = [self._op(s, "to", (x, s.dtype), method=True, name=f"cast_{j}") if self._dtype(j) != s.dtype else x
                   for x, j in zip(ins, n.inputs)]
-            equation, linear = s.extra
+            equation, linear, c = s.extra
             if linear:
                 return self._op(s, F.linear, xs, name=name), s.dtype
+            if c is not None:
+                a, b = (self.prepared(("arrange", j, perm), s) if x is self.value(j)
+                        else self._op(s, arrange, (x, perm), name=f"arrange_{j}")
+                        for x, j, perm in zip(xs, n.inputs, (c.perm_a, c.perm_b)))
+                return self._op(s, _bound(s, _contract), (a, b), name=name), s.dtype
             return self._op(s, torch.einsum, (equation, *xs), name=name), s.dtype
         if op is Op.RESHAPE and (not s.batched[0] or int(np.prod(n.shape)) > 0):
             shape = ((-1,) if s.batched[0] else ()) + tuple(n.shape)
@@ -341,7 +351,7 @@ class _Builder:
         if op is Op.ITEM:
             return self._op(s, operator.getitem, (ins[0], n.attr("index")), name=name), None
         if op is Op.GATHER:
-            index = self.in_range(_gather_key(self.plan, s), s)
+            index = self.prepared(_preparations(self.plan, s)[0], s)
             if s.batched[1] or len(self.plan.graph.nodes[n.inputs[1]].shape) != 1:
                 return self._op(s, _bound(s, rules.take), (ins[0], index), name=name), in_dtype
             # one vector of indices for every sample: the rule's index_select, without its reshapes
@@ -361,11 +371,27 @@ def as_dtype(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return x if x.dtype is dtype else x.to(dtype)
 
 
-def _gather_key(plan: Plan, s: Site) -> tuple[int, int]:
-    """A GATHER's index node and the size of the axis it indexes."""
-    x, idx = s.node.inputs
-    shape = plan.graph.nodes[x].shape
-    return idx, shape[stored_axis(s.node.attr("axis"), len(shape), False)]
+_PREPARE = {"index": rules.in_range, "arrange": arrange}
+
+
+def _preparations(plan: Plan, s: Site) -> list[tuple]:
+    """What site ``s`` does to an operand before its op, as ``(kind, node, argument)`` keys of
+    ``_PREPARE``: a GATHER makes its indices int64 and in range of the axis it indexes, an EINSUM
+    run as one ``bmm`` arranges each operand already in its dtype (``torch_einsum.arrange``)."""
+    n = s.node
+    if n.op is Op.GATHER:
+        x, idx = n.inputs
+        shape = plan.graph.nodes[x].shape
+        return [("index", idx, shape[stored_axis(n.attr("axis"), len(shape), False)])]
+    if n.op is Op.EINSUM and s.extra[2] is not None:
+        c = s.extra[2]
+        return [("arrange", j, perm) for j, perm in zip(n.inputs, (c.perm_a, c.perm_b))
+                if TORCH_DTYPES[plan.graph.nodes[j].dtype] == s.dtype]
+    return []
+
+
+def _contract(s: Site, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return contract(s.extra[2], a, b)
 
 
 def _bound(s: Site, rule: Callable | None = None) -> Callable:

@@ -34,6 +34,7 @@ from nspec.compiler.ir import DType, Graph, IRError, Node, Op, batched
 from nspec.lowering import surrogates
 from nspec.lowering.torch_batching import align, with_batch
 from nspec.lowering.torch_draws import normal, uniform
+from nspec.lowering.torch_einsum import arrange, contract, contraction
 from nspec.lowering.torch_propagate import propagate
 from nspec.runtime.executor import BackendError
 
@@ -69,8 +70,9 @@ class Site:
     batched: tuple[bool, ...]
     out: bool
     dtype: torch.dtype | None     # None for LOOP, whose value is a tuple
-    extra: Any = None             # per op: a CONST's buffer name, a LOOP's ``Loop``, the batched einsum
-                                  # equation, a SPIKE's surrogate (name, args)
+    extra: Any = None             # per op: a CONST's buffer name, a LOOP's ``Loop``, an EINSUM's batched
+                                  # equation, whether it is linear and its ``Contraction`` (or None),
+                                  # a SPIKE's surrogate (name, args)
     once: bool = False            # computed from parameters and constants only: once per run (in a LOOP
                                   # body, from loop invariants too: once per run of the loop)
     op: str = ""                  # node.op.value, looked up per step (an Enum attribute is slow to read)
@@ -155,14 +157,15 @@ def compile_plan(graph: Graph, consts: dict[str, np.ndarray], unbatched=frozense
             extra = indptr.op is Op.CONST or (indptr.op is Op.ARG and indptr.attr("role") == "param")
         elif n.op is Op.EINSUM:
             equation = batched_equation(n.attr("equation"), tuple(flags[j] for j in n.inputs))
-            extra = (equation, linear_form(equation))
+            linear = linear_form(equation)
+            extra = (equation, linear, None if linear else contraction(equation))
         elif n.op is Op.SPIKE:
             try:
                 extra = surrogates.resolve(n.attr("surrogate"), n.attr("surrogate_args"))
             except (KeyError, ValueError) as exc:
                 raise node_error(n, i, str(exc).strip("'\"")) from None
         dtype = None if n.op is Op.LOOP else TORCH_DTYPES[n.dtype]
-        once = i in fixed and n.op not in (Op.ARG, Op.CONST)
+        once = i in fixed and n.op is not Op.CONST  # a parameter read once: generated code keeps it in a tuple
         site = Site(i, n, tuple(flags[j] for j in n.inputs), flags[i], dtype, extra, once, n.op.value)
         (tail if i in local else sites).append(site)
     return Plan(graph, flags, tuple(sites), tuple(tail), tuple(dict.fromkeys(roots)), CodeSlot())
@@ -333,9 +336,11 @@ def linear_form(equation: str) -> bool:
 
 def _einsum(s, xs, frame):
     xs = [x if x.dtype == s.dtype else x.to(s.dtype) for x in xs]
-    equation, linear = s.extra
+    equation, linear, c = s.extra
     if linear:
         return torch.nn.functional.linear(xs[0], xs[1])
+    if c is not None:  # one bmm of contiguous operands (``torch_einsum.py``)
+        return contract(c, arrange(xs[0], c.perm_a), arrange(xs[1], c.perm_b))
     return torch.einsum(equation, *xs)
 
 

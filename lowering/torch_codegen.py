@@ -329,10 +329,11 @@ class _Builder:
             equation, linear, c = s.extra
             if linear:
                 return self._op(s, F.linear, xs, name=name), s.dtype
-            if c is not None:
-                a, b = (self.prepared(("arrange", j, perm), s) if x is self.value(j)
+            if c is not None:  # as ``Contraction.operands``: a fixed operand arranged once per run
+                a, b = (self._op(s, "permute", (x, perm), method=True, name=f"permute_{j}") if not fixed
+                        else self.prepared(("arrange", j, perm), s) if x is self.value(j)
                         else self._op(s, arrange, (x, perm), name=f"arrange_{j}")
-                        for x, j, perm in zip(xs, n.inputs, (c.perm_a, c.perm_b)))
+                        for x, j, perm, fixed in zip(xs, n.inputs, (c.perm_a, c.perm_b), c.fixed))
                 return self._op(s, _bound(s, _contract), (a, b), name=name), s.dtype
             return self._op(s, torch.einsum, (equation, *xs), name=name), s.dtype
         if op is Op.RESHAPE and (not s.batched[0] or int(np.prod(n.shape)) > 0):
@@ -377,7 +378,7 @@ _PREPARE = {"index": rules.in_range, "arrange": arrange}
 def _preparations(plan: Plan, s: Site) -> list[tuple]:
     """What site ``s`` does to an operand before its op, as ``(kind, node, argument)`` keys of
     ``_PREPARE``: a GATHER makes its indices int64 and in range of the axis it indexes, an EINSUM
-    run as one ``bmm`` arranges each operand already in its dtype (``torch_einsum.arrange``)."""
+    run as one ``bmm`` arranges each fixed operand already in its dtype (``torch_einsum.arrange``)."""
     n = s.node
     if n.op is Op.GATHER:
         x, idx = n.inputs
@@ -385,8 +386,8 @@ def _preparations(plan: Plan, s: Site) -> list[tuple]:
         return [("index", idx, shape[stored_axis(n.attr("axis"), len(shape), False)])]
     if n.op is Op.EINSUM and s.extra[2] is not None:
         c = s.extra[2]
-        return [("arrange", j, perm) for j, perm in zip(n.inputs, (c.perm_a, c.perm_b))
-                if TORCH_DTYPES[plan.graph.nodes[j].dtype] == s.dtype]
+        return [("arrange", j, perm) for j, perm, fixed in zip(n.inputs, (c.perm_a, c.perm_b), c.fixed)
+                if fixed and TORCH_DTYPES[plan.graph.nodes[j].dtype] == s.dtype]
     return []
 
 

@@ -34,7 +34,7 @@ from nspec.compiler.ir import DType, Graph, IRError, Node, Op, batched
 from nspec.lowering import surrogates
 from nspec.lowering.torch_batching import align, with_batch
 from nspec.lowering.torch_draws import normal, uniform
-from nspec.lowering.torch_einsum import arrange, contract, contraction
+from nspec.lowering.torch_einsum import contract, contraction
 from nspec.lowering.torch_propagate import propagate
 from nspec.runtime.executor import BackendError
 
@@ -158,7 +158,7 @@ def compile_plan(graph: Graph, consts: dict[str, np.ndarray], unbatched=frozense
         elif n.op is Op.EINSUM:
             equation = batched_equation(n.attr("equation"), tuple(flags[j] for j in n.inputs))
             linear = linear_form(equation)
-            extra = (equation, linear, None if linear else contraction(equation))
+            extra = (equation, linear, None if linear else contraction(equation, tuple(j in fixed for j in n.inputs)))
         elif n.op is Op.SPIKE:
             try:
                 extra = surrogates.resolve(n.attr("surrogate"), n.attr("surrogate_args"))
@@ -339,8 +339,8 @@ def _einsum(s, xs, frame):
     equation, linear, c = s.extra
     if linear:
         return torch.nn.functional.linear(xs[0], xs[1])
-    if c is not None:  # one bmm of contiguous operands (``torch_einsum.py``)
-        return contract(c, arrange(xs[0], c.perm_a), arrange(xs[1], c.perm_b))
+    if c is not None:  # one bmm (``torch_einsum.py``)
+        return contract(c, *c.operands(*xs))
     return torch.einsum(equation, *xs)
 
 

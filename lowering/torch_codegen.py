@@ -19,7 +19,9 @@ evaluated by nspec itself: the nodes are built with torch.fx's graph API and ``G
 generates the code.
 
 A plan yields two functions: ``once(args, consts, frame, grad, local_grad)`` computes the nodes that
-depend on parameters and constants only, at a run's first step (their tuple is kept in the run's
+depend on parameters and constants only (in a LOOP body, on loop invariants too), and what per-step
+nodes do first to such values (a GATHER's indices made int64 and in range, an EINSUM's fixed operand
+arranged for ``bmm``: ``_preparations``), at a run's first step (their tuple is kept in the run's
 ``Frame.cache``, as the interpreter keeps each value), and ``step(args, consts, once, frame, grad,
 local_grad)`` the rest, returning the values of ``Plan.roots``.  The nodes only plastic updates
 need run after ``torch._C._set_grad_enabled(local_grad)``, which gives back ``grad`` after them.  A

@@ -371,7 +371,8 @@ def main(args) -> None:
     reps = 1 if args.quick else args.reps
     if args.train:
         runners = ["torch"]
-    print(f"seed {'training steps' if args.train else 'forward passes'}: {reps} interleaved round(s) (realistic sizes: {args.small_reps}), medians; "
+    print(f"seed {'training steps' if args.train else 'forward passes'}: {reps} interleaved round(s) "
+          f"(realistic sizes: {args.small_reps}), medians; "
           f"{args.threads} thread(s) per backend")
     print(f"{'workload':20s} {'spec':13s} {'runner':15s} {'median ms':>10s} {'min ms':>9s} {'vs eager':>9s} "
           f"{'warm-up s':>9s} {'max |diff|':>10s}")

@@ -20,6 +20,10 @@ SEED_MODELS.md (d_model 256, d_input 64, 16 heads, synch 256/512, random-pairing
 H 64, synapse_depth 5) on a raw 3 x 32 x 32 image (backbone 'none'); ELM with the released NeuronIO
 weights, T 500 of sparse spikes.
 
+``--train`` times training steps instead, on the torch backend only: ``Model.to_torch()``'s module
+and the anchor each run forward, loss = the sum of the float outputs' mean squares, and backward
+(gradients for every float weight).
+
 Threads: ``--threads`` (default 1) sets torch's intra-op threads, ONNX Runtime's, TVM's and the
 BLAS pool's; on a loaded 2-core machine torch's default pool alone slows small per-step ops ~50x.
 
@@ -32,7 +36,7 @@ one round.  ``--bdh-forms parallel`` leaves out the recurrent BDH, the slowest w
 
     python bench/seeds.py [--quick | --all] [--reps 3] [--small-reps 1] [--models bdh,ctm,elm]
                           [--skip tvm,torch.compile] [--bdh-layers 1] [--bdh-forms recurrent,parallel]
-                          [--threads 1]
+                          [--threads 1] [--train]
 """
 
 from __future__ import annotations
@@ -304,10 +308,11 @@ def input_hyper(spec: str, inputs: dict) -> dict:
     return {}
 
 
-def spec_runner(work: Workload, spec: str, runner: str, threads: int):
+def spec_runner(work: Workload, spec: str, runner: str, threads: int, train: bool = False):
     """A callable running the forward pass through ``specs/seeds/<spec>.nspec`` on one backend,
     built and warmed up; and its warm-up time (compiling the spec, loading the weights, building
-    the backend and the first run)."""
+    the backend and the first run).  With ``train``: a training step of ``Model.to_torch()``
+    (``train_step``), the torch runner only."""
     import nspec
 
     t0 = time.perf_counter()
@@ -315,6 +320,20 @@ def spec_runner(work: Workload, spec: str, runner: str, threads: int):
     hyper.update(input_hyper(spec, work.inputs))
     model = nspec.load(ROOT / "specs" / "seeds" / f"{spec}.nspec", **hyper)
     model.load_weights(work.weights)
+    if train:
+        if runner != "torch":
+            raise ValueError("--train times the torch backend's module only")
+        import torch
+
+        module = model.to_torch()
+        inputs = {k: torch.as_tensor(v) for k, v in work.inputs.items()}
+
+        def step():
+            module.zero_grad(set_to_none=True)
+            return train_step(lambda: {k: v for k, v in module(**inputs).items() if not k.startswith("state/")})
+
+        step()
+        return step, time.perf_counter() - t0
     backend, options = {"torch.compile": ("torch", {"compile": True}), "onnxruntime": ("onnxruntime", {"threads": threads})
                         }.get(runner, (runner, {}))
     batch = next(iter(work.inputs.values())).shape[0]
@@ -326,12 +345,26 @@ def spec_runner(work: Workload, spec: str, runner: str, threads: int):
     return run, time.perf_counter() - t0
 
 
-def anchor_runner(work: Workload):
+def train_step(forward: Callable[[], dict]) -> dict:
+    """One training step's work: the forward pass, loss = the sum of each float output's mean
+    square, its backward pass; the outputs as arrays."""
+    outputs = forward()
+    sum((v.float() ** 2).mean() for v in outputs.values() if v.is_floating_point()).backward()
+    return {k: v.detach().numpy() for k, v in outputs.items()}
+
+
+def anchor_runner(work: Workload, train: bool = False):
     import torch
 
     weights = {k: torch.as_tensor(v) for k, v in work.weights.items()}
+    if train:
+        weights = {k: w.clone().requires_grad_(w.is_floating_point()) for k, w in weights.items()}
 
     def run():
+        if train:
+            for w in weights.values():
+                w.grad = None
+            return train_step(lambda: work.anchor(weights, work.hyper, work.inputs))
         with torch.no_grad():
             return {k: v.numpy() for k, v in work.anchor(weights, work.hyper, work.inputs).items()}
 
@@ -343,20 +376,21 @@ def anchor_runner(work: Workload):
 ANCHOR = ("", "eager PyTorch")
 
 
-def measure(work: Workload, runners, reps: int, threads: int, everything: bool) -> list[tuple]:
+def measure(work: Workload, runners, reps: int, threads: int, everything: bool, train: bool = False) -> list[tuple]:
     """Rows (spec, runner, median s, min s, warm-up s, max |diff| vs anchor or an error) for one
-    workload: the anchor, then each of the workload's specs on each runner."""
+    workload: the anchor, then each of the workload's specs on each runner (training steps with
+    ``train``)."""
     import numpy as np
 
     built, warm, errors = {}, {}, {}
-    built[ANCHOR], warm[ANCHOR] = anchor_runner(work)
+    built[ANCHOR], warm[ANCHOR] = anchor_runner(work, train)
     labels = [(spec, r) for spec in work.spec_names for r in runners]
     for label in labels:
         if label[1] in work.slow and not everything:
             errors[label] = "skipped: compiling takes minutes here (--all includes it)"
             continue
         try:
-            built[label], warm[label] = spec_runner(work, *label, threads)
+            built[label], warm[label] = spec_runner(work, *label, threads, train)
         except Exception as exc:  # a backend that cannot run this model is a row of the table, not a crash
             errors[label] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:90]}"
     times = {k: [] for k in built}
@@ -388,7 +422,10 @@ def main(args) -> None:
     if not args.quick:
         works += small_workloads(models, args.bdh_layers, bdh_specs)
     reps = 1 if args.quick else args.reps
-    print(f"seed forward passes: {reps} interleaved round(s) (realistic sizes: {args.small_reps}), medians; "
+    if args.train:
+        runners = ["torch"]
+    print(f"seed {'training steps' if args.train else 'forward passes'}: {reps} interleaved round(s) "
+          f"(realistic sizes: {args.small_reps}), medians; "
           f"{args.threads} thread(s) per backend")
     peak, peak_by = sgemm_peak(args.threads)
     print(f"sgemm peak of this CPU: {peak:.1f} GFLOP/s ({peak_by}, 1024^3 float32, best of 10, "
@@ -396,7 +433,7 @@ def main(args) -> None:
     print(f"{'workload':20s} {'spec':13s} {'runner':15s} {'median ms':>10s} {'min ms':>9s} {'vs eager':>9s} "
           f"{'warm-up s':>9s} {'max |diff|':>10s} {'GFLOP/s':>8s} {'of peak':>7s}")
     for work in works:
-        rows = measure(work, runners, args.small_reps if work.realistic else reps, args.threads, args.all)
+        rows = measure(work, runners, args.small_reps if work.realistic else reps, args.threads, args.all, args.train)
         base = rows[0][2]
         flops = workload_flops(work) if work.realistic else None
         for spec, label, med, low, warm, diff in rows:
@@ -435,6 +472,8 @@ def parse(argv=None):
     ap.add_argument("--bdh-forms", default="recurrent,parallel", type=_forms,
                     help="comma-separated BDH specs to run: recurrent (bdh.nspec), parallel (bdh_parallel.nspec)")
     ap.add_argument("--threads", type=int, default=1, help="threads per backend (torch, ORT, TVM, BLAS)")
+    ap.add_argument("--train", action="store_true", help="time training steps (forward + backward of the mean "
+                    "square of the outputs) of the torch backend's module against the anchor's")
     return ap.parse_args(argv)
 
 

@@ -275,23 +275,22 @@ class ProgramModule(nn.Module):
         module, whose time loop would be unrolled (``simulate(..., step=torch.compile(m.step))``).
         """
         low = self._nspec
-        batch = next((x.shape[0] for x in list(state.values()) + list(inputs.values())), 1)
+        batch = _batch_of(state, inputs)
         cache = {} if cache is None else cache
         if "parameters" not in cache:  # module lookups are slow next to a small step: once per run
             cache["parameters"] = self.param_values()
             cache["constants"] = dict(self._nspec_consts.named_buffers())
-        args = dict(cache["parameters"])
-        args.update(state)
-        args.update(inputs)
         o = low.options
-        frame = Frame(args, cache["constants"], batch, o["plasticity_grad"], o["propagate"], cache, run)
+        frame = Frame({**cache["parameters"], **state, **inputs}, cache["constants"], batch, o["plasticity_grad"],
+                      o["propagate"], cache, run)
         vals = execute(low.step, frame)
         flags = low.step.flags
-        results = {name: _batched(vals[node], flags[node], batch) for name, node in low.result_nodes.items()}
-        new = {}
-        for name, node in low.next_nodes.items():
-            v = _batched(vals[node], flags[node], batch)
-            new[name] = v.detach() if name in low.plastic and not o["plasticity_grad"] else v
+        results = {name: vals[node] if flags[node] else _batched(vals[node], False, batch)
+                   for name, node in low.result_nodes.items()}
+        new = {name: vals[node] if flags[node] else _batched(vals[node], False, batch)
+               for name, node in low.next_nodes.items()}
+        if low.plastic and not o["plasticity_grad"]:
+            new.update({name: new[name].detach() for name in low.plastic})
         return new, results
 
     def simulate(self, state: dict[str, torch.Tensor], inputs: dict[str, torch.Tensor], steps: int,
@@ -305,7 +304,7 @@ class ProgramModule(nn.Module):
         """
         low = self._nspec
         program = low.program
-        batch = next((x.shape[0] for x in list(state.values()) + list(inputs.values())), 1)
+        batch = _batch_of(state, inputs)
         states = {s.name for s in program.states}
         for name, _ in record:
             if name not in states and name not in low.result_nodes:
@@ -314,13 +313,14 @@ class ProgramModule(nn.Module):
         step = self.step if step is None else step
         outputs: dict[str, list] = {name: [] for name in low.output_nodes}
         records: dict[str, list] = {name: [] for name, _ in record}
+        steps_of = {name: x.unbind(1) for name, x in inputs.items()}  # one view per step, made at once
         for t in range(steps):
-            new, results = step(state, {name: x[:, t] for name, x in inputs.items()}, cache)
+            new, results = step(state, {name: xs[t] for name, xs in steps_of.items()}, cache)
             for name, every in record:
                 if t % every == 0 and t // every < steps // every:
                     records[name].append(state[name] if name in states else results[name])
-            for name in outputs:
-                outputs[name].append(results[name])
+            for name, out in outputs.items():
+                out.append(results[name])
             state = new
         # one step (a whole sequence as one step, say): its outputs as views, not stacked copies
         out = {name: vs[0].unsqueeze(1) if len(vs) == 1 else _stack(vs, 1, (batch, 0) + program.var(name).shape)
@@ -396,6 +396,15 @@ def _one_step(program: Program, xs: dict[str, torch.Tensor]) -> bool:
         raise BackendError(f"inputs mix the two layouts: {', '.join(timeless)} without a time axis ([B, *shape], "
                            f"one data step), {', '.join(timed)} with one ([B, T, *shape]); give all of them one way")
     return any(layouts.values())
+
+
+def _batch_of(state: dict, inputs: dict) -> int:
+    """The batch size: the leading axis of any state or input (1 when there are none)."""
+    for x in state.values():
+        return x.shape[0]
+    for x in inputs.values():
+        return x.shape[0]
+    return 1
 
 
 def _batched(v: torch.Tensor, b: bool, batch: int) -> torch.Tensor:

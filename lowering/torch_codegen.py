@@ -19,7 +19,9 @@ evaluated by nspec itself: the nodes are built with torch.fx's graph API and ``G
 generates the code.
 
 A plan yields two functions: ``once(args, consts, frame, grad, local_grad)`` computes the nodes that
-depend on parameters and constants only, at a run's first step (their tuple is kept in the run's
+depend on parameters and constants only (in a LOOP body, on loop invariants too), and what per-step
+nodes do first to such values (a GATHER's indices made int64 and in range, an EINSUM's fixed operand
+arranged for ``bmm``: ``_preparations``), at a run's first step (their tuple is kept in the run's
 ``Frame.cache``, as the interpreter keeps each value), and ``step(args, consts, once, frame, grad,
 local_grad)`` the rest, returning the values of ``Plan.roots``.  The nodes only plastic updates
 need run after ``torch._C._set_grad_enabled(local_grad)``, which gives back ``grad`` after them.  A
@@ -47,6 +49,7 @@ import torch.nn.functional as F
 from nspec.compiler.batching import batched_perm, sliced, stored_axes, stored_axis
 from nspec.compiler.ir import Op
 from nspec.lowering import torch_rules as rules
+from nspec.lowering.torch_einsum import arrange, contract
 from nspec.lowering.torch_rules import RULES, TORCH_DTYPES, Frame, Loop, Plan, Site
 from nspec.runtime.executor import BackendError
 
@@ -154,17 +157,26 @@ def generate(plan: Plan) -> Code:
     per_step = [s for s in plan.sites + plan.local if not s.once]
     wanted = {j for s in per_step for j in s.node.inputs} | set(plan.roots)
     kept = [s.index for s in once_sites if s.index in wanted]  # once values the step reads
+    fixed = {s.index for s in once_sites} | {s.index for s in plan.sites + plan.local if s.op == "const"}
+    # what per-step nodes do to fixed operands (make indices in range, arrange an einsum's operand): once
+    prepared: dict[tuple, Site] = {}
+    for s in per_step:
+        for key in _preparations(plan, s):
+            if key[1] in fixed:
+                prepared.setdefault(key, s)
     lines: dict[tuple[str, int], Site] = {}
     once = None
     sources = []
-    if once_sites:
+    if once_sites or prepared:
         b = _Builder(plan, "Once")
         b.sites([s for s in plan.sites if s.once], [s for s in plan.local if s.once])
-        once = b.finish([b.value(i) for i in kept], lines)
+        once = b.finish([b.value(i) for i in kept] + [b.prepared(key, s) for key, s in prepared.items()], lines)
         sources.append(once.__self__.code)
     b = _Builder(plan, "Step")
     for k, i in enumerate(kept):
         b.env[i] = b._op(b.by_index[i], operator.getitem, (b.once, k), name=f"once_{i}")
+    for k, (key, s) in enumerate(prepared.items(), len(kept)):
+        b.prepare[key] = b._op(s, operator.getitem, (b.once, k), name=f"once_{key[0]}_{key[1]}")
     b.sites([s for s in plan.sites if not s.once], [s for s in plan.local if not s.once])
     step = b.finish([b.value(i) for i in plan.roots], lines)
     sources.append(step.__self__.code)
@@ -188,6 +200,15 @@ class _Builder:
         self.env: dict[int, fx.Node] = {}
         self.by_index = {s.index: s for s in plan.sites + plan.local}
         self.site_of: dict[str, Site] = {}   # fx node name -> the site it belongs to
+        self.prepare: dict[tuple, fx.Node] = {}  # (kind, node, argument) -> the node's value prepared
+
+    def prepared(self, key: tuple, s: Site) -> fx.Node:
+        """Node ``key[1]``'s value prepared by ``_PREPARE[key[0]]`` with ``key[2]`` (for site ``s``),
+        computed once per function."""
+        if key not in self.prepare:
+            kind, j, arg = key
+            self.prepare[key] = self._op(s, _PREPARE[kind], (self.value(j), arg), name=f"{kind}_{j}")
+        return self.prepare[key]
 
     def value(self, i: int) -> fx.Node:
         """Node ``i``'s value; an ARG or a CONST is read where it is first needed."""
@@ -231,13 +252,15 @@ class _Builder:
             return self._op(s, operator.getitem, (self.consts, s.extra), name=f"const_{s.index}")
         if n.op is Op.ARG:
             x = self._op(s, operator.getitem, (self.args, n.attr("name")), name=f"read_{s.index}")
-            return self._op(s, "to", (x, s.dtype), method=True, name=f"arg_{s.index}")
+            return self._op(s, as_dtype, (x, s.dtype), name=f"arg_{s.index}")
         value, dtype = self._inline(s)
         if value is None:  # the op's rule, bound to its site
             value = self._op(s, _bound(s), ([self.value(j) for j in n.inputs], self.frame),
                              name=f"{s.op}_{s.index}")
-            dtype = s.dtype if n.op in _RULES_IN_DTYPE else self._dtype(n.inputs[0]) if n.op is Op.GATHER else None
-        if s.dtype is not None and dtype != s.dtype:
+            dtype = s.dtype if n.op in _RULES_IN_DTYPE else None
+        if s.dtype is not None and dtype is None:  # a dtype known only when it runs
+            value = self._op(s, as_dtype, (value, s.dtype), name=f"cast_{s.index}")
+        elif s.dtype is not None and dtype != s.dtype:
             value = self._op(s, "to", (value, s.dtype), method=True, name=f"cast_{s.index}")
         return value
 
@@ -305,9 +328,15 @@ class _Builder:
         if op is Op.EINSUM:
             xs = [self._op(s, "to", (x, s.dtype), method=True, name=f"cast_{j}") if self._dtype(j) != s.dtype else x
                   for x, j in zip(ins, n.inputs)]
-            equation, linear = s.extra
+            equation, linear, c = s.extra
             if linear:
                 return self._op(s, F.linear, xs, name=name), s.dtype
+            if c is not None:  # as ``Contraction.operands``: a fixed operand arranged once per run
+                a, b = (self._op(s, "permute", (x, perm), method=True, name=f"permute_{j}") if not fixed
+                        else self.prepared(("arrange", j, perm), s) if x is self.value(j)
+                        else self._op(s, arrange, (x, perm), name=f"arrange_{j}")
+                        for x, j, perm, fixed in zip(xs, n.inputs, (c.perm_a, c.perm_b), c.fixed))
+                return self._op(s, _bound(s, _contract), (a, b), name=name), s.dtype
             return self._op(s, torch.einsum, (equation, *xs), name=name), s.dtype
         if op is Op.RESHAPE and (not s.batched[0] or int(np.prod(n.shape)) > 0):
             shape = ((-1,) if s.batched[0] else ()) + tuple(n.shape)
@@ -324,15 +353,61 @@ class _Builder:
             return self._op(s, operator.getitem, (ins[0], index), name=name), in_dtype
         if op is Op.ITEM:
             return self._op(s, operator.getitem, (ins[0], n.attr("index")), name=name), None
+        if op is Op.GATHER:
+            index = self.prepared(_preparations(self.plan, s)[0], s)
+            if s.batched[1] or len(self.plan.graph.nodes[n.inputs[1]].shape) != 1:
+                return self._op(s, _bound(s, rules.take), (ins[0], index), name=name), in_dtype
+            # one vector of indices for every sample: the rule's index_select, without its reshapes
+            axis = stored_axis(n.attr("axis"), len(self.plan.graph.nodes[n.inputs[0]].shape), False) + s.batched[0]
+            return self._op(s, torch.index_select, (ins[0], axis, index), name=name), in_dtype
+        if op is Op.CONCAT and (not s.out or all(s.batched)):  # no input to give a batch axis
+            xs = [self._op(s, "to", (x, s.dtype), method=True, name=f"cast_{j}") if self._dtype(j) != s.dtype else x
+                  for x, j in zip(ins, n.inputs)]
+            axis = stored_axis(n.attr("axis"), len(n.shape), s.out)
+            return self._op(s, torch.cat, (xs,), {"dim": axis}, name=name), s.dtype
         return None, None
 
 
-def _bound(s: Site) -> Callable:
-    """``RULES[op]`` with its site bound: called from generated code as ``rule_<op>_<i>(xs, frame)``."""
-    rule = RULES[s.node.op]
+def as_dtype(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``x`` in ``dtype``: ``x`` itself when it is in it already (``Tensor.to`` takes ~10x longer
+    to find that out, a share of a small step's time)."""
+    return x if x.dtype is dtype else x.to(dtype)
 
-    def call(xs, frame):
-        return rule(s, xs, frame)
+
+_PREPARE = {"index": rules.in_range, "arrange": arrange}
+
+
+def _preparations(plan: Plan, s: Site) -> list[tuple]:
+    """What site ``s`` does to an operand before its op, as ``(kind, node, argument)`` keys of
+    ``_PREPARE``: a GATHER makes its indices int64 and in range of the axis it indexes, an EINSUM
+    run as one ``bmm`` arranges each fixed operand already in its dtype (``torch_einsum.arrange``)."""
+    n = s.node
+    if n.op is Op.GATHER:
+        x, idx = n.inputs
+        shape = plan.graph.nodes[x].shape
+        return [("index", idx, shape[stored_axis(n.attr("axis"), len(shape), False)])]
+    if n.op is Op.EINSUM and s.extra[2] is not None:
+        c = s.extra[2]
+        return [("arrange", j, perm) for j, perm, fixed in zip(n.inputs, (c.perm_a, c.perm_b), c.fixed)
+                if fixed and TORCH_DTYPES[plan.graph.nodes[j].dtype] == s.dtype]
+    return []
+
+
+def _contract(s: Site, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return contract(s.extra[2], a, b)
+
+
+def _bound(s: Site, rule: Callable | None = None) -> Callable:
+    """``RULES[op]`` (or ``rule``) with its site bound: called from generated code as
+    ``rule_<op>_<i>(xs, frame)`` (or with ``rule``'s own arguments after the site)."""
+    if rule is None:
+        op_rule = RULES[s.node.op]
+
+        def call(xs, frame):
+            return op_rule(s, xs, frame)
+    else:
+        def call(*xs):
+            return rule(s, *xs)
 
     call.__name__ = call.__qualname__ = f"{s.op}_{s.index}"
     call.__module__ = "rule"

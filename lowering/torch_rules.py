@@ -20,7 +20,7 @@ module and the executor built on them are in ``to_torch.py``.
 from __future__ import annotations
 
 import operator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
@@ -34,6 +34,7 @@ from nspec.compiler.ir import DType, Graph, IRError, Node, Op, batched
 from nspec.lowering import surrogates
 from nspec.lowering.torch_batching import align, with_batch
 from nspec.lowering.torch_draws import normal, uniform
+from nspec.lowering.torch_einsum import contract, contraction
 from nspec.lowering.torch_propagate import propagate
 from nspec.runtime.executor import BackendError
 
@@ -43,9 +44,10 @@ TORCH_DTYPES = {DType.f32: torch.float32, DType.f64: torch.float64, DType.i32: t
 
 
 # ---------------------------------------------------------------- plans
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass takes ~1.5 us to build, once per step and tick
 class Frame:
-    """What rules read besides their inputs: ARG values, constants, batch size and run options."""
+    """What rules read besides their inputs: ARG values, constants, batch size and run options
+    (never changed once built: a LOOP body gets a new one)."""
 
     args: dict[str, torch.Tensor]
     consts: dict[str, torch.Tensor]
@@ -68,9 +70,11 @@ class Site:
     batched: tuple[bool, ...]
     out: bool
     dtype: torch.dtype | None     # None for LOOP, whose value is a tuple
-    extra: Any = None             # per op: a CONST's buffer name, a LOOP's ``Loop``, the batched einsum
-                                  # equation, a SPIKE's surrogate (name, args)
-    once: bool = False            # computed from parameters and constants only: once per run
+    extra: Any = None             # per op: a CONST's buffer name, a LOOP's ``Loop``, an EINSUM's batched
+                                  # equation, whether it is linear and its ``Contraction`` (or None),
+                                  # a SPIKE's surrogate (name, args)
+    once: bool = False            # computed from parameters and constants only: once per run (in a LOOP
+                                  # body, from loop invariants too: once per run of the loop)
     op: str = ""                  # node.op.value, looked up per step (an Enum attribute is slow to read)
 
 
@@ -94,13 +98,16 @@ class Loop:
     body: Plan
 
 
-def _parameter_only(graph: Graph) -> set[int]:
+def _parameter_only(graph: Graph, invariant: frozenset[str] = frozenset()) -> set[int]:
     """Nodes whose value depends on parameters and constants only (the same at every step of a run,
     as parameters change between runs, never during one): ELM's decay factors, a reparameterised
-    weight, an index buffer's concatenation.  Their values are computed at the run's first step."""
+    weight, an index buffer's concatenation.  Their values are computed at the run's first step.
+    In a LOOP body, ``invariant`` names the loop-invariant ARGs, which count as parameters: what
+    depends on them only (CTM's key/value projection of its input) is computed at the first
+    iteration of each run of the loop, which keeps its own cache (``_loop``)."""
     fixed: set[int] = set()
     for i, n in enumerate(graph.nodes):
-        if n.op is Op.CONST or (n.op is Op.ARG and n.attr("role") == "param"):
+        if n.op is Op.CONST or (n.op is Op.ARG and (n.attr("role") == "param" or n.attr("name") in invariant)):
             fixed.add(i)
         elif n.op not in _PER_STEP and n.inputs and all(j in fixed for j in n.inputs):
             fixed.add(i)
@@ -115,8 +122,10 @@ def node_error(node: Node, index: int, message: str) -> BackendError:
 
 
 def compile_plan(graph: Graph, consts: dict[str, np.ndarray], unbatched=frozenset(), prefix: str = "c",
-                 local_results: frozenset[str] = frozenset(), roots=None) -> Plan:
-    """Compile ``graph`` (the nodes that ``roots``, by default every result, depend on).
+                 local_results: frozenset[str] = frozenset(), roots=None, invariant: frozenset[str] = frozenset()
+                 ) -> Plan:
+    """Compile ``graph`` (the nodes that ``roots``, by default every result, depend on); a LOOP
+    body's ``invariant`` ARGs count as parameters (``_parameter_only``).
 
     Constants are added to ``consts`` under unique names (the caller makes them buffers).  Nodes
     that only the ``next`` results named in ``local_results`` need go to ``Plan.local``.
@@ -129,7 +138,7 @@ def compile_plan(graph: Graph, consts: dict[str, np.ndarray], unbatched=frozense
     other_roots = [r.node for r in graph.results if not (r.kind == "next" and r.name in local_results)]
     local = graph.reachable(local_roots) - graph.reachable(other_roots) if local_roots else set()
     sites, tail = [], []
-    fixed = _parameter_only(graph)
+    fixed = _parameter_only(graph, invariant)
     for i, n in enumerate(graph.nodes):
         if i not in live:
             continue
@@ -148,14 +157,15 @@ def compile_plan(graph: Graph, consts: dict[str, np.ndarray], unbatched=frozense
             extra = indptr.op is Op.CONST or (indptr.op is Op.ARG and indptr.attr("role") == "param")
         elif n.op is Op.EINSUM:
             equation = batched_equation(n.attr("equation"), tuple(flags[j] for j in n.inputs))
-            extra = (equation, linear_form(equation))
+            linear = linear_form(equation)
+            extra = (equation, linear, None if linear else contraction(equation, tuple(j in fixed for j in n.inputs)))
         elif n.op is Op.SPIKE:
             try:
                 extra = surrogates.resolve(n.attr("surrogate"), n.attr("surrogate_args"))
             except (KeyError, ValueError) as exc:
                 raise node_error(n, i, str(exc).strip("'\"")) from None
         dtype = None if n.op is Op.LOOP else TORCH_DTYPES[n.dtype]
-        once = i in fixed and n.op not in (Op.ARG, Op.CONST)
+        once = i in fixed and n.op is not Op.CONST  # a parameter read once: generated code keeps it in a tuple
         site = Site(i, n, tuple(flags[j] for j in n.inputs), flags[i], dtype, extra, once, n.op.value)
         (tail if i in local else sites).append(site)
     return Plan(graph, flags, tuple(sites), tuple(tail), tuple(dict.fromkeys(roots)), CodeSlot())
@@ -168,7 +178,8 @@ def _compile_loop(graph: Graph, i: int, flags, consts, prefix: str) -> Loop:
     except IRError as exc:
         raise node_error(n, i, str(exc)) from None
     unbatched = spec.unbatched([flags[j] for j in n.inputs], flags[i])
-    return Loop(spec, compile_plan(spec.attrs.body, consts, unbatched, prefix, roots=spec.roots))
+    return Loop(spec, compile_plan(spec.attrs.body, consts, unbatched, prefix, roots=spec.roots,
+                                   invariant=frozenset(spec.attrs.invariant)))
 
 
 class CodeSlot:
@@ -325,9 +336,11 @@ def linear_form(equation: str) -> bool:
 
 def _einsum(s, xs, frame):
     xs = [x if x.dtype == s.dtype else x.to(s.dtype) for x in xs]
-    equation, linear = s.extra
+    equation, linear, c = s.extra
     if linear:
         return torch.nn.functional.linear(xs[0], xs[1])
+    if c is not None:  # one bmm (``torch_einsum.py``)
+        return contract(c, *c.operands(*xs))
     return torch.einsum(equation, *xs)
 
 
@@ -358,7 +371,7 @@ def _slice(s, xs, frame):
     return xs[0][sliced(n.attr("starts"), n.attr("stops"), n.attr("steps"), s.batched[0])]
 
 
-def _index(idx: torch.Tensor, size: int) -> torch.Tensor:
+def in_range(idx: torch.Tensor, size: int) -> torch.Tensor:
     """Indices as int64, negative ones counted from the end (as ``np.take`` does), clamped into
     [0, size) so that no index leaves the buffer (``interpret.in_range``)."""
     idx = idx.long()
@@ -367,9 +380,15 @@ def _index(idx: torch.Tensor, size: int) -> torch.Tensor:
 
 def _gather(s, xs, frame):
     x, idx = xs
+    axis = stored_axis(s.node.attr("axis"), x.dim() - s.batched[0], False)
+    return take(s, x, in_range(idx, x.shape[axis + s.batched[0]]))
+
+
+def take(s, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """GATHER with its indices already int64 and in range (``in_range``): generated code computes
+    them once per run when they are fixed (an index buffer, a constant)."""
     bx, bi = s.batched
     axis = stored_axis(s.node.attr("axis"), x.dim() - bx, False)
-    idx = _index(idx, x.shape[axis + bx])
     if not bx:
         # One table for every sample (an embedding): take all indices at once; batched indices
         # bring their batch axis, which moves to the front.
@@ -391,7 +410,7 @@ def _scatter_add(s, xs, frame):
     bb, bi, bv = s.batched
     axis = stored_axis(s.node.attr("axis"), len(s.node.shape), False)
     size = s.node.shape[axis]
-    idx = _index(idx, size)
+    idx = in_range(idx, size)
     values = values.to(s.dtype)
     base = base.to(s.dtype)
     if not s.out:
@@ -429,11 +448,13 @@ def _loop(s, xs, frame):
         return with_batch(v, b, batch) if s.out else v
 
     invariant = dict(zip(spec.invariant, xs[n:]))
+    cache: dict = {}  # the body's loop-invariant values, computed at the first iteration of this run
 
     def body(carry):
         args = dict(invariant)
         args.update(zip(spec.carried, carry))
-        vals = (frame.run or execute)(loop.body, replace(frame, args=args, batch=batch))
+        vals = (frame.run or execute)(loop.body, Frame(args, frame.consts, batch, frame.plasticity_grad,
+                                                        frame.propagate, cache, frame.run))
         cond = None if nodes.until_node is None else lift(vals[nodes.until_node], flags[nodes.until_node]).bool()
         return ([lift(vals[k], flags[k]) for k in nodes.next_nodes], [lift(vals[k], flags[k]) for k in nodes.out_nodes],
                 cond)
@@ -539,4 +560,4 @@ _RULE_OF = {op.value: rule for op, rule in RULES.items()}  # by the op's string:
 
 
 __all__ = ["TORCH_DTYPES", "TORCH_UNTIL", "RULES", "Frame", "Site", "Plan", "Loop", "CodeSlot", "compile_plan",
-           "execute", "node_error", "linear_form"]
+           "execute", "node_error", "linear_form", "in_range", "take"]

@@ -224,3 +224,41 @@ def test_a_built_module_has_the_code_of_every_plan_before_its_first_run(monkeypa
     every = list(plans(module._nspec.step))
     assert len(every) > 1  # CTM's ticks are a LOOP
     assert all(p.generated.code is not None for p in every)
+
+
+@pytest.mark.parametrize("equation", ["adm,mhd->adh", "ahtn,ahsn->ahts", "ahtn,hnd->atd", "bi,ij->bj", "i,i->"])
+def test_a_contraction_is_one_bmm_with_torch_einsums_values_and_gradients(equation):
+    """``torch_einsum``: a two-operand EINSUM that sums runs as one bmm, each operand permuted (the
+    second one fixed: arranged contiguous, as generated code does once per run); values and
+    gradients as torch.einsum's within rounding, and a size-1 axis still broadcasts."""
+    from nspec.lowering.torch_einsum import contract, contraction
+
+    terms = equation.split("->")[0].split(",")
+    sizes = {c: 2 + k for k, c in enumerate(sorted(set("".join(terms))))}
+    gen = torch.Generator().manual_seed(0)
+    a, b = (torch.randn([sizes[c] for c in t], generator=gen, requires_grad=True) for t in terms)
+    c = contraction(equation, (False, True))
+    got = contract(c, *c.operands(a, b))
+    want = torch.einsum(equation, a, b)
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+    weights = torch.randn(want.shape, generator=gen)
+    grads = [torch.autograd.grad((y * weights).sum(), (a, b)) for y in (got, want)]
+    for g, w in zip(*grads):
+        torch.testing.assert_close(g, w, rtol=1e-6, atol=1e-6)
+    one = torch.randn(1, 2, 3, generator=gen)
+    other = torch.randn(4, 3, 5, generator=gen)
+    c = contraction("bij,bjk->bik")
+    torch.testing.assert_close(contract(c, *c.operands(one, other)), torch.einsum("bij,bjk->bik", one, other))
+    assert contraction("ij,jk->i") is None and contraction("ab,ab->ab") is None and contraction("ii,i->i") is None
+
+
+def test_a_loop_bodys_invariant_work_runs_once_per_run_of_the_loop():
+    """CTM's ticks: the key/value projection of the input reads loop invariants only, so it is part
+    of the body's ``once`` function (run at the first tick of each run of the loop), not of every
+    tick; the bits are the interpreter's (``test_generated_code_gives_the_interpreters_bits``)."""
+    module = nspec.load(ROOT / "specs" / "seeds" / "ctm.nspec").to_torch()
+    (loop,) = [s.extra for s in module._nspec.step.sites if isinstance(s.extra, tr.Loop)]
+    hoisted = {s.op for s in loop.body.sites if s.once}
+    assert {"einsum", "layernorm"} <= hoisted
+    once = cg.source(loop.body).split("def forward")[1]
+    assert "layernorm" in once

@@ -31,8 +31,8 @@ import numpy as np
 from .batching import (LoopSpec, Until, aligned_shape, batch_size, batched_equation, batched_perm, iterate, sliced,
                        stored_axes, stored_axis, stored_shape)
 from .ir import DType, Graph, IRError, Node, Op, batched
-from .interpret_random import random_rule, uniform_rule
 from .normal_draws import normal_numpy
+from .threefry import uniform_numpy
 
 
 class EvaluationError(IRError):
@@ -372,6 +372,48 @@ def _item(node, xs, bs, ctx):
     return xs[0][node.attr("index")]
 
 
+# ---------------------------------------------------------------- initialisation
+def _orthogonal(rng: np.random.Generator, shape: tuple[int, ...], gain) -> np.ndarray:
+    """torch.nn.init.orthogonal_: QR of a normal matrix, rows flattened as [shape[0], rest]."""
+    rows = shape[0] if shape else 1
+    cols = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+    a = rng.standard_normal((rows, cols))
+    if rows < cols:
+        a = a.T
+    q, r = np.linalg.qr(a)
+    q = q * np.sign(np.diag(r))
+    if rows < cols:
+        q = q.T
+    return gain * q.reshape(shape)
+
+
+def _random(node, xs, bs, ctx):
+    if ctx.rng is None:
+        raise EvaluationError("RANDOM needs a random generator (it belongs in init graphs)")
+    if any(bs):
+        raise EvaluationError("RANDOM takes unbatched arguments (init graphs run per trial)")
+    a, b = xs
+    dist = node.attr("dist")
+    if dist == "uniform":
+        return ctx.rng.uniform(a, b, size=node.shape)
+    if dist == "normal":
+        return ctx.rng.normal(a, b, size=node.shape)
+    if dist == "orthogonal":
+        return _orthogonal(ctx.rng, node.shape, a)
+    raise EvaluationError(f"unknown distribution {dist!r}")
+
+
+def _uniform(node, xs, bs, ctx):
+    """Threefry-2x32 on NumPy uint32 words (``threefry.uniform_numpy``); an unbatched counter is
+    sample 0, and an unbatched seed is every sample's."""
+    a = node.attrs
+    step, seed = np.reshape(xs[0], -1), np.reshape(xs[1], -1)
+    if bs[1] and not bs[0]:
+        step = np.broadcast_to(step, seed.shape)
+    u = uniform_numpy(seed, a.stream, a.streams, step, a.shape)
+    return u if bs[0] or bs[1] else u[0]
+
+
 # ---------------------------------------------------------------- run-time checks
 # kind -> the values that fail the check (x, size) -> bool array; every backend has the same table.
 CHECK_FAILS = {
@@ -455,10 +497,10 @@ RULES: dict[Op, Rule] = {
     Op.PROPAGATE: _propagate,
     Op.LOOP: _loop,
     Op.ITEM: _item,
-    Op.RANDOM: random_rule,
-    Op.UNIFORM: uniform_rule,
+    Op.RANDOM: _random,
+    Op.UNIFORM: _uniform,
     Op.CHECK: _check,
-    Op.NORMAL: lambda node, xs, bs, ctx: normal_numpy(uniform_rule(node, xs, bs, ctx)),
+    Op.NORMAL: lambda node, xs, bs, ctx: normal_numpy(_uniform(node, xs, bs, ctx)),
 }
 
 
